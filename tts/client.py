@@ -1,0 +1,135 @@
+"""A small Python client for the ``tts.v1.TextToSpeech`` gRPC API.
+
+Example::
+
+    from tts.client import TTSClient
+
+    with TTSClient("127.0.0.1:50051") as c:
+        wav = c.synthesize("Hello world.").audio            # WAV bytes
+        for chunk in c.stream("Hello again."):              # raw PCM16 chunks
+            play(chunk.audio)
+
+TLS: ``TTSClient(target, tls=True, root_cert=pem)``; mTLS adds
+``client_cert=``/``client_key=``; a bearer token goes in ``token=``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grpc
+
+from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+#: Encoding names accepted by ``encoding=`` (the proto enum's names).
+ENCODINGS = ("WAV", "LINEAR_PCM16", "FLOAT32", "FLAC", "OGG_OPUS")
+#: ``encoding`` name -> file suffix used by ``tts-client``.
+SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG_OPUS": ".ogg", "LINEAR_PCM16": ".pcm", "FLOAT32": ".f32"}
+
+_OPTION_NAMES = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold",
+                 "prenet_dropout")
+
+
+def channel_options(max_receive_bytes: int = 64 << 20) -> list[tuple[str, Any]]:
+    return [("grpc.max_receive_message_length", max_receive_bytes),
+            ("grpc.max_send_message_length", 4 << 20)]
+
+
+def credentials(*, root_cert: bytes | None = None, client_cert: bytes | None = None,
+                client_key: bytes | None = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials (``root_cert`` None = the system's roots)."""
+    return grpc.ssl_channel_credentials(root_certificates=root_cert, private_key=client_key,
+                                        certificate_chain=client_cert)
+
+
+def make_channel(target: str, *, tls: bool = False, root_cert: bytes | None = None,
+                 client_cert: bytes | None = None, client_key: bytes | None = None,
+                 server_name: str | None = None, aio: bool = False, max_receive_bytes: int = 64 << 20):
+    """A (sync or ``grpc.aio``) channel to ``target`` ("host:port"), plaintext or TLS."""
+    opts = channel_options(max_receive_bytes)
+    if server_name:
+        opts.append(("grpc.ssl_target_name_override", server_name))
+    mod = grpc.aio if aio else grpc
+    if tls or root_cert is not None or client_cert is not None:
+        creds = credentials(root_cert=root_cert, client_cert=client_cert, client_key=client_key)
+        return mod.secure_channel(target, creds, options=opts)
+    return mod.insecure_channel(target, options=opts)
+
+
+def build_request(text: str, *, voice: str = "", encoding: str | int = "WAV", sample_rate_hz: int = 0,
+                  options: Mapping[str, Any] | None = None) -> tts_pb2.SynthesizeRequest:
+    """A ``SynthesizeRequest``; ``options`` keys are the proto's option names (``sigma``, ``seed``, ...)."""
+    enc = tts_pb2.AudioEncoding.Value(encoding) if isinstance(encoding, str) else int(encoding)
+    req = tts_pb2.SynthesizeRequest(text=text, voice=voice, encoding=enc, sample_rate_hz=sample_rate_hz)
+    for key, value in (options or {}).items():
+        if key not in _OPTION_NAMES:
+            raise ValueError(f"unknown option {key!r}; known: {', '.join(_OPTION_NAMES)}")
+        if value is not None:
+            setattr(req.options, key, value)
+    return req
+
+
+def metadata(token: str | None = None, request_id: str | None = None) -> list[tuple[str, str]]:
+    md = []
+    if token:
+        md.append(("authorization", f"Bearer {token}"))
+    if request_id:
+        md.append(("x-request-id", request_id))
+    return md
+
+
+class TTSClient:
+    """Blocking client. ``timeout`` (seconds) is the default deadline of every call."""
+
+    def __init__(self, target: str, *, token: str | None = None, tls: bool = False,
+                 root_cert: bytes | None = None, client_cert: bytes | None = None,
+                 client_key: bytes | None = None, server_name: str | None = None,
+                 timeout: float | None = 60.0) -> None:
+        self.target = target
+        self.token = token
+        self.timeout = timeout
+        self.channel = make_channel(target, tls=tls, root_cert=root_cert, client_cert=client_cert,
+                                    client_key=client_key, server_name=server_name)
+        self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> TTSClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _kw(self, timeout, request_id):
+        return {"timeout": self.timeout if timeout is None else timeout,
+                "metadata": metadata(self.token, request_id)}
+
+    def synthesize(self, text: str, *, voice: str = "", encoding: str | int = "WAV", sample_rate_hz: int = 0,
+                   options: Mapping[str, Any] | None = None, timeout: float | None = None,
+                   request_id: str | None = None) -> tts_pb2.SynthesizeResponse:
+        """Whole utterance in one response (raises ``grpc.RpcError`` on failure)."""
+        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
+        return self.stub.Synthesize(req, **self._kw(timeout, request_id))
+
+    def stream(self, text: str, *, voice: str = "", encoding: str | int = "LINEAR_PCM16",
+               sample_rate_hz: int = 0, options: Mapping[str, Any] | None = None,
+               timeout: float | None = None, request_id: str | None = None) -> Iterator[tts_pb2.AudioChunk]:
+        """Audio chunks as the server produces them (raw LINEAR_PCM16 or FLOAT32)."""
+        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
+        return self.stub.StreamingSynthesize(req, **self._kw(timeout, request_id))
+
+    def list_voices(self, timeout: float | None = None) -> tts_pb2.ListVoicesResponse:
+        return self.stub.ListVoices(tts_pb2.ListVoicesRequest(), **self._kw(timeout, None))
+
+    def health(self, service: str = "", timeout: float | None = 10.0) -> str:
+        """``SERVING``, ``NOT_SERVING``, ... from the standard health service."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)

@@ -1,0 +1,194 @@
+"""Assembles and runs the gRPC server: servicer, health, reflection, metrics, TLS, auth, drain.
+
+``TTSServer`` is what tests start on loopback and what ``tts-server`` runs.
+Startup order: the engine is started and warmed up, then the server binds
+its port and health reports SERVING. On SIGTERM/SIGINT health turns
+NOT_SERVING, new calls are refused, calls in flight finish (up to
+``grace_s``), then the engine and the metrics endpoint stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from tts.server.batcher import BatcherConfig
+from tts.server.engine import ServingEngine
+from tts.server.interceptors import ServingInterceptor
+from tts.server.metrics import MetricsHTTPServer, ServerMetrics
+from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
+from tts.server.servicer import TextToSpeechServicer
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name  # "tts.v1.TextToSpeech"
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """PEM material for TLS; with ``client_ca`` clients must present a certificate it signed (mTLS)."""
+
+    #: Server certificate chain (PEM bytes).
+    cert: bytes
+    #: Server private key (PEM bytes).
+    key: bytes
+    #: CA that client certificates must chain to; None = no client certificates.
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_files(cls, cert: str, key: str, client_ca: str | None = None) -> TLSConfig:
+        """Reads the files once, at startup (requests never touch files)."""
+        return cls(cert=Path(cert).read_bytes(), key=Path(key).read_bytes(),
+                   client_ca=Path(client_ca).read_bytes() if client_ca else None)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Load-time settings of the gRPC server."""
+
+    #: Address to bind ("[::]" all interfaces, "127.0.0.1" loopback).
+    host: str = "[::]"
+    #: gRPC port; 0 = any free port (see ``TTSServer.port``).
+    port: int = 50051
+    #: Prometheus HTTP port; None = no metrics endpoint; 0 = any free port.
+    metrics_port: int | None = 8002
+    #: Address the metrics endpoint binds.
+    metrics_host: str = "0.0.0.0"
+    #: Longest accepted request text, characters.
+    max_text_chars: int = 10_000
+    #: Largest gRPC message received / sent, bytes.
+    max_receive_bytes: int = 1 << 20
+    max_send_bytes: int = 64 << 20
+    #: Dynamic batching limits.
+    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    #: Continuous batching of Tacotron2 decoder steps.
+    continuous: bool = True
+    #: Mel frames per streamed vocoder chunk, and overlap frames on each side.
+    stream_chunk_frames: int = 32
+    stream_overlap_frames: int = 8
+    #: Frames of the first streamed chunk (small = low time to first audio).
+    stream_first_chunk_frames: int = 8
+    #: TLS material; None = plaintext.
+    tls: TLSConfig | None = None
+    #: Accepted bearer tokens; empty = no authentication.
+    auth_tokens: tuple[str, ...] = ()
+    #: Seconds in-flight calls get to finish on shutdown.
+    grace_s: float = 30.0
+    #: Run every voice once before reporting SERVING.
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.max_text_chars < 1:
+            raise ValueError(f"max_text_chars must be >= 1, got {self.max_text_chars}")
+        if self.stream_chunk_frames < 1 or self.stream_overlap_frames < 0:
+            raise ValueError("stream_chunk_frames must be >= 1 and stream_overlap_frames >= 0")
+
+
+class TTSServer:
+    """One gRPC server process's worth of serving (engine + grpc.aio server + metrics)."""
+
+    def __init__(self, synthesizers, config: ServerConfig = ServerConfig(), *, default_voice: str | None = None,
+                 gpu_devices: list[int] | None = None) -> None:
+        self.config = config
+        self.metrics = ServerMetrics(gpu_devices=lambda: list(gpu_devices or []))
+        self.engine = ServingEngine(synthesizers, default_voice=default_voice, batcher=config.batcher,
+                                    metrics=self.metrics, continuous=config.continuous,
+                                    stream_chunk_frames=config.stream_chunk_frames,
+                                    stream_overlap_frames=config.stream_overlap_frames,
+                                    stream_first_chunk_frames=config.stream_first_chunk_frames)
+        self.metrics.queue_depth.labels("synthesize").set_function(lambda: self.engine.queue_depth)
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = None
+        self._metrics_http: MetricsHTTPServer | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Starts the engine (warm-up included), binds, reports SERVING; returns the gRPC port."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from grpc_health.v1._async import HealthServicer
+        from grpc_reflection.v1alpha import reflection
+
+        cfg = self.config
+        await self.engine.start()
+        if cfg.warmup:
+            await asyncio.to_thread(self.engine.warmup)
+        options = [
+            ("grpc.max_receive_message_length", cfg.max_receive_bytes),
+            ("grpc.max_send_message_length", cfg.max_send_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(
+            interceptors=[ServingInterceptor(tokens=cfg.auth_tokens, metrics=self.metrics)], options=options)
+        tts_pb2_grpc.add_TextToSpeechServicer_to_server(
+            TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics), server)
+        self._health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server)
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls is not None:
+            creds = grpc.ssl_server_credentials(
+                [(cfg.tls.key, cfg.tls.cert)], root_certificates=cfg.tls.client_ca,
+                require_client_auth=cfg.tls.client_ca is not None)
+            self.port = server.add_secure_port(address, creds)
+        else:
+            self.port = server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot bind gRPC port {address}")
+        await server.start()
+        self._server = server
+        if cfg.metrics_port is not None:
+            self._metrics_http = MetricsHTTPServer(self.metrics, cfg.metrics_port, cfg.metrics_host)
+            self.metrics_port = self._metrics_http.port
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        logger.info("serving %s on %s (port %d), metrics port %s", ", ".join(self.engine.voice_names),
+                    cfg.host, self.port, self.metrics_port)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, let in-flight ones finish (``grace`` s), then stop everything."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        await server.stop(self.config.grace_s if grace is None else grace)
+        await self.engine.close()
+        if self._metrics_http is not None:
+            self._metrics_http.close()
+            self._metrics_http = None
+        self._stopped.set()
+        logger.info("server stopped")
+
+    async def wait(self) -> None:
+        """Returns once ``stop`` has finished."""
+        await self._stopped.wait()
+
+    async def serve_until_signal(self) -> None:
+        """Runs until SIGTERM or SIGINT, then drains and stops."""
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task] = []
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stopping:
+                logger.info("%s received: draining in-flight calls", sig.name)
+                stopping.append(asyncio.ensure_future(self.stop()))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await self.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,89 @@
+"""Response audio: the proto's encoding numbers on top of ``tts.audio`` (in memory, never a file)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from tts import audio as _audio
+
+logger = logging.getLogger(__name__)
+
+#: Allowed range of a requested output rate (0 = the voice's own rate).
+MIN_RATE_HZ = 8000
+MAX_RATE_HZ = 96000
+
+
+class Encoding(IntEnum):
+    """Mirror of the proto's ``AudioEncoding`` (same numbers, same names)."""
+
+    UNSPECIFIED = 0
+    LINEAR_PCM16 = 1
+    FLOAT32 = 2
+    WAV = 3
+    FLAC = 4
+    OGG_OPUS = 5
+
+
+#: Encodings a stream can carry (raw samples, so chunks concatenate).
+STREAMABLE = (Encoding.LINEAR_PCM16, Encoding.FLOAT32)
+
+
+@dataclass(frozen=True)
+class EncodedAudio:
+    """Encoded bytes and their sample rate."""
+
+    data: bytes
+    sample_rate: int
+    encoding: Encoding
+    #: Number of samples encoded (after resampling).
+    num_samples: int
+
+    @property
+    def seconds(self) -> float:
+        return self.num_samples / float(self.sample_rate)
+
+
+def output_rate(voice_rate: int, requested: int, encoding: Encoding) -> int:
+    """The rate audio is sent at: the requested one (0 = voice's), 48 kHz for Opus at a rate it lacks."""
+    rate = requested or voice_rate
+    if encoding == Encoding.OGG_OPUS and rate not in _audio.OPUS_RATES:
+        rate = 48000
+    return rate
+
+
+def raw_bytes(audio: np.ndarray, encoding: Encoding) -> bytes:
+    """Raw little-endian samples for LINEAR_PCM16 / FLOAT32 (no header)."""
+    if encoding not in STREAMABLE:
+        raise ValueError(f"{Encoding(encoding).name} is not a raw sample encoding")
+    return _audio.encode(audio, 0, Encoding(encoding).name)
+
+
+def encode(audio: np.ndarray, sample_rate: int, encoding: Encoding, out_rate: int = 0) -> EncodedAudio:
+    """float32 [N] at ``sample_rate`` -> bytes in ``encoding`` at ``out_rate`` (0 = unchanged).
+
+    UNSPECIFIED means WAV. Resampling is polyphase (``scipy.signal.resample_poly``).
+    """
+    enc = Encoding(encoding)
+    if enc == Encoding.UNSPECIFIED:
+        enc = Encoding.WAV
+    rate = output_rate(sample_rate, out_rate, enc)
+    samples = _audio.resample(np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate, rate)
+    return EncodedAudio(_audio.encode(samples, rate, enc.name), rate, enc, len(samples))
+
+
+def decode(data: bytes, encoding: Encoding) -> np.ndarray:
+    """Inverse of ``encode`` (for clients and tests): bytes -> float32 [N]."""
+    enc = Encoding(encoding)
+    if enc == Encoding.LINEAR_PCM16:
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
+    if enc == Encoding.FLOAT32:
+        return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    import soundfile as sf
+
+    samples, _ = sf.read(io.BytesIO(data), dtype="float32")
+    return samples.reshape(-1)

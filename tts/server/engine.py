@@ -1,0 +1,258 @@
+"""The serving engine: voices on devices, the dynamic batcher, the Tacotron2 scheduler and streaming.
+
+The servicer (``tts.server.servicer``) only translates protos; everything
+that touches models goes through ``ServingEngine``:
+
+- ``synthesize``: unary. FastSpeech voices (and Tacotron2 voices when
+  continuous batching is off) go through the ``DynamicBatcher`` into
+  ``Synthesizer.synthesize_batch`` on one of the devices. Tacotron2 voices
+  with continuous batching go through ``tts.server.scheduler``: their
+  decoder rows join and leave the running batch between steps.
+- ``stream``: mel frames are vocoded in overlapping chunks as soon as they
+  exist (``tts.streaming``) and yielded as float audio pieces.
+
+Synthesizers are duck-typed: anything with ``voice`` (``name``,
+``acoustic_kind``), ``sample_rate``, ``check_text(text)`` and
+``synthesize_batch(texts, options)`` serves (tests use small fakes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tts.options import SynthesisOptions
+from tts.server.batcher import BatcherConfig, DynamicBatcher
+from tts.server.errors import DeadlineExpiredError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SynthItem:
+    """One unary request as the batcher carries it."""
+
+    voice: str
+    text: str
+    options: SynthesisOptions
+    #: Acoustic model only (streaming): the result carries the mel, the audio is vocoded in chunks.
+    mel_only: bool = False
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What ListVoices says about a voice."""
+
+    name: str
+    sample_rate: int
+    acoustic_model: str
+    is_default: bool
+
+
+@dataclass
+class Outcome:
+    """A finished unary synthesis and how it was served."""
+
+    #: ``tts.synthesizer.SynthesisResult`` (or a fake's equivalent).
+    result: object
+    queue_seconds: float
+    batch_size: int
+    worker: int
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """One piece of streamed audio: float32 samples at the voice's rate."""
+
+    audio: np.ndarray
+    #: Set on the last piece: the normalized text spoken.
+    normalized_text: str = ""
+    last: bool = False
+
+
+class ServingEngine:
+    """Voices on devices behind a dynamic batcher (and, for Tacotron2, a continuous scheduler).
+
+    Args:
+        synthesizers: voice name -> one synthesizer per device (same order of devices for every voice).
+        default_voice: name used when a request leaves ``voice`` empty.
+        batcher: dynamic batching limits.
+        metrics: optional ``ServerMetrics``.
+        continuous: use the continuous-batching scheduler for Tacotron2 voices.
+        stream_chunk_frames: mel frames per streamed vocoder chunk.
+    """
+
+    def __init__(self, synthesizers: Mapping[str, Sequence[object]], *, default_voice: str | None = None,
+                 batcher: BatcherConfig = BatcherConfig(), metrics=None, continuous: bool = True,
+                 stream_chunk_frames: int = 32, stream_overlap_frames: int = 8,
+                 stream_first_chunk_frames: int = 8) -> None:
+        if not synthesizers:
+            raise ValueError("ServingEngine needs at least one voice")
+        counts = {len(v) for v in synthesizers.values()}
+        if len(counts) != 1 or 0 in counts:
+            raise ValueError("every voice needs one synthesizer per device")
+        self.synthesizers = {k: list(v) for k, v in synthesizers.items()}
+        self.default_voice = default_voice or next(iter(synthesizers))
+        if self.default_voice not in self.synthesizers:
+            raise ValueError(f"default voice {self.default_voice!r} is not loaded")
+        self.n_workers = counts.pop()
+        self.metrics = metrics
+        self.continuous = continuous
+        self.stream_chunk_frames = stream_chunk_frames
+        self.stream_overlap_frames = stream_overlap_frames
+        self.stream_first_chunk_frames = stream_first_chunk_frames
+        fns = [self._batch_fn(i) for i in range(self.n_workers)]
+        self.batcher: DynamicBatcher[SynthItem, object] = DynamicBatcher(
+            fns, batcher, on_batch=self._on_batch, name="synth")
+        self.schedulers: dict[str, list] = {}
+        self._started = False
+
+    # ------------------------------------------------------------------ info
+    @property
+    def voice_names(self) -> list[str]:
+        return list(self.synthesizers)
+
+    def voices(self) -> list[VoiceInfo]:
+        out = []
+        for name, synths in self.synthesizers.items():
+            s = synths[0]
+            out.append(VoiceInfo(name=name, sample_rate=int(s.sample_rate),
+                                 acoustic_model=str(s.voice.acoustic_kind), is_default=name == self.default_voice))
+        return out
+
+    def sample_rate(self, voice: str) -> int:
+        return int(self.synthesizers[voice][0].sample_rate)
+
+    @property
+    def queue_depth(self) -> int:
+        return self.batcher.queue_depth + sum(s.queue_depth for ss in self.schedulers.values() for s in ss)
+
+    # ------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Starts the batcher workers and the Tacotron2 schedulers."""
+        if self._started:
+            return
+        await self.batcher.start()
+        if self.continuous:
+            for name, synths in self.synthesizers.items():
+                if getattr(synths[0].voice, "acoustic_kind", "") == "tacotron2" and hasattr(synths[0], "device"):
+                    from tts.server.scheduler import TacotronScheduler
+
+                    self.schedulers[name] = [TacotronScheduler(s, metrics=self.metrics) for s in synths]
+            for ss in self.schedulers.values():
+                for s in ss:
+                    s.start()
+        self._started = True
+
+    async def close(self) -> None:
+        """Finishes queued work, then stops workers and schedulers."""
+        await self.batcher.close()
+        for ss in self.schedulers.values():
+            for s in ss:
+                await asyncio.to_thread(s.close)
+        self._started = False
+
+    def warmup(self, text: str = "Warm up.") -> None:
+        """Runs every voice once on every device (blocking), so the first call is not slow."""
+        for name, synths in self.synthesizers.items():
+            for s in synths:
+                t0 = time.perf_counter()
+                s.synthesize_batch([text], SynthesisOptions(seed=0))
+                logger.info("warmed up voice %s on %s in %.2fs", name, getattr(s, "device", "?"),
+                            time.perf_counter() - t0)
+
+    # --------------------------------------------------------------- checks
+    def check_text(self, voice: str, text: str) -> None:
+        """Raises InvalidInputError(field='text') for text the voice cannot speak."""
+        self.synthesizers[voice][0].check_text(text)
+
+    # ------------------------------------------------------------------ unary
+    def _scheduler_for(self, voice: str, options: SynthesisOptions):
+        """The least-loaded Tacotron2 scheduler for this call, or None for the dynamic batcher."""
+        scheds = self.schedulers.get(voice)
+        if not scheds:
+            return None
+        merged = options.merged_over(self.synthesizers[voice][0].voice.defaults)
+        if merged.seed is not None and merged.prenet_dropout:
+            return None   # reproducible dropout masks need a batch of its own
+        return min(scheds, key=lambda s: s.load)
+
+    async def synthesize(self, voice: str, text: str, options: SynthesisOptions,
+                         deadline: float | None = None) -> Outcome:
+        """Synthesizes one text whole; ``deadline`` is a ``time.monotonic()`` value."""
+        sched = self._scheduler_for(voice, options)
+        if sched is not None:
+            out = await sched.synthesize(text, options, deadline=deadline)
+            if self.metrics is not None:
+                self.metrics.batch_size.labels("decoder").observe(out.batch_size)
+            return Outcome(result=out.result, queue_seconds=out.queue_seconds, batch_size=out.batch_size,
+                           worker=self.schedulers[voice].index(sched))
+        b = await self.batcher.submit(SynthItem(voice, text, options), key=(voice, options), deadline=deadline)
+        return Outcome(result=b.result, queue_seconds=b.queue_seconds, batch_size=b.batch_size, worker=b.worker)
+
+    def _batch_fn(self, worker: int):
+        def run(items: list[SynthItem]) -> list[object]:
+            synth = self.synthesizers[items[0].voice][worker]
+            texts = [it.text for it in items]
+            if items[0].mel_only and hasattr(synth, "device"):
+                from tts.server.acoustic import acoustic_mels
+
+                return acoustic_mels(synth, texts, items[0].options)
+            return synth.synthesize_batch(texts, items[0].options)
+
+        return run
+
+    def _on_batch(self, worker: int, size: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_batch("synthesize", size, seconds)
+
+    # -------------------------------------------------------------- streaming
+    async def stream(self, voice: str, text: str, options: SynthesisOptions,
+                     deadline: float | None = None) -> AsyncIterator[StreamPiece]:
+        """Yields audio pieces as they are vocoded; their concatenation is the utterance."""
+        sched = self._scheduler_for(voice, options)
+        if sched is not None:
+            async for piece in sched.stream(text, options, deadline=deadline, chunk_frames=self.stream_chunk_frames,
+                                            overlap_frames=self.stream_overlap_frames,
+                                            first_chunk_frames=self.stream_first_chunk_frames):
+                yield piece
+            return
+        async for piece in self._stream_whole_mel(voice, text, options, deadline):
+            yield piece
+
+    async def _stream_whole_mel(self, voice, text, options, deadline) -> AsyncIterator[StreamPiece]:
+        """The acoustic model runs whole (through the batcher), then the mel is vocoded chunk by chunk.
+
+        Used for FastSpeech (non-autoregressive: its mel comes in one fast pass)
+        and Tacotron2 calls that cannot share a continuous batch. Synthesizers
+        without model modules (test fakes) send their unary audio in chunks.
+        """
+        synth = self.synthesizers[voice][0]
+        out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=True), key=(voice, options, "mel"),
+                                        deadline=deadline)
+        result = out.result
+        if getattr(result, "audio", None) is not None and len(result.audio):
+            audio = np.asarray(result.audio, dtype=np.float32)
+            step = 256 * self.stream_chunk_frames
+            for i in range(0, len(audio), step):
+                yield StreamPiece(audio=audio[i:i + step])
+        else:
+            from tts.streaming import StreamConfig, stream_vocode_mel
+
+            cfg = StreamConfig(chunk_frames=self.stream_chunk_frames, overlap_frames=self.stream_overlap_frames,
+                               first_chunk_frames=self.stream_first_chunk_frames)
+            for mel, audio_frames in result.pieces:
+                it = stream_vocode_mel(synth, mel, options, config=cfg, audio_frames=audio_frames)
+                while True:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise DeadlineExpiredError("deadline passed while streaming")
+                    chunk = await asyncio.to_thread(next, it, None)
+                    if chunk is None:
+                        break
+                    yield StreamPiece(audio=chunk)
+        yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=result.normalized_text, last=True)

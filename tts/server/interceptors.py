@@ -1,0 +1,180 @@
+"""The one place where exceptions become gRPC status codes (plus request ids, auth and call metrics).
+
+Every RPC handler of the server runs inside ``ServingInterceptor``:
+
+- a request id is taken from the ``x-request-id`` metadata or made up, kept
+  in ``request_id`` (a context variable) for logs, and returned in the
+  trailing metadata;
+- with a bearer token configured, calls without ``authorization: Bearer
+  <token>`` fail with UNAUTHENTICATED (the health service stays open so load
+  balancers can probe it);
+- exceptions map to codes in ``status_for``: client mistakes are never
+  INTERNAL, and an INTERNAL error is logged with its request id while the
+  server keeps serving;
+- every finished call is counted by method and code, and timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+
+import grpc
+
+from tts.errors import InvalidInputError
+from tts.server.errors import AuthError, DeadlineExpiredError, QueueFullError, ShuttingDownError
+
+logger = logging.getLogger(__name__)
+
+#: The id of the call being served (for log lines).
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+#: Methods open without a token.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def status_for(exc: BaseException, rid: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a call ends with when its handler raised ``exc``."""
+    if isinstance(exc, InvalidInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, QueueFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, DeadlineExpiredError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+    if isinstance(exc, ShuttingDownError):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, AuthError):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error (request id {rid}); the server logged the details"
+
+
+def _short(method: str) -> str:
+    return method.rsplit("/", 1)[-1] or method
+
+
+class ServingInterceptor(grpc.aio.ServerInterceptor):
+    """Request ids, bearer-token auth, error mapping and call metrics for every RPC."""
+
+    def __init__(self, *, tokens: Sequence[str] = (), metrics=None) -> None:
+        self._tokens = [t.encode() for t in tokens if t]
+        self._metrics = metrics
+
+    def _authorized(self, metadata) -> bool:
+        if not self._tokens:
+            return True
+        for key, value in metadata or ():
+            if key == "authorization":
+                value = value if isinstance(value, str) else value.decode("latin-1")
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() == "bearer":
+                    given = token.strip().encode()
+                    return any(hmac.compare_digest(given, t) for t in self._tokens)
+        return False
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata
+        rid = next((v for k, v in metadata or () if k == "x-request-id" and isinstance(v, str)), "")
+        rid = rid[:64] or uuid.uuid4().hex[:16]
+        needs_auth = not method.startswith(OPEN_PREFIXES)
+        authorized = (not needs_auth) or self._authorized(metadata)
+        name = _short(method)
+        track = not method.startswith(("/grpc.health.v1.", "/grpc.reflection."))
+
+        def begin(context) -> float:
+            request_id.set(rid)
+            context.set_trailing_metadata((("x-request-id", rid),))
+            if not authorized:
+                raise AuthError("missing or invalid bearer token (metadata 'authorization: Bearer <token>')")
+            if track and self._metrics is not None:
+                self._metrics.inflight.inc()
+            return time.perf_counter()
+
+        def finish(context, started: float | None, code: grpc.StatusCode) -> None:
+            if track and self._metrics is not None:
+                if started is not None:
+                    self._metrics.inflight.dec()
+                    self._metrics.latency.labels(name).observe(time.perf_counter() - started)
+                self._metrics.requests.labels(name, code.name).inc()
+
+        async def fail(context, exc: BaseException, started) -> None:
+            code, message = status_for(exc, rid)
+            if code == grpc.StatusCode.INTERNAL:
+                logger.error("request %s (%s) failed with an internal error", rid, name, exc_info=exc)
+            else:
+                logger.info("request %s (%s): %s: %s", rid, name, code.name, message)
+            finish(context, started, code)
+            await context.abort(code, message)
+
+        def cancelled_code(context) -> grpc.StatusCode:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                return grpc.StatusCode.DEADLINE_EXCEEDED
+            return grpc.StatusCode.CANCELLED
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):
+                started = None
+                try:
+                    started = begin(context)
+                    response = await inner(request, context)
+                except asyncio.CancelledError:
+                    finish(context, started, cancelled_code(context))
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped in status_for
+                    await fail(context, exc, started)
+                finish(context, started, grpc.StatusCode.OK)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request, context):
+                started = None
+                try:
+                    started = begin(context)
+                    async for item in inner_stream(request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    finish(context, started, cancelled_code(context))
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped in status_for
+                    await fail(context, exc, started)
+                finish(context, started, grpc.StatusCode.OK)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        # Streaming-request methods (reflection): only auth applies.
+        if not authorized:
+            async def deny(request_iterator, context):
+                request_id.set(rid)
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+            if handler.stream_stream is not None:
+                async def deny_stream(request_iterator, context):
+                    await deny(request_iterator, context)
+                    yield  # pragma: no cover - abort raised
+
+                return grpc.stream_stream_rpc_method_handler(
+                    deny_stream, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+            return grpc.stream_unary_rpc_method_handler(
+                deny, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler

@@ -1,0 +1,185 @@
+"""Streaming vocoding: mel frames in as they are decoded, audio chunks out as soon as they are final.
+
+How a chunk is made (``MelStreamer``):
+
+1. Postnet (Tacotron2 only). The postnet is five convolutions of kernel 5,
+   so a post-net frame depends on the decoder frames within
+   ``postnet_context`` = 10 frames on each side. A range of post-net frames is
+   computed from the decoder frames widened by that context and the context
+   is thrown away: the result is the same as the whole-utterance postnet
+   (up to float rounding), because zero padding only ever happens at the
+   true ends of the utterance, as in the unary path.
+2. WaveGlow on overlapping mel windows. The window of chunk ``[a, b)`` is
+   ``[a - overlap, b + overlap)`` frames (clipped to the utterance); the
+   vocoder runs on the window and the audio of ``[a, b)`` is cut out
+   (exact-overlap trimming, no crossfade). WaveGlow's upsampler makes frame
+   t's audio from mel frames t-3..t, and its WaveNet layers look a few
+   hundred samples both ways, so with sigma 0 and ``overlap`` >= 4 the cut
+   audio matches the unary audio to float rounding for the small reference
+   model; a full-size WaveGlow (12 flows, 8 layers) has a wider reach and
+   the difference is small but not zero: ``tests/test_streaming.py`` measures it.
+3. The denoiser (STFT, 1024-sample window) runs on the window's audio too,
+   before trimming, so it also sees both sides.
+
+The first chunk is ``first_chunk_frames`` long (small, for a short time to
+first audio); later ones are ``chunk_frames``. The concatenated chunks have
+exactly the unary audio's length. With sigma > 0 the noise of each window is
+drawn separately, so streamed and unary audio are different draws.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+HOP = 256
+#: Frames each side a Tacotron2 postnet (5 convolutions of kernel 5) looks at.
+POSTNET_CONTEXT = 10
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Chunking of a stream."""
+
+    #: Frames per chunk after the first (>= 1).
+    chunk_frames: int = 32
+    #: Frames of the first chunk (>= 1); small = low time to first audio.
+    first_chunk_frames: int = 8
+    #: Mel frames of context on each side of a vocoder window (>= 0).
+    overlap_frames: int = 8
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1 or self.first_chunk_frames < 1 or self.overlap_frames < 0:
+            raise ValueError("chunk_frames and first_chunk_frames must be >= 1, overlap_frames >= 0")
+
+
+class MelStreamer:
+    """Turns a growing mel ``[n_mel, T]`` into audio chunks.
+
+    Args:
+        vocode: ``mel [1, n_mel, T] -> audio [1, 256*T]`` (WaveGlow ``infer`` with the call's sigma),
+            then the denoiser if any; tensors on the model's device.
+        postnet: ``mel [1, n_mel, T] -> mel + postnet(mel)`` for Tacotron2, None when frames are final mels.
+        config: chunk sizes.
+    """
+
+    def __init__(self, vocode: Callable[[torch.Tensor], torch.Tensor],
+                 postnet: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 config: StreamConfig = StreamConfig()) -> None:
+        self.vocode = vocode
+        self.postnet = postnet
+        self.config = config
+        self._frames: list[torch.Tensor] = []   # decoder frames, each [n_mel, k]
+        self._mel: torch.Tensor | None = None   # [n_mel, T] joined lazily
+        self._n = 0                             # frames pushed
+        self._done = 0                          # frames whose audio has been emitted
+        self._finished = False
+        self.chunks_out = 0
+
+    @property
+    def n_frames(self) -> int:
+        """Frames pushed so far."""
+        return self._n
+
+    def _all(self) -> torch.Tensor:
+        if self._frames:
+            parts = ([self._mel] if self._mel is not None else []) + self._frames
+            self._mel = torch.cat(parts, dim=-1)
+            self._frames = []
+        assert self._mel is not None
+        return self._mel
+
+    def _next_size(self) -> int:
+        return self.config.first_chunk_frames if self.chunks_out == 0 else self.config.chunk_frames
+
+    def push(self, frames: torch.Tensor) -> list[np.ndarray]:
+        """Adds decoder frames ``[n_mel, k]``; returns the audio chunks that became final (maybe none)."""
+        self._frames.append(frames)
+        self._n += frames.shape[-1]
+        out = []
+        right = self.config.overlap_frames + (POSTNET_CONTEXT if self.postnet is not None else 0)
+        while self.n_frames >= self._done + self._next_size() + right:
+            out.append(self._emit(self._done + self._next_size(), total=None))
+        return out
+
+    def finish(self, audio_frames: int | None = None) -> list[np.ndarray]:
+        """Ends the utterance; returns the remaining chunks.
+
+        ``audio_frames``: frames of audio the utterance has (Tacotron2 drops
+        the last, gate frame's audio); default: every frame.
+        """
+        if self._finished:
+            return []
+        self._finished = True
+        if self.n_frames == 0:
+            return []
+        total = self.n_frames if audio_frames is None else min(audio_frames, self.n_frames)
+        out = []
+        while self._done < total:
+            out.append(self._emit(min(self._done + self._next_size(), total), total=total))
+        return out
+
+    def _emit(self, end: int, total: int | None) -> np.ndarray:
+        mel = self._all()
+        t_all = mel.shape[-1]
+        start = self._done
+        ov = self.config.overlap_frames
+        lo, hi = max(0, start - ov), min(t_all, end + ov)
+        if self.postnet is not None:
+            plo, phi = max(0, lo - POSTNET_CONTEXT), min(t_all, hi + POSTNET_CONTEXT)
+            post = self.postnet(mel[:, plo:phi].unsqueeze(0))[0]
+            window = post[:, lo - plo:hi - plo]
+        else:
+            window = mel[:, lo:hi]
+        audio = self.vocode(window.unsqueeze(0)).reshape(-1)
+        chunk = audio[(start - lo) * HOP:(end - lo) * HOP]
+        self._done = end
+        self.chunks_out += 1
+        return chunk.float().cpu().numpy().astype(np.float32, copy=False)
+
+
+def make_vocode(vocoder: torch.nn.Module, denoiser: torch.nn.Module | None, *, sigma: float,
+                denoiser_strength: float, generator: torch.Generator | None = None,
+                dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``mel [1, n_mel, T] -> audio [1, 256*T] float32``: WaveGlow, then the denoiser unless strength is 0."""
+
+    def vocode(mel: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            m = mel.to(dtype) if dtype is not None else mel
+            audio = vocoder.infer(m, sigma=sigma, generator=generator).float()
+            if denoiser is not None and denoiser_strength:
+                n = audio.shape[-1]
+                audio = denoiser(audio, strength=denoiser_strength).reshape(1, -1)[:, :n]
+            return audio
+
+    return vocode
+
+
+def synthesizer_modules(synth) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, torch.dtype]:
+    """(acoustic, vocoder, denoiser, vocoder dtype) as placed on the synthesizer's device."""
+    acoustic = getattr(synth, "acoustic_module", None) or synth._acoustic
+    vocoder = getattr(synth, "vocoder_module", None) or synth._vocoder
+    denoiser = getattr(synth, "denoiser_module", None) or synth._denoiser
+    dtype = next(vocoder.parameters()).dtype
+    return acoustic, vocoder, denoiser, dtype
+
+
+def stream_vocode_mel(synth, mel: torch.Tensor | np.ndarray, options, *, config: StreamConfig = StreamConfig(),
+                      audio_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Vocodes a whole final mel ``[n_mel, T]`` chunk by chunk (FastSpeech streaming)."""
+    opts = options.merged_over(synth.voice.defaults)
+    _, vocoder, denoiser, dtype = synthesizer_modules(synth)
+    gen = None if opts.seed is None else torch.Generator(device=synth.device).manual_seed(opts.seed)
+    streamer = MelStreamer(make_vocode(vocoder, denoiser, sigma=opts.sigma, denoiser_strength=opts.denoiser_strength,
+                                       generator=gen, dtype=dtype), None, config)
+    mel_t = torch.as_tensor(mel, device=synth.device, dtype=torch.float32)
+    step = config.chunk_frames
+    for i in range(0, mel_t.shape[-1], step):
+        yield from streamer.push(mel_t[:, i:i + step])
+    yield from streamer.finish(audio_frames)
