@@ -1,0 +1,179 @@
+"""Triton kernels of the Tacotron2 decoder step (imported lazily by ``tts.plugins.decoder``)."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+@triton.jit
+def _acc_segment(acc, x_ptr, sx, K, w_ptr, sw, col0, offs_b, B, offs_n, N,
+                 BK: tl.constexpr):
+    # acc [BB, BN] += x[offs_b, :K] @ w[offs_n, col0:col0+K]^T
+    offs_k = tl.arange(0, BK)
+    for k0 in range(0, K, BK):
+        kk = k0 + offs_k
+        xm = (offs_b[:, None] < B) & (kk[None, :] < K)
+        x = tl.load(x_ptr + offs_b[:, None] * sx + kk[None, :], mask=xm, other=0.0).to(tl.float32)
+        wm = (offs_n[None, :] < N) & (kk[:, None] < K)
+        w = tl.load(w_ptr + offs_n[None, :] * sw + (col0 + kk)[:, None], mask=wm,
+                    other=0.0).to(tl.float32)
+        acc += tl.sum(x[:, :, None] * w[None, :, :], axis=1)
+    return acc
+
+@triton.jit
+def linear_act_kernel(x_ptr, sx, K, w_ptr, out_ptr, so, B, N, seed_ptr, step_ptr, step_i, p,
+                      salt, RELU: tl.constexpr, DROPOUT: tl.constexpr,
+                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
+    offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
+    acc = tl.zeros((BB, BN), dtype=tl.float32)
+    acc = _acc_segment(acc, x_ptr, sx, K, w_ptr, K, 0, offs_b, B, offs_n, N, BK)
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    if DROPOUT:
+        seed = tl.load(seed_ptr)
+        step = tl.load(step_ptr) + step_i
+        offs = ((step * 4 + salt) * 65536 + offs_b[:, None]) * 65536 + offs_n[None, :]
+        r = tl.rand(seed, offs)
+        acc = tl.where(r >= p, acc / (1.0 - p), 0.0)
+    m = (offs_b[:, None] < B) & (offs_n[None, :] < N)
+    tl.store(out_ptr + offs_b[:, None] * so + offs_n[None, :], acc, mask=m)
+
+@triton.jit
+def lstm_cell_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, B, H,
+                     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
+    offs_h = tl.program_id(0) * BH + tl.arange(0, BH)
+    offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
+    KT = K1 + K2 + K3
+    acc_i = tl.zeros((BB, BH), dtype=tl.float32)
+    acc_f = tl.zeros((BB, BH), dtype=tl.float32)
+    acc_g = tl.zeros((BB, BH), dtype=tl.float32)
+    acc_o = tl.zeros((BB, BH), dtype=tl.float32)
+    acc_i = _acc_segment(acc_i, x1, K1, K1, w_ptr, KT, 0, offs_b, B, offs_h, H, BK)
+    acc_f = _acc_segment(acc_f, x1, K1, K1, w_ptr + H * KT, KT, 0, offs_b, B, offs_h, H, BK)
+    acc_g = _acc_segment(acc_g, x1, K1, K1, w_ptr + 2 * H * KT, KT, 0, offs_b, B, offs_h, H, BK)
+    acc_o = _acc_segment(acc_o, x1, K1, K1, w_ptr + 3 * H * KT, KT, 0, offs_b, B, offs_h, H, BK)
+    acc_i = _acc_segment(acc_i, x2, K2, K2, w_ptr, KT, K1, offs_b, B, offs_h, H, BK)
+    acc_f = _acc_segment(acc_f, x2, K2, K2, w_ptr + H * KT, KT, K1, offs_b, B, offs_h, H, BK)
+    acc_g = _acc_segment(acc_g, x2, K2, K2, w_ptr + 2 * H * KT, KT, K1, offs_b, B, offs_h, H, BK)
+    acc_o = _acc_segment(acc_o, x2, K2, K2, w_ptr + 3 * H * KT, KT, K1, offs_b, B, offs_h, H, BK)
+    c3 = K1 + K2
+    acc_i = _acc_segment(acc_i, x3, K3, K3, w_ptr, KT, c3, offs_b, B, offs_h, H, BK)
+    acc_f = _acc_segment(acc_f, x3, K3, K3, w_ptr + H * KT, KT, c3, offs_b, B, offs_h, H, BK)
+    acc_g = _acc_segment(acc_g, x3, K3, K3, w_ptr + 2 * H * KT, KT, c3, offs_b, B, offs_h, H, BK)
+    acc_o = _acc_segment(acc_o, x3, K3, K3, w_ptr + 3 * H * KT, KT, c3, offs_b, B, offs_h, H, BK)
+    hm = offs_h < H
+    bi = tl.load(b_ptr + offs_h, mask=hm, other=0.0)
+    bf = tl.load(b_ptr + H + offs_h, mask=hm, other=0.0)
+    bg = tl.load(b_ptr + 2 * H + offs_h, mask=hm, other=0.0)
+    bo = tl.load(b_ptr + 3 * H + offs_h, mask=hm, other=0.0)
+    ig = tl.sigmoid(acc_i + bi[None, :])
+    fg = tl.sigmoid(acc_f + bf[None, :])
+    gg = _tanh(acc_g + bg[None, :])
+    og = tl.sigmoid(acc_o + bo[None, :])
+    m = (offs_b[:, None] < B) & hm[None, :]
+    ptr = offs_b[:, None] * H + offs_h[None, :]
+    c = tl.load(c_ptr + ptr, mask=m, other=0.0)
+    c_new = fg * c + ig * gg
+    tl.store(c_ptr + ptr, c_new, mask=m)
+    tl.store(h_out + ptr, og * _tanh(c_new), mask=m)
+
+@triton.jit
+def location_energy_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
+                           T, A, KS, PAD,
+                           BT: tl.constexpr, BA: tl.constexpr):
+    b = tl.program_id(0)
+    offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
+    offs_a = tl.arange(0, BA)
+    am = offs_a < A
+    acc = tl.zeros((BT, BA), dtype=tl.float32)
+    for j in range(0, KS):
+        src = offs_t + j - PAD
+        sm = (src >= 0) & (src < T)
+        w0 = tl.load(aw_ptr + b * T + src, mask=sm, other=0.0)
+        w1 = tl.load(ac_ptr + b * T + src, mask=sm, other=0.0)
+        k0 = tl.load(wl_ptr + offs_a * (2 * KS) + j, mask=am, other=0.0).to(tl.float32)
+        k1 = tl.load(wl_ptr + offs_a * (2 * KS) + KS + j, mask=am, other=0.0).to(tl.float32)
+        acc += w0[:, None] * k0[None, :] + w1[:, None] * k1[None, :]
+    tm = offs_t < T
+    pq = tl.load(pq_ptr + b * A + offs_a, mask=am, other=0.0)
+    pm = tl.load(pm_ptr + (b * T + offs_t[:, None]) * A + offs_a[None, :],
+                 mask=tm[:, None] & am[None, :], other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + offs_a, mask=am, other=0.0).to(tl.float32)
+    e = tl.sum(_tanh(acc + pq[None, :] + pm) * v[None, :], axis=1)
+    n = tl.load(len_ptr + b)
+    e = tl.where(offs_t < n, e, float("-inf"))
+    tl.store(out_ptr + b * T + offs_t, e, mask=tm)
+
+@triton.jit
+def attention_context_kernel(e_ptr, mem_ptr, aw_ptr, ac_ptr, ctx_ptr, al_ptr, al_stride_b,
+                             step_ptr, step_i, T, E,
+                             TB: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
+                             ALIGN: tl.constexpr):
+    b = tl.program_id(0)
+    pe = tl.program_id(1)
+    offs_all = tl.arange(0, TB)
+    e_all = tl.load(e_ptr + b * T + offs_all, mask=offs_all < T, other=float("-inf"))
+    mx = tl.max(e_all, axis=0)
+    den = tl.sum(tl.exp(e_all - mx), axis=0)
+    offs_e = pe * BE + tl.arange(0, BE)
+    em = offs_e < E
+    acc = tl.zeros((BE,), dtype=tl.float32)
+    offs_t0 = tl.arange(0, BT)
+    for t0 in range(0, T, BT):
+        offs_t = t0 + offs_t0
+        tm = offs_t < T
+        e = tl.load(e_ptr + b * T + offs_t, mask=tm, other=float("-inf"))
+        w = tl.exp(e - mx) / den
+        mem = tl.load(mem_ptr + (b * T + offs_t[:, None]) * E + offs_e[None, :],
+                      mask=tm[:, None] & em[None, :], other=0.0).to(tl.float32)
+        acc += tl.sum(w[:, None] * mem, axis=0)
+    tl.store(ctx_ptr + b * E + offs_e, acc, mask=em)
+    if pe == 0:
+        am = offs_all < T
+        w_all = tl.exp(e_all - mx) / den
+        tl.store(aw_ptr + b * T + offs_all, w_all, mask=am)
+        cum = tl.load(ac_ptr + b * T + offs_all, mask=am, other=0.0)
+        tl.store(ac_ptr + b * T + offs_all, cum + w_all, mask=am)
+        if ALIGN:
+            step = tl.load(step_ptr) + step_i
+            tl.store(al_ptr + b * al_stride_b + step * T + offs_all, w_all, mask=am)
+
+@triton.jit
+def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stride_b,
+                      gate_ptr, gate_stride_b, nf_ptr, len_ptr, step_ptr, step_i, threshold,
+                      B, NF,
+                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
+    offs_b = tl.arange(0, BB)
+    N = NF + 1
+    KT = K1 + K2
+    acc = tl.zeros((BB, BN), dtype=tl.float32)
+    acc = _acc_segment(acc, x1, K1, K1, w_ptr, KT, 0, offs_b, B, offs_n, N, BK)
+    acc = _acc_segment(acc, x2, K2, K2, w_ptr, KT, K1, offs_b, B, offs_n, N, BK)
+    bias = tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0)
+    y = acc + bias[None, :]
+    step = tl.load(step_ptr) + step_i
+    bm = offs_b < B
+    fm = bm[:, None] & (offs_n[None, :] < NF)
+    tl.store(frame_ptr + offs_b[:, None] * NF + offs_n[None, :], y, mask=fm)
+    tl.store(mel_ptr + offs_b[:, None] * mel_stride_b + step * NF + offs_n[None, :], y, mask=fm)
+    is_gate = offs_n[None, :] == NF
+    gate = tl.sum(tl.where(is_gate, y, 0.0), axis=1)                  # [BB]
+    if (tl.program_id(0) * BN <= NF) & (NF < tl.program_id(0) * BN + BN):
+        tl.store(gate_ptr + offs_b * gate_stride_b + step, gate, mask=bm)
+        nf = tl.load(nf_ptr + offs_b, mask=bm, other=0)
+        nf = tl.where(tl.sigmoid(gate) <= threshold, nf, 0)
+        tl.store(nf_ptr + offs_b, nf, mask=bm)
+        ln = tl.load(len_ptr + offs_b, mask=bm, other=0)
+        tl.store(len_ptr + offs_b, ln + nf, mask=bm)
+
+
+KERNELS = {
+    "linear_act": linear_act_kernel, "lstm_cell": lstm_cell_kernel,
+    "location_energy": location_energy_kernel, "attention_context": attention_context_kernel,
+    "projection": projection_kernel,
+}

@@ -1,0 +1,240 @@
+"""Fused kernels of one Tacotron2 decoder step (Triton), each with its PyTorch twin.
+
+One decoder step of the fast engine is eight launches, all captured in a CUDA
+graph (``tts.engines.tacotron2``)::
+
+    linear_act      prenet layer 1: relu(frame @ W1^T), dropout        [B, 256]
+    linear_act      prenet layer 2                                     [B, 256]
+    lstm_cell       attention LSTM: one GEMV over [prenet | ctx | h] + gates
+    linear_act      processed query  ah @ Wq^T                         [B, 128]
+    location_energy location conv (folded into one [A, 2, K] filter), tanh, v
+    attention_context masked softmax over T_in, context, cumulative weights
+    lstm_cell       decoder LSTM over [ah | ctx | h]
+    projection      mel frame and stop gate in one GEMV; per-item stop flags
+
+Every kernel reads its per-step data from GPU buffers (the step index is a
+GPU scalar plus a constant, the dropout seed a GPU scalar), so a graph of K
+captured steps replays without the host. Inputs and states are float32;
+weights are float16 or float32; accumulation is float32.
+
+The PyTorch twins (``*_ref``) compute the same functions with torch ops;
+``tests/test_plugins_decoder.py`` checks kernel against twin on random weights.
+Triton is imported lazily: importing this module never needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+__all__ = [
+    "triton_available", "linear_act", "linear_act_ref", "lstm_cell", "lstm_cell_ref",
+    "location_energy", "location_energy_ref", "attention_context", "attention_context_ref",
+    "projection", "projection_ref", "dropout_keep_ref",
+]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Whether Triton can be imported (kernels need it and a CUDA device, or TRITON_INTERPRET=1)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import problem means "not available"
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- PyTorch twins
+
+def dropout_keep_ref(shape: tuple[int, ...], p: float, device: torch.device) -> Tensor | None:
+    """A keep-mask scaled by 1/(1-p) from torch's default generator (graph-safe), or None for p=0."""
+    if p <= 0.0:
+        return None
+    return (torch.rand(shape, device=device) >= p).to(torch.float32) / (1.0 - p)
+
+
+def linear_act_ref(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: float = 0.0) -> Tensor:
+    """``out[:] = act(x @ w^T)``; x ``[B, K]`` f32, w ``[N, K]``, out ``[B, N]`` f32. Dropout p after relu."""
+    y = x.float() @ w.float().t()
+    if relu:
+        y = F.relu(y)
+    keep = dropout_keep_ref(tuple(y.shape), p, y.device)
+    if keep is not None:
+        y = y * keep
+    out.copy_(y)
+    return out
+
+
+def lstm_cell_ref(xs: tuple[Tensor, ...], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor) -> None:
+    """LSTMCell with one weight over the concatenated inputs.
+
+    ``xs``: input segments ``[B, K_i]`` f32 (the last one is the old h); ``w [4H, sum K_i]``
+    (PyTorch gate order i, f, g, o), ``b [4H]`` f32 (b_ih + b_hh); ``c [B, H]`` f32 updated
+    in place; ``h_out [B, H]`` f32 receives the new h (must not alias any input).
+    """
+    gates = torch.cat([x.float() for x in xs], dim=1) @ w.float().t() + b
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    c.copy_(c_new)
+    h_out.copy_(torch.sigmoid(o) * torch.tanh(c_new))
+
+
+def location_energy_ref(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor,
+                        v: Tensor, lengths: Tensor, out: Tensor) -> Tensor:
+    """Attention energies.
+
+    ``pq [B, A]`` f32 processed query, ``w_loc [A, 2, KS]`` (location conv folded with
+    location dense), ``att_w``/``att_cum [B, T]`` f32, ``pm [B, T, A]`` processed memory,
+    ``v [A]``, ``lengths [B]`` int -> ``out [B, T]`` f32, ``-inf`` at ``t >= lengths[b]``.
+    """
+    ks = w_loc.shape[-1]
+    cat = torch.stack((att_w, att_cum), dim=1).float()                  # [B, 2, T]
+    loc = F.conv1d(cat, w_loc.float(), padding=(ks - 1) // 2).transpose(1, 2)  # [B, T, A]
+    e = torch.tanh(pq.float().unsqueeze(1) + loc + pm.float()) @ v.float()      # [B, T]
+    t = torch.arange(e.shape[1], device=e.device)
+    e = e.masked_fill(t.unsqueeze(0) >= lengths.unsqueeze(1), float("-inf"))
+    out.copy_(e)
+    return out
+
+
+def attention_context_ref(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Tensor,
+                          ctx: Tensor, align: Tensor | None = None) -> None:
+    """Masked softmax over T and the context.
+
+    ``energy [B, T]`` f32 (``-inf`` at padding), ``memory [B, T, E]`` -> ``ctx [B, E]`` f32;
+    ``att_w [B, T]`` receives the weights, ``att_cum`` adds them; ``align [B, T]`` (a row
+    of the alignment record) receives them too when given.
+    """
+    w = torch.softmax(energy, dim=1)
+    ctx.copy_(torch.bmm(w.unsqueeze(1), memory.float()).squeeze(1))
+    att_w.copy_(w)
+    att_cum.add_(w)
+    if align is not None:
+        align.copy_(w)
+
+
+def projection_ref(xs: tuple[Tensor, ...], w: Tensor, b: Tensor, frame: Tensor, mel_row: Tensor,
+                   gate_row: Tensor, not_finished: Tensor, mel_lengths: Tensor,
+                   gate_threshold: float) -> None:
+    """Mel frame and stop gate: ``y = [xs] @ w^T + b`` with ``w [n_frame + 1, K]``.
+
+    ``frame``/``mel_row [B, n_frame]`` receive ``y[:, :n_frame]``, ``gate_row [B]`` the gate
+    logit ``y[:, n_frame]``; ``not_finished [B]`` int32 becomes ``not_finished * (sigmoid(gate)
+    <= threshold)`` and ``mel_lengths [B]`` int32 adds it (DLE's rule).
+    """
+    y = torch.cat([x.float() for x in xs], dim=1) @ w.float().t() + b
+    n = frame.shape[1]
+    frame.copy_(y[:, :n])
+    mel_row.copy_(y[:, :n])
+    gate = y[:, n]
+    gate_row.copy_(gate)
+    nf = not_finished * (torch.sigmoid(gate) <= gate_threshold).to(torch.int32)
+    not_finished.copy_(nf)
+    mel_lengths.add_(nf)
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+
+@functools.lru_cache(maxsize=1)
+def _kernels():
+    from tts.plugins._decoder_triton import KERNELS
+    return KERNELS
+
+
+def _bb(batch: int) -> int:
+    return min(16, _next_pow2(batch))
+
+
+def _check_rows(*ts: Tensor) -> None:
+    for t in ts:
+        if t.dim() >= 2 and t.stride(-1) != 1:
+            raise ValueError("Triton decoder kernels need row-contiguous tensors")
+
+
+def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: float = 0.0,
+               seed: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, salt: int = 0,
+               bn: int = 16, bk: int = 64) -> Tensor:
+    """Kernel of ``linear_act_ref``; dropout masks from Philox(``seed``, step, salt, b, n).
+
+    ``seed``/``step``: ``[1]`` int64 GPU scalars (needed when p > 0); the step used is
+    ``step + step_i``.
+    """
+    k = _kernels()["linear_act"]
+    _check_rows(x, w, out)
+    b, kdim = x.shape
+    n = w.shape[0]
+    dummy = out
+    bb = _bb(b)
+    grid = (math.ceil(n / bn), math.ceil(b / bb))
+    k[grid](x, x.stride(0), kdim, w, out, out.stride(0), b, n,
+            seed if seed is not None else dummy, step if step is not None else dummy, step_i,
+            float(p), salt, RELU=relu, DROPOUT=p > 0.0, BB=bb, BN=bn, BK=bk)
+    return out
+
+
+def lstm_cell(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
+              bh: int = 8, bk: int = 64) -> None:
+    """Kernel of ``lstm_cell_ref`` for exactly three input segments (last = old h)."""
+    k = _kernels()["lstm_cell"]
+    x1, x2, x3 = xs
+    _check_rows(x1, x2, x3, w, c, h_out)
+    batch, hdim = c.shape
+    for x in xs:
+        if x.stride(0) != x.shape[1]:
+            raise ValueError("lstm_cell inputs must be contiguous [B, K] tensors")
+    bb = _bb(batch)
+    grid = (math.ceil(hdim / bh), math.ceil(batch / bb))
+    k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, batch, hdim,
+            BB=bb, BH=bh, BK=bk)
+
+
+def location_energy(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
+                    lengths: Tensor, out: Tensor, *, bt: int = 16) -> Tensor:
+    """Kernel of ``location_energy_ref``. All tensors contiguous; lengths int32."""
+    k = _kernels()["location_energy"]
+    batch, t = att_w.shape
+    a, _, ks = w_loc.shape
+    grid = (batch, math.ceil(t / bt))
+    k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, ks, (ks - 1) // 2,
+            BT=bt, BA=_next_pow2(a))
+    return out
+
+
+def attention_context(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Tensor, ctx: Tensor,
+                      align: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, *,
+                      be: int = 64, bt: int = 32) -> None:
+    """Kernel of ``attention_context_ref``. ``align`` here is the whole record ``[B, steps, T]``,
+    written at row ``step + step_i`` (needs ``step``)."""
+    k = _kernels()["attention_context"]
+    batch, t = energy.shape
+    e = memory.shape[2]
+    grid = (batch, math.ceil(e / be))
+    al = align if align is not None else ctx
+    k[grid](energy, memory, att_w, att_cum, ctx, al, al.stride(0) if align is not None else 0,
+            step if step is not None else ctx, step_i, t, e,
+            TB=_next_pow2(t), BT=bt, BE=be, ALIGN=align is not None)
+
+
+def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, mel: Tensor,
+               gate: Tensor, not_finished: Tensor, mel_lengths: Tensor, gate_threshold: float,
+               step: Tensor, step_i: int = 0, *, bn: int = 16, bk: int = 64) -> None:
+    """Kernel of ``projection_ref``; ``mel [B, steps, n_frame]`` and ``gate [B, steps]`` are the
+    whole records, written at step ``step + step_i``. Batch at most 16."""
+    k = _kernels()["projection"]
+    x1, x2 = xs
+    batch, nf = frame.shape
+    if batch > 16:
+        raise ValueError("projection kernel handles at most 16 items")
+    grid = (math.ceil((nf + 1) / bn),)
+    k[grid](x1, x1.shape[1], x2, x2.shape[1], w, b, frame, mel, mel.stride(0), gate, gate.stride(0),
+            not_finished, mel_lengths, step, step_i, float(gate_threshold), batch, nf,
+            BB=_bb(batch), BN=bn, BK=bk)

@@ -1,0 +1,149 @@
+"""Every Tacotron2 decoder kernel against its PyTorch twin, on random weights (GPU).
+
+Runs on a CUDA GPU (``-m gpu``); the same functions also run on the CPU
+under ``TRITON_INTERPRET=1`` (``python tests/test_plugins_decoder.py``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tts.plugins import decoder as K
+
+pytestmark = pytest.mark.gpu
+
+
+def _dev() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _w(*shape, dtype, dev, scale=None):
+    scale = scale if scale is not None else shape[-1] ** -0.5
+    return (torch.randn(*shape, device=dev) * scale).to(dtype)
+
+
+def _err(a, b):
+    return float((a.float() - b.float()).abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_linear_act(dtype, batch):
+    dev = _dev()
+    x = torch.randn(batch, 80, device=dev)
+    w = _w(256, 80, dtype=dtype, dev=dev)
+    out = torch.full((batch, 256), float("nan"), device=dev)
+    ref = torch.empty_like(out)
+    K.linear_act(x, w, out, relu=True)
+    K.linear_act_ref(x, w, ref, relu=True)
+    assert _err(out, ref) < 1e-4
+
+
+def test_linear_dropout_statistics_and_determinism():
+    dev = _dev()
+    x = torch.rand(4, 256, device=dev) + 0.5
+    w = torch.eye(256, device=dev)
+    seed = torch.tensor([1234], dtype=torch.int64, device=dev)
+    step = torch.tensor([7], dtype=torch.int64, device=dev)
+    a = torch.empty(4, 256, device=dev)
+    b = torch.empty_like(a)
+    K.linear_act(x, w, a, relu=True, p=0.5, seed=seed, step=step, step_i=1, salt=0)
+    K.linear_act(x, w, b, relu=True, p=0.5, seed=seed, step=step, step_i=1, salt=0)
+    assert torch.equal(a, b)                                   # same seed, step: same mask
+    kept = a != 0
+    frac = float(kept.float().mean())
+    assert 0.4 < frac < 0.6
+    torch.testing.assert_close(a[kept], 2.0 * x[kept])         # scaled by 1 / (1 - p)
+    K.linear_act(x, w, b, relu=True, p=0.5, seed=seed, step=step, step_i=2, salt=0)
+    assert not torch.equal(a != 0, b != 0)                      # next step: another mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_lstm_cell(dtype, batch):
+    dev = _dev()
+    k1, k2, h = 32, 48, 64
+    xs = (torch.randn(batch, k1, device=dev), torch.randn(batch, k2, device=dev),
+          torch.randn(batch, h, device=dev).tanh())
+    w = _w(4 * h, k1 + k2 + h, dtype=dtype, dev=dev)
+    b = torch.randn(4 * h, device=dev) * 0.1
+    c0 = torch.randn(batch, h, device=dev)
+    c1, c2 = c0.clone(), c0.clone()
+    h1 = torch.full((batch, h), float("nan"), device=dev)
+    h2 = torch.empty_like(h1)
+    K.lstm_cell(xs, w, b, c1, h1, bh=8, bk=32)
+    K.lstm_cell_ref(xs, w, b, c2, h2)
+    assert _err(h1, h2) < 1e-4 and _err(c1, c2) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("t", [7, 40])
+def test_location_energy(dtype, t):
+    dev = _dev()
+    batch, a, ks = 3, 16, 31
+    pq = torch.randn(batch, a, device=dev)
+    w_loc = _w(a, 2, ks, dtype=torch.float32, dev=dev, scale=0.3)
+    att_w = torch.rand(batch, t, device=dev)
+    att_cum = torch.rand(batch, t, device=dev) * 3
+    pm = _w(batch, t, a, dtype=dtype, dev=dev, scale=1.0)
+    v = _w(a, dtype=torch.float32, dev=dev, scale=0.5)
+    lengths = torch.tensor([t, max(1, t - 3), 1], dtype=torch.int32, device=dev)
+    out = torch.full((batch, t), float("nan"), device=dev)
+    ref = torch.empty_like(out)
+    K.location_energy(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=16)
+    K.location_energy_ref(pq, w_loc, att_w, att_cum, pm, v, lengths, ref)
+    assert torch.equal(torch.isinf(out), torch.isinf(ref))
+    fin = torch.isfinite(ref)
+    assert _err(out[fin], ref[fin]) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("t", [5, 70])
+def test_attention_context(dtype, t):
+    dev = _dev()
+    batch, e, steps = 2, 96, 4
+    energy = torch.randn(batch, t, device=dev) * 3
+    energy[1, t // 2 + 1:] = float("-inf")
+    memory = _w(batch, t, e, dtype=dtype, dev=dev, scale=1.0)
+    aw1, ac1 = torch.rand(batch, t, device=dev), torch.rand(batch, t, device=dev)
+    aw2, ac2 = aw1.clone(), ac1.clone()
+    ctx1 = torch.full((batch, e), float("nan"), device=dev)
+    ctx2 = torch.empty_like(ctx1)
+    align = torch.zeros(batch, steps, t, device=dev)
+    step = torch.tensor([1], dtype=torch.int64, device=dev)
+    K.attention_context(energy, memory, aw1, ac1, ctx1, align, step, 2, be=32, bt=16)
+    K.attention_context_ref(energy, memory, aw2, ac2, ctx2)
+    assert _err(ctx1, ctx2) < 1e-4
+    assert _err(aw1, aw2) < 1e-6 and _err(ac1, ac2) < 1e-6
+    assert _err(align[:, 3], aw2) < 1e-6 and float(align[:, :3].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_projection(dtype):
+    dev = _dev()
+    batch, hd, e, nf, steps = 3, 64, 32, 20, 5
+    xs = (torch.randn(batch, hd, device=dev), torch.randn(batch, e, device=dev))
+    w = _w(nf + 1, hd + e, dtype=dtype, dev=dev)
+    b = torch.randn(nf + 1, device=dev)
+    b[nf] = torch.tensor([0.0], device=dev)
+    frame1 = torch.empty(batch, nf, device=dev)
+    frame2 = torch.empty_like(frame1)
+    mel = torch.zeros(batch, steps, nf, device=dev)
+    gate = torch.zeros(batch, steps, device=dev)
+    nf1 = torch.tensor([1, 1, 0], dtype=torch.int32, device=dev)
+    len1 = torch.tensor([4, 4, 2], dtype=torch.int32, device=dev)
+    nf2, len2 = nf1.clone(), len1.clone()
+    mel_row, gate_row = torch.empty(batch, nf, device=dev), torch.empty(batch, device=dev)
+    step = torch.tensor([2], dtype=torch.int64, device=dev)
+    K.projection(xs, w, b, frame1, mel, gate, nf1, len1, 0.5, step, 1, bn=8, bk=32)
+    K.projection_ref(xs, w, b, frame2, mel_row, gate_row, nf2, len2, 0.5)
+    assert _err(frame1, frame2) < 1e-4
+    assert _err(mel[:, 3], mel_row) < 1e-4 and _err(gate[:, 3], gate_row) < 1e-4
+    assert torch.equal(nf1, nf2) and torch.equal(len1, len2)
+
+
+if __name__ == "__main__":  # CPU check of the kernels: TRITON_INTERPRET=1 python tests/...
+    import sys
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", "-o", "markers=gpu",
+                          "--override-ini=addopts=", "-m", "gpu or not gpu"]))
