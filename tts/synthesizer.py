@@ -89,6 +89,7 @@ class SynthesisResult:
 @dataclass
 class _Piece:
     utt: int
+    key: tuple[int, ...]                 # order of the piece within its utterance
     text: str
     ids: list[int]
     mel: torch.Tensor | None = None      # [n_mel, T_keep] on device
@@ -193,7 +194,7 @@ class Synthesizer:
             t1 = self._now()
             timings.text = t1 - start
             generator = self._generator(opts.seed)
-            self._run_acoustic(plan.pieces, opts, generator)
+            plan.pieces = self._run_acoustic(plan.pieces, opts, generator)
             t2 = self._now()
             timings.acoustic = t2 - t1
             self._run_vocoder(plan.pieces, opts, generator)
@@ -223,11 +224,11 @@ class Synthesizer:
         plan = _Plan(texts)
         for i, text in enumerate(texts):
             cleaned, dropped = [], []
-            for piece in self._split(text):
+            for k, piece in enumerate(self._split(text)):
                 ids, clean, drop = self._encode(piece)
                 dropped.append(drop)
-                if ids:
-                    plan.pieces.append(_Piece(i, piece, ids))
+                if _speakable(ids):
+                    plan.pieces.append(_Piece(i, (k,), piece, ids))
                     cleaned.append(clean.strip())
             if not cleaned:
                 raise InvalidInputError(
@@ -251,14 +252,15 @@ class Synthesizer:
         return nullcontext()
 
     def _run_acoustic(self, pieces: list[_Piece], opts: SynthesisOptions,
-                      generator: torch.Generator | None) -> None:
+                      generator: torch.Generator | None) -> list[_Piece]:
+        """Make every piece's mel; returns the pieces (FastSpeech may split some further)."""
+        if self.voice.acoustic_kind == "fastspeech":
+            return self._fastspeech_all(pieces, opts)
         for batch in self._batches(pieces):
             ids, lengths = _pad_ids([p.ids for p in batch], self.device)
             with self._autocast():
-                if self.voice.acoustic_kind == "tacotron2":
-                    self._tacotron2(batch, ids, lengths, opts, generator)
-                else:
-                    self._fastspeech(batch, ids, opts)
+                self._tacotron2(batch, ids, lengths, opts, generator)
+        return pieces
 
     def _tacotron2(self, batch: list[_Piece], ids: torch.Tensor, lengths: torch.Tensor,
                    opts: SynthesisOptions, generator: torch.Generator | None) -> None:
@@ -273,18 +275,41 @@ class Synthesizer:
             piece.mel = out.mel_postnet[b, :, :keep].float()
             piece.audio_len = HOP * n
 
-    def _fastspeech(self, batch: list[_Piece], ids: torch.Tensor, opts: SynthesisOptions) -> None:
-        out = self._acoustic.infer(ids, alpha=1.0 / opts.speed)
-        truncated = getattr(out, "truncated", None)
-        if truncated is not None and bool(truncated.any()):
-            # Never cut speech: the caller splits text so this does not happen; if it does, say so.
-            raise InvalidInputError(
-                "a text piece is longer than the FastSpeech model's max_seq_len allows; "
-                "use a smaller max_piece_chars", field="text")
-        for b, piece in enumerate(batch):
-            n = int(out.mel_lengths[b])
-            piece.mel = out.mel[b, :n, :].transpose(0, 1).float()
-            piece.audio_len = HOP * n
+    def _fastspeech_all(self, pieces: list[_Piece], opts: SynthesisOptions) -> list[_Piece]:
+        """FastSpeech cuts its output at max_seq_len frames; a piece that would be cut is split
+        in two at a word boundary and both halves are synthesized, so no speech is lost."""
+        max_len = int(self._acoustic.config.max_seq_len) if hasattr(self._acoustic, "config") else None
+        todo, done = list(pieces), []
+        while todo:
+            fits = [p for p in todo if max_len is None or len(p.ids) <= max_len]
+            todo = [q for p in todo if p not in fits for q in self._halve(p)]
+            for batch in self._batches(fits):
+                ids, _ = _pad_ids([p.ids for p in batch], self.device)
+                with self._autocast():
+                    out = self._acoustic.infer(ids, alpha=1.0 / opts.speed)
+                truncated = getattr(out, "truncated", torch.zeros(len(batch), dtype=torch.bool))
+                for b, piece in enumerate(batch):
+                    if bool(truncated[b]):
+                        todo.extend(self._halve(piece))
+                        continue
+                    n = int(out.mel_lengths[b])
+                    piece.mel = out.mel[b, :n, :].transpose(0, 1).float()
+                    piece.audio_len = HOP * n
+                    done.append(piece)
+        return done
+
+    def _halve(self, piece: _Piece) -> list[_Piece]:
+        words = piece.text.split()
+        if len(words) < 2:
+            raise InvalidInputError(f"a single word is too long for the FastSpeech model: {piece.text[:40]!r}",
+                                    field="text")
+        halves = [" ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])]
+        out = []
+        for j, h in enumerate(halves):
+            ids, _, _ = self._encode(h)
+            if _speakable(ids):
+                out.append(_Piece(piece.utt, (*piece.key, j), h, ids))
+        return out
 
     def _run_vocoder(self, pieces: list[_Piece], opts: SynthesisOptions,
                      generator: torch.Generator | None) -> None:
@@ -314,7 +339,7 @@ class Synthesizer:
 
     def _collect(self, plan: _Plan, timings: StageTimings) -> list[SynthesisResult]:
         per_utt: list[list[_Piece]] = [[] for _ in plan.texts]
-        for p in plan.pieces:
+        for p in sorted(plan.pieces, key=lambda p: p.key):
             per_utt[p.utt].append(p)
         results = []
         for i, text in enumerate(plan.texts):
@@ -343,6 +368,18 @@ class Synthesizer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+_SPEAKABLE: frozenset[int] | None = None
+
+
+def _speakable(ids: list[int]) -> bool:
+    """True when ids hold a letter or an ARPAbet phone (not only spaces and punctuation)."""
+    global _SPEAKABLE
+    if _SPEAKABLE is None:
+        from tts.text import SYMBOLS
+        _SPEAKABLE = frozenset(i for i, s in enumerate(SYMBOLS) if s.isalpha() or s.startswith("@"))
+    return any(i in _SPEAKABLE for i in ids)
 
 
 def _pad_ids(seqs: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

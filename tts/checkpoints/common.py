@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,10 +41,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            p, f"not a loadable PyTorch checkpoint (weights-only load refused it: {first})"
-        ) from exc
+        raise CheckpointError(p, _unpickling_problem(str(exc))) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError,
             ImportError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -123,6 +121,16 @@ def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
                 path, f"shape mismatch for {k}: checkpoint has {tuple(got.shape)}, "
                       f"{kind} model expects {tuple(t.shape)}")
     model.load_state_dict(state_dict, strict=True)
+
+
+def _unpickling_problem(message: str) -> str:
+    """Say what torch's weights-only unpickler refused, without its advice to load unsafely."""
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if m:
+        return (f"holds a Python object ({m.group(1)}) that a safe (weights-only) load refuses; "
+                "checkpoints must hold tensors and plain data, as NVIDIA's training scripts write them "
+                "(a whole pickled model is not accepted, because loading it can run arbitrary code)")
+    return "not a PyTorch checkpoint (the file is not pickled tensor data, or it is corrupt)"
 
 
 def _few(keys: list[str], n: int = 5) -> str:
