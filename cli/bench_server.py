@@ -1,0 +1,75 @@
+"""``tts-bench --server HOST:PORT``: drive a running server at several concurrency levels.
+
+Like Triton's perf_analyzer: closed-loop clients, one table row per
+concurrency level with throughput, latency percentiles and (with
+``--streaming``) time to first audio. ``tts-bench`` dispatches here when
+``--server`` is given; ``python -m tts.cli.bench_server`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+PROG = "tts-bench"
+DEFAULT_TEXTS = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello world.",
+    "Speech synthesis turns written text into spoken audio.",
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune must be in want of a wife.",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server-benchmark flags (``--server`` itself included)."""
+    g = parser.add_argument_group("server benchmark")
+    g.add_argument("--server", required=True, metavar="HOST:PORT", help="a running tts-server")
+    g.add_argument("--concurrency", default="1:64:8", metavar="START:END:STEP|A,B,C",
+                   help="concurrency levels (end included)")
+    g.add_argument("--requests", type=int, default=200, help="measured calls per level (at most)")
+    g.add_argument("--duration", type=float, default=60.0, help="seconds per level (at most)")
+    g.add_argument("--warmup-requests", type=int, default=4, help="unmeasured calls per level")
+    g.add_argument("--streaming", action="store_true", help="use StreamingSynthesize (measures time to first audio)")
+    g.add_argument("--phrases", metavar="FILE", help="texts to send, one a line (default: four built-in sentences)")
+    g.add_argument("--voice", default="", help="voice name (default: the server's)")
+    g.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
+    g.add_argument("--token", help="bearer token")
+    g.add_argument("--root-cert", metavar="PEM", help="use TLS, trusting this CA")
+    g.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the benchmark described by ``args``; prints the table; returns the exit code (1 if any call failed)."""
+    from tts.server.loadgen import LoadConfig, format_table, parse_range, run_levels
+
+    texts = DEFAULT_TEXTS
+    if args.phrases:
+        texts = tuple(line.strip() for line in Path(args.phrases).read_text(encoding="utf-8").splitlines()
+                      if line.strip())
+    cfg = LoadConfig(target=args.server, texts=texts, streaming=args.streaming, voice=args.voice,
+                     requests=args.requests, duration_s=args.duration, warmup=args.warmup_requests,
+                     timeout_s=args.timeout, token=args.token,
+                     root_cert=Path(args.root_cert).read_bytes() if args.root_cert else None)
+    levels = parse_range(args.concurrency)
+    results = asyncio.run(run_levels(cfg, levels))
+    print(f"server {args.server}, {'streaming' if args.streaming else 'unary'}, {len(texts)} texts")
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.row() | {"errors_by_code": r.errors} for r in results], indent=2))
+    return 1 if any(r.errors for r in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tts.cli.common import run_main
+
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_main(PROG, lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

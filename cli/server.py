@@ -1,0 +1,141 @@
+"""``tts-server``: serve voices over gRPC (unary + streaming synthesis, health, reflection, metrics).
+
+Takes the same voice flags as ``tts-synth`` (``--tacotron2/--fastspeech/--waveglow``,
+``--voice NAME|DIR``, ``--device``, ``--precision``). Loads and warms up every
+voice on every device, then prints one line ``tts-server: serving on HOST:PORT``
+and reports SERVING on the health service. SIGTERM drains calls in flight and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from tts.cli.common import add_voice_arguments, positive_int, run_main, voice_from_args
+
+PROG = "tts-server"
+TOKEN_ENV = "TTS_AUTH_TOKEN"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_voice_arguments(p)
+    p.add_argument("--extra-voice", action="append", default=[], metavar="NAME|DIR",
+                   help="serve another voice (a voice folder or bundled name); repeatable")
+    g = p.add_argument_group("network")
+    g.add_argument("--host", default="[::]", help="address to bind ([::] = all, 127.0.0.1 = loopback)")
+    g.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
+    g.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1 = off)")
+    g.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics endpoint binds")
+    g.add_argument("--max-receive-bytes", type=positive_int, default=1 << 20, help="largest request message")
+    g.add_argument("--max-send-bytes", type=positive_int, default=64 << 20, help="largest response message")
+    g = p.add_argument_group("security")
+    g.add_argument("--tls-cert", metavar="PEM", help="server certificate chain (enables TLS)")
+    g.add_argument("--tls-key", metavar="PEM", help="server private key")
+    g.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
+    g.add_argument("--auth-token-file", metavar="FILE",
+                   help=f"require 'authorization: Bearer <token>' (one token a line); or set ${TOKEN_ENV}")
+    g = p.add_argument_group("batching and scale")
+    g.add_argument("--devices", type=_int_list, metavar="0,1,...",
+                   help="CUDA devices, one worker each (overrides --device)")
+    g.add_argument("--max-batch-size", type=positive_int, default=8, help="most requests per batch")
+    g.add_argument("--max-queue-delay-ms", type=float, default=5.0, help="longest wait to fill a batch")
+    g.add_argument("--preferred-batch-sizes", type=_int_list, default=[], metavar="4,8",
+                   help="batch sizes sent as soon as they are reached")
+    g.add_argument("--max-queue-size", type=positive_int, default=256,
+                   help="most waiting requests; more get RESOURCE_EXHAUSTED")
+    g.add_argument("--max-text-chars", type=positive_int, default=10_000, help="longest accepted text")
+    g.add_argument("--no-continuous-batching", action="store_true",
+                   help="batch Tacotron2 requests whole instead of joining/leaving the decoder batch per step")
+    g.add_argument("--stream-chunk-frames", type=positive_int, default=32, help="mel frames per streamed chunk")
+    g.add_argument("--stream-first-chunk-frames", type=positive_int, default=8,
+                   help="mel frames of the first streamed chunk")
+    g.add_argument("--stream-overlap-frames", type=int, default=8, help="vocoder context frames on each side")
+    g = p.add_argument_group("lifecycle")
+    g.add_argument("--grace-seconds", type=float, default=30.0, help="time calls in flight get on SIGTERM")
+    g.add_argument("--no-warmup", action="store_true", help="skip the warm-up run before SERVING")
+    g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _tokens(args) -> tuple[str, ...]:
+    tokens = []
+    if args.auth_token_file:
+        with open(args.auth_token_file, encoding="utf-8") as f:
+            tokens += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    if env:
+        tokens.append(env)
+    return tuple(tokens)
+
+
+def build_server(args):
+    """Voices, synthesizers per device and the configured ``TTSServer`` (blocking: loads models)."""
+    from tts.errors import VoiceError
+    from tts.server.app import ServerConfig, TLSConfig, TTSServer
+    from tts.server.batcher import BatcherConfig
+    from tts.synthesizer import Synthesizer
+    from tts.voice import load_voice
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise VoiceError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise VoiceError("--tls-client-ca needs --tls-cert/--tls-key")
+    devices = [f"cuda:{d}" for d in args.devices] if args.devices else [args.device]
+    voices = [voice_from_args(args)] + [load_voice(v) for v in args.extra_voice]
+    names = [v.name for v in voices]
+    if len(set(names)) != len(names):
+        raise VoiceError(f"two voices have the same name: {names}")
+    synths = {v.name: [Synthesizer(v, device=d, precision=args.precision, max_batch=args.max_batch_size,
+                                   max_text_chars=args.max_text_chars) for d in devices] for v in voices}
+    config = ServerConfig(
+        host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_host=args.metrics_host, max_text_chars=args.max_text_chars,
+        max_receive_bytes=args.max_receive_bytes, max_send_bytes=args.max_send_bytes,
+        batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1000,
+                              preferred_batch_sizes=tuple(args.preferred_batch_sizes),
+                              max_queue_size=args.max_queue_size),
+        continuous=not args.no_continuous_batching, stream_chunk_frames=args.stream_chunk_frames,
+        stream_overlap_frames=args.stream_overlap_frames, stream_first_chunk_frames=args.stream_first_chunk_frames,
+        tls=TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
+        auth_tokens=_tokens(args), grace_s=args.grace_seconds, warmup=not args.no_warmup)
+    gpu = [int(d.split(":")[1]) for d in devices if d.startswith("cuda:")] or ([0] if args.device == "cuda" else [])
+    return TTSServer(synths, config, default_voice=names[0], gpu_devices=gpu)
+
+
+async def _serve(args) -> None:
+    server = build_server(args)
+    port = await server.start()
+    metrics = f", metrics on port {server.metrics_port}" if server.metrics_port else ""
+    print(f"{PROG}: serving on {args.host}:{port}{metrics}", flush=True)
+    await server.serve_until_signal()
+    print(f"{PROG}: stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        logging.getLogger("tts").setLevel(args.log_level)
+        asyncio.run(_serve(args))
+        return 0
+
+    return run_main(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
