@@ -1,0 +1,162 @@
+"""The server with the real reference voices (small random-weight Tacotron2, FastSpeech, WaveGlow) on CPU.
+
+Checks numbers against the in-process ``Synthesizer``: unary equals single-request
+synthesis, continuous batching lets a short request overtake a long one, long
+text is split and spoken whole, streamed audio equals unary audio, and a
+200-request load run at concurrency 16 has zero errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tts.client import TTSClient
+from tts.options import SynthesisOptions
+from tts.server.app import ServerConfig, TTSServer
+from tts.server.audio import Encoding, decode
+from tts.server.batcher import BatcherConfig
+from tts.server.testing import ServerThread
+
+pytestmark = pytest.mark.timeout(240)
+
+HOST = "127.0.0.1"
+FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+DET = dict(prenet_dropout=0.0, sigma=0.0)           # deterministic options
+SHORT = "Hello there."
+LONG = "A much longer sentence that should take the decoder many more steps to finish speaking."
+
+
+@pytest.fixture(scope="module")
+def voices():
+    from tts.voice import Voice
+
+    t2 = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
+                                waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt", name="t2")
+    fs = Voice.from_checkpoints(fastspeech=FIXTURES / "fastspeech/checkpoint_005000.pt",
+                                waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt", name="fs")
+    return t2, fs
+
+
+@pytest.fixture(scope="module")
+def synths(voices):
+    from tts.synthesizer import Synthesizer
+
+    t2, fs = voices
+    return {"t2": Synthesizer(t2, max_batch=16), "fs": Synthesizer(fs, max_batch=16)}
+
+
+@pytest.fixture(scope="module")
+def server(synths):
+    srv = TTSServer({k: [v] for k, v in synths.items()},
+                    ServerConfig(host=HOST, port=0, metrics_port=0, warmup=False,
+                                 batcher=BatcherConfig(max_batch_size=16, max_queue_delay_s=0.002),
+                                 stream_chunk_frames=16, stream_first_chunk_frames=4, stream_overlap_frames=8),
+                    default_voice="t2")
+    st = ServerThread(srv)
+    st.start()
+    yield st
+    st.stop()
+
+
+@pytest.fixture()
+def client(server):
+    with TTSClient(f"{HOST}:{server.server.port}", timeout=120) as c:
+        yield c
+
+
+def unary(client, text, voice="t2", **opts):
+    r = client.synthesize(text, voice=voice, encoding="FLOAT32", options={**DET, **opts})
+    return decode(r.audio, Encoding.FLOAT32), r
+
+
+@pytest.mark.parametrize("voice", ["t2", "fs"])
+def test_unary_equals_single_request_synthesis(client, synths, voice):
+    want = synths[voice].synthesize(LONG, SynthesisOptions(**DET))
+    got, r = unary(client, LONG, voice)
+    assert len(got) == len(want.audio) > 0
+    assert np.abs(got - want.audio).max() < 1e-5
+    assert r.normalized_text == want.normalized_text
+    assert r.duration_seconds == pytest.approx(want.audio_seconds)
+
+
+def test_t2_concurrent_calls_equal_single_requests(client, synths):
+    texts = [SHORT, LONG, "Testing, one two three.", "The rain in Spain stays mainly in the plain.",
+             "Numbers like 42 are expanded."]
+    wants = [synths["t2"].synthesize(t, SynthesisOptions(**DET)).audio for t in texts]
+    with cf.ThreadPoolExecutor(len(texts)) as pool:
+        gots = list(pool.map(lambda t: unary(client, t), texts))
+    assert max(r.timings.batch_size for _, r in gots) > 1           # they did share decoder steps
+    for (got, _), want in zip(gots, wants):
+        assert len(got) == len(want)
+        assert np.abs(got - want).max() < 1e-5
+
+
+def test_short_request_overtakes_long_one(server, client):
+    """Continuous batching: a short call that starts after a long one finishes first."""
+    sched = server.server.engine.schedulers["t2"][0]
+    done: dict[str, float] = {}
+    with cf.ThreadPoolExecutor(2) as pool:
+        def run(name, text):
+            unary(client, text, max_decoder_steps=80)
+            done[name] = time.perf_counter()
+
+        n0 = len(sched.step_sizes)
+        long_f = pool.submit(run, "long", LONG)
+        while len(sched.step_sizes) < n0 + 5:            # the long one is decoding
+            time.sleep(0.002)
+        started_short = time.perf_counter()
+        short_f = pool.submit(run, "short", SHORT)
+        short_f.result(60)
+        long_f.result(60)
+    assert done["short"] < done["long"]
+    assert done["short"] > started_short
+    sizes = sched.step_sizes[n0:]
+    assert sizes[0] == 1 and 2 in sizes and sizes[-1] == 1     # joined, then left
+
+
+def test_long_text_is_split_and_spoken_whole(client, synths):
+    text = " ".join([LONG] * 6)                             # ~540 characters > max_piece_chars (256)
+    want = synths["t2"].synthesize(text, SynthesisOptions(**DET))
+    assert want.pieces > 1
+    got, r = unary(client, text)
+    assert len(got) == len(want.audio)
+    assert np.abs(got - want.audio).max() < 1e-5
+    assert r.normalized_text == want.normalized_text
+
+
+@pytest.mark.parametrize("voice", ["t2", "fs"])
+def test_streamed_audio_equals_unary(client, voice):
+    want, _ = unary(client, LONG, voice)
+    t0 = time.perf_counter()
+    first = None
+    parts = []
+    for chunk in client.stream(LONG, voice=voice, encoding="FLOAT32", options=DET):
+        if first is None and chunk.audio:
+            first = time.perf_counter() - t0
+        parts.append(decode(chunk.audio, Encoding.FLOAT32))
+    total = time.perf_counter() - t0
+    got = np.concatenate(parts)
+    assert len([p for p in parts if len(p)]) >= 3
+    assert len(got) == len(want)
+    # Stated tolerance: 1e-5 absolute (float rounding; audio peaks ~0.03 for this model).
+    assert np.abs(got - want).max() < 1e-5
+    assert first is not None and first < total
+
+
+def test_200_requests_at_concurrency_16_zero_errors(server):
+    from tts.server.loadgen import LoadConfig, run_level
+
+    cfg = LoadConfig(target=f"{HOST}:{server.server.port}",
+                     texts=(SHORT, "Testing, one two three.", "Good morning.", "How are you today?"),
+                     requests=200, duration_s=200, timeout_s=120, options=tuple(DET.items()))
+    res = asyncio.run(run_level(cfg, 16))
+    print(f"\n200 requests @16: {res.row()}")
+    assert res.errors == {}
+    assert res.requests == 200 and len(res.latencies) == 200
+    assert res.throughput > 0
