@@ -1,0 +1,112 @@
+"""Text -> symbol ids and back, as DLE's ``text_to_sequence`` / ``sequence_to_text``.
+
+Input may embed ARPAbet in curly braces: ``Turn left on {HH AW1 S S T AH0 N} Street.``
+The first ``{`` that has a ``}`` at least two characters further on opens a group
+that ends at the first such ``}``; the group's words become ``@``-phoneme ids with
+no cleaning, and the text around it is cleaned piece by piece. A ``{`` with no
+closing ``}`` after it is ordinary text (and, having no symbol, is dropped).
+
+One deliberate difference from DLE: DLE finds groups with a regex whose ``.`` does
+not match a newline, so there a newline in a text with a group makes it ignore the
+group (braces spoken as letters) or lose everything after the newline. Here a
+newline is like any other character (it ends up as a space after cleaning).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from tts.text.cleaners import check_frontend, english_cleaners_ascii, to_ascii
+from tts.text.symbols import SYMBOL_TO_ID, SYMBOLS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    """One text through a front end."""
+
+    #: The input, as given.
+    text: str
+    #: After ``english_cleaners``, with ``{...}`` groups copied verbatim.
+    cleaned: str
+    #: Symbol ids, exactly as DLE's ``text_to_sequence`` gives them (never the pad id).
+    ids: tuple[int, ...]
+    #: Characters that no id stands for, in order (may repeat): input characters with
+    #: no transliteration, characters of ``cleaned`` with no symbol (``%``, ``"``, ...),
+    #: and the letters of words in ``{...}`` groups that are no ARPAbet phoneme.
+    dropped: str
+
+
+def _arpabet_pieces(text: str) -> Iterator[tuple[str, bool]]:
+    """Split ``text`` into ``(piece, is_arpabet_group)`` pairs, in order; pieces may be empty."""
+    last_close = text.rfind("}")
+    pos = 0
+    while pos < len(text):
+        start = text.find("{", pos)
+        if start < 0 or last_close < start + 2:
+            yield text[pos:], False
+            return
+        end = text.find("}", start + 2)
+        yield text[pos:start], False
+        yield text[start + 1:end], True
+        pos = end + 1
+
+
+def encode(text: str, frontend: str = "tacotron2") -> EncodedText:
+    """Clean ``text`` and map it to symbol ids with the named front end (see ``FRONTENDS``).
+
+    Never raises for odd characters: what has no symbol is left out of ``ids`` and
+    reported in ``dropped``. Empty or blank text gives what DLE gives (no ids, or
+    the id of one space). Raises ``InvalidInputError`` (field ``frontend``) for an
+    unknown front end.
+    """
+    check_frontend(frontend)
+    cleaned: list[str] = []
+    ids: list[int] = []
+    dropped: list[str] = []
+    for piece, is_group in _arpabet_pieces(text):
+        if is_group:
+            cleaned.append("{" + piece + "}")
+            for phoneme in piece.split():
+                symbol_id = SYMBOL_TO_ID.get("@" + phoneme)
+                if symbol_id is None:
+                    dropped.append(phoneme)
+                else:
+                    ids.append(symbol_id)
+        elif piece:
+            ascii_text, missing = to_ascii(piece, frontend)
+            clean = english_cleaners_ascii(ascii_text)
+            cleaned.append(clean)
+            ids.extend(SYMBOL_TO_ID[c] for c in clean if c in SYMBOL_TO_ID)
+            dropped.append(missing)
+    result = EncodedText(text, "".join(cleaned), tuple(ids), "".join(dropped))
+    if result.dropped:
+        logger.debug("characters with no symbol were dropped: %r", result.dropped)
+    return result
+
+
+def clean_text(text: str, frontend: str = "tacotron2") -> str:
+    """``text`` after ``english_cleaners`` (``{...}`` groups kept verbatim)."""
+    return encode(text, frontend).cleaned
+
+
+def text_to_sequence(text: str, frontend: str = "tacotron2") -> list[int]:
+    """Symbol ids of ``text``, exactly as DLE's ``text_to_sequence(text, ["english_cleaners"])``."""
+    return list(encode(text, frontend).ids)
+
+
+def sequence_to_text(ids: Iterable[int]) -> str:
+    """DLE's ``sequence_to_text``: ids back to a string, phonemes as ``{AA B ...}`` groups.
+
+    Ids outside the table are skipped; the pad id renders as ``_`` (as in DLE).
+    """
+    out: list[str] = []
+    for symbol_id in ids:
+        symbol_id = int(symbol_id)
+        if 0 <= symbol_id < len(SYMBOLS):
+            symbol = SYMBOLS[symbol_id]
+            out.append("{" + symbol[1:] + "}" if len(symbol) > 1 else symbol)
+    return "".join(out).replace("}{", " ")
