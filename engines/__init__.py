@@ -3,8 +3,18 @@
 ``make_engine(kind, module, device=..., precision=...)`` returns an object
 with the same inference method as the eager module it replaces
 (``Tacotron2.infer``, ``FastSpeech.infer``, ``WaveGlow.infer``,
-``Denoiser.__call__``), so the synthesizer swaps one for the other. The eager
-module itself is the reference executor and is what CPU runs use.
+``Denoiser.__call__``), so the synthesizer swaps one for the other. On the
+CPU the eager module itself is returned: it is the reference executor.
+
+Engines (each imported lazily):
+
+- ``tacotron2``: ``Tacotron2Engine`` (static buffers, fused Triton decoder
+  step, K steps per CUDA-graph replay);
+- ``waveglow``: ``WaveGlowEngine`` (folded weights, fused gates, CUDA graph
+  per shape) and ``DenoiserEngine``;
+- ``fastspeech``: ``FastSpeechEngine`` (one CUDA graph per length bucket,
+  ``select_bucket`` a pure function);
+- ``cache``: the on-disk engine cache.
 """
 
 from __future__ import annotations
@@ -16,8 +26,25 @@ import torch
 KINDS = ("tacotron2", "fastspeech", "waveglow", "denoiser")
 
 
-def make_engine(kind: str, module: torch.nn.Module, *, device: torch.device, precision: str) -> Any:
-    """The fastest available executor of ``module`` on ``device`` (the eager module on CPU)."""
+def make_engine(kind: str, module: torch.nn.Module, *, device: torch.device | str,
+                precision: str, **options: Any) -> Any:
+    """The fastest available executor of ``module`` on ``device`` (the eager module on CPU).
+
+    ``options`` go to the engine's constructor (e.g. ``backend``, ``steps_per_replay``).
+    """
     if kind not in KINDS:
-        raise ValueError(f"unknown engine kind {kind!r}")
-    return module
+        raise ValueError(f"unknown engine kind {kind!r}; known: {', '.join(KINDS)}")
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return module
+    if kind == "tacotron2":
+        from tts.engines.tacotron2 import Tacotron2Engine
+        return Tacotron2Engine(module, device=dev, precision=precision, **options)
+    if kind == "waveglow":
+        from tts.engines.waveglow import WaveGlowEngine
+        return WaveGlowEngine(module, device=dev, precision=precision, **options)
+    if kind == "denoiser":
+        from tts.engines.waveglow import DenoiserEngine
+        return DenoiserEngine(module, device=dev)
+    from tts.engines.fastspeech import FastSpeechEngine
+    return FastSpeechEngine(module, device=dev, precision=precision, **options)

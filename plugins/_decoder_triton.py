@@ -148,7 +148,7 @@ def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stri
                       B, NF,
                       BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
-    offs_b = tl.arange(0, BB)
+    offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
     N = NF + 1
     KT = K1 + K2
     acc = tl.zeros((BB, BN), dtype=tl.float32)

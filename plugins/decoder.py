@@ -228,13 +228,12 @@ def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, m
                gate: Tensor, not_finished: Tensor, mel_lengths: Tensor, gate_threshold: float,
                step: Tensor, step_i: int = 0, *, bn: int = 16, bk: int = 64) -> None:
     """Kernel of ``projection_ref``; ``mel [B, steps, n_frame]`` and ``gate [B, steps]`` are the
-    whole records, written at step ``step + step_i``. Batch at most 16."""
+    whole records, written at step ``step + step_i``."""
     k = _kernels()["projection"]
     x1, x2 = xs
     batch, nf = frame.shape
-    if batch > 16:
-        raise ValueError("projection kernel handles at most 16 items")
-    grid = (math.ceil((nf + 1) / bn),)
+    bb = _bb(batch)
+    grid = (math.ceil((nf + 1) / bn), math.ceil(batch / bb))
     k[grid](x1, x1.shape[1], x2, x2.shape[1], w, b, frame, mel, mel.stride(0), gate, gate.stride(0),
             not_finished, mel_lengths, step, step_i, float(gate_threshold), batch, nf,
-            BB=_bb(batch), BN=bn, BK=bk)
+            BB=bb, BN=bn, BK=bk)

@@ -1,0 +1,429 @@
+"""Tacotron2 engine: static decoder buffers, K decoder steps per CUDA-graph replay.
+
+``Tacotron2Engine.infer`` has the signature and return type of
+``Tacotron2.infer``. What it does differently:
+
+- weights prepared once (``prepare_weights``): each LSTM's ``W_ih``/``W_hh``
+  concatenated into one matrix with the two biases summed, the location
+  convolution folded with the location dense layer into one ``[A, 2, 31]``
+  filter, mel projection and gate in one matrix, BatchNorm folded into the
+  encoder/postnet convolutions; float16 or float32;
+- all decoder state lives in static GPU buffers of a (batch, input-length)
+  bucket (batch rounded up to a power of two, input length to a multiple of
+  32; padding is masked, so results do not change);
+- one decoder step is eight fused Triton kernels (``tts.plugins.decoder``;
+  backend ``"triton"``) or the same maths in PyTorch ops (``"torch"``);
+- ``steps_per_replay`` (K) steps are captured in one CUDA graph; the host
+  checks the per-item stop flags once per replay, overlapped with the next
+  replay (at most one replay of K steps is wasted), and cuts the result to
+  exactly the steps eager decoding would have made;
+- prenet dropout masks are drawn on the GPU from a seed in a GPU buffer and
+  the step index (Philox), so replays draw fresh masks; ``prenet_dropout=0``
+  is deterministic.
+
+On the CPU the same code runs without graphs (backend ``"torch"``); that is
+what the CPU tests compare with the eager model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from tts.models.tacotron2 import DecoderOutput, Tacotron2, Tacotron2Output
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Tacotron2Engine", "DecoderWeights", "prepare_weights", "fold_conv_bn"]
+
+BACKENDS = ("auto", "triton", "torch")
+#: Input lengths are padded up to a multiple of this (one buffer set and graph per bucket).
+INPUT_MULTIPLE = 32
+
+
+def fold_conv_bn(block: torch.nn.Sequential, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``Sequential(ConvNorm, BatchNorm1d)`` (eval) -> (weight, bias) of one equivalent conv."""
+    conv, bn = block[0].conv, block[1]
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    w = conv.weight.detach().double() * scale[:, None, None]
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
+    b = (b - bn.running_mean.double()) * scale + bn.bias.detach().double()
+    return w.to(dtype).contiguous(), b.to(dtype).contiguous()
+
+
+@dataclass
+class DecoderWeights:
+    """Prepared decoder weights. Matrices in the engine dtype, small vectors float32."""
+
+    pre_w1: Tensor   #: [P, n_frame]
+    pre_w2: Tensor   #: [P, P]
+    att_w: Tensor    #: [4 Ha, P + E + Ha]   attention LSTM [W_ih | W_hh]
+    att_b: Tensor    #: [4 Ha] f32          b_ih + b_hh
+    q_w: Tensor      #: [A, Ha]
+    m_w: Tensor      #: [A, E]
+    loc_w: Tensor    #: [A, 2, KS] f32      location dense o location conv
+    v: Tensor        #: [A] f32
+    dec_w: Tensor    #: [4 Hd, Ha + E + Hd]
+    dec_b: Tensor    #: [4 Hd] f32
+    proj_w: Tensor   #: [n_frame + 1, Hd + E]  mel projection rows, then the gate row
+    proj_b: Tensor   #: [n_frame + 1] f32
+
+    def tensors(self) -> dict[str, Tensor]:
+        return dict(self.__dict__)
+
+
+def prepare_weights(model: Tacotron2, dtype: torch.dtype, device: torch.device) -> DecoderWeights:
+    """Fuse the decoder's weights (see the module docstring); float64 folding, then cast."""
+    d = model.decoder
+    a = d.attention_layer
+
+    def mat(t: Tensor) -> Tensor:
+        return t.detach().to(device=device, dtype=dtype).contiguous()
+
+    def vec(t: Tensor) -> Tensor:
+        return t.detach().to(device=device, dtype=torch.float32).contiguous()
+
+    loc_conv = a.location_layer.location_conv.conv.weight.detach().double()      # [F, 2, KS]
+    loc_dense = a.location_layer.location_dense.linear_layer.weight.detach().double()  # [A, F]
+    loc = torch.einsum("af,fck->ack", loc_dense, loc_conv)
+    return DecoderWeights(
+        pre_w1=mat(d.prenet.layers[0].linear_layer.weight),
+        pre_w2=mat(d.prenet.layers[1].linear_layer.weight),
+        att_w=mat(torch.cat((d.attention_rnn.weight_ih, d.attention_rnn.weight_hh), 1)),
+        att_b=vec(d.attention_rnn.bias_ih + d.attention_rnn.bias_hh),
+        q_w=mat(a.query_layer.linear_layer.weight),
+        m_w=mat(a.memory_layer.linear_layer.weight),
+        loc_w=vec(loc),
+        v=vec(a.v.linear_layer.weight[0]),
+        dec_w=mat(torch.cat((d.decoder_rnn.weight_ih, d.decoder_rnn.weight_hh), 1)),
+        dec_b=vec(d.decoder_rnn.bias_ih + d.decoder_rnn.bias_hh),
+        proj_w=mat(torch.cat((d.linear_projection.linear_layer.weight, d.gate_layer.linear_layer.weight), 0)),
+        proj_b=vec(torch.cat((d.linear_projection.linear_layer.bias, d.gate_layer.linear_layer.bias), 0)),
+    )
+
+
+class _Buffers:
+    """Static state of one (batch, input length, capacity) bucket. Float32 unless noted."""
+
+    def __init__(self, bsz: int, t_in: int, cap: int, *, n_frame: int, p_dim: int, ha: int, hd: int,
+                 e: int, a: int, wd: torch.dtype, device: torch.device) -> None:
+        z = lambda *s, dt=torch.float32: torch.zeros(*s, dtype=dt, device=device)  # noqa: E731
+        self.bsz, self.t_in, self.cap = bsz, t_in, cap
+        self.frame = z(bsz, n_frame)
+        self.pre1 = z(bsz, p_dim)
+        self.pre2 = z(bsz, p_dim)
+        self.ah = z(2, bsz, ha)          # ping-pong: kernels read all of h while writing the new h
+        self.ac = z(bsz, ha)
+        self.dh = z(2, bsz, hd)
+        self.dc = z(bsz, hd)
+        self.ctx = z(bsz, e)
+        self.pq = z(bsz, a)
+        self.att_w = z(bsz, t_in)
+        self.att_cum = z(bsz, t_in)
+        self.energy = z(bsz, t_in)
+        self.memory = z(bsz, t_in, e, dt=wd)
+        self.pm = z(bsz, t_in, a, dt=wd)
+        self.lengths = z(bsz, dt=torch.int32)
+        self.mask = torch.ones(bsz, t_in, dtype=torch.bool, device=device)
+        self.mel = z(bsz, cap, n_frame)      # the decoder's output frames, by step
+        self.gate = z(bsz, cap)
+        self.align = z(bsz, cap, t_in)
+        self.not_finished = z(bsz, dt=torch.int32)
+        self.mel_lengths = z(bsz, dt=torch.int32)
+        self.step = z(1, dt=torch.int64)     # first step of the next replay
+        self.seed = z(1, dt=torch.int64)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.flags_host: Tensor | None = None
+        if device.type == "cuda":
+            self.flags_host = torch.zeros(bsz, dtype=torch.int32, pin_memory=True)
+
+    def reset(self, memory: Tensor, pm: Tensor, lengths: Tensor, seed: Tensor) -> None:
+        b, t = memory.shape[:2]
+        for buf in (self.frame, self.ah, self.ac, self.dh, self.dc, self.ctx, self.att_w,
+                    self.att_cum, self.memory, self.pm, self.mel_lengths, self.step):
+            buf.zero_()
+        self.memory[:b, :t].copy_(memory)
+        self.pm[:b, :t].copy_(pm)
+        self.lengths.fill_(1)                        # padded items: one (zero) input position
+        self.lengths[:b].copy_(lengths)
+        pos = torch.arange(self.t_in, device=self.lengths.device)
+        self.mask.copy_(pos.unsqueeze(0) >= self.lengths.unsqueeze(1))
+        self.not_finished.zero_()
+        self.not_finished[:b].fill_(1)
+        self.seed.copy_(seed)
+
+
+class Tacotron2Engine:
+    """Fast ``Tacotron2.infer`` (see the module docstring).
+
+    ``precision``: ``fp16`` (weights float16, state and accumulation float32) or
+    ``fp32``. ``backend``: ``triton`` (fused kernels; CUDA), ``torch`` (PyTorch ops),
+    ``auto`` (triton where it can run). ``steps_per_replay``: decoder steps per
+    graph replay (even). ``use_graphs``: default on for CUDA.
+    """
+
+    def __init__(self, model: Tacotron2, *, device: torch.device | str = "cuda", precision: str = "fp16",
+                 backend: str = "auto", steps_per_replay: int = 16, use_graphs: bool | None = None,
+                 max_buckets: int = 8) -> None:
+        from tts.plugins.decoder import triton_available
+        if precision not in ("fp16", "fp32"):
+            raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if steps_per_replay < 2 or steps_per_replay % 2:
+            raise ValueError(f"steps_per_replay must be an even number >= 2, got {steps_per_replay}")
+        self.device = torch.device(device)
+        if backend == "auto":
+            backend = "triton" if self.device.type == "cuda" and triton_available() else "torch"
+        if backend == "triton" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("the triton backend needs a CUDA device (or TRITON_INTERPRET=1 for tests)")
+        self.backend = backend
+        self.precision = precision
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.steps_per_replay = steps_per_replay
+        self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
+        self.max_buckets = max_buckets
+        self.model = model
+        self.config = model.config
+        c = model.config
+        self.n_mel = c.n_mel_channels
+        self.n_frame = c.n_mel_channels * c.n_frames_per_step
+        with torch.no_grad():
+            self.w = prepare_weights(model, self.dtype, self.device)
+            self.embedding = model.embedding.weight.detach().to(self.device, self.dtype)
+            self.enc_convs = [fold_conv_bn(blk, self.dtype) for blk in model.encoder.convolutions]
+            self.enc_convs = [(w.to(self.device), b.to(self.device)) for w, b in self.enc_convs]
+            self.enc_lstm = copy.deepcopy(model.encoder.lstm).to(self.device, self.dtype).eval()
+            self.postnet = [(w.to(self.device), b.to(self.device))
+                            for w, b in (fold_conv_bn(blk, self.dtype) for blk in model.postnet.convolutions)]
+        self._buckets: OrderedDict[tuple, _Buffers] = OrderedDict()
+        self._pool = None
+
+    # ------------------------------------------------------------------ pieces
+
+    @torch.inference_mode()
+    def encode(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """``ids [B, T_in] int64``, ``lengths [B]`` -> ``[B, T_in, E]`` engine dtype, 0 at padding."""
+        x = F.embedding(ids.to(self.device), self.embedding).transpose(1, 2)
+        for w, b in self.enc_convs:
+            x = F.relu(F.conv1d(x, w, b, padding=(w.shape[-1] - 1) // 2))
+        x = x.transpose(1, 2)
+        t_in = x.shape[1]
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x, lengths.detach().to("cpu", torch.int64), batch_first=True, enforce_sorted=False)
+        out, _ = self.enc_lstm(packed)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t_in)
+        return out
+
+    @torch.inference_mode()
+    def postnet_forward(self, mel: Tensor) -> Tensor:
+        """``mel [B, n_mel, T]`` -> ``mel + postnet(mel)`` in the engine dtype."""
+        x = mel.to(self.dtype)
+        last = len(self.postnet) - 1
+        y = x
+        for i, (w, b) in enumerate(self.postnet):
+            y = F.conv1d(y, w, b, padding=(w.shape[-1] - 1) // 2)
+            if i < last:
+                y = torch.tanh(y)
+        return x + y
+
+    # ------------------------------------------------------------------ decoder
+
+    def _bucket(self, bsz: int, t_in: int, max_steps: int, p: float, threshold: float) -> _Buffers:
+        bp = 1 << max(0, (bsz - 1).bit_length())
+        tp = INPUT_MULTIPLE * math.ceil(t_in / INPUT_MULTIPLE)
+        k = self.steps_per_replay
+        cap = k * math.ceil(max_steps / k) + k       # + one speculative replay
+        key = (bp, tp, p, threshold)
+        buf = self._buckets.get(key)
+        if buf is not None and buf.cap >= cap:
+            self._buckets.move_to_end(key)
+            return buf
+        c = self.config
+        buf = _Buffers(bp, tp, cap, n_frame=self.n_frame, p_dim=c.prenet_dim, ha=c.attention_rnn_dim,
+                       hd=c.decoder_rnn_dim, e=c.encoder_embedding_dim, a=c.attention_dim,
+                       wd=self.dtype, device=self.device)
+        self._buckets[key] = buf
+        while len(self._buckets) > self.max_buckets:
+            self._buckets.popitem(last=False)
+        return buf
+
+    def _steps(self, buf: _Buffers, p: float, threshold: float) -> None:
+        step = self._step_triton if self.backend == "triton" else self._step_torch
+        for i in range(self.steps_per_replay):
+            step(buf, i, p, threshold)
+        buf.step.add_(self.steps_per_replay)
+
+    def _capture(self, buf: _Buffers, p: float, threshold: float) -> None:
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):                      # compile kernels, warm the allocator
+                self._steps(buf, p, threshold)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._steps(buf, p, threshold)
+        buf.graph = graph
+
+    def _step_triton(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
+        from tts.plugins import decoder as K
+        w = self.w
+        par = i % 2
+        ah_old, ah_new = b.ah[par], b.ah[1 - par]
+        dh_old, dh_new = b.dh[par], b.dh[1 - par]
+        K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=0)
+        K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=1)
+        K.lstm_cell((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new)
+        K.linear_act(ah_new, w.q_w, b.pq)
+        K.location_energy(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy)
+        K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i)
+        K.lstm_cell((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new)
+        K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
+                     b.mel_lengths, threshold, b.step, i)
+
+    def _step_torch(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
+        w, wd = self.w, self.dtype
+        par = i % 2
+        ah_old, ah_new = b.ah[par], b.ah[1 - par]
+        dh_old, dh_new = b.dh[par], b.dh[1 - par]
+        x = b.frame
+        for wt in (w.pre_w1, w.pre_w2):
+            x = F.relu(F.linear(x.to(wd), wt)).float()
+            if p > 0.0:
+                x = x * (torch.rand_like(x) >= p).to(x.dtype) * (1.0 / (1.0 - p))
+        gates = F.linear(torch.cat((x, b.ctx, ah_old), 1).to(wd), w.att_w).float() + w.att_b
+        _lstm_pointwise(gates, b.ac, ah_new)
+        pq = F.linear(ah_new.to(wd), w.q_w).float()
+        ks = w.loc_w.shape[-1]
+        loc = F.conv1d(torch.stack((b.att_w, b.att_cum), 1), w.loc_w, padding=(ks - 1) // 2)
+        e = torch.tanh(pq.unsqueeze(1) + loc.transpose(1, 2) + b.pm.float()) @ w.v
+        a = torch.softmax(e.masked_fill(b.mask, float("-inf")), dim=1)
+        b.ctx.copy_(torch.bmm(a.unsqueeze(1).to(wd), b.memory).squeeze(1))
+        b.att_w.copy_(a)
+        b.att_cum.add_(a)
+        idx = b.step + i
+        b.align.index_copy_(1, idx, a.unsqueeze(1))
+        gates = F.linear(torch.cat((ah_new, b.ctx, dh_old), 1).to(wd), w.dec_w).float() + w.dec_b
+        _lstm_pointwise(gates, b.dc, dh_new)
+        y = F.linear(torch.cat((dh_new, b.ctx), 1).to(wd), w.proj_w).float() + w.proj_b
+        nf = self.n_frame
+        b.frame.copy_(y[:, :nf])
+        b.mel.index_copy_(1, idx, y[:, :nf].unsqueeze(1))
+        b.gate.index_copy_(1, idx, y[:, nf:nf + 1])
+        keep = b.not_finished * (torch.sigmoid(y[:, nf]) <= threshold).to(torch.int32)
+        b.not_finished.copy_(keep)
+        b.mel_lengths.add_(keep)
+
+    @torch.inference_mode()
+    def decode(self, memory: Tensor, memory_lengths: Tensor, *, max_decoder_steps: int | None = None,
+               gate_threshold: float | None = None, prenet_dropout: float = 0.5,
+               early_stopping: bool | None = None, generator: torch.Generator | None = None
+               ) -> DecoderOutput:
+        """``Decoder.infer`` on the engine: ``memory [B, T_in, E]``, ``memory_lengths [B]``.
+
+        Returns float32 ``mel [B, n_mel, steps * fps]``, gate ``[B, steps]``, alignments
+        ``[B, steps, T_in]`` and ``mel_lengths [B] int32`` with eager decoding's step count.
+        """
+        c = self.config
+        max_steps = c.max_decoder_steps if max_decoder_steps is None else int(max_decoder_steps)
+        threshold = c.gate_threshold if gate_threshold is None else float(gate_threshold)
+        stop_early = (not c.decoder_no_early_stopping) if early_stopping is None else bool(early_stopping)
+        p = float(prenet_dropout)
+        bsz, t_in, _ = memory.shape
+        buf = self._bucket(bsz, t_in, max_steps, p, threshold)
+        memory = memory.to(self.device, self.dtype)
+        pm = F.linear(memory, self.w.m_w)
+        if generator is not None:
+            seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
+        else:
+            seed = torch.randint(0, 2**62, (1,), device=self.device)
+        with torch.autocast(self.device.type, enabled=False):
+            buf.reset(memory, pm, memory_lengths.to(self.device, torch.int32), seed.to(self.device))
+            if self.use_graphs and buf.graph is None:
+                self._capture(buf, p, threshold)
+                buf.reset(memory, pm, memory_lengths.to(self.device, torch.int32), seed.to(self.device))
+            self._run(buf, bsz, max_steps, stop_early, p, threshold)
+        lengths = buf.mel_lengths[:bsz].clamp(max=max_steps)
+        n_steps = min(int(lengths.max()) + 1, max_steps) if stop_early else max_steps
+        n_open = int(buf.not_finished[:bsz].sum()) if n_steps == max_steps else 0
+        if n_open and int(lengths.max()) >= max_steps:
+            logger.warning("Tacotron2 engine: reached max_decoder_steps=%d before the stop gate fired "
+                           "for %d of %d items", max_steps, n_open, bsz)
+        frames = buf.mel[:bsz, :n_steps]
+        mel = frames.reshape(bsz, -1, self.n_mel).transpose(1, 2).contiguous()
+        return DecoderOutput(mel=mel, gate=buf.gate[:bsz, :n_steps].clone(),
+                             alignments=buf.align[:bsz, :n_steps, :t_in].clone(),
+                             mel_lengths=lengths.to(torch.int32))
+
+    def _run(self, buf: _Buffers, bsz: int, max_steps: int, stop_early: bool, p: float,
+             threshold: float) -> None:
+        k = self.steps_per_replay
+        n_replays = math.ceil(max_steps / k)
+        graph = buf.graph if self.use_graphs else None
+        if graph is None:
+            for _ in range(n_replays):
+                self._steps(buf, p, threshold)
+                if stop_early and not bool(buf.not_finished[:bsz].any()):
+                    return
+            return
+        if not stop_early:
+            for _ in range(n_replays):
+                graph.replay()
+            return
+        # Pipelined: replay r+1 is queued before the flags of replay r are read, so the GPU
+        # never waits for the host; at most one replay of K steps is wasted.
+        event = torch.cuda.Event()
+        flags = buf.flags_host
+        graph.replay()
+        flags.copy_(buf.not_finished, non_blocking=True)
+        event.record()
+        for r in range(1, n_replays):
+            graph.replay()
+            event.synchronize()
+            if not bool(flags[:bsz].any()):
+                return
+            flags.copy_(buf.not_finished, non_blocking=True)
+            event.record()
+
+    # ------------------------------------------------------------------ whole model
+
+    @torch.inference_mode()
+    def infer(self, ids: Tensor, lengths: Tensor, *, max_decoder_steps: int | None = None,
+              gate_threshold: float | None = None, prenet_dropout: float = 0.5,
+              early_stopping: bool | None = None,
+              generator: torch.Generator | None = None) -> Tacotron2Output:
+        """``Tacotron2.infer`` on the engine; same arguments, same result type.
+
+        Float tensors of the result are in the engine dtype (mel_postnet included).
+        """
+        self.model._check(ids, lengths, max_decoder_steps, gate_threshold, prenet_dropout)
+        with torch.autocast(self.device.type, enabled=False):
+            enc = self.encode(ids, lengths)
+            dec = self.decode(enc, lengths, max_decoder_steps=max_decoder_steps,
+                              gate_threshold=gate_threshold, prenet_dropout=prenet_dropout,
+                              early_stopping=early_stopping, generator=generator)
+            mel = dec.mel.to(self.dtype)
+            post = self.postnet_forward(mel)
+        return Tacotron2Output(mel=mel, mel_postnet=post, gate=dec.gate.to(self.dtype),
+                               alignments=dec.alignments.to(self.dtype), mel_lengths=dec.mel_lengths,
+                               encoder_outputs=enc)
+
+    __call__ = infer
+
+
+def _lstm_pointwise(gates: Tensor, c: Tensor, h_out: Tensor) -> None:
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    c.copy_(c_new)
+    h_out.copy_(torch.sigmoid(o) * torch.tanh(c_new))
