@@ -1,0 +1,118 @@
+"""Chunked streaming vocoder: streamed audio vs whole-utterance audio, with the reference WaveGlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tts.streaming import HOP, MelStreamer, StreamConfig, make_vocode
+
+pytestmark = pytest.mark.timeout(120)
+FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+
+
+@pytest.fixture(scope="module")
+def voice():
+    from tts.voice import Voice
+
+    return Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
+                                  waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt")
+
+
+@pytest.fixture(scope="module")
+def decoder_mel(voice):
+    """A decoder (pre-postnet) mel [n_mel, T] (T <= 80) from the reference Tacotron2."""
+    with torch.inference_mode():
+        ids = torch.randint(1, 60, (1, 40), generator=torch.Generator().manual_seed(0))
+        out = voice.acoustic.infer(ids, torch.tensor([40]), prenet_dropout=0.0, max_decoder_steps=80)
+    assert out.mel.shape[-1] >= 40
+    return out.mel[0]
+
+
+def whole(voice, mel, strength):
+    """The unary path: postnet, WaveGlow (sigma 0), denoiser over the whole utterance."""
+    with torch.inference_mode():
+        post = voice.acoustic.postnet_forward(mel.unsqueeze(0))
+        audio = voice.vocoder.infer(post, sigma=0.0)
+        if strength:
+            audio = voice.denoiser(audio, strength=strength).reshape(1, -1)
+    return audio[0].numpy()
+
+
+def streamed(voice, mel, strength, cfg, push_every=3):
+    vocode = make_vocode(voice.vocoder, voice.denoiser, sigma=0.0, denoiser_strength=strength)
+    st = MelStreamer(vocode, lambda m: voice.acoustic.postnet_forward(m), cfg)
+    chunks = []
+    for i in range(0, mel.shape[-1], push_every):
+        chunks += st.push(mel[:, i:i + push_every])
+    chunks += st.finish()
+    return chunks
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.01])
+def test_streamed_equals_whole_with_overlap(voice, decoder_mel, strength):
+    want = whole(voice, decoder_mel, strength)
+    chunks = streamed(voice, decoder_mel, strength, StreamConfig(chunk_frames=16, first_chunk_frames=4,
+                                                                  overlap_frames=8))
+    got = np.concatenate(chunks)
+    assert [len(c) for c in chunks[:2]] == [4 * HOP, 16 * HOP]     # small first chunk, then full ones
+    assert len(got) == len(want) == HOP * decoder_mel.shape[-1]
+    # Stated tolerance for the reference model: 1e-5 absolute (it is float rounding, ~1e-7 here).
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_chunks_come_before_the_utterance_ends(voice, decoder_mel):
+    vocode = make_vocode(voice.vocoder, None, sigma=0.0, denoiser_strength=0.0)
+    st = MelStreamer(vocode, lambda m: voice.acoustic.postnet_forward(m),
+                     StreamConfig(chunk_frames=16, first_chunk_frames=4, overlap_frames=8))
+    first_at = None
+    for t in range(decoder_mel.shape[-1]):
+        if st.push(decoder_mel[:, t:t + 1]) and first_at is None:
+            first_at = t + 1
+    # First chunk = 4 frames + 8 overlap + 10 postnet context: ready after 22 decoder frames.
+    assert first_at == 4 + 8 + 10
+
+
+def test_overlap_matters(voice, decoder_mel):
+    """Without context the joins differ from the whole-utterance audio; the error falls with overlap."""
+    want = whole(voice, decoder_mel, 0.0)
+    errs = {}
+    for ov in (0, 2, 8):
+        got = np.concatenate(streamed(voice, decoder_mel, 0.0, StreamConfig(chunk_frames=8, first_chunk_frames=8,
+                                                                            overlap_frames=ov)))
+        errs[ov] = float(np.abs(got - want).max())
+    assert errs[0] > 1e-4                        # audible-scale error at the joins without overlap
+    assert errs[8] < 1e-5
+    assert errs[0] >= errs[2] >= errs[8]
+
+
+def test_finish_trims_to_audio_frames(voice, decoder_mel):
+    vocode = make_vocode(voice.vocoder, None, sigma=0.0, denoiser_strength=0.0)
+    st = MelStreamer(vocode, None, StreamConfig(chunk_frames=16, first_chunk_frames=16, overlap_frames=4))
+    n = decoder_mel.shape[-1]
+    out = st.push(decoder_mel) + st.finish(audio_frames=n - 1)   # Tacotron2 drops the gate frame's audio
+    assert sum(len(c) for c in out) == (n - 1) * HOP
+    assert st.finish() == []
+
+
+def test_fastspeech_streaming_equals_synthesizer():
+    from tts.options import SynthesisOptions
+    from tts.server.acoustic import acoustic_mels
+    from tts.streaming import stream_vocode_mel
+    from tts.synthesizer import Synthesizer
+    from tts.voice import Voice
+
+    v = Voice.from_checkpoints(fastspeech=FIXTURES / "fastspeech/checkpoint_005000.pt",
+                               waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt")
+    s = Synthesizer(v)
+    opts = SynthesisOptions(sigma=0.0)
+    text = "Streaming the fast speech model, one chunk after another."
+    want = s.synthesize(text, opts).audio
+    (mels,) = acoustic_mels(s, [text], opts)
+    got = np.concatenate([c for mel, n in mels.pieces for c in stream_vocode_mel(
+        s, mel, opts, config=StreamConfig(chunk_frames=16, first_chunk_frames=4, overlap_frames=8), audio_frames=n)])
+    assert len(got) == len(want)
+    assert np.abs(got - want).max() < 1e-5
