@@ -103,6 +103,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from tts.report import LatencyStats, environment, format_table, rtf
     from tts.synthesizer import Synthesizer
 
+    # This command reports dropped characters and max-decoder-step hits per phrase line itself.
+    logging.getLogger("tts.models").setLevel(logging.ERROR)
     options = options_from_args(args)
     phrases = read_phrases(args.phrases)
     out = prepare_out(args.out)

@@ -50,9 +50,16 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return data, rate
 
 
+REPO = Path(__file__).resolve().parents[1]
+E2E_PHRASES = REPO / "phrases" / "reference_e2e.txt"
+
+
+def test_reference_phrase_file_holds_the_e2e_sentences():
+    assert E2E_PHRASES.read_text(encoding="utf-8").splitlines() == e2e_texts()
+
+
 def test_tacotron2_e2e_equals_reference(tmp_path, capsys):
-    texts = e2e_texts()
-    phrases = write_phrases(tmp_path / "p.txt", texts)
+    phrases = E2E_PHRASES
     out = tmp_path / "out"
     code, stdout, err = run_cli([str(phrases), "--out", str(out), "--tacotron2", T2, "--waveglow", WG,
                                  *DET, "--save-mel"], capsys)
@@ -88,8 +95,7 @@ def test_tacotron2_e2e_equals_reference(tmp_path, capsys):
 
 
 def test_fastspeech_e2e_equals_reference(tmp_path, capsys):
-    texts = e2e_texts()
-    phrases = write_phrases(tmp_path / "p.txt", texts)
+    phrases = E2E_PHRASES
     out = tmp_path / "out"
     code, _, err = run_cli([str(phrases), "--out", str(out), "--fastspeech", FS, "--fastspeech-config", FS_YAML,
                             "--waveglow", WG, *DET, "--denoiser-strength", "0", "--save-mel"], capsys)
@@ -115,7 +121,7 @@ def test_blank_lines_are_skipped_and_files_numbered_by_line(tmp_path, capsys):
 
 def test_batch_of_eight_writes_every_phrase(tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, err = run_cli([str(Path("phrases/phrase_8_short.txt").resolve()), "--out", str(out),
+    code, _, err = run_cli([str(REPO / "phrases" / "phrase_8_short.txt"), "--out", str(out),
                             "--tacotron2", T2, "--waveglow", WG, *DET, "--batch", "8"], capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())

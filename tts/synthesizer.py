@@ -236,8 +236,8 @@ class Synthesizer:
                     + (f" (text {i + 1} of {len(texts)})" if len(texts) > 1 else ""), field="text")
             plan.cleaned.append(cleaned)
             plan.dropped.append("".join(dropped))
-            if plan.dropped[-1]:
-                logger.warning("text %d: characters with no symbol were not spoken: %r", i,
+            if plan.dropped[-1]:   # reported to the caller in SynthesisResult.dropped
+                logger.debug("text %d: characters with no symbol were not spoken: %r", i,
                                plan.dropped[-1])
         return plan
 
