@@ -47,6 +47,8 @@ __all__ = ["Tacotron2Engine", "DecoderWeights", "prepare_weights", "fold_conv_bn
 BACKENDS = ("auto", "triton", "torch")
 #: Input lengths are padded up to a multiple of this (one buffer set and graph per bucket).
 INPUT_MULTIPLE = 32
+#: Backend that "auto" picks on CUDA (the faster one measured on H100/H200, see benchmarks/).
+DEFAULT_BACKEND = "torch"
 
 
 def fold_conv_bn(block: torch.nn.Sequential, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -172,7 +174,7 @@ class Tacotron2Engine:
 
     def __init__(self, model: Tacotron2, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  backend: str = "auto", steps_per_replay: int = 16, use_graphs: bool | None = None,
-                 max_buckets: int = 8) -> None:
+                 max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (8, 64, 4)) -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -182,7 +184,7 @@ class Tacotron2Engine:
             raise ValueError(f"steps_per_replay must be an even number >= 2, got {steps_per_replay}")
         self.device = torch.device(device)
         if backend == "auto":
-            backend = "triton" if self.device.type == "cuda" and triton_available() else "torch"
+            backend = DEFAULT_BACKEND if self.device.type == "cuda" and triton_available() else "torch"
         if backend == "triton" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("the triton backend needs a CUDA device (or TRITON_INTERPRET=1 for tests)")
         self.backend = backend
@@ -191,6 +193,8 @@ class Tacotron2Engine:
         self.steps_per_replay = steps_per_replay
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
         self.max_buckets = max_buckets
+        #: (hidden units per program, K tile, warps) of the fused LSTM kernels.
+        self.lstm_tiles = tuple(lstm_tiles)
         self.model = model
         self.config = model.config
         c = model.config
@@ -284,11 +288,12 @@ class Tacotron2Engine:
         dh_old, dh_new = b.dh[par], b.dh[1 - par]
         K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=0)
         K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=1)
-        K.lstm_cell((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new)
+        bh, bk, nw = self.lstm_tiles
+        K.lstm_cell((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, bh=bh, bk=bk, num_warps=nw)
         K.linear_act(ah_new, w.q_w, b.pq)
         K.location_energy(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy)
         K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i)
-        K.lstm_cell((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new)
+        K.lstm_cell((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new, bh=bh, bk=bk, num_warps=nw)
         K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
                      b.mel_lengths, threshold, b.step, i)
 

@@ -182,7 +182,7 @@ def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: floa
 
 
 def lstm_cell(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
-              bh: int = 8, bk: int = 64) -> None:
+              bh: int = 8, bk: int = 64, num_warps: int = 4) -> None:
     """Kernel of ``lstm_cell_ref`` for exactly three input segments (last = old h)."""
     k = _kernels()["lstm_cell"]
     x1, x2, x3 = xs
@@ -194,7 +194,7 @@ def lstm_cell(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor
     bb = _bb(batch)
     grid = (math.ceil(hdim / bh), math.ceil(batch / bb))
     k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, batch, hdim,
-            BB=bb, BH=bh, BK=bk)
+            BB=bb, BH=bh, BK=bk, num_warps=num_warps)
 
 
 def location_energy(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
