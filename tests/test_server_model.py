@@ -160,3 +160,36 @@ def test_200_requests_at_concurrency_16_zero_errors(server):
     assert res.errors == {}
     assert res.requests == 200 and len(res.latencies) == 200
     assert res.throughput > 0
+
+
+def test_scheduler_failing_step_fails_its_rows_and_keeps_serving(synths, monkeypatch):
+    from tts.errors import InvalidInputError
+    from tts.server.scheduler import TacotronScheduler
+
+    sched = TacotronScheduler(synths["t2"], max_rows=4)
+    real_step = sched.acoustic.decoder.step
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated device fault")
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(sched.acoustic.decoder, "step", flaky)
+    sched.start()
+
+    async def main():
+        opts = SynthesisOptions(**DET)
+        res = await asyncio.gather(*(sched.synthesize(t, opts) for t in (SHORT, LONG)), return_exceptions=True)
+        after = await sched.synthesize(SHORT, opts)
+        with pytest.raises(InvalidInputError):
+            await sched.synthesize("   ", opts)
+        return res, after
+
+    try:
+        res, after = asyncio.run(main())
+    finally:
+        sched.close()
+    assert all(isinstance(r, RuntimeError) and "simulated" in str(r) for r in res)
+    assert len(after.result.audio) > 0

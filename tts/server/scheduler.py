@@ -246,9 +246,9 @@ class TacotronScheduler:
 
     # ---------------------------------------------------------- decode loop
     def _run(self) -> None:
-        try:
-            with torch.inference_mode():
-                while True:
+        with torch.inference_mode():
+            while True:
+                try:
                     if not self._rows and not self._pending:
                         item = self._inbox.get()          # idle: block on the queue
                         if item is _STOP:
@@ -263,13 +263,13 @@ class TacotronScheduler:
                         return
                     if stop:
                         self._inbox.put(_STOP)
-        except BaseException as exc:  # noqa: BLE001 - every waiting call is resolved
-            logger.exception("Tacotron2 scheduler crashed")
-            for row in self._rows + self._pending:
-                self._fail(row.req, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-            self._rows, self._pending = [], []
-            self._state = None
-            raise
+                except Exception as exc:  # noqa: BLE001 - fail the batch, keep serving
+                    logger.exception("Tacotron2 decoder batch failed; failing its %d rows", len(self._rows))
+                    for row in self._rows:
+                        self._fail(row.req, exc)
+                    failed = {id(r.req) for r in self._rows}
+                    self._pending = [r for r in self._pending if id(r.req) not in failed]
+                    self._rows, self._state, self._prev, self._p = [], None, None, None
 
     def _accept(self, req: _Request) -> None:
         for i, ids in enumerate(req.pieces):
