@@ -362,7 +362,7 @@ class Tacotron2Engine:
         lengths = buf.mel_lengths[:bsz].clamp(max=max_steps)
         n_steps = min(int(lengths.max()) + 1, max_steps) if stop_early else max_steps
         n_open = int(buf.not_finished[:bsz].sum()) if n_steps == max_steps else 0
-        if n_open and int(lengths.max()) >= max_steps:
+        if stop_early and n_open and int(lengths.max()) >= max_steps:
             logger.warning("Tacotron2 engine: reached max_decoder_steps=%d before the stop gate fired "
                            "for %d of %d items", max_steps, n_open, bsz)
         frames = buf.mel[:bsz, :n_steps]
