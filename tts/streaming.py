@@ -163,11 +163,7 @@ def make_vocode(vocoder: torch.nn.Module, denoiser: torch.nn.Module | None, *, s
 
 def synthesizer_modules(synth) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, torch.dtype]:
     """(acoustic, vocoder, denoiser, vocoder dtype) as placed on the synthesizer's device."""
-    acoustic = getattr(synth, "acoustic_module", None) or synth._acoustic
-    vocoder = getattr(synth, "vocoder_module", None) or synth._vocoder
-    denoiser = getattr(synth, "denoiser_module", None) or synth._denoiser
-    dtype = next(vocoder.parameters()).dtype
-    return acoustic, vocoder, denoiser, dtype
+    return synth.acoustic_module, synth.vocoder_module, synth.denoiser_module, synth.vocoder_dtype
 
 
 def stream_vocode_mel(synth, mel: torch.Tensor | np.ndarray, options, *, config: StreamConfig = StreamConfig(),

@@ -31,7 +31,7 @@ from tts.voice import Voice
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SynthesisOptions", "StageTimings", "SynthesisResult", "Synthesizer", "PRECISIONS",
+__all__ = ["SynthesisOptions", "StageTimings", "SynthesisResult", "AcousticResult", "Synthesizer", "PRECISIONS",
            "REFERENCE_DEFAULTS"]
 
 PRECISIONS = ("fp32", "fp16")
@@ -84,6 +84,18 @@ class SynthesisResult:
     @property
     def audio_seconds(self) -> float:
         return len(self.audio) / float(self.sample_rate)
+
+
+@dataclass
+class AcousticResult:
+    """The acoustic stage's output for one text: its pieces' mels, before the vocoder."""
+
+    #: Per piece, in order: (mel float32 [n_mel, T] on the synthesizer's device, audio samples it yields).
+    pieces: list[tuple[torch.Tensor, int]]
+    #: The cleaned text spoken (pieces joined by a space).
+    normalized_text: str
+    #: Characters of the input that have no symbol and were not spoken.
+    dropped: str = ""
 
 
 @dataclass
@@ -206,6 +218,43 @@ class Synthesizer:
             timings.denoiser = t4 - t3
             timings.total = t4 - start
         return results
+
+    def acoustic(self, texts: Sequence[str], options: SynthesisOptions | None = None) -> list[AcousticResult]:
+        """Only the text and acoustic stages (for callers that vocode themselves, e.g. streaming).
+
+        The mels are exactly those ``synthesize_batch`` vocodes for the same texts and options.
+        """
+        opts = (options or SynthesisOptions()).merged_over(self.voice.defaults)
+        for t in texts:
+            self._check_shape(t)
+        with torch.inference_mode():
+            plan = self._plan(list(texts))
+            plan.pieces = self._run_acoustic(plan.pieces, opts, self._generator(opts.seed))
+        per_utt: list[list[tuple[torch.Tensor, int]]] = [[] for _ in texts]
+        for p in sorted(plan.pieces, key=lambda p: p.key):
+            per_utt[p.utt].append((p.mel, p.audio_len))
+        return [AcousticResult(pieces, " ".join(plan.cleaned[i]), plan.dropped[i])
+                for i, pieces in enumerate(per_utt)]
+
+    @property
+    def acoustic_module(self):
+        """The acoustic executor on this synthesizer's device (an engine on CUDA, else the eager module)."""
+        return self._acoustic
+
+    @property
+    def vocoder_module(self):
+        """The WaveGlow executor on this synthesizer's device: ``infer(mel, sigma, generator=)``."""
+        return self._vocoder
+
+    @property
+    def denoiser_module(self):
+        """The denoiser executor on this synthesizer's device: ``(audio [B, N], strength) -> [B, 1, N]``."""
+        return self._denoiser
+
+    @property
+    def vocoder_dtype(self) -> torch.dtype:
+        """The dtype the vocoder takes its mel in."""
+        return torch.float16 if self.precision == "fp16" else torch.float32
 
     # ---------------------------------------------------------------- stages
 

@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from tts.options import SynthesisOptions
 
@@ -31,12 +30,6 @@ class MelResult:
 
 def acoustic_mels(synth, texts: list[str], options: SynthesisOptions | None) -> list[MelResult]:
     """Texts -> per-piece mels with the synthesizer's planning and acoustic batching (blocking)."""
-    opts = (options or SynthesisOptions()).merged_over(synth.voice.defaults)
-    with torch.inference_mode():
-        plan = synth._plan(list(texts))
-        generator = synth._generator(opts.seed)
-        synth._run_acoustic(plan.pieces, opts, generator)
-    per_utt: list[list] = [[] for _ in texts]
-    for p in plan.pieces:
-        per_utt[p.utt].append((p.mel.float().cpu().numpy(), p.audio_len // 256))
-    return [MelResult(pieces=pieces, normalized_text=" ".join(plan.cleaned[i])) for i, pieces in enumerate(per_utt)]
+    return [MelResult(pieces=[(mel.float().cpu().numpy(), samples // 256) for mel, samples in r.pieces],
+                      normalized_text=r.normalized_text)
+            for r in synth.acoustic(list(texts), options)]
