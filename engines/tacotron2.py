@@ -48,7 +48,7 @@ BACKENDS = ("auto", "triton", "torch")
 #: Input lengths are padded up to a multiple of this (one buffer set and graph per bucket).
 INPUT_MULTIPLE = 32
 #: Backend that "auto" picks on CUDA (the faster one measured on H100/H200, see benchmarks/).
-DEFAULT_BACKEND = "torch"
+DEFAULT_BACKEND = "triton"
 
 
 def fold_conv_bn(block: torch.nn.Sequential, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -174,7 +174,7 @@ class Tacotron2Engine:
 
     def __init__(self, model: Tacotron2, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  backend: str = "auto", steps_per_replay: int = 16, use_graphs: bool | None = None,
-                 max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (8, 64, 4)) -> None:
+                 max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (4, 256, 2)) -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")

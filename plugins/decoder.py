@@ -162,7 +162,7 @@ def _check_rows(*ts: Tensor) -> None:
 
 def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: float = 0.0,
                seed: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, salt: int = 0,
-               bn: int = 16, bk: int = 64) -> Tensor:
+               bn: int = 4, bk: int = 256) -> Tensor:
     """Kernel of ``linear_act_ref``; dropout masks from Philox(``seed``, step, salt, b, n).
 
     ``seed``/``step``: ``[1]`` int64 GPU scalars (needed when p > 0); the step used is
@@ -172,6 +172,7 @@ def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: floa
     _check_rows(x, w, out)
     b, kdim = x.shape
     n = w.shape[0]
+    bk = min(bk, _next_pow2(kdim))
     dummy = out
     bb = _bb(b)
     grid = (math.ceil(n / bn), math.ceil(b / bb))
@@ -182,7 +183,7 @@ def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: floa
 
 
 def lstm_cell(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
-              bh: int = 8, bk: int = 64, num_warps: int = 4) -> None:
+              bh: int = 4, bk: int = 256, num_warps: int = 2) -> None:
     """Kernel of ``lstm_cell_ref`` for exactly three input segments (last = old h)."""
     k = _kernels()["lstm_cell"]
     x1, x2, x3 = xs
@@ -198,7 +199,7 @@ def lstm_cell(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor
 
 
 def location_energy(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
-                    lengths: Tensor, out: Tensor, *, bt: int = 16) -> Tensor:
+                    lengths: Tensor, out: Tensor, *, bt: int = 8) -> Tensor:
     """Kernel of ``location_energy_ref``. All tensors contiguous; lengths int32."""
     k = _kernels()["location_energy"]
     batch, t = att_w.shape
@@ -226,7 +227,7 @@ def attention_context(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Te
 
 def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, mel: Tensor,
                gate: Tensor, not_finished: Tensor, mel_lengths: Tensor, gate_threshold: float,
-               step: Tensor, step_i: int = 0, *, bn: int = 16, bk: int = 64) -> None:
+               step: Tensor, step_i: int = 0, *, bn: int = 4, bk: int = 256) -> None:
     """Kernel of ``projection_ref``; ``mel [B, steps, n_frame]`` and ``gate [B, steps]`` are the
     whole records, written at step ``step + step_i``."""
     k = _kernels()["projection"]

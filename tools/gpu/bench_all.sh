@@ -6,7 +6,7 @@ source tools/gpu/env.sh
 R=$OUT/res; mkdir -p $R
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   python3 -c "import torch, triton, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'triton', triton.__version__)"; } > $R/env.txt 2>&1
-B="python3 -m tts.cli.bench"
+B="python3 /tmp/pp/tts/cli/bench.py"   # not -m: the checkout's tts/ would shadow /tmp/pp
 STEPS=${STEPS:-all}
 if [[ $STEPS == *prof* || $STEPS == all ]]; then timeout 150 python3 tools/gpu/profile_decoder.py > $R/profile_decoder.txt 2>&1; tail -5 $R/profile_decoder.txt; fi
 if [[ $STEPS == *b1* || $STEPS == all ]]; then timeout 150 $B --batch 1 --verify --output $R/t2_b1_fp16.json > $R/t2_b1_fp16.txt 2>&1; tail -3 $R/t2_b1_fp16.txt; fi

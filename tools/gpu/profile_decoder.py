@@ -1,5 +1,5 @@
 """Per-kernel time of one decoder step (each kernel replayed 200x in a CUDA graph), LSTM tile sweep."""
-import time, torch
+import os, time, torch
 from tts.models.tacotron2 import Tacotron2
 from tts.engines.tacotron2 import Tacotron2Engine
 from tts.plugins import decoder as K
@@ -48,7 +48,7 @@ for bs in (1, 8):
         if not name.startswith("cublas"): tot += t
         print(f"B={bs} {name:16s} {t:7.2f} us", flush=True)
     print(f"B={bs} sum of step kernels {tot:.1f} us", flush=True)
-    for bh in (2, 4, 8, 16):
+    for bh in ((2, 4, 8, 16) if os.environ.get('SWEEP') else ()):
         for bk in (64, 128, 256):
             for nw in (2, 4, 8):
                 try:
