@@ -1,0 +1,157 @@
+"""``python -m tts.train``: corpus building, training chunks, export, plots, quality gate.
+
+Subcommands (each ``--help``):
+
+- ``corpus``   build corpus shards from an ``id|text`` file with the Festival teacher;
+- ``train``    train one model for a chunk (``--resume``, ``--max-minutes``, ``--max-steps``);
+- ``export``   write fp16 weights + ``voice.json`` manifests into a voices folder;
+- ``plot``     loss curves (PNG) from the training logs;
+- ``gate``     the WER quality gate for a voice or the teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    from tts.quality import read_transcripts
+    from tts.train.corpus import build_shard
+    from tts.train.festival import Festival
+
+    items = read_transcripts(args.texts, args.limit)
+    fest = Festival.from_env(args.festival_prefix)
+    if not fest.available():
+        print(f"festival with voice {fest.voice} does not run (prefix {fest.prefix})", file=sys.stderr)
+        return 1
+    n = max(1, args.shards)
+    shards = [items[i::n] for i in range(n)]
+    out = Path(args.out)
+    t0 = time.time()
+    todo = [k for k in range(n) if args.shard is None or k in args.shard]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futs = {k: pool.submit(build_shard, shards[k], out / f"shard_{k:03d}", fest) for k in todo}
+        stats = {k: f.result() for k, f in futs.items()}
+    total = sum(s["audio_seconds"] for s in stats.values())
+    kept = sum(s["utterances"] for s in stats.values())
+    skipped = sum(len(s["skipped"]) for s in stats.values())
+    summary = {"utterances": kept, "skipped": skipped, "audio_hours": total / 3600,
+               "wall_seconds": time.time() - t0, "shards": len(todo), "jobs": args.jobs}
+    print(json.dumps(summary))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from tts.train.trainer import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = json.loads(args.settings) if args.settings else {}
+    if args.batch_size:
+        settings["batch_size"] = args.batch_size
+    model_cfg = json.loads(args.model_config) if args.model_config else None
+    r = train(args.model, args.corpus, args.out, resume=args.resume, max_steps=args.max_steps,
+              max_minutes=args.max_minutes, device=args.device, seed=args.seed,
+              log_every=args.log_every, save_minutes=args.save_minutes, settings=settings,
+              model_config=model_cfg)
+    print(json.dumps({"model": r.kind, "from_step": r.start_step, "step": r.step,
+                      "seconds": round(r.seconds, 1), "losses": r.last_losses}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tts.train.export import export_voices
+
+    res = export_voices(args.ckpt_dir, args.out, name=args.name, max_mib=args.max_mib)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from tts.train.export import plot_losses
+
+    for p in plot_losses(args.ckpt_dir, args.out):
+        print(p)
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from tts.train.gate import run_gate
+
+    res = run_gate(args.voice, args.texts, n=args.n, out=args.out, festival_prefix=args.festival_prefix,
+                   seed=args.seed)
+    print(json.dumps({k: v for k, v in res.items() if k != "sentences"}, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tts.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("corpus", help="build corpus shards with the Festival teacher")
+    c.add_argument("--texts", required=True, help="id|text file (LJSpeech train.txt)")
+    c.add_argument("--out", required=True, help="corpus folder (shard_NNN/ inside)")
+    c.add_argument("--limit", type=int, default=None, help="first N lines only")
+    c.add_argument("--shards", type=int, default=16)
+    c.add_argument("--shard", type=int, action="append", help="build only this shard (repeatable)")
+    c.add_argument("--jobs", type=int, default=2, help="parallel processes")
+    c.add_argument("--festival-prefix", default=None, help="dpkg -x prefix (default: system festival)")
+    c.set_defaults(fn=_corpus)
+
+    t = sub.add_parser("train", help="train one model for a chunk")
+    t.add_argument("model", choices=["fastspeech", "tacotron2", "waveglow"])
+    t.add_argument("--corpus", required=True)
+    t.add_argument("--out", required=True, help="checkpoint/log folder")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/<model>_last.pt if present")
+    t.add_argument("--max-steps", type=int, default=None, help="stop at this total step")
+    t.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
+    t.add_argument("--save-minutes", type=float, default=3.0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--seed", type=int, default=1234)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--log-every", type=int, default=50)
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    t.add_argument("--settings", default=None, help="JSON overriding training settings")
+    t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
+    t.set_defaults(fn=_train)
+
+    e = sub.add_parser("export", help="fp16 weights + voice.json into a voices folder")
+    e.add_argument("--ckpt-dir", required=True)
+    e.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
+    e.add_argument("--name", default="slt")
+    e.add_argument("--max-mib", type=float, default=30.0)
+    e.set_defaults(fn=_export)
+
+    p = sub.add_parser("plot", help="loss curves as PNG")
+    p.add_argument("--ckpt-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=_plot)
+
+    g = sub.add_parser("gate", help="WER quality gate (pocketsphinx + jiwer)")
+    g.add_argument("voice", help="voice NAME|DIR, or 'teacher' for Festival's own audio")
+    g.add_argument("--texts", required=True, help="id|text file (LJSpeech val.txt)")
+    g.add_argument("--n", type=int, default=100)
+    g.add_argument("--out", default=None, help="write the full result JSON here")
+    g.add_argument("--festival-prefix", default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(fn=_gate)
+
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Batches for training, drawn from a ``Corpus``: padding, length bucketing, device transfer.
+
+Every sampler is driven by a ``numpy.random.Generator`` whose state is saved
+in checkpoints, so a resumed run draws the batches the uninterrupted run
+would have drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tts.train.corpus import Corpus
+
+
+def split_corpus(corpus: Corpus, n_val: int, seed: int = 1234) -> tuple[list[int], list[int]]:
+    """Deterministic (train, val) index split; ``n_val`` utterances held out for validation."""
+    idx = np.random.default_rng(seed).permutation(len(corpus))
+    n_val = min(n_val, max(0, len(corpus) - 1))
+    return sorted(idx[n_val:].tolist()), sorted(idx[:n_val].tolist())
+
+
+def bucketed_indices(lengths: np.ndarray, pool: list[int], batch_size: int,
+                     rng: np.random.Generator, *, bucket: int = 8) -> list[int]:
+    """A batch of ``batch_size`` indices of similar length: a random item plus its neighbours
+    in a length-sorted window of ``bucket`` batches (keeps padding small, order random)."""
+    order = sorted(pool, key=lambda i: int(lengths[i]))
+    n = len(order)
+    if n <= batch_size:
+        return [order[int(j)] for j in rng.integers(0, n, size=batch_size)] if n < batch_size \
+            else list(order)
+    window = min(n, batch_size * bucket)
+    start = int(rng.integers(0, n - window + 1))
+    pick = rng.choice(window, size=batch_size, replace=False)
+    return [order[start + int(j)] for j in pick]
+
+
+@dataclass
+class AcousticBatch:
+    """Padded acoustic-model batch (CPU until ``to``)."""
+
+    ids: Tensor  # [B, T_in] int64, 0 = pad
+    input_lengths: Tensor  # [B] int64
+    durations: Tensor  # [B, T_in] int64, 0 at pad
+    mel: Tensor  # [B, T, n_mel] float32, 0 at pad
+    mel_lengths: Tensor  # [B] int64
+
+    def to(self, device: torch.device | str) -> AcousticBatch:
+        return AcousticBatch(*(t.to(device, non_blocking=True) for t in
+                               (self.ids, self.input_lengths, self.durations, self.mel,
+                                self.mel_lengths)))
+
+
+def acoustic_batch(corpus: Corpus, indices: list[int]) -> AcousticBatch:
+    """Pad the items ``indices`` into one batch."""
+    items = [corpus[i] for i in indices]
+    b = len(items)
+    t_in = max(len(it.ids) for it in items)
+    t = max(it.mel.shape[0] for it in items)
+    n_mel = items[0].mel.shape[1]
+    ids = np.zeros((b, t_in), np.int64)
+    dur = np.zeros((b, t_in), np.int64)
+    mel = np.zeros((b, t, n_mel), np.float32)
+    for k, it in enumerate(items):
+        ids[k, :len(it.ids)] = it.ids
+        dur[k, :len(it.ids)] = it.durations
+        mel[k, :it.mel.shape[0]] = it.mel
+    return AcousticBatch(torch.from_numpy(ids),
+                         torch.tensor([len(it.ids) for it in items], dtype=torch.int64),
+                         torch.from_numpy(dur), torch.from_numpy(mel),
+                         torch.tensor([it.mel.shape[0] for it in items], dtype=torch.int64))
+
+
+def audio_segments(corpus: Corpus, indices: list[int], segment_length: int,
+                   rng: np.random.Generator) -> Tensor:
+    """``[B, segment_length]`` float32 audio in [-1, 1): a random window of each item
+    (zero-padded when shorter, as DLE's WaveGlow loader does)."""
+    out = np.zeros((len(indices), segment_length), np.float32)
+    for k, i in enumerate(indices):
+        a = corpus[i].audio
+        if len(a) >= segment_length:
+            s = int(rng.integers(0, len(a) - segment_length + 1))
+            out[k] = a[s:s + segment_length].astype(np.float32) / 32768.0
+        else:
+            out[k, :len(a)] = a.astype(np.float32) / 32768.0
+    return torch.from_numpy(out)

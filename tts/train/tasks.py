@@ -1,0 +1,220 @@
+"""One training task per model: the bundled voice's sizes, batches, loss, checkpoint layout.
+
+Checkpoints are written in the layouts our loaders read (and NVIDIA's
+training scripts write), with the training state beside the weights:
+
+- Tacotron2 / WaveGlow: DLE ``train.py``: ``{"iteration", "config", "state_dict", "optimizer"}``
+  (WaveGlow keeps weight norm, as DLE trains it);
+- FastSpeech: the CUDA-Optimized FastSpeech trainer: ``{"step", "model"`` (keys ``module.``-
+  prefixed) ``, "optim"}``;
+- plus ``"train"``: step, elapsed seconds, RNG states (JSON text and tensors), task settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tts.models.fastspeech import FastSpeech, FastSpeechConfig
+from tts.models.stft import MelSpectrogram
+from tts.models.tacotron2 import Tacotron2, Tacotron2Config
+from tts.models.waveglow import WaveGlow, WaveGlowConfig
+from tts.train import losses
+from tts.train.corpus import Corpus
+from tts.train.data import acoustic_batch, audio_segments, bucketed_indices
+
+#: Architecture of the bundled voice's models (sized for <= 30 MiB of fp16 weights in all,
+#: WaveGlow shared by both voices, and for faster-than-real-time synthesis on 2 CPU cores).
+MODEL_CONFIGS: dict[str, dict[str, Any]] = {
+    "fastspeech": dict(max_seq_len=1200, d_model=128, phoneme_side_n_layer=4, phoneme_side_head=2,
+                       phoneme_side_conv1d_filter_size=256, phoneme_side_output_size=128,
+                       mel_side_n_layer=4, mel_side_head=2, mel_side_conv1d_filter_size=256,
+                       mel_side_output_size=128, fft_conv1d_kernel=3, fft_conv1d_padding=1,
+                       duration_predictor_filter_size=128, duration_predictor_kernel_size=3,
+                       dropout=0.1, n_mels=80, n_phns=148),
+    "tacotron2": dict(mask_padding=True, n_mel_channels=80, n_symbols=148, symbols_embedding_dim=192,
+                      encoder_kernel_size=5, encoder_n_convolutions=3, encoder_embedding_dim=192,
+                      attention_rnn_dim=256, attention_dim=128, attention_location_n_filters=32,
+                      attention_location_kernel_size=31, n_frames_per_step=1, decoder_rnn_dim=256,
+                      prenet_dim=128, max_decoder_steps=1500, gate_threshold=0.5,
+                      p_attention_dropout=0.1, p_decoder_dropout=0.1, postnet_embedding_dim=128,
+                      postnet_kernel_size=5, postnet_n_convolutions=5),
+    "waveglow": dict(n_mel_channels=80, n_flows=8, n_group=8, n_early_every=4, n_early_size=2,
+                     WN_config=dict(n_layers=4, kernel_size=3, n_channels=64)),
+}
+
+#: Training settings per task (CLI flags override).
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fastspeech": dict(batch_size=32, lr=1e-3, warmup=1000, grad_clip=1.0, weight_decay=0.0,
+                       amp=True),
+    "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
+                      amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900),
+    "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
+                     segment_length=16000, sigma=1.0),
+}
+
+
+@dataclass
+class Task:
+    """Base: a model kind's construction, batches, loss and checkpoint layout."""
+
+    kind: str
+    settings: dict[str, Any]
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def train_step_loss(self, model: nn.Module, corpus: Corpus, pool: list[int],
+                        rng: np.random.Generator, device: torch.device, step: int
+                        ) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def usable(self, corpus: Corpus) -> list[int]:
+        """Indices of utterances this task can train on."""
+        return list(range(len(corpus)))
+
+    def payload(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_payload(self, model: nn.Module, ckpt: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def init_from_corpus(self, model: nn.Module, corpus: Corpus, pool: list[int]) -> None:
+        """Data-dependent initialisation of a fresh model (overwritten by a resumed checkpoint)."""
+
+    def after_load(self, model: nn.Module) -> None:
+        """Hook for tasks that attach training-only behaviour (dropout hooks)."""
+
+
+def mean_mel(corpus: Corpus, pool: list[int], n: int = 200) -> Tensor:
+    """Per-band mean of the log-mel over (up to ``n`` of) the usable utterances: ``[n_mel]``."""
+    frames = [np.asarray(corpus[i].mel, dtype=np.float32) for i in pool[:n]]
+    return torch.from_numpy(np.concatenate(frames).mean(axis=0))
+
+
+class FastSpeechTask(Task):
+    def init_from_corpus(self, model, corpus, pool):
+        with torch.no_grad():
+            model.mel_linear.bias.copy_(mean_mel(corpus, pool))
+
+    def build_model(self) -> nn.Module:
+        model = FastSpeech(FastSpeechConfig.from_dict(self.model_config))
+        self.after_load(model)
+        return model
+
+    def after_load(self, model: nn.Module) -> None:
+        if not getattr(model, "_train_dropout", False):
+            losses.add_fastspeech_dropout(model, float(self.model_config.get("dropout", 0.1)))
+            model._train_dropout = True
+
+    def usable(self, corpus: Corpus) -> list[int]:
+        limit = int(self.model_config["max_seq_len"])
+        return [i for i, it in enumerate(corpus.items)
+                if it.mel.shape[0] <= limit and len(it.ids) <= limit]
+
+    def train_step_loss(self, model, corpus, pool, rng, device, step):
+        lengths = np.array([it.mel.shape[0] for it in corpus.items])
+        idx = bucketed_indices(lengths, pool, self.settings["batch_size"], rng)
+        b = acoustic_batch(corpus, idx).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=bool(self.settings["amp"]) and device.type == "cuda"):
+            out = losses.fastspeech_forward(model, b.ids, b.durations, b.mel.shape[1])
+        out = losses.FastSpeechTrainOutput(out.mel.float(), out.log_duration.float())
+        return losses.fastspeech_loss(out, b.mel, b.mel_lengths, b.durations, b.input_lengths)
+
+    def payload(self, model, optimizer, step):
+        return {"step": step, "model": {"module." + k: v for k, v in model.state_dict().items()},
+                "optim": optimizer.state_dict(), "hparams": dict(self.model_config)}
+
+    def load_payload(self, model, ckpt):
+        sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ckpt["model"].items()}
+        model.load_state_dict(sd)
+
+
+class Tacotron2Task(Task):
+    def init_from_corpus(self, model, corpus, pool):
+        with torch.no_grad():
+            model.decoder.linear_projection.linear_layer.bias.copy_(mean_mel(corpus, pool))
+
+    def build_model(self) -> nn.Module:
+        return Tacotron2(Tacotron2Config.from_dict(self.model_config))
+
+    def usable(self, corpus: Corpus) -> list[int]:
+        limit = int(self.settings["max_frames"])
+        return [i for i, it in enumerate(corpus.items) if it.mel.shape[0] <= limit]
+
+    def guide_weight(self, step: int) -> float:
+        w = float(self.settings["guide_weight"])
+        decay = int(self.settings["guide_decay_steps"])
+        return w * max(0.05, 1.0 - step / decay) if decay > 0 else w
+
+    def train_step_loss(self, model, corpus, pool, rng, device, step):
+        lengths = np.array([it.mel.shape[0] for it in corpus.items])
+        idx = bucketed_indices(lengths, pool, self.settings["batch_size"], rng)
+        b = acoustic_batch(corpus, idx).to(device)
+        mel = b.mel.transpose(1, 2)  # [B, n_mel, T]
+        out = losses.tacotron2_forward(model, b.ids, b.input_lengths, mel)
+        gw = self.guide_weight(step)
+        prior = losses.duration_prior(b.durations, b.input_lengths, mel.shape[2]) if gw > 0 else None
+        return losses.tacotron2_loss(out, mel, b.mel_lengths, prior, b.input_lengths, gw)
+
+    def payload(self, model, optimizer, step):
+        return {"iteration": step, "config": model.config.to_dict(), "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict()}
+
+    def load_payload(self, model, ckpt):
+        model.load_state_dict(ckpt["state_dict"])
+
+
+class WaveGlowTask(Task):
+    _mel: MelSpectrogram | None = None
+
+    def build_model(self) -> nn.Module:
+        return WaveGlow(WaveGlowConfig.from_dict(copy.deepcopy(self.model_config)))
+
+    def usable(self, corpus: Corpus) -> list[int]:
+        return [i for i, it in enumerate(corpus.items) if len(it.audio) >= 4096]
+
+    def mel_fn(self, device: torch.device) -> MelSpectrogram:
+        if self._mel is None:
+            self._mel = MelSpectrogram().to(device).eval()
+        return self._mel
+
+    def train_step_loss(self, model, corpus, pool, rng, device, step):
+        idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=self.settings["batch_size"])]
+        audio = audio_segments(corpus, idx, int(self.settings["segment_length"]), rng).to(device)
+        with torch.no_grad():
+            mel = self.mel_fn(device)(audio)
+        return losses.waveglow_loss(model, mel, audio, float(self.settings["sigma"]))
+
+    def payload(self, model, optimizer, step):
+        return {"iteration": step, "config": model.config.to_dict(), "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict()}
+
+    def load_payload(self, model, ckpt):
+        model.load_state_dict(ckpt["state_dict"])
+
+
+TASKS = {"fastspeech": FastSpeechTask, "tacotron2": Tacotron2Task, "waveglow": WaveGlowTask}
+
+
+def make_task(kind: str, overrides: dict[str, Any] | None = None,
+              model_overrides: dict[str, Any] | None = None) -> Task:
+    """The task for ``kind`` with the default settings and architecture, overridden where given."""
+    if kind not in TASKS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(TASKS)}")
+    settings = dict(TRAIN_DEFAULTS[kind])
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    cfg = copy.deepcopy(MODEL_CONFIGS[kind])
+    for k, v in (model_overrides or {}).items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    return TASKS[kind](kind=kind, settings=settings, model_config=cfg)

@@ -1,0 +1,178 @@
+"""The training loop: resumable, time-limited chunks with atomic checkpoints and a loss log.
+
+``train(kind, corpus_dir, out_dir, ...)`` trains one model. With
+``resume=True`` it continues from ``out_dir/<kind>_last.pt`` (weights,
+optimizer, step, and the RNG states, so the continued run draws the same
+batches as an uninterrupted one would). It stops after ``max_steps`` total
+steps or ``max_minutes`` of wall time in this chunk, whichever comes first,
+and always leaves a checkpoint. Losses go to ``out_dir/<kind>_log.csv``
+(appended, one line per ``log_every`` steps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tts.train.corpus import Corpus
+from tts.train.tasks import Task, make_task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one chunk did."""
+
+    kind: str
+    start_step: int
+    step: int
+    seconds: float
+    last_losses: dict[str, float]
+    checkpoint: Path
+
+
+def checkpoint_path(out_dir: str | os.PathLike[str], kind: str) -> Path:
+    return Path(out_dir) / f"{kind}_last.pt"
+
+
+def _rng_blob(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def _set_rng(rng: np.random.Generator, blob: str) -> None:
+    rng.bit_generator.state = json.loads(blob)
+
+
+def lr_at(step: int, base: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant (Adam; DLE trains at a constant rate)."""
+    if warmup <= 0:
+        return base
+    return base * min(1.0, (step + 1) / warmup)
+
+
+def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+          resume: bool = True, max_steps: int | None = None, max_minutes: float | None = None,
+          device: str = "cpu", seed: int = 1234, log_every: int = 10, save_minutes: float = 3.0,
+          settings: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
+          corpus: Corpus | None = None) -> TrainResult:
+    """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = False
+    task: Task = make_task(kind, settings, model_config)
+    corpus = corpus if corpus is not None else Corpus(corpus_dir)
+    pool = task.usable(corpus)
+    if not pool:
+        raise ValueError(f"{kind}: no usable utterance in the corpus")
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = task.build_model()
+    task.init_from_corpus(model, corpus, pool)
+    model = model.to(dev)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=task.settings["lr"],
+                           weight_decay=task.settings["weight_decay"])
+    step = 0
+    elapsed_before = 0.0
+    ckpt_file = checkpoint_path(out, kind)
+    if resume and ckpt_file.is_file():
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        task.load_payload(model, ckpt)
+        task.after_load(model)
+        opt_state = ckpt.get("optimizer", ckpt.get("optim"))
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+        tr = ckpt["train"]
+        step = int(tr["step"])
+        elapsed_before = float(tr.get("elapsed", 0.0))
+        _set_rng(rng, tr["numpy_rng"])
+        torch.set_rng_state(tr["torch_rng"])
+        if dev.type == "cuda" and tr.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(tr["cuda_rng"], dev)
+        logger.info("%s: resumed from %s at step %d", kind, ckpt_file, step)
+    start_step = step
+    t0 = time.monotonic()
+    last_save = t0
+    log_file = out / f"{kind}_log.csv"
+    new_log = not log_file.is_file()
+    logs: dict[str, float] = {}
+
+    def save() -> None:
+        payload = task.payload(model, opt, step)
+        payload["train"] = {
+            "step": step, "elapsed": elapsed_before + time.monotonic() - t0, "kind": kind,
+            "numpy_rng": _rng_blob(rng), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+            "settings": json.dumps(task.settings), "seed": seed,
+        }
+        tmp = ckpt_file.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, ckpt_file)
+
+    with open(log_file, "a", encoding="utf-8") as log:
+        header_written = not new_log
+        while True:
+            if max_steps is not None and step >= max_steps:
+                break
+            if max_minutes is not None and time.monotonic() - t0 >= max_minutes * 60.0:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
+            loss, tlogs = task.train_step_loss(model, corpus, pool, rng, dev, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if task.settings.get("grad_clip", 0) > 0:
+                tlogs["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), task.settings["grad_clip"]).detach()
+            opt.step()
+            step += 1
+            if step % log_every == 0 or step == start_step + 1:
+                # Reading the values synchronises a GPU: only on logging steps.
+                logs = {k: float(v) for k, v in tlogs.items()}
+                if not math.isfinite(logs["loss"]):
+                    raise FloatingPointError(f"{kind}: loss is {logs['loss']} at step {step}")
+                row = {"step": step, "seconds": round(elapsed_before + time.monotonic() - t0, 2), **logs}
+                if not header_written:
+                    log.write("# " + json.dumps(list(row)) + "\n")
+                    header_written = True
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            if time.monotonic() - last_save >= save_minutes * 60.0:
+                save()
+                last_save = time.monotonic()
+    save()
+    if step > start_step and not logs:
+        logs = {k: float(v) for k, v in tlogs.items()}
+    seconds = time.monotonic() - t0
+    logger.info("%s: steps %d -> %d in %.1f s; last %s", kind, start_step, step, seconds, logs)
+    return TrainResult(kind, start_step, step, seconds, logs, ckpt_file)
+
+
+def read_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """The rows of a ``<kind>_log.csv`` (JSON lines; ``#`` lines are headers)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            rows.append(json.loads(line))
+    return rows
+
+
+__all__ = ["train", "TrainResult", "checkpoint_path", "read_log", "lr_at"]
