@@ -1,0 +1,185 @@
+"""Training code of the bundled voice on a tiny synthetic corpus (no Festival needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tts.train.corpus import (Corpus, MelMaker, Utterance, boundaries_to_durations, symbol_boundaries,
+                              symbol_text, trim_window, write_shard)
+from tts.train.festival import Festival, Token, Phone, parse_segments
+from tts.train.trainer import read_log, train
+
+TEACHER = Path(__file__).parent / "fixtures" / "teacher"
+
+TINY = {
+    "fastspeech": dict(max_seq_len=400, d_model=64, phoneme_side_n_layer=1, phoneme_side_head=1,
+                       phoneme_side_conv1d_filter_size=64, phoneme_side_output_size=64,
+                       mel_side_n_layer=1, mel_side_head=1, mel_side_conv1d_filter_size=64,
+                       mel_side_output_size=64, duration_predictor_filter_size=32),
+    "tacotron2": dict(symbols_embedding_dim=32, encoder_embedding_dim=32, encoder_n_convolutions=1,
+                      attention_rnn_dim=32, attention_dim=16, attention_location_n_filters=4,
+                      attention_location_kernel_size=5, decoder_rnn_dim=32, prenet_dim=16,
+                      postnet_embedding_dim=16, postnet_n_convolutions=2, max_decoder_steps=60),
+    "waveglow": dict(n_flows=2, n_early_every=4, WN_config=dict(n_layers=2, n_channels=16)),
+}
+SETTINGS = {
+    "fastspeech": dict(batch_size=4, lr=3e-3, warmup=0),
+    "tacotron2": dict(batch_size=2, lr=3e-3, warmup=0, max_frames=400),
+    "waveglow": dict(batch_size=2, lr=1e-3, warmup=0, segment_length=2048),
+}
+
+
+# -- alignment of teacher phones to our symbols --------------------------------------
+
+
+def test_symbol_text_is_our_cleaned_symbols():
+    assert symbol_text('He said "1835" -- Mr. Smith!') == "he said eighteen thirty-five -- mister smith!"
+
+
+def test_durations_follow_phones_and_sum_to_frames():
+    toks = [Token("hi", [Phone("hh", 0.10, 0.20), Phone("ay", 0.20, 0.40)]),
+            Token("there", [Phone("dh", 0.60, 0.70), Phone("eh", 0.70, 0.90), Phone("r", 0.90, 1.00)])]
+    text = "hi, there."
+    b = symbol_boundaries(text, toks, total_s=1.2, offset_s=0.0)
+    assert len(b) == len(text) + 1 and b[0] == 0 and b[-1] == 1.2
+    assert np.all(np.diff(b) >= 0)
+    d = dict(enumerate(np.diff(b)))
+    assert d[0] == pytest.approx(0.2)  # "h": leading silence + first phone
+    assert d[2] == pytest.approx(0.2) and d[3] == 0.0  # the pause goes to ",", the space gets none
+    assert d[9] == pytest.approx(0.2)  # trailing silence to "."
+    frames = boundaries_to_durations(b, n_frames=1 + int(1.2 * 22050) // 256)
+    assert frames.sum() == 1 + int(1.2 * 22050) // 256 and (frames >= 0).all()
+
+
+def test_alignment_of_real_festival_dump():
+    texts = json.loads((TEACHER / "texts.json").read_text(encoding="utf-8"))
+    for uid, text in texts.items():
+        sym = symbol_text(text)
+        toks = parse_segments((TEACHER / f"{uid}.seg").read_text(encoding="utf-8"))
+        assert len(toks) == len(sym.split())
+        t0, t1 = trim_window(toks, 10.0)
+        b = symbol_boundaries(sym, toks, t1 - t0, offset_s=t0)
+        n = 1 + int((t1 - t0) * 22050) // 256
+        dur = boundaries_to_durations(b, n)
+        assert dur.sum() == n and len(dur) == len(sym)
+        letters = [d for c, d in zip(sym, dur) if c.isalpha()]
+        assert min(letters) >= 1  # every letter of real speech gets at least a frame
+
+
+def test_festival_prefix_command_and_env(tmp_path):
+    f = Festival(prefix=tmp_path)
+    cmd = f.command()
+    assert cmd[0] == str(tmp_path / "usr/bin/festival")
+    assert cmd[cmd.index("--datadir") + 1] == str(tmp_path / "usr/share/festival")
+    assert str(tmp_path / "usr/lib/x86_64-linux-gnu") in f.env()["LD_LIBRARY_PATH"]
+    assert Festival().command() == ["festival"]
+
+
+# -- a synthetic corpus ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """8 utterances: tones whose pitch follows the letters, durations 3-6 frames per symbol."""
+    from tts.text.symbols import SYMBOL_TO_ID
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    mm = MelMaker()
+    words = ["cat", "dog", "sun", "tree", "blue", "red", "go", "stop"]
+    utts = []
+    for k in range(8):
+        sym = " ".join(rng.choice(words, size=3)) + "."
+        dur = rng.integers(3, 7, size=len(sym))
+        n_frames = int(dur.sum())
+        n = (n_frames - 1) * 256 + 100
+        t = np.arange(n) / 22050
+        f = np.repeat([200 + 20 * (ord(c) % 26) for c in sym], dur * 256)[:n]
+        f = np.pad(f, (0, n - len(f)), mode="edge")
+        audio = (0.3 * np.sin(2 * np.pi * np.cumsum(f) / 22050) * 32767).astype(np.int16)
+        mel = mm(audio)
+        assert mel.shape[0] == n_frames
+        utts.append(Utterance(uid=f"u{k}", text=sym, symbols=sym, ids=[SYMBOL_TO_ID[c] for c in sym],
+                              durations=dur.tolist(), audio=audio, mel=mel.astype(np.float16)))
+        del t
+    write_shard(root / "shard_000", utts, {"utterances": 8})
+    return root
+
+
+def test_corpus_reads_back(corpus_dir):
+    c = Corpus(corpus_dir)
+    assert len(c) == 8
+    for it in c.items:
+        assert it.durations.sum() == it.mel.shape[0] and len(it.ids) == len(it.durations)
+
+
+def _first_last(log: Path) -> tuple[float, float]:
+    rows = read_log(log)
+    return rows[0]["loss"], rows[-1]["loss"]
+
+
+@pytest.mark.parametrize("kind,steps", [("fastspeech", 30), ("tacotron2", 12), ("waveglow", 30)])
+def test_loss_decreases_and_resume_continues(kind, steps, corpus_dir, tmp_path):
+    torch.set_num_threads(2)
+    out = tmp_path / "ck"
+    r1 = train(kind, corpus_dir, out, resume=True, max_steps=steps // 2, log_every=1,
+               settings=SETTINGS[kind], model_config=TINY[kind])
+    assert r1.step == steps // 2 and (out / f"{kind}_last.pt").is_file()
+    r2 = train(kind, corpus_dir, out, resume=True, max_steps=steps, log_every=1,
+               settings=SETTINGS[kind], model_config=TINY[kind])
+    assert r2.start_step == steps // 2 and r2.step == steps
+    rows = read_log(out / f"{kind}_log.csv")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    first = np.mean([r["loss"] for r in rows[:3]])
+    last = np.mean([r["loss"] for r in rows[-3:]])
+    assert last < first, (kind, first, last)
+    ck = torch.load(out / f"{kind}_last.pt", map_location="cpu", weights_only=True)
+    assert ck["train"]["step"] == steps
+
+
+def test_resume_reproduces_uninterrupted_run(corpus_dir, tmp_path):
+    kw = dict(settings=SETTINGS["fastspeech"], model_config=TINY["fastspeech"], log_every=1)
+    train("fastspeech", corpus_dir, tmp_path / "a", max_steps=6, **kw)
+    train("fastspeech", corpus_dir, tmp_path / "b", max_steps=3, **kw)
+    train("fastspeech", corpus_dir, tmp_path / "b", max_steps=6, **kw)
+    la = [r["loss"] for r in read_log(tmp_path / "a" / "fastspeech_log.csv")]
+    lb = [r["loss"] for r in read_log(tmp_path / "b" / "fastspeech_log.csv")]
+    assert la == pytest.approx(lb, rel=1e-5)
+
+
+def test_max_minutes_stops_a_chunk(corpus_dir, tmp_path):
+    r = train("fastspeech", corpus_dir, tmp_path, max_minutes=0.0, settings=SETTINGS["fastspeech"],
+              model_config=TINY["fastspeech"])
+    assert r.step == 0 and r.checkpoint.is_file()
+
+
+def test_export_loads_as_voices_and_speaks(corpus_dir, tmp_path):
+    from tts.quality import voice_speaker
+    from tts.train.export import export_voices
+    from tts.voice import Voice
+    ck = tmp_path / "ck"
+    for kind in ("fastspeech", "tacotron2", "waveglow"):
+        train(kind, corpus_dir, ck, max_steps=2, settings=SETTINGS[kind], model_config=TINY[kind])
+    res = export_voices(ck, tmp_path / "voices", name="tiny", max_mib=30)
+    assert res["voices"] == ["tiny", "tiny-tacotron2"] and res["total_mib"] < 30
+    fs = Voice.from_dir(tmp_path / "voices" / "tiny")
+    assert fs.acoustic_kind == "fastspeech" and fs.frontend == "fastspeech"
+    sd = torch.load(tmp_path / "voices" / "tiny" / "waveglow.pt", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
+    audio, rate = voice_speaker(fs)("Go cat.")
+    assert rate == 22050 and audio.size > 0 and np.isfinite(audio).all()
+    t2 = Voice.from_dir(tmp_path / "voices" / "tiny-tacotron2")
+    audio, _ = voice_speaker(t2, max_decoder_steps=20)("Go.")
+    assert audio.size > 0
+
+
+def test_export_refuses_too_large(corpus_dir, tmp_path):
+    from tts.train.export import export_voices
+    train("waveglow", corpus_dir, tmp_path, max_steps=1, settings=SETTINGS["waveglow"],
+          model_config=TINY["waveglow"])
+    with pytest.raises(ValueError, match="MiB"):
+        export_voices(tmp_path, tmp_path / "v", max_mib=1.0)
