@@ -14,7 +14,9 @@ Engines (each imported lazily):
   per shape) and ``DenoiserEngine``;
 - ``fastspeech``: ``FastSpeechEngine`` (one CUDA graph per length bucket,
   ``select_bucket`` a pure function);
-- ``cache``: the on-disk engine cache.
+- ``cache``: the on-disk engine cache (``EngineCache``; ``use_cache`` makes
+  one active for the engines built inside a block, ``$TTS_ENGINE_CACHE``
+  names the folder or turns it off).
 """
 
 from __future__ import annotations
@@ -27,22 +29,30 @@ KINDS = ("tacotron2", "fastspeech", "waveglow", "denoiser")
 
 
 def make_engine(kind: str, module: torch.nn.Module, *, device: torch.device | str,
-                precision: str, **options: Any) -> Any:
+                precision: str, cache: Any = "auto", **options: Any) -> Any:
     """The fastest available executor of ``module`` on ``device`` (the eager module on CPU).
 
-    ``options`` go to the engine's constructor (e.g. ``backend``, ``steps_per_replay``).
+    ``cache``: ``"auto"`` (the cache ``tts.engines.cache.use_cache`` made active, else the
+    one ``$TTS_ENGINE_CACHE`` / the user cache folder names), an ``EngineCache``, or None
+    (build everything now, store nothing). ``options`` go to the engine's constructor
+    (e.g. ``backend``, ``steps_per_replay``).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown engine kind {kind!r}; known: {', '.join(KINDS)}")
     dev = torch.device(device)
     if dev.type != "cuda":
         return module
+    if isinstance(cache, str):
+        if cache != "auto":
+            raise ValueError(f"cache must be 'auto', an EngineCache or None, got {cache!r}")
+        from tts.engines.cache import active_cache
+        cache = active_cache()
     if kind == "tacotron2":
         from tts.engines.tacotron2 import Tacotron2Engine
-        return Tacotron2Engine(module, device=dev, precision=precision, **options)
+        return Tacotron2Engine(module, device=dev, precision=precision, cache=cache, **options)
     if kind == "waveglow":
         from tts.engines.waveglow import WaveGlowEngine
-        return WaveGlowEngine(module, device=dev, precision=precision, **options)
+        return WaveGlowEngine(module, device=dev, precision=precision, cache=cache, **options)
     if kind == "denoiser":
         from tts.engines.waveglow import DenoiserEngine
         return DenoiserEngine(module, device=dev)

@@ -2,12 +2,20 @@
 
 A request runs on the smallest input bucket that holds its symbols and the
 smallest output bucket that holds its frames; ``select_bucket`` is a pure
-function that returns a bucket or raises. A request longer than every bucket
-is refused with ``InvalidInputError`` (the caller splits the text), never
-truncated. Padding is masked the way the model masks batch padding, so a
-bucketed item equals the eager model's output for the same item in a padded
-batch (the model's docstring explains the tiny leak of padding into the last
-real position, which is independent of the amount of padding).
+function that returns a bucket or raises. A request with more symbols than
+the largest bucket is refused with ``InvalidInputError`` (the caller splits
+the text), never truncated; output longer than ``max_seq_len`` frames is cut
+and reported in ``truncated`` exactly as ``FastSpeech.infer`` does.
+
+Padding (``exact=True``, the default): DLE FastSpeech lets padding leak into
+the last real position (the hidden of each feed-forward block's ``w_1`` and
+the duration predictor's first LayerNorm output are not zeroed at padded
+positions before the next kernel-3 convolution). The engine zeroes both at
+padded positions, on the input side and the mel side, so every item of a
+padded bucket computes exactly what the eager model computes for that item
+run alone, unpadded (the single-utterance reference): the convolution then
+sees the same zeros its own zero padding gives. ``exact=False`` keeps DLE's
+batch arithmetic (the eager model's own modules).
 """
 
 from __future__ import annotations
@@ -19,9 +27,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
+
+import logging
 
 from tts.errors import InvalidInputError
 from tts.models.fastspeech import FastSpeech, FastSpeechOutput
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["FastSpeechEngine", "select_bucket", "INPUT_BUCKETS", "output_buckets"]
 
@@ -48,6 +61,35 @@ def select_bucket(length: int, buckets: Sequence[int]) -> int:
     raise InvalidInputError(
         f"{length} is longer than the largest engine bucket ({max(buckets)}); split the text into "
         "shorter sentences", field="text")
+
+
+def _ffn_masked(ffn: torch.nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+    """``PositionwiseFeedForward`` with its hidden zeroed at padding: x ``[B, T, d]``, keep ``[B, T, 1]``."""
+    h = F.relu(ffn.w_1(x.transpose(1, 2))) * keep.transpose(1, 2)
+    h = ffn.w_2(h).transpose(1, 2)
+    return ffn.layer_norm(h + x)
+
+
+def fft_blocks_exact(blocks: torch.nn.Module, x: Tensor, pos: Tensor) -> Tensor:
+    """``FFTBlocks.forward`` with every padded hidden zeroed: ``[B, T, d]``, ``pos [B, T]`` -> ``[B, T, d]``.
+
+    Each item's rows equal the model's output for that item alone (no padding).
+    """
+    key_pad = pos.eq(0)
+    keep = pos.ne(0).unsqueeze(-1).to(x.dtype)
+    out = x + blocks.position(pos)
+    for layer in blocks.layer_stack:
+        out = layer.slf_attn(out, key_pad) * keep
+        out = _ffn_masked(layer.pos_ffn, out, keep) * keep
+    return out
+
+
+def durations_exact(dp: torch.nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+    """``DurationPredictor.forward`` with the first LayerNorm's output zeroed at padding: log-durations [B, T_in]."""
+    out = x * keep
+    out = dp.layer_norm_1(F.relu(dp.conv1d_1(out.transpose(1, 2)).transpose(1, 2))) * keep
+    out = dp.layer_norm_2(F.relu(dp.conv1d_2(out.transpose(1, 2)).transpose(1, 2)))
+    return (dp.linear_layer(out) * keep).squeeze(-1)
 
 
 class _Graphed:
@@ -93,11 +135,13 @@ class FastSpeechEngine:
     """Fast ``FastSpeech.infer`` on length buckets; same arguments, same result type.
 
     ``input_buckets``/``output_buckets_`` override the buckets (symbols / frames).
+    ``exact``: zero padded hiddens so that a bucketed item equals the item run alone
+    (default; see the module docstring); False keeps DLE's padded-batch arithmetic.
     """
 
     def __init__(self, model: FastSpeech, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  input_buckets: Sequence[int] = INPUT_BUCKETS, output_buckets_: Sequence[int] | None = None,
-                 use_graphs: bool | None = None) -> None:
+                 use_graphs: bool | None = None, exact: bool = True) -> None:
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
         self.device = torch.device(device)
@@ -105,7 +149,9 @@ class FastSpeechEngine:
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.reference = model
         self.model = copy.deepcopy(model).to(self.device, self.dtype).eval()
+        self.config = model.config
         self.max_seq_len = model.max_seq_len
+        self.exact = bool(exact)
         self.input_buckets = tuple(sorted(b for b in input_buckets if b <= model.max_seq_len))
         self.output_buckets = tuple(output_buckets_ or output_buckets(model.max_seq_len))
         graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
@@ -113,11 +159,21 @@ class FastSpeechEngine:
         self._decoder = _Graphed(self._decode, graphs)
 
     def _encode(self, seq: Tensor) -> tuple[Tensor, Tensor]:
-        enc, mask = self.model.encode(seq)
-        return enc, self.model.predict_durations(enc, mask)
+        m = self.model
+        if not self.exact:
+            enc, mask = m.encode(seq)
+            return enc, m.predict_durations(enc, mask)
+        pos = m.positions(seq)
+        enc = fft_blocks_exact(m.phoneme_side, m.word_emb(seq), pos)
+        keep = pos.ne(0).unsqueeze(-1).to(enc.dtype)
+        log_d = durations_exact(m.length_regulator.duration_predictor, enc, keep)
+        return enc, torch.clamp_min(torch.exp(log_d) - 1, 0).float()
 
     def _decode(self, expanded: Tensor, mel_pos: Tensor) -> tuple[Tensor]:
-        return (self.model.decode(expanded, mel_pos),)
+        m = self.model
+        if not self.exact:
+            return (m.decode(expanded, mel_pos),)
+        return (m.mel_linear(fft_blocks_exact(m.mel_side, expanded, mel_pos)),)
 
     def buckets_for(self, n_symbols: int, n_frames: int) -> tuple[int, int]:
         """(input bucket, output bucket) for a request; raises InvalidInputError if none holds it."""
@@ -129,7 +185,8 @@ class FastSpeechEngine:
         """``seq [B, T_in] int64`` (0-padded) -> ``FastSpeechOutput`` (mel ``[B, T, n_mel]`` engine dtype).
 
         ``pos`` must be None or the positions of ``seq``'s non-zero symbols (engines compute them).
-        Output longer than the largest bucket or ``max_seq_len`` raises InvalidInputError.
+        More symbols than the largest bucket raise InvalidInputError; output longer than
+        ``max_seq_len`` is cut and flagged in ``truncated`` (or raises with ``allow_truncation=False``).
         """
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
                 or alpha <= 0:
@@ -147,13 +204,20 @@ class FastSpeechEngine:
             enc, duration = self._encoder(padded)
             repeats = self.model.durations_to_repeats(duration, float(alpha))
             total = repeats.sum(dim=1)
-            t_out = int(total.max())
-            if t_out > self.max_seq_len:
-                raise InvalidInputError(
-                    f"text too long: it needs {t_out} mel frames, this FastSpeech model makes at most "
-                    f"{self.max_seq_len}; split it into shorter sentences", field="text")
+            truncated = total > self.max_seq_len
+            if bool(truncated.any()):
+                worst = int(total.max())
+                if not allow_truncation:
+                    raise InvalidInputError(
+                        f"text too long: it needs {worst} mel frames, this FastSpeech model makes at most "
+                        f"{self.max_seq_len}; split it into shorter sentences", field="text")
+                logger.warning("FastSpeech output cut to max_seq_len=%d frames for %d of %d items "
+                               "(longest needed %d)", self.max_seq_len, int(truncated.sum()), b, worst)
+            t_out = min(int(total.max()), self.max_seq_len)
             out_b = select_bucket(max(t_out, 1), self.output_buckets)
             expanded, mel_pos = self.model.regulate(enc, repeats, out_b)
+            mel_pos = mel_pos * (mel_pos <= t_out)       # frames past max_seq_len are cut
+            expanded = expanded * mel_pos.ne(0).unsqueeze(-1).to(expanded.dtype)
             (mel,) = self._decoder(expanded, mel_pos)
         mel = mel[:, :t_out]
         mel_pos = mel_pos[:, :t_out]
@@ -167,6 +231,6 @@ class FastSpeechEngine:
         mel_mask = mel_pos.ne(0)
         return FastSpeechOutput(mel=mel, mel_mask=mel_mask, mel_lengths=mel_mask.sum(dim=1),
                                 duration=dur_out, repeats=rep_out, encoder_outputs=enc_out,
-                                truncated=torch.zeros(b, dtype=torch.bool, device=self.device))
+                                truncated=truncated)
 
     __call__ = infer

@@ -42,7 +42,7 @@ from tts.models.tacotron2 import DecoderOutput, Tacotron2, Tacotron2Output
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Tacotron2Engine", "DecoderWeights", "prepare_weights", "fold_conv_bn"]
+__all__ = ["Tacotron2Engine", "StepDecoder", "DecoderWeights", "prepare_weights", "fold_conv_bn"]
 
 BACKENDS = ("auto", "triton", "torch")
 #: Input lengths are padded up to a multiple of this (one buffer set and graph per bucket).
@@ -169,12 +169,15 @@ class Tacotron2Engine:
     ``precision``: ``fp16`` (weights float16, state and accumulation float32) or
     ``fp32``. ``backend``: ``triton`` (fused kernels; CUDA), ``torch`` (PyTorch ops),
     ``auto`` (triton where it can run). ``steps_per_replay``: decoder steps per
-    graph replay (even). ``use_graphs``: default on for CUDA.
+    graph replay (even). ``use_graphs``: default on for CUDA. ``cache``: an
+    ``tts.engines.cache.EngineCache`` for the prepared weights (``cache_hit`` says
+    whether they came from it), or None.
     """
 
     def __init__(self, model: Tacotron2, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  backend: str = "auto", steps_per_replay: int = 16, use_graphs: bool | None = None,
-                 max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (4, 256, 2)) -> None:
+                 max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (4, 256, 2),
+                 cache=None) -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -200,16 +203,42 @@ class Tacotron2Engine:
         c = model.config
         self.n_mel = c.n_mel_channels
         self.n_frame = c.n_mel_channels * c.n_frames_per_step
+        self.cache_hit = False
         with torch.no_grad():
-            self.w = prepare_weights(model, self.dtype, self.device)
-            self.embedding = model.embedding.weight.detach().to(self.device, self.dtype)
-            self.enc_convs = [fold_conv_bn(blk, self.dtype) for blk in model.encoder.convolutions]
-            self.enc_convs = [(w.to(self.device), b.to(self.device)) for w, b in self.enc_convs]
+            if cache is not None:
+                from tts.engines.cache import EngineKey
+                key = EngineKey.make("tacotron2", model, self.device, precision)
+                prepared, self.cache_hit = cache.get_or_build(key, lambda: self._prepare(model), self.device)
+                if self.device.type == "cuda" and backend == "triton":
+                    cache.activate_triton()
+            else:
+                prepared = self._prepare(model)
+            self._load(prepared)
             self.enc_lstm = copy.deepcopy(model.encoder.lstm).to(self.device, self.dtype).eval()
-            self.postnet = [(w.to(self.device), b.to(self.device))
-                            for w, b in (fold_conv_bn(blk, self.dtype) for blk in model.postnet.convolutions)]
+        #: The eager step API (``init_state``/``go_frame``/``step``) on this device, for callers that
+        #: batch continuously (the server's scheduler); see ``StepDecoder``.
+        dec = model.decoder
+        p0 = next(dec.parameters())
+        if p0.device != self.device or p0.dtype != torch.float32:
+            dec = copy.deepcopy(dec).to(self.device, torch.float32).eval()
+        self.decoder = StepDecoder(dec)
         self._buckets: OrderedDict[tuple, _Buffers] = OrderedDict()
         self._pool = None
+
+    def _prepare(self, model: Tacotron2) -> dict:
+        """The folded/cast tensors of the engine (what the engine cache stores)."""
+        w = prepare_weights(model, self.dtype, self.device)
+        return {"w": w.tensors(),
+                "embedding": model.embedding.weight.detach().to(self.device, self.dtype),
+                "enc_convs": [list(fold_conv_bn(blk, self.dtype)) for blk in model.encoder.convolutions],
+                "postnet": [list(fold_conv_bn(blk, self.dtype)) for blk in model.postnet.convolutions]}
+
+    def _load(self, d: dict) -> None:
+        dev = self.device
+        self.w = DecoderWeights(**{k: v.to(dev) for k, v in d["w"].items()})
+        self.embedding = d["embedding"].to(dev)
+        self.enc_convs = [(w.to(dev), b.to(dev)) for w, b in d["enc_convs"]]
+        self.postnet = [(w.to(dev), b.to(dev)) for w, b in d["postnet"]]
 
     # ------------------------------------------------------------------ pieces
 
@@ -425,6 +454,41 @@ class Tacotron2Engine:
                                encoder_outputs=enc)
 
     __call__ = infer
+
+
+class StepDecoder:
+    """The eager decoder's step API on the engine's device, for continuous batching.
+
+    ``init_state(memory, lengths)``, ``go_frame(state)``, ``step(state, prev_frame, prenet_dropout=,
+    generator=)`` and ``infer`` as ``tts.models.tacotron2.Decoder``, run by the eager float32
+    module (the per-step cost at small batch is kernel launches, so float32 costs nothing
+    there and keeps the scheduler's results those of the fp32 reference). Memory from
+    ``Tacotron2Engine.encode`` (engine dtype) is cast to float32; frames are float32.
+    """
+
+    def __init__(self, decoder: torch.nn.Module) -> None:
+        self.module = decoder
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
+
+    def init_state(self, memory: Tensor, memory_lengths: Tensor):
+        """``memory [B, T_in, E]`` any float dtype, ``memory_lengths [B]`` -> float32 ``DecoderState``."""
+        with torch.autocast(memory.device.type, enabled=False):
+            return self.module.init_state(memory.float(), memory_lengths)
+
+    def go_frame(self, state) -> Tensor:
+        return self.module.go_frame(state)
+
+    def step(self, state, prev_frame: Tensor, *, prenet_dropout: float = 0.5,
+             generator: torch.Generator | None = None):
+        """One step (``Decoder.step``); ``prev_frame [B, n_frame]`` is cast to float32."""
+        with torch.autocast(prev_frame.device.type, enabled=False):
+            return self.module.step(state, prev_frame.float(), prenet_dropout=prenet_dropout, generator=generator)
+
+    def infer(self, memory: Tensor, memory_lengths: Tensor, **kw):
+        with torch.autocast(memory.device.type, enabled=False):
+            return self.module.infer(memory.float(), memory_lengths, **kw)
 
 
 def _lstm_pointwise(gates: Tensor, c: Tensor, h_out: Tensor) -> None:

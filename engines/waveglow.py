@@ -77,6 +77,26 @@ def prepare(model: WaveGlow, dtype: torch.dtype, device: torch.device) -> tuple[
     return up, flows
 
 
+def _flows_to_dict(up: dict[str, Tensor], flows: list[PreparedFlow]) -> dict:
+    """``prepare``'s result as plain containers (what the engine cache stores)."""
+    return {"upsample": dict(up), "flows": [dict(f.__dict__) for f in flows]}
+
+
+def _flows_from_dict(d: dict, device: torch.device) -> tuple[dict[str, Tensor], list[PreparedFlow]]:
+    def mv(x):
+        if isinstance(x, Tensor):
+            return x.to(device)
+        if isinstance(x, (list, tuple)):
+            return [mv(v) for v in x]
+        return x
+    up = {k: mv(v) for k, v in d["upsample"].items()}
+    flows = [PreparedFlow(**{k: mv(v) for k, v in f.items()}) for f in d["flows"]]
+    for f in flows:
+        f.dil = [int(x) for x in f.dil]
+        f.pad = [int(x) for x in f.pad]
+    return up, flows
+
+
 class _Graph:
     def __init__(self, mel: Tensor, z: Tensor) -> None:
         self.mel = mel
@@ -90,10 +110,12 @@ class WaveGlowEngine:
 
     ``precision``: fp16 or fp32. ``use_graphs``: default on for CUDA; ``max_graphs``
     shapes are kept. ``fused``: use the Triton gate kernel (default where Triton runs).
+    ``cache``: an ``tts.engines.cache.EngineCache`` for the prepared flows, or None.
     """
 
     def __init__(self, model: WaveGlow, *, device: torch.device | str = "cuda", precision: str = "fp16",
-                 use_graphs: bool | None = None, max_graphs: int = 4, fused: bool | None = None) -> None:
+                 use_graphs: bool | None = None, max_graphs: int = 4, fused: bool | None = None,
+                 cache=None) -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -111,7 +133,17 @@ class WaveGlowEngine:
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
         self.fused = (self.device.type == "cuda" and triton_available()) if fused is None else bool(fused)
         self.max_graphs = max_graphs
-        self.upsample, self.flows = prepare(model, self.dtype, self.device)
+        self.cache_hit = False
+        if cache is not None:
+            from tts.engines.cache import EngineKey
+            key = EngineKey.make("waveglow", model, self.device, precision)
+            d, self.cache_hit = cache.get_or_build(
+                key, lambda: _flows_to_dict(*prepare(model, self.dtype, self.device)), self.device)
+            self.upsample, self.flows = _flows_from_dict(d, self.device)
+            if self.device.type == "cuda" and self.fused:
+                cache.activate_triton()
+        else:
+            self.upsample, self.flows = prepare(model, self.dtype, self.device)
         self._graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()
         self._pool = None
 

@@ -105,3 +105,60 @@ def test_make_engine_on_cpu_returns_the_eager_module():
     assert make_engine("denoiser", den, device="cpu", precision="fp32") is den
     with pytest.raises(ValueError):
         make_engine("nope", t2, device="cpu", precision="fp32")
+
+
+def test_fastspeech_engine_bucketed_items_equal_each_item_run_alone():
+    """exact=True: padding (input bucket, batch, output bucket) changes nothing (fp32 ~1e-6)."""
+    from tts.cli.bench import random_models
+    fs, _, _ = random_models("fastspeech", "tiny", 0)
+    eng = FastSpeechEngine(fs, device="cpu", precision="fp32", input_buckets=(16, 32),
+                           output_buckets_=(64, 128, 2048))
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(1, 100, (n,), generator=g) for n in (13, 7, 10)]
+    batch = torch.zeros(3, 13, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        batch[i, :len(s)] = s
+    out = eng.infer(batch)
+    again = eng.infer(batch)
+    assert torch.equal(out.mel, again.mel)
+    for i, s in enumerate(seqs):
+        ref = fs.infer(s[None])
+        n = int(ref.mel_lengths[0])
+        assert int(out.mel_lengths[i]) == n
+        assert torch.equal(out.repeats[i, :len(s)], ref.repeats[0])
+        assert float((out.duration[i, :len(s)] - ref.duration[0]).abs().max()) < 1e-5
+        assert float((out.mel[i, :n] - ref.mel[0]).abs().max()) < 1e-5
+        assert float((out.encoder_outputs[i, :len(s)] - ref.encoder_outputs[0]).abs().max()) < 1e-5
+
+
+def test_fastspeech_engine_reports_truncation_like_the_model():
+    from tts.cli.bench import random_models
+    fs, _, _ = random_models("fastspeech", "tiny", 0)
+    eng = FastSpeechEngine(fs, device="cpu", precision="fp32", input_buckets=(32,), output_buckets_=(16, 20))
+    eng.max_seq_len = 20
+    seq = torch.randint(1, 100, (1, 12))
+    out = eng.infer(seq)
+    assert bool(out.truncated[0]) and out.mel.shape[1] == 20 and int(out.mel_lengths[0]) == 20
+    with pytest.raises(InvalidInputError):
+        eng.infer(seq, allow_truncation=False)
+    assert eng.config is fs.config
+
+
+def test_tacotron2_engine_step_api_equals_eager_decoder_steps():
+    """The server's scheduler drives ``engine.decoder`` (eager step API) on the engine's device."""
+    t2, _, _ = _models()
+    eng = Tacotron2Engine(t2, device="cpu", precision="fp32", backend="torch", steps_per_replay=2)
+    ids = torch.randint(1, 148, (1, 15))
+    lengths = torch.tensor([15])
+    with torch.inference_mode():                         # as the scheduler runs it
+        mem_e = eng.encode(ids, lengths)
+        mem_r = t2.encode(ids, lengths)
+        se, sr = eng.decoder.init_state(mem_e, lengths), t2.decoder.init_state(mem_r, lengths)
+        fe, fr = eng.decoder.go_frame(se), t2.decoder.go_frame(sr)
+        for _ in range(5):
+            oe = eng.decoder.step(se, fe, prenet_dropout=0.0)
+            orf = t2.decoder.step(sr, fr, prenet_dropout=0.0)
+            fe, fr = oe.frame, orf.frame
+            assert fe.dtype == torch.float32
+            assert float((fe - fr).abs().max()) < 1e-5
+    assert eng.decoder.attention_rnn_dim == t2.decoder.attention_rnn_dim
