@@ -23,11 +23,15 @@ def split_corpus(corpus: Corpus, n_val: int, seed: int = 1234) -> tuple[list[int
     return sorted(idx[n_val:].tolist()), sorted(idx[:n_val].tolist())
 
 
-def bucketed_indices(lengths: np.ndarray, pool: list[int], batch_size: int,
-                     rng: np.random.Generator, *, bucket: int = 8) -> list[int]:
-    """A batch of ``batch_size`` indices of similar length: a random item plus its neighbours
-    in a length-sorted window of ``bucket`` batches (keeps padding small, order random)."""
-    order = sorted(pool, key=lambda i: int(lengths[i]))
+def sort_by_length(lengths: np.ndarray, pool: list[int]) -> list[int]:
+    """``pool`` ordered by ``lengths`` (stable), for ``bucketed_indices``."""
+    return sorted(pool, key=lambda i: int(lengths[i]))
+
+
+def bucketed_indices(order: list[int], batch_size: int, rng: np.random.Generator, *,
+                     bucket: int = 8) -> list[int]:
+    """A batch of ``batch_size`` indices of similar length from ``order`` (a length-sorted pool):
+    a random window of ``bucket`` batches, ``batch_size`` distinct items drawn from it."""
     n = len(order)
     if n <= batch_size:
         return [order[int(j)] for j in rng.integers(0, n, size=batch_size)] if n < batch_size \

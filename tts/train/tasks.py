@@ -26,7 +26,7 @@ from tts.models.tacotron2 import Tacotron2, Tacotron2Config
 from tts.models.waveglow import WaveGlow, WaveGlowConfig
 from tts.train import losses
 from tts.train.corpus import Corpus
-from tts.train.data import acoustic_batch, audio_segments, bucketed_indices
+from tts.train.data import acoustic_batch, audio_segments, bucketed_indices, sort_by_length
 
 #: Architecture of the bundled voice's models (sized for <= 30 MiB of fp16 weights in all,
 #: WaveGlow shared by both voices, and for faster-than-real-time synthesis on 2 CPU cores).
@@ -75,6 +75,15 @@ class Task:
                         ) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def sorted_pool(self, corpus: Corpus, pool: list[int]) -> list[int]:
+        """``pool`` sorted by mel length (computed once per pool)."""
+        cache = self.__dict__.setdefault("_sorted", {})
+        key = (id(corpus), len(pool))
+        if key not in cache:
+            lengths = np.array([it.mel.shape[0] for it in corpus.items])
+            cache[key] = sort_by_length(lengths, pool)
+        return cache[key]
+
     def usable(self, corpus: Corpus) -> list[int]:
         """Indices of utterances this task can train on."""
         return list(range(len(corpus)))
@@ -119,8 +128,7 @@ class FastSpeechTask(Task):
                 if it.mel.shape[0] <= limit and len(it.ids) <= limit]
 
     def train_step_loss(self, model, corpus, pool, rng, device, step):
-        lengths = np.array([it.mel.shape[0] for it in corpus.items])
-        idx = bucketed_indices(lengths, pool, self.settings["batch_size"], rng)
+        idx = bucketed_indices(self.sorted_pool(corpus, pool), self.settings["batch_size"], rng)
         b = acoustic_batch(corpus, idx).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=bool(self.settings["amp"]) and device.type == "cuda"):
@@ -155,8 +163,7 @@ class Tacotron2Task(Task):
         return w * max(0.05, 1.0 - step / decay) if decay > 0 else w
 
     def train_step_loss(self, model, corpus, pool, rng, device, step):
-        lengths = np.array([it.mel.shape[0] for it in corpus.items])
-        idx = bucketed_indices(lengths, pool, self.settings["batch_size"], rng)
+        idx = bucketed_indices(self.sorted_pool(corpus, pool), self.settings["batch_size"], rng)
         b = acoustic_batch(corpus, idx).to(device)
         mel = b.mel.transpose(1, 2)  # [B, n_mel, T]
         out = losses.tacotron2_forward(model, b.ids, b.input_lengths, mel)
