@@ -117,7 +117,7 @@ class _Graphed:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 outs = self.fn(*static)
             entry = (graph, static, outs)
             self._graphs[key] = entry

@@ -97,6 +97,34 @@ def _flows_from_dict(d: dict, device: torch.device) -> tuple[dict[str, Tensor], 
     return up, flows
 
 
+#: Extra channels of the gate output in the ``gemm`` res/skip form: one constant 1 (the bias
+#: column), then zeros, so the GEMM's K stays a multiple of 8 (tensor-core friendly).
+AUG = 8
+
+
+def _augmented_res_skip(flows: list[PreparedFlow], n: int) -> tuple[list[list[Tensor | None]], list[list[Tensor]]]:
+    """Per flow and layer: ``[W_res | b_res | 0]`` ``[C, C + AUG]`` (None for the last layer) and
+    ``[W_skip | b_skip | 0]``, in the engine dtype."""
+    res_all, skip_all = [], []
+    for f in flows:
+        res_l, skip_l = [], []
+        last = len(f.rs_w) - 1
+        for i, (w, bias) in enumerate(zip(f.rs_w, f.rs_b)):
+            w2 = w[:, :, 0]
+            aug = torch.zeros(w2.shape[0], n + AUG, dtype=w2.dtype, device=w2.device)
+            aug[:, :n] = w2
+            aug[:, n] = bias
+            if i < last:
+                res_l.append(aug[:n].contiguous())
+                skip_l.append(aug[n:].contiguous())
+            else:
+                res_l.append(None)
+                skip_l.append(aug.contiguous())
+        res_all.append(res_l)
+        skip_all.append(skip_l)
+    return res_all, skip_all
+
+
 class _Graph:
     def __init__(self, mel: Tensor, z: Tensor) -> None:
         self.mel = mel
@@ -111,11 +139,14 @@ class WaveGlowEngine:
     ``precision``: fp16 or fp32. ``use_graphs``: default on for CUDA; ``max_graphs``
     shapes are kept. ``fused``: use the Triton gate kernel (default where Triton runs).
     ``cache``: an ``tts.engines.cache.EngineCache`` for the prepared flows, or None.
+    ``res_skip``: ``conv`` (1x1 convolution, then the residual and skip adds) or ``gemm``
+    (each as one GEMM that accumulates into x / the skip sum in place, bias folded in
+    through a constant-one channel of the gate output: one kernel instead of three).
     """
 
     def __init__(self, model: WaveGlow, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  use_graphs: bool | None = None, max_graphs: int = 4, fused: bool | None = None,
-                 cache=None) -> None:
+                 cache=None, res_skip: str = "conv") -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -144,6 +175,11 @@ class WaveGlowEngine:
                 cache.activate_triton()
         else:
             self.upsample, self.flows = prepare(model, self.dtype, self.device)
+        if res_skip not in ("conv", "gemm"):
+            raise ValueError(f"res_skip must be 'conv' or 'gemm', got {res_skip!r}")
+        self.res_skip = res_skip
+        if res_skip == "gemm":
+            self._res_aug, self._skip_aug = _augmented_res_skip(self.flows, self.n_channels)
         self._graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()
         self._pool = None
 
@@ -155,6 +191,27 @@ class WaveGlowEngine:
             return gated_activation(in_act, cond, layer)
         from tts.plugins.waveglow import gated_activation_ref
         return gated_activation_ref(in_act, cond, layer)
+
+    def _wn_gemm(self, k: int, f: PreparedFlow, audio: Tensor, spect: Tensor, acts: Tensor) -> Tensor:
+        """``_wn`` with res/skip as in-place GEMMs; ``acts [B, C + AUG, T]`` rows ``C`` = 1, rest 0."""
+        x = F.conv1d(audio, f.start_w, f.start_b)
+        cond = F.conv1d(spect, f.cond_w, f.cond_b)
+        n = self.n_channels
+        b = x.shape[0]
+        out: Tensor | None = None
+        for i, w in enumerate(f.in_w):
+            in_act = F.conv1d(x, w, None, dilation=f.dil[i], padding=f.pad[i])
+            if self.fused:
+                from tts.plugins.waveglow import gated_activation
+                gated_activation(in_act, cond, i, out=acts)
+            else:
+                acts[:, :n].copy_(self._gate(in_act, cond, i))
+            res = self._res_aug[k][i]
+            if res is not None:
+                x.baddbmm_(res.expand(b, -1, -1), acts)
+            skip = self._skip_aug[k][i].expand(b, -1, -1)
+            out = torch.bmm(skip, acts) if out is None else out.baddbmm_(skip, acts)
+        return F.conv1d(out, f.end_w, f.end_b)
 
     def _wn(self, f: PreparedFlow, audio: Tensor, spect: Tensor) -> Tensor:
         x = F.conv1d(audio, f.start_w, f.start_b)
@@ -184,11 +241,19 @@ class WaveGlowEngine:
         spect = spect.reshape(b, spect.size(1), -1).permute(0, 2, 1).contiguous()
         off = self.n_remaining_channels
         audio = z[:, :off]
+        acts = None
+        if self.res_skip == "gemm":
+            n = self.n_channels
+            acts = torch.zeros(b, n + AUG, spect.size(2), device=spect.device, dtype=spect.dtype)
+            acts[:, n].fill_(1.0)
         for k in reversed(range(self.n_flows)):
             f = self.flows[k]
             n_half = audio.size(1) // 2
             audio_0, audio_1 = audio[:, :n_half], audio[:, n_half:]
-            output = self._wn(f, audio_0, spect)
+            if acts is not None:
+                output = self._wn_gemm(k, f, audio_0, spect, acts)
+            else:
+                output = self._wn(f, audio_0, spect)
             s, bias = output[:, n_half:], output[:, :n_half]
             audio_1 = (audio_1 - bias) / torch.exp(s)
             audio = F.conv1d(torch.cat([audio_0, audio_1], 1), f.w_inv)
@@ -249,7 +314,7 @@ class WaveGlowEngine:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         g.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g.graph, pool=self._pool):
+        with torch.cuda.graph(g.graph, pool=self._pool, capture_error_mode="thread_local"):
             g.audio = self._forward(g.mel, g.z)
         self._graphs[key] = g
         return g

@@ -5,7 +5,7 @@ import triton.language as tl
 
 
 @triton.jit
-def gated_kernel(in_ptr, cond_ptr, out_ptr, C, T, cond_batch_stride, cond_offset, n_elements,
+def gated_kernel(in_ptr, cond_ptr, out_ptr, C, T, cond_batch_stride, cond_offset, out_batch_stride, n_elements,
                  BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n_elements
@@ -20,4 +20,4 @@ def gated_kernel(in_ptr, cond_ptr, out_ptr, C, T, cond_batch_stride, cond_offset
     x = a_t + c_t
     th = 2.0 * tl.sigmoid(2.0 * x) - 1.0
     y = th * tl.sigmoid(a_s + c_s)
-    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=m)
+    tl.store(out_ptr + b * out_batch_stride + c * T + t, y.to(out_ptr.dtype.element_ty), mask=m)

@@ -32,14 +32,21 @@ def _kernel():
 
 def gated_activation(in_act: Tensor, cond: Tensor, layer: int, out: Tensor | None = None,
                      block: int = 1024) -> Tensor:
-    """Kernel of ``gated_activation_ref``; both inputs contiguous."""
+    """Kernel of ``gated_activation_ref``; both inputs contiguous.
+
+    ``out``: ``[B, C', T]`` with ``C' >= C`` whose rows ``:C`` receive the result (rows of
+    one item contiguous: ``out.stride(1) == T``, ``out.stride(2) == 1``); a new ``[B, C, T]``
+    when None.
+    """
     if not (in_act.is_contiguous() and cond.is_contiguous()):
         raise ValueError("gated_activation needs contiguous inputs")
     b, c2, t = in_act.shape
     c = c2 // 2
     if out is None:
         out = torch.empty(b, c, t, dtype=in_act.dtype, device=in_act.device)
+    if out.shape[0] != b or out.shape[1] < c or out.shape[2] != t or out.stride(2) != 1 or out.stride(1) != t:
+        raise ValueError(f"out must be [B={b}, >= {c}, T={t}] with contiguous rows, got {tuple(out.shape)}")
     n = b * c * t
     grid = ((n + block - 1) // block,)
-    _kernel()[grid](in_act, cond, out, c, t, cond.stride(0), layer * 2 * c * t, n, BLOCK=block)
+    _kernel()[grid](in_act, cond, out, c, t, cond.stride(0), layer * 2 * c * t, out.stride(0), n, BLOCK=block)
     return out
