@@ -373,7 +373,8 @@ class WaveGlow(nn.Module):
         spect = spect[:, :, :spect.size(2) - cutoff]
         b = spect.size(0)
         spect = spect.unfold(2, self.n_group, self.n_group).permute(0, 2, 1, 3)
-        return spect.reshape(b, spect.size(1), -1).permute(0, 2, 1)
+        # Contiguous once here, rather than a copy inside every flow's conditioning convolution.
+        return spect.reshape(b, spect.size(1), -1).permute(0, 2, 1).contiguous()
 
     def _run_inverse(self, mel: Tensor, sigma: float, z: Tensor | None,
                      generator: torch.Generator | None,
