@@ -380,8 +380,8 @@ class Tacotron2Engine:
         pm = F.linear(memory, self.w.m_w)
         if generator is not None:
             seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
-        else:
-            seed = torch.randint(0, 2**62, (1,), device=self.device)
+        else:   # the CPU default generator: a CUDA graph captured by another thread cannot interfere
+            seed = torch.randint(0, 2**62, (1,))
         with torch.autocast(self.device.type, enabled=False):
             buf.reset(memory, pm, memory_lengths.to(self.device, torch.int32), seed.to(self.device))
             if self.use_graphs and buf.graph is None:
@@ -468,6 +468,17 @@ class StepDecoder:
 
     def __init__(self, decoder: torch.nn.Module) -> None:
         self.module = decoder
+        self._generator: torch.Generator | None = None
+
+    def _private_generator(self, device: torch.device) -> torch.Generator:
+        # Dropout masks come from a generator of our own, never the device's default one: while
+        # another thread captures a CUDA graph (a vocoder or FastSpeech engine meeting a new
+        # shape), the default generator is in capture mode and an eager draw from it raises
+        # "Offset increment outside graph capture" (seen in the server on an H100).
+        if self._generator is None or self._generator.device != device:
+            seed = int(torch.randint(0, 2**62, (1,)))          # the CPU default generator: seedable
+            self._generator = torch.Generator(device=device).manual_seed(seed)
+        return self._generator
 
     def __getattr__(self, name: str):
         return getattr(self.module, name)
@@ -482,7 +493,11 @@ class StepDecoder:
 
     def step(self, state, prev_frame: Tensor, *, prenet_dropout: float = 0.5,
              generator: torch.Generator | None = None):
-        """One step (``Decoder.step``); ``prev_frame [B, n_frame]`` is cast to float32."""
+        """One step (``Decoder.step``); ``prev_frame [B, n_frame]`` is cast to float32.
+
+        Without ``generator``, dropout masks come from this object's own generator (see above)."""
+        if generator is None and prenet_dropout > 0 and prev_frame.device.type == "cuda":
+            generator = self._private_generator(prev_frame.device)
         with torch.autocast(prev_frame.device.type, enabled=False):
             return self.module.step(state, prev_frame.float(), prenet_dropout=prenet_dropout, generator=generator)
 

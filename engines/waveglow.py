@@ -282,6 +282,8 @@ class WaveGlowEngine:
         elif sigma == 0.0:
             noise = None
         else:
+            if generator is None:   # not the device's default generator: see _private_generator
+                generator = self._private_generator()
             noise = torch.randn(want, generator=generator, device=self.device, dtype=self.dtype) * sigma
         with torch.autocast(self.device.type, enabled=False):
             if not self.use_graphs:
@@ -296,6 +298,18 @@ class WaveGlowEngine:
                 g.z.copy_(noise)
             g.graph.replay()
             return g.audio.clone()
+
+    def _private_generator(self) -> torch.Generator:
+        """This engine's own noise generator on its device, seeded from the CPU default generator.
+
+        While another thread captures a CUDA graph, the device's default generator is in
+        capture mode and an eager draw from it raises; a generator of our own is never captured.
+        """
+        g = getattr(self, "_gen", None)
+        if g is None:
+            g = torch.Generator(device=self.device).manual_seed(int(torch.randint(0, 2**62, (1,))))
+            self._gen = g
+        return g
 
     def _graph(self, b: int, t: int) -> _Graph:
         key = (b, t)

@@ -21,9 +21,12 @@ if [[ $STEPS == *fs* ]]; then
 fi
 if [[ $STEPS == *server* ]]; then
   V=/tmp/voice; python3 tools/gpu/server_bench.py make $V
-  (cd /tmp && python3 /tmp/pp/tts/cli/server.py --tacotron2 $V/t2.pt --waveglow $V/wg.pt --device cuda --precision fp16 \
-     --host 127.0.0.1 --port 50077 --metrics-port -1 --max-batch-size 64 --max-queue-size 1024 > $OUT/server.log 2>&1 &)
+  cd /tmp; python3 /tmp/pp/tts/cli/server.py --tacotron2 $V/t2.pt --waveglow $V/wg.pt --device cuda --precision fp16 \
+     --host 127.0.0.1 --port 50077 --metrics-port -1 --max-batch-size 64 --max-queue-size 1024 > $OUT/server.log 2>&1 &
+  SPID=$!; cd $R
   for i in $(seq 1 120); do grep -q "serving on" $OUT/server.log && break; sleep 1; done
   tail -3 $OUT/server.log
   timeout ${SERVER_TIMEOUT:-200} python3 tools/gpu/server_bench.py load 127.0.0.1:50077 ${LEVELS:-1,8,16,32,64} ${SECS:-12} $OUT/server_bench.json 2>&1 | tee $OUT/server_bench.txt
+  kill $SPID; echo "server log: $(grep -c Traceback $OUT/server.log) tracebacks"; grep -A3 "ERROR" $OUT/server.log | head -20
+  grep -v "reached max_decoder_steps" $OUT/server.log > $OUT/server_errors.log
 fi
