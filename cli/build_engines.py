@@ -38,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_voice_arguments(p)
     p.set_defaults(device=None)
     g = p.add_argument_group("engine cache")
-    g.add_argument("--engine-cache", metavar="DIR",
-                   help="cache folder (default: $TTS_ENGINE_CACHE, else $XDG_CACHE_HOME/tts-serve/engines)")
     g.add_argument("--force-rebuild", action="store_true", help="rebuild every entry even if a valid one exists")
     g.add_argument("--batch", type=positive_int, default=1, metavar="N",
                    help="texts in the warm-up synthesis (graphs are per batch shape; default 1)")
@@ -69,6 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         raise InvalidInputError(f"--device {device} was asked for, but no CUDA GPU is available here",
                                 field="device")
+    if args.engine_cache and args.engine_cache.strip().lower() == "off":
+        raise InvalidInputError("--engine-cache off: tts-build-engines builds into a cache; name a folder",
+                                field="engine_cache")
     if args.engine_cache:
         root = args.engine_cache
     else:

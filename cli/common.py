@@ -52,6 +52,9 @@ def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", default="auto", choices=["auto", "eager"],
                    help="auto: fast GPU engines on CUDA (CUDA graphs, fused kernels), eager modules on CPU; "
                         "eager: always the eager PyTorch reference (default: auto)")
+    g.add_argument("--engine-cache", metavar="DIR|off",
+                   help="on-disk engine cache (prepared weights, compiled kernels), or 'off' "
+                        "(default: $TTS_ENGINE_CACHE, else $XDG_CACHE_HOME/tts-serve/engines)")
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +102,17 @@ def voice_from_args(args: argparse.Namespace):
         raise VoiceError("--fastspeech-config is only used with --fastspeech")
     return Voice.from_checkpoints(tacotron2=args.tacotron2, fastspeech=args.fastspeech,
                                   fastspeech_config=args.fastspeech_config, waveglow=args.waveglow)
+
+
+def engine_cache_from_args(args: argparse.Namespace) -> Any:
+    """The ``engine_cache`` argument of Synthesizer that ``--engine-cache`` asks for."""
+    value = getattr(args, "engine_cache", None)
+    if not value:
+        return "auto"
+    if value.strip().lower() == "off":
+        return None
+    from tts.engines.cache import EngineCache
+    return EngineCache(value, force_rebuild=bool(getattr(args, "force_rebuild", False)))
 
 
 def run_main(prog: str, body: Callable[[], int | None]) -> int:

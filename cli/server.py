@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 
-from tts.cli.common import add_voice_arguments, positive_int, run_main, voice_from_args
+from tts.cli.common import (add_voice_arguments, engine_cache_from_args, positive_int, run_main,
+                            voice_from_args)
 
 PROG = "tts-server"
 TOKEN_ENV = "TTS_AUTH_TOKEN"
@@ -100,8 +101,10 @@ def build_server(args):
     names = [v.name for v in voices]
     if len(set(names)) != len(names):
         raise VoiceError(f"two voices have the same name: {names}")
+    cache = engine_cache_from_args(args)
     synths = {v.name: [Synthesizer(v, device=d, precision=args.precision, max_batch=args.max_batch_size,
-                                   max_text_chars=args.max_text_chars) for d in devices] for v in voices}
+                                   max_text_chars=args.max_text_chars, engine=args.engine, engine_cache=cache)
+                       for d in devices] for v in voices}
     config = ServerConfig(
         host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_host=args.metrics_host, max_text_chars=args.max_text_chars,

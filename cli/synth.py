@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tts.cli.common import (add_option_arguments, add_voice_arguments, options_from_args,
-                            positive_int, run_main, voice_from_args)
+from tts.cli.common import (add_option_arguments, add_voice_arguments, engine_cache_from_args,
+                            options_from_args, positive_int, run_main, voice_from_args)
 from tts.errors import InvalidInputError, TTSError
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     out = prepare_out(args.out)
     voice = voice_from_args(args)
     synth = Synthesizer(voice, device=args.device, precision=args.precision, max_batch=args.batch,
-                        max_text_chars=args.max_chars, engine=args.engine)
+                        max_text_chars=args.max_chars, engine=args.engine,
+                        engine_cache=engine_cache_from_args(args))
     for n, text in phrases:
         try:
             synth.check_text(text)

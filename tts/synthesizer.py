@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,7 +132,7 @@ class Synthesizer:
 
     def __init__(self, voice: Voice, *, device: str = "cpu", precision: str = "fp32",
                  max_batch: int = 8, max_text_chars: int = 20_000, max_piece_chars: int = 256,
-                 engine: str = "auto") -> None:
+                 engine: str = "auto", engine_cache: Any = "auto") -> None:
         if engine not in ENGINES:
             raise InvalidInputError(f"engine must be one of {list(ENGINES)}, got {engine!r}", field="engine")
         if precision not in PRECISIONS:
@@ -160,7 +161,7 @@ class Synthesizer:
         self.engine = "eager" if engine == "eager" or self.device.type == "cpu" else "fast"
         if self.engine == "fast":
             from tts.engines import make_engine
-            kw = {"device": self.device, "precision": precision}
+            kw = {"device": self.device, "precision": precision, "cache": engine_cache}
             self._acoustic = make_engine(voice.acoustic_kind, self._acoustic, **kw)
             self._vocoder = make_engine("waveglow", self._vocoder, **kw)
             self._denoiser = make_engine("denoiser", self._denoiser, **kw)
