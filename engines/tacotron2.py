@@ -11,8 +11,11 @@
 - all decoder state lives in static GPU buffers of a (batch, input-length)
   bucket (batch rounded up to a power of two, input length to a multiple of
   32; padding is masked, so results do not change);
-- one decoder step is eight fused Triton kernels (``tts.plugins.decoder``;
-  backend ``"triton"``) or the same maths in PyTorch ops (``"torch"``);
+- one decoder step is seven fused Triton kernels (``tts.plugins.decoder``;
+  backend ``"triton"``, ``kernels="v2"``: both prenet layers in one launch, LSTM
+  GEMVs with 16-byte loads / tensor cores / split-K) or the v1 set of eight
+  (``kernels="v1"`` or ``TTS_DECODER_KERNELS=v1``, kept for A/B), or the same
+  maths in PyTorch ops (``"torch"``);
 - ``steps_per_replay`` (K) steps are captured in one CUDA graph; the host
   checks the per-item stop flags once per replay, overlapped with the next
   replay (at most one replay of K steps is wasted), and cuts the result to
@@ -49,6 +52,28 @@ BACKENDS = ("auto", "triton", "torch")
 INPUT_MULTIPLE = 32
 #: Backend that "auto" picks on CUDA (the faster one measured on H100/H200, see benchmarks/).
 DEFAULT_BACKEND = "triton"
+KERNEL_SETS = ("v1", "v2")
+#: Kernel set of the triton backend (env ``TTS_DECODER_KERNELS`` overrides; see benchmarks/README.md).
+DEFAULT_KERNELS = "v2"
+
+
+def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
+    """Tiles of the v2 kernels for a bucket of ``batch`` rows (H100 sweep, benchmarks/README.md).
+
+    ``lstm``: ``lstm_cell2`` keywords; ``query``/``proj``: (bn, bk) of the query and projection
+    GEMVs; ``loc_bt``: positions per location-energy program; ``ctx``: (be, bt max) of
+    attention_context; ``prenet``: (bn, bb). ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
+    """
+    if batch <= 2 or dtype != torch.float16:
+        lstm = dict(bh=1, bk=512 if batch <= 2 else 128, split=1, num_warps=4, dot=False, static=True)
+    else:
+        lstm = dict(bh=4, bk=128, split=2, num_warps=4, dot=True, static=False)
+    tiles = dict(lstm=lstm, query=(4, 256), proj=(4, 256), loc_bt=8, ctx=(32, 128), prenet=(16, 1))
+    env = os.environ.get("TTS_DECODER_TILES")
+    if env:
+        import json
+        tiles.update(json.loads(env))
+    return tiles
 
 
 def fold_conv_bn(block: torch.nn.Sequential, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -142,6 +167,7 @@ class _Buffers:
         self.mel_lengths = z(bsz, dt=torch.int32)
         self.step = z(1, dt=torch.int64)     # first step of the next replay
         self.seed = z(1, dt=torch.int64)
+        self.lstm_ws: tuple[Tensor, Tensor] | None = None   # split-K workspace of lstm_cell2
         self.graph: torch.cuda.CUDAGraph | None = None
         self.flags_host: Tensor | None = None
         if device.type == "cuda":
@@ -177,7 +203,7 @@ class Tacotron2Engine:
     def __init__(self, model: Tacotron2, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  backend: str = "auto", steps_per_replay: int = 16, use_graphs: bool | None = None,
                  max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (4, 256, 2),
-                 cache=None) -> None:
+                 kernels: str | None = None, cache=None) -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -191,12 +217,17 @@ class Tacotron2Engine:
         if backend == "triton" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("the triton backend needs a CUDA device (or TRITON_INTERPRET=1 for tests)")
         self.backend = backend
+        kernels = kernels or os.environ.get("TTS_DECODER_KERNELS") or DEFAULT_KERNELS
+        if kernels not in KERNEL_SETS:
+            raise ValueError(f"kernels must be one of {KERNEL_SETS}, got {kernels!r}")
+        #: Triton kernel set of the decoder step ("v2" default; "v1" the earlier eight kernels).
+        self.kernels = kernels
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.steps_per_replay = steps_per_replay
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
         self.max_buckets = max_buckets
-        #: (hidden units per program, K tile, warps) of the fused LSTM kernels.
+        #: (hidden units per program, K tile, warps) of the v1 fused LSTM kernels.
         self.lstm_tiles = tuple(lstm_tiles)
         self.model = model
         self.config = model.config
@@ -290,7 +321,10 @@ class Tacotron2Engine:
         return buf
 
     def _steps(self, buf: _Buffers, p: float, threshold: float) -> None:
-        step = self._step_triton if self.backend == "triton" else self._step_torch
+        if self.backend != "triton":
+            step = self._step_torch
+        else:
+            step = self._step_triton2 if self.kernels == "v2" else self._step_triton
         for i in range(self.steps_per_replay):
             step(buf, i, p, threshold)
         buf.step.add_(self.steps_per_replay)
@@ -325,6 +359,29 @@ class Tacotron2Engine:
         K.lstm_cell((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new, bh=bh, bk=bk, num_warps=nw)
         K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
                      b.mel_lengths, threshold, b.step, i)
+
+    def _step_triton2(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
+        from tts.plugins import decoder as K
+        w = self.w
+        tl = decoder_tiles(b.bsz, self.dtype)
+        lstm = tl["lstm"]
+        if lstm.get("split", 1) > 1 and b.lstm_ws is None:
+            hmax = max(self.config.attention_rnn_dim, self.config.decoder_rnn_dim)
+            b.lstm_ws = K.lstm2_workspace(lstm["split"], 16 * math.ceil(b.bsz / 16), hmax, self.device)
+        par = i % 2
+        ah_old, ah_new = b.ah[par], b.ah[1 - par]
+        dh_old, dh_new = b.dh[par], b.dh[1 - par]
+        K.prenet(b.frame, w.pre_w1, w.pre_w2, b.pre2, p=p, seed=b.seed, step=b.step, step_i=i,
+                 bn=tl["prenet"][0], bb=tl["prenet"][1])
+        K.lstm_cell2((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, ws=b.lstm_ws, **lstm)
+        K.linear_act(ah_new, w.q_w, b.pq, bn=tl["query"][0], bk=tl["query"][1])
+        K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl["loc_bt"])
+        be, bt = tl["ctx"]
+        K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i,
+                            be=be, bt=min(bt, 1 << max(0, (b.t_in - 1).bit_length())))
+        K.lstm_cell2((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new, ws=b.lstm_ws, **lstm)
+        K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
+                     b.mel_lengths, threshold, b.step, i, bn=tl["proj"][0], bk=tl["proj"][1])
 
     def _step_torch(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
         w, wd = self.w, self.dtype

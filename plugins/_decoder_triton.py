@@ -172,8 +172,182 @@ def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stri
         tl.store(len_ptr + offs_b, ln + nf, mask=bm)
 
 
+# ----------------------------------------------------------------------------- v2 kernels
+# (default since the H100 run of benchmarks/README.md "Decoder kernels v2"; the v1 kernels above
+# stay for A/B: engine option kernels="v1" or TTS_DECODER_KERNELS=v1)
+
+@triton.jit
+def _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk):
+    # x[offs_b, kk] of the concatenation [x1 | x2 | x3] (f32); 0 outside
+    bm = (offs_b < B)[:, None]
+    k = kk[None, :]
+    v = tl.load(x1 + offs_b[:, None] * K1 + k, mask=bm & (k < K1), other=0.0)
+    k2 = k - K1
+    v += tl.load(x2 + offs_b[:, None] * K2 + k2, mask=bm & (k2 >= 0) & (k2 < K2), other=0.0)
+    k3 = k2 - K2
+    v += tl.load(x3 + offs_b[:, None] * K3 + k3, mask=bm & (k3 >= 0) & (k3 < K3), other=0.0)
+    return v.to(tl.float32)
+
+@triton.jit
+def _lstm2_chunk(acc, k0, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
+                 BK: tl.constexpr, DOT: tl.constexpr):
+    kk = k0 + tl.arange(0, BK)
+    km = kk < k_end
+    w = tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=km[None, :], other=0.0)   # [R, BK]
+    x = _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk)       # [BB, BK]; w is 0 where kk >= k_end
+    if DOT:
+        # x = hi + lo in fp16 (x keeps ~22 bits), w exact: two tensor-core products, f32 accumulation
+        hi = x.to(tl.float16)
+        lo = (x - hi.to(tl.float32)).to(tl.float16)
+        wt = tl.trans(w)
+        acc = tl.dot(hi, wt, acc)
+        acc = tl.dot(lo, wt, acc)
+    else:
+        acc += x[:, None, :] * w.to(tl.float32)[None, :, :]                                # [BB, R, BK]
+    return acc
+
+@triton.jit
+def _lstm2_epilogue(acc, b_ptr, c_ptr, h_out, offs_b, B, h0, H,
+                    BB: tl.constexpr, BH: tl.constexpr):
+    # acc [BB, 4 * BH]: gate-major pre-activations of hidden units h0 .. h0 + BH
+    a3 = tl.reshape(acc, (BB, 4, BH))
+    gi = tl.arange(0, 4)[None, :, None]
+    offs_h = h0 + tl.arange(0, BH)
+    a3 = a3 + tl.load(b_ptr + gi * H + offs_h[None, None, :])
+    pi = tl.sum(tl.where(gi == 0, a3, 0.0), axis=1)
+    pf = tl.sum(tl.where(gi == 1, a3, 0.0), axis=1)
+    pg = tl.sum(tl.where(gi == 2, a3, 0.0), axis=1)
+    po = tl.sum(tl.where(gi == 3, a3, 0.0), axis=1)
+    m = (offs_b[:, None] < B) & (offs_h[None, :] < H)
+    ptr = offs_b[:, None] * H + offs_h[None, :]
+    c = tl.load(c_ptr + ptr, mask=m, other=0.0)
+    c_new = tl.sigmoid(pf) * c + tl.sigmoid(pi) * _tanh(pg)
+    tl.store(c_ptr + ptr, c_new, mask=m)
+    tl.store(h_out + ptr, tl.sigmoid(po) * _tanh(c_new), mask=m)
+
+@triton.jit
+def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr, ws_split, cnt_ptr,
+                      B, H, KCH,
+                      BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr, NIT: tl.constexpr,
+                      SPLIT: tl.constexpr, DOT: tl.constexpr, STATIC: tl.constexpr):
+    # grid (H / BH, cdiv(B, BB), SPLIT). Program (h, b, s): rows {i, f, g, o} x BH of the weight,
+    # K range [s * KCH, (s + 1) * KCH) of the concatenated input, NIT chunks of BK.
+    # SPLIT > 1: partial sums to ws[s], the last program of a tile (counter) adds them in
+    # fixed order (deterministic) and applies the cell update; counters are left at 0.
+    pid_h = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    s = tl.program_id(2)
+    KT = K1 + K2 + K3
+    R: tl.constexpr = 4 * BH
+    r = tl.arange(0, R)
+    h0 = pid_h * BH
+    rows = (r // BH) * H + h0 + (r % BH)
+    offs_b = pid_b * BB + tl.arange(0, BB)
+    k_start = s * KCH
+    k_end = tl.minimum(k_start + KCH, KT)
+    if DOT:
+        acc = tl.zeros((BB, R), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BB, R, BK), dtype=tl.float32)
+    if STATIC:
+        for i in tl.static_range(NIT):
+            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
+                               offs_b, B, BK, DOT)
+    else:
+        for i in range(NIT):
+            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
+                               offs_b, B, BK, DOT)
+    if not DOT:
+        acc = tl.sum(acc, axis=2)
+    if SPLIT == 1:
+        _lstm2_epilogue(acc, b_ptr, c_ptr, h_out, offs_b, B, h0, H, BB, BH)
+    else:
+        offs = offs_b[:, None] * (4 * H) + rows[None, :]
+        tl.store(ws_ptr + s * ws_split + offs, acc)
+        tl.debug_barrier()
+        tile = pid_b * tl.num_programs(0) + pid_h
+        done = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if done == SPLIT - 1:
+            tot = tl.zeros((BB, R), dtype=tl.float32)
+            for j in tl.static_range(SPLIT):
+                tot += tl.load(ws_ptr + j * ws_split + offs, cache_modifier=".cg")
+            tl.atomic_xchg(cnt_ptr + tile, 0)
+            _lstm2_epilogue(tot, b_ptr, c_ptr, h_out, offs_b, B, h0, H, BB, BH)
+
+@triton.jit
+def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
+                            T, A,
+                            KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr):
+    # location_energy_kernel with the taps unrolled (KS constexpr): all loads issue at once
+    # instead of KS dependent rounds of L2 latency
+    b = tl.program_id(0)
+    offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
+    offs_a = tl.arange(0, BA)
+    am = offs_a < A
+    PAD: tl.constexpr = (KS - 1) // 2
+    acc = tl.zeros((BT, BA), dtype=tl.float32)
+    for j in tl.static_range(KS):
+        src = offs_t + (j - PAD)
+        sm = (src >= 0) & (src < T)
+        w0 = tl.load(aw_ptr + b * T + src, mask=sm, other=0.0)
+        w1 = tl.load(ac_ptr + b * T + src, mask=sm, other=0.0)
+        k0 = tl.load(wl_ptr + offs_a * (2 * KS) + j, mask=am, other=0.0).to(tl.float32)
+        k1 = tl.load(wl_ptr + offs_a * (2 * KS) + (KS + j), mask=am, other=0.0).to(tl.float32)
+        acc += w0[:, None] * k0[None, :] + w1[:, None] * k1[None, :]
+    tm = offs_t < T
+    pq = tl.load(pq_ptr + b * A + offs_a, mask=am, other=0.0)
+    pm = tl.load(pm_ptr + (b * T + offs_t[:, None]) * A + offs_a[None, :],
+                 mask=tm[:, None] & am[None, :], other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + offs_a, mask=am, other=0.0).to(tl.float32)
+    e = tl.sum(_tanh(acc + pq[None, :] + pm) * v[None, :], axis=1)
+    n = tl.load(len_ptr + b)
+    e = tl.where(offs_t < n, e, float("-inf"))
+    tl.store(out_ptr + b * T + offs_t, e, mask=tm)
+
+@triton.jit
+def prenet_kernel(x_ptr, K0, w1_ptr, w2_ptr, out_ptr, B, P, seed_ptr, step_ptr, step_i, p,
+                  DROPOUT: tl.constexpr, BB: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+                  BK0: tl.constexpr):
+    # both prenet layers in one launch: every program recomputes layer 1 ([B, P], small) and
+    # writes BN outputs of layer 2; the dropout masks are those of two linear_act calls
+    # (salt 0 and 1), so the result equals linear_act(linear_act(x, w1), w2).
+    pid_n = tl.program_id(0)
+    offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
+    bm = offs_b < B
+    if DROPOUT:
+        seed = tl.load(seed_ptr)
+        step = tl.load(step_ptr) + step_i
+    offs_p = tl.arange(0, BP)
+    pmask = offs_p < P
+    h1 = tl.zeros((BB, BP), dtype=tl.float32)
+    offs_k0 = tl.arange(0, BK0)
+    for k0 in range(0, K0, BK0):
+        kk = k0 + offs_k0
+        x = tl.load(x_ptr + offs_b[:, None] * K0 + kk[None, :], mask=bm[:, None] & (kk[None, :] < K0),
+                    other=0.0).to(tl.float32)
+        w = tl.load(w1_ptr + offs_p[:, None] * K0 + kk[None, :], mask=pmask[:, None] & (kk[None, :] < K0),
+                    other=0.0).to(tl.float32)
+        h1 += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+    h1 = tl.maximum(h1, 0.0)
+    if DROPOUT:
+        offs = ((step * 4 + 0) * 65536 + offs_b[:, None]) * 65536 + offs_p[None, :]
+        h1 = tl.where(tl.rand(seed, offs) >= p, h1 / (1.0 - p), 0.0)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    nmask = offs_n < P
+    w2 = tl.load(w2_ptr + offs_n[:, None] * P + offs_p[None, :], mask=nmask[:, None] & pmask[None, :],
+                 other=0.0).to(tl.float32)                                              # [BN, BP]
+    y = tl.sum(h1[:, None, :] * w2[None, :, :], axis=2)                                  # [BB, BN]
+    y = tl.maximum(y, 0.0)
+    if DROPOUT:
+        offs = ((step * 4 + 1) * 65536 + offs_b[:, None]) * 65536 + offs_n[None, :]
+        y = tl.where(tl.rand(seed, offs) >= p, y / (1.0 - p), 0.0)
+    tl.store(out_ptr + offs_b[:, None] * P + offs_n[None, :], y, mask=bm[:, None] & nmask[None, :])
+
+
 KERNELS = {
     "linear_act": linear_act_kernel, "lstm_cell": lstm_cell_kernel,
     "location_energy": location_energy_kernel, "attention_context": attention_context_kernel,
     "projection": projection_kernel,
+    "lstm_cell2": lstm_cell2_kernel, "location_energy2": location_energy2_kernel,
+    "prenet": prenet_kernel,
 }

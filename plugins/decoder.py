@@ -35,6 +35,7 @@ __all__ = [
     "triton_available", "linear_act", "linear_act_ref", "lstm_cell", "lstm_cell_ref",
     "location_energy", "location_energy_ref", "attention_context", "attention_context_ref",
     "projection", "projection_ref", "dropout_keep_ref",
+    "lstm_cell2", "lstm2_workspace", "location_energy2", "prenet", "prenet_ref",
 ]
 
 
@@ -86,6 +87,13 @@ def lstm_cell_ref(xs: tuple[Tensor, ...], w: Tensor, b: Tensor, c: Tensor, h_out
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     c.copy_(c_new)
     h_out.copy_(torch.sigmoid(o) * torch.tanh(c_new))
+
+
+def prenet_ref(x: Tensor, w1: Tensor, w2: Tensor, out: Tensor, p: float = 0.0) -> Tensor:
+    """Both prenet layers: ``out[:] = drop(relu(drop(relu(x @ w1^T)) @ w2^T))`` (masks from torch's RNG)."""
+    h = torch.empty(x.shape[0], w1.shape[0], dtype=torch.float32, device=x.device)
+    linear_act_ref(x, w1, h, relu=True, p=p)
+    return linear_act_ref(h, w2, out, relu=True, p=p)
 
 
 def location_energy_ref(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor,
@@ -238,3 +246,88 @@ def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, m
     k[grid](x1, x1.shape[1], x2, x2.shape[1], w, b, frame, mel, mel.stride(0), gate, gate.stride(0),
             not_finished, mel_lengths, step, step_i, float(gate_threshold), batch, nf,
             BB=bb, BN=bn, BK=bk)
+
+
+# ----------------------------------------------------------------------------- v2 kernels
+
+def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int = 4096) -> tuple[Tensor, Tensor]:
+    """(partial sums ``[split, batch_rows, 4 * hdim]`` f32, tile counters ``[n_tiles]`` int32 zeros)
+    for ``lstm_cell2(split > 1)``; ``batch_rows`` >= the batch rounded up to the kernel's batch tile.
+    The counters return to zero after every launch, so one pair serves any number of launches in
+    stream order (and CUDA-graph replays)."""
+    return (torch.zeros(max(1, split), batch_rows, 4 * hdim, dtype=torch.float32, device=device),
+            torch.zeros(n_tiles, dtype=torch.int32, device=device))
+
+
+def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
+               bh: int = 1, bk: int = 512, split: int = 1, num_warps: int = 4, dot: bool = False,
+               static: bool = True, ws: tuple[Tensor, Tensor] | None = None) -> None:
+    """Kernel of ``lstm_cell_ref`` (v2): rows of the four gates of ``bh`` hidden units per program,
+    16-byte weight loads over K chunks of ``bk``, ``split`` programs over K (partials combined in
+    fixed order by the last one, see ``lstm2_workspace``), ``dot``: tensor cores (float16 weights;
+    batch tile 16, x split in two float16 halves so the result keeps float32 inputs), else
+    float32 FMAs. ``static``: K loop unrolled (all loads of a program issued up front)."""
+    k = _kernels()["lstm_cell2"]
+    x1, x2, x3 = xs
+    _check_rows(x1, x2, x3, w, c, h_out)
+    batch, hdim = c.shape
+    for x in xs:
+        if x.stride(0) != x.shape[1]:
+            raise ValueError("lstm_cell2 inputs must be contiguous [B, K] tensors")
+    if hdim % bh:
+        raise ValueError(f"hidden size {hdim} is not a multiple of bh={bh}")
+    dot = bool(dot) and w.dtype == torch.float16 and 4 * bh >= 16
+    bb = 16 if dot else _bb(batch)
+    kt = w.shape[1]
+    kch = bk * math.ceil(math.ceil(kt / split) / bk)
+    split = math.ceil(kt / kch)
+    nit = kch // bk
+    n_bb = math.ceil(batch / bb)
+    grid = (hdim // bh, n_bb, split)
+    if split > 1:
+        if ws is None:
+            ws = lstm2_workspace(split, n_bb * bb, hdim, c.device, grid[0] * grid[1])
+        part, cnt = ws
+        if (part.shape[0] < split or part.shape[1] < n_bb * bb or part.shape[2] < 4 * hdim
+                or cnt.numel() < grid[0] * grid[1]):
+            raise ValueError("lstm_cell2 workspace too small")
+        ws_split = part.shape[1] * 4 * hdim
+        if part.stride(0) != ws_split or not part.is_contiguous():
+            raise ValueError("lstm_cell2 workspace must be [split, rows, 4 * hdim]")
+    else:
+        part, cnt, ws_split = c, c, 0
+    k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, part, ws_split, cnt,
+            batch, hdim, kch, BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=split, DOT=dot, STATIC=static,
+            num_warps=num_warps)
+
+
+def location_energy2(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
+                     lengths: Tensor, out: Tensor, *, bt: int = 8, num_warps: int = 4) -> Tensor:
+    """Kernel of ``location_energy_ref`` (v2: taps unrolled). All tensors contiguous; lengths int32."""
+    k = _kernels()["location_energy2"]
+    batch, t = att_w.shape
+    a, _, ks = w_loc.shape
+    grid = (batch, math.ceil(t / bt))
+    k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, KS=ks, BT=bt, BA=_next_pow2(a),
+            num_warps=num_warps)
+    return out
+
+
+def prenet(x: Tensor, w1: Tensor, w2: Tensor, out: Tensor, *, p: float = 0.0, seed: Tensor | None = None,
+           step: Tensor | None = None, step_i: int = 0, bn: int = 16, bb: int = 1,
+           num_warps: int = 4) -> Tensor:
+    """Both prenet layers in one launch (twin ``prenet_ref``); the dropout masks are those of
+    ``linear_act(x, w1, salt=0)`` then ``linear_act(., w2, salt=1)``."""
+    k = _kernels()["prenet"]
+    _check_rows(x, w1, w2, out)
+    batch, k0 = x.shape
+    pdim = w1.shape[0]
+    if w2.shape != (pdim, pdim) or x.stride(0) != k0 or out.stride(0) != pdim:
+        raise ValueError("prenet: w2 must be [P, P], x and out contiguous")
+    bb = min(bb, _bb(batch))
+    grid = (math.ceil(pdim / bn), math.ceil(batch / bb))
+    dummy = out
+    k[grid](x, k0, w1, w2, out, batch, pdim, seed if seed is not None else dummy,
+            step if step is not None else dummy, step_i, float(p), DROPOUT=p > 0.0, BB=bb,
+            BP=_next_pow2(pdim), BN=bn, BK0=16, num_warps=num_warps)
+    return out

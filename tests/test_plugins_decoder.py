@@ -143,6 +143,98 @@ def test_projection(dtype):
     assert torch.equal(nf1, nf2) and torch.equal(len1, len2)
 
 
+LSTM2_CONFIGS = [dict(bh=1, bk=64), dict(bh=2, bk=32, split=3), dict(bh=1, bk=32, static=False),
+                 dict(bh=4, bk=32, dot=True), dict(bh=4, bk=64, dot=True, split=2, static=False)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("cfg", LSTM2_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_lstm_cell2(dtype, batch, cfg):
+    dev = _dev()
+    k1, k2, h = 32, 48, 64
+    xs = (torch.randn(batch, k1, device=dev), torch.randn(batch, k2, device=dev),
+          torch.randn(batch, h, device=dev).tanh())
+    w = _w(4 * h, k1 + k2 + h, dtype=dtype, dev=dev)
+    b = torch.randn(4 * h, device=dev) * 0.1
+    c0 = torch.randn(batch, h, device=dev)
+    c1, c2 = c0.clone(), c0.clone()
+    h1 = torch.full((batch, h), float("nan"), device=dev)
+    h2 = torch.empty_like(h1)
+    K.lstm_cell2(xs, w, b, c1, h1, **cfg)
+    K.lstm_cell_ref(xs, w, b, c2, h2)
+    assert _err(h1, h2) < 1e-4 and _err(c1, c2) < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NGC sizes: CUDA only (slow in the interpreter)")
+@pytest.mark.parametrize("batch,cfg", [(1, dict(bh=1, bk=512)), (1, dict(bh=2, bk=256, split=4)),
+                                       (8, dict(bh=4, bk=128, dot=True, split=2, static=False)),
+                                       (8, dict(bh=8, bk=128, dot=True, split=4, static=False))])
+def test_lstm_cell2_ngc_size_split_k_is_deterministic(batch, cfg):
+    """Split-K at the decoder LSTM's size: 20 launches on one workspace, every result bit-equal
+    (fixed-order combine, counters back at 0) and equal to the twin."""
+    dev = "cuda"
+    h, ks = 1024, (1024, 512, 1024)
+    xs = tuple(torch.randn(batch, k, device=dev).tanh() for k in ks)
+    w = _w(4 * h, sum(ks), dtype=torch.float16, dev=dev)
+    b = torch.randn(4 * h, device=dev) * 0.1
+    c0 = torch.randn(batch, h, device=dev)
+    ws = K.lstm2_workspace(cfg.get("split", 1), 16, h, dev)
+    outs = []
+    for _ in range(20):
+        c1, h1 = c0.clone(), torch.full((batch, h), float("nan"), device=dev)
+        K.lstm_cell2(xs, w, b, c1, h1, ws=ws, **cfg)
+        outs.append((c1, h1))
+    c2, h2 = c0.clone(), torch.empty(batch, h, device=dev)
+    K.lstm_cell_ref(xs, w, b, c2, h2)
+    assert int(ws[1].abs().sum()) == 0
+    for c1, h1 in outs:
+        assert torch.equal(c1, outs[0][0]) and torch.equal(h1, outs[0][1])
+    assert _err(outs[0][1], h2) < 1e-4 and _err(outs[0][0], c2) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("t", [7, 40])
+def test_location_energy2(dtype, t):
+    dev = _dev()
+    batch, a, ks = 3, 16, 31
+    pq = torch.randn(batch, a, device=dev)
+    w_loc = _w(a, 2, ks, dtype=torch.float32, dev=dev, scale=0.3)
+    att_w = torch.rand(batch, t, device=dev)
+    att_cum = torch.rand(batch, t, device=dev) * 3
+    pm = _w(batch, t, a, dtype=dtype, dev=dev, scale=1.0)
+    v = _w(a, dtype=torch.float32, dev=dev, scale=0.5)
+    lengths = torch.tensor([t, max(1, t - 3), 1], dtype=torch.int32, device=dev)
+    out = torch.full((batch, t), float("nan"), device=dev)
+    ref = torch.empty_like(out)
+    K.location_energy2(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=16)
+    K.location_energy_ref(pq, w_loc, att_w, att_cum, pm, v, lengths, ref)
+    assert torch.equal(torch.isinf(out), torch.isinf(ref))
+    fin = torch.isfinite(ref)
+    assert _err(out[fin], ref[fin]) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_prenet(dtype, batch):
+    dev = _dev()
+    x = torch.randn(batch, 80, device=dev)
+    w1, w2 = _w(256, 80, dtype=dtype, dev=dev), _w(256, 256, dtype=dtype, dev=dev)
+    out = torch.full((batch, 256), float("nan"), device=dev)
+    ref = torch.empty_like(out)
+    K.prenet(x, w1, w2, out, bn=32, bb=2)
+    K.prenet_ref(x, w1, w2, ref)
+    assert _err(out, ref) < 1e-4
+    # dropout: the masks of two linear_act launches (salt 0, then 1)
+    seed = torch.tensor([77], dtype=torch.int64, device=dev)
+    step = torch.tensor([5], dtype=torch.int64, device=dev)
+    K.prenet(x, w1, w2, out, p=0.5, seed=seed, step=step, step_i=2, bn=64, bb=2)
+    h = torch.empty(batch, 256, device=dev)
+    K.linear_act(x, w1, h, relu=True, p=0.5, seed=seed, step=step, step_i=2, salt=0)
+    K.linear_act(h, w2, ref, relu=True, p=0.5, seed=seed, step=step, step_i=2, salt=1)
+    assert _err(out, ref) < 1e-4 and torch.equal(out != 0, ref != 0)
+
+
 if __name__ == "__main__":  # CPU check of the kernels: TRITON_INTERPRET=1 python tests/...
     import sys
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", "-o", "markers=gpu",
