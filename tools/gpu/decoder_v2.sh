@@ -13,10 +13,11 @@ STEPS=${STEPS:-tests,sweep,bench}
 if [[ $STEPS == *tests* ]]; then
   (cd /tmp && TTS_GPU_REPORT=$O timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider -m gpu \
      $R/tests/test_plugins_decoder.py $R/tests/test_engines_gpu.py -rs 2>&1 | tail -40) > $O/pytest_gpu.log
-  tail -4 $O/pytest_gpu.log
+  tail -4 $O/pytest_gpu.log; tar czf $OUT/results.tgz -C $OUT res
 fi
 if [[ $STEPS == *sweep* ]]; then
   SWEEP_SECONDS=${SWEEP_SECONDS:-55} timeout ${SWEEP_TIMEOUT:-270} python3 tools/gpu/decoder_v2.py $O > $O/decoder_v2.txt 2>&1
+  tar czf $OUT/results.tgz -C $OUT res; grep -h "^B=\|BEST" $O/decoder_v2.txt | cut -c1-400
 fi
 if [[ $STEPS == *bench* ]]; then
   timeout 75 $B --batch 1 --verify --output $O/t2_b1_v2.json > $O/t2_b1_v2.txt 2>&1
