@@ -62,13 +62,14 @@ def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
 
     ``lstm``: ``lstm_cell2`` keywords; ``query``/``proj``: (bn, bk) of the query and projection
     GEMVs; ``loc_bt``: positions per location-energy program; ``ctx``: (be, bt max) of
-    attention_context; ``prenet``: (bn, bb). ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
+    attention_context; ``prenet``: (bn, bb) of the fused prenet, or None for two launches. ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
     """
-    if batch <= 2 or dtype != torch.float16:
-        lstm = dict(bh=1, bk=512 if batch <= 2 else 128, split=1, num_warps=4, dot=False, static=True)
+    if batch <= 2:
+        lstm = dict(bh=2, bk=512, split=1, num_warps=4, dot=False, static=True)
     else:
-        lstm = dict(bh=4, bk=128, split=2, num_warps=4, dot=True, static=False)
-    tiles = dict(lstm=lstm, query=(4, 256), proj=(4, 256), loc_bt=8, ctx=(32, 128), prenet=(16, 1))
+        lstm = dict(bh=1, bk=128, split=1, num_warps=4, dot=False, static=False)
+    tiles = dict(lstm=lstm, query=(1, 1024), proj=(1, 1024), loc_bt=4 if batch <= 2 else 8, ctx=(16, 128),
+                 prenet=(32, 1))
     env = os.environ.get("TTS_DECODER_TILES")
     if env:
         import json
@@ -371,8 +372,12 @@ class Tacotron2Engine:
         par = i % 2
         ah_old, ah_new = b.ah[par], b.ah[1 - par]
         dh_old, dh_new = b.dh[par], b.dh[1 - par]
-        K.prenet(b.frame, w.pre_w1, w.pre_w2, b.pre2, p=p, seed=b.seed, step=b.step, step_i=i,
-                 bn=tl["prenet"][0], bb=tl["prenet"][1])
+        if tl["prenet"]:
+            K.prenet(b.frame, w.pre_w1, w.pre_w2, b.pre2, p=p, seed=b.seed, step=b.step, step_i=i,
+                     bn=tl["prenet"][0], bb=tl["prenet"][1])
+        else:   # the two layers as two launches (same masks)
+            K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=0)
+            K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=1)
         K.lstm_cell2((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, ws=b.lstm_ws, **lstm)
         K.linear_act(ah_new, w.q_w, b.pq, bn=tl["query"][0], bk=tl["query"][1])
         K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl["loc_bt"])

@@ -190,11 +190,20 @@ def _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk):
 
 @triton.jit
 def _lstm2_chunk(acc, k0, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                 BK: tl.constexpr, DOT: tl.constexpr):
+                 BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
     kk = k0 + tl.arange(0, BK)
     km = kk < k_end
     w = tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=km[None, :], other=0.0)   # [R, BK]
-    x = _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk)       # [BB, BK]; w is 0 where kk >= k_end
+    if SEG:
+        # every chunk lies inside one input segment (BK divides K1, K2, K3): one load of x
+        in1 = k0 < K1
+        in2 = k0 < K1 + K2
+        xp = tl.where(in1, x1 + k0, tl.where(in2, x2 + (k0 - K1), x3 + (k0 - K1 - K2)))
+        sx = tl.where(in1, K1, tl.where(in2, K2, K3))
+        x = tl.load(xp + offs_b[:, None] * sx + tl.arange(0, BK)[None, :],
+                    mask=(offs_b < B)[:, None] & km[None, :], other=0.0)
+    else:
+        x = _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk)   # [BB, BK]; w is 0 where kk >= k_end
     if DOT:
         # x = hi + lo in fp16 (x keeps ~22 bits), w exact: two tensor-core products, f32 accumulation
         hi = x.to(tl.float16)
@@ -229,7 +238,8 @@ def _lstm2_epilogue(acc, b_ptr, c_ptr, h_out, offs_b, B, h0, H,
 def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr, ws_split, cnt_ptr,
                       B, H, KCH,
                       BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr, NIT: tl.constexpr,
-                      SPLIT: tl.constexpr, DOT: tl.constexpr, STATIC: tl.constexpr):
+                      SPLIT: tl.constexpr, DOT: tl.constexpr, STATIC: tl.constexpr,
+                      SEG: tl.constexpr = False):
     # grid (H / BH, cdiv(B, BB), SPLIT). Program (h, b, s): rows {i, f, g, o} x BH of the weight,
     # K range [s * KCH, (s + 1) * KCH) of the concatenated input, NIT chunks of BK.
     # SPLIT > 1: partial sums to ws[s], the last program of a tile (counter) adds them in
@@ -252,11 +262,11 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
     if STATIC:
         for i in tl.static_range(NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT)
+                               offs_b, B, BK, DOT, SEG)
     else:
         for i in range(NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT)
+                               offs_b, B, BK, DOT, SEG)
     if not DOT:
         acc = tl.sum(acc, axis=2)
     if SPLIT == 1:
@@ -305,24 +315,25 @@ def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
     tl.store(out_ptr + b * T + offs_t, e, mask=tm)
 
 @triton.jit
-def prenet_kernel(x_ptr, K0, w1_ptr, w2_ptr, out_ptr, B, P, seed_ptr, step_ptr, step_i, p,
-                  DROPOUT: tl.constexpr, BB: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
-                  BK0: tl.constexpr):
+def prenet_kernel(x_ptr, w1_ptr, w2_ptr, out_ptr, B, P, seed_ptr, step_ptr, step_i, p,
+                  K0: tl.constexpr, DROPOUT: tl.constexpr, BB: tl.constexpr, BP: tl.constexpr,
+                  BN: tl.constexpr, BK0: tl.constexpr):
     # both prenet layers in one launch: every program recomputes layer 1 ([B, P], small) and
     # writes BN outputs of layer 2; the dropout masks are those of two linear_act calls
-    # (salt 0 and 1), so the result equals linear_act(linear_act(x, w1), w2).
+    # (salt 0 and 1), so the result equals linear_act(linear_act(x, w1), w2). K0 is constexpr
+    # and the loop unrolled, w2 is loaded first: every load of a program is issued up front.
     pid_n = tl.program_id(0)
     offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
     bm = offs_b < B
-    if DROPOUT:
-        seed = tl.load(seed_ptr)
-        step = tl.load(step_ptr) + step_i
     offs_p = tl.arange(0, BP)
     pmask = offs_p < P
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    nmask = offs_n < P
+    w2 = tl.load(w2_ptr + offs_n[:, None] * P + offs_p[None, :], mask=nmask[:, None] & pmask[None, :],
+                 other=0.0)                                                              # [BN, BP]
     h1 = tl.zeros((BB, BP), dtype=tl.float32)
-    offs_k0 = tl.arange(0, BK0)
-    for k0 in range(0, K0, BK0):
-        kk = k0 + offs_k0
+    for k0 in tl.static_range(0, K0, BK0):
+        kk = k0 + tl.arange(0, BK0)
         x = tl.load(x_ptr + offs_b[:, None] * K0 + kk[None, :], mask=bm[:, None] & (kk[None, :] < K0),
                     other=0.0).to(tl.float32)
         w = tl.load(w1_ptr + offs_p[:, None] * K0 + kk[None, :], mask=pmask[:, None] & (kk[None, :] < K0),
@@ -330,13 +341,11 @@ def prenet_kernel(x_ptr, K0, w1_ptr, w2_ptr, out_ptr, B, P, seed_ptr, step_ptr, 
         h1 += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
     h1 = tl.maximum(h1, 0.0)
     if DROPOUT:
+        seed = tl.load(seed_ptr)
+        step = tl.load(step_ptr) + step_i
         offs = ((step * 4 + 0) * 65536 + offs_b[:, None]) * 65536 + offs_p[None, :]
         h1 = tl.where(tl.rand(seed, offs) >= p, h1 / (1.0 - p), 0.0)
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    nmask = offs_n < P
-    w2 = tl.load(w2_ptr + offs_n[:, None] * P + offs_p[None, :], mask=nmask[:, None] & pmask[None, :],
-                 other=0.0).to(tl.float32)                                              # [BN, BP]
-    y = tl.sum(h1[:, None, :] * w2[None, :, :], axis=2)                                  # [BB, BN]
+    y = tl.sum(h1[:, None, :] * w2.to(tl.float32)[None, :, :], axis=2)                  # [BB, BN]
     y = tl.maximum(y, 0.0)
     if DROPOUT:
         offs = ((step * 4 + 1) * 65536 + offs_b[:, None]) * 65536 + offs_n[None, :]

@@ -296,9 +296,10 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
             raise ValueError("lstm_cell2 workspace must be [split, rows, 4 * hdim]")
     else:
         part, cnt, ws_split = c, c, 0
+    seg = all(x.shape[1] % bk == 0 for x in xs)     # each K chunk inside one input segment
     k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, part, ws_split, cnt,
             batch, hdim, kch, BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=split, DOT=dot, STATIC=static,
-            num_warps=num_warps)
+            SEG=seg, num_warps=num_warps)
 
 
 def location_energy2(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
@@ -327,7 +328,7 @@ def prenet(x: Tensor, w1: Tensor, w2: Tensor, out: Tensor, *, p: float = 0.0, se
     bb = min(bb, _bb(batch))
     grid = (math.ceil(pdim / bn), math.ceil(batch / bb))
     dummy = out
-    k[grid](x, k0, w1, w2, out, batch, pdim, seed if seed is not None else dummy,
-            step if step is not None else dummy, step_i, float(p), DROPOUT=p > 0.0, BB=bb,
+    k[grid](x, w1, w2, out, batch, pdim, seed if seed is not None else dummy,
+            step if step is not None else dummy, step_i, float(p), K0=k0, DROPOUT=p > 0.0, BB=bb,
             BP=_next_pow2(pdim), BN=bn, BK0=16, num_warps=num_warps)
     return out

@@ -144,7 +144,10 @@ def test_projection(dtype):
 
 
 LSTM2_CONFIGS = [dict(bh=1, bk=64), dict(bh=2, bk=32, split=3), dict(bh=1, bk=32, static=False),
-                 dict(bh=4, bk=32, dot=True), dict(bh=4, bk=64, dot=True, split=2, static=False)]
+                 dict(bh=4, bk=32, dot=True), dict(bh=4, bk=64, dot=True, split=2, static=False),
+                 # bk dividing every input segment: one x load per chunk (SEG)
+                 dict(bh=2, bk=16), dict(bh=1, bk=16, split=3, static=False),
+                 dict(bh=4, bk=16, dot=True, split=2, static=False)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])

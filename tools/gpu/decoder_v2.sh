@@ -12,7 +12,7 @@ STEPS=${STEPS:-tests,sweep,bench}
   python3 -c "import torch, triton, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } > $O/env.txt 2>&1
 if [[ $STEPS == *tests* ]]; then
   (cd /tmp && TTS_GPU_REPORT=$O timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider -m gpu \
-     $R/tests/test_plugins_decoder.py $R/tests/test_engines_gpu.py -rs 2>&1 | tail -40) > $O/pytest_gpu.log
+     $R/tests/test_plugins_decoder.py ${ENGINE_TESTS-$R/tests/test_engines_gpu.py} -rs 2>&1 | tail -40) > $O/pytest_gpu.log
   tail -4 $O/pytest_gpu.log; tar czf $OUT/results.tgz -C $OUT res
 fi
 if [[ $STEPS == *sweep* ]]; then
@@ -20,9 +20,12 @@ if [[ $STEPS == *sweep* ]]; then
   tar czf $OUT/results.tgz -C $OUT res; grep -h "^B=\|BEST" $O/decoder_v2.txt | cut -c1-400
 fi
 if [[ $STEPS == *bench* ]]; then
-  timeout 75 $B --batch 1 --verify --output $O/t2_b1_v2.json > $O/t2_b1_v2.txt 2>&1
+  # v2 with the tiles the sweep chose (best_b*.json; "{}" = code defaults), v1 for A/B
+  T1=$(cat $O/best_b1.json 2>/dev/null || echo '{}'); T8=$(cat $O/best_b8.json 2>/dev/null || echo '{}')
+  echo "tiles b1: $T1"; echo "tiles b8: $T8"
+  TTS_DECODER_TILES="$T1" timeout 75 $B --batch 1 --verify --output $O/t2_b1_v2.json > $O/t2_b1_v2.txt 2>&1
   TTS_DECODER_KERNELS=v1 timeout 45 $B --batch 1 --no-eager --repeats 5 --output $O/t2_b1_v1.json > $O/t2_b1_v1.txt 2>&1
-  timeout 75 $B --batch 8 --repeats 5 --output $O/t2_b8_v2.json > $O/t2_b8_v2.txt 2>&1
+  TTS_DECODER_TILES="$T8" timeout 75 $B --batch 8 --repeats 5 --output $O/t2_b8_v2.json > $O/t2_b8_v2.txt 2>&1
   TTS_DECODER_KERNELS=v1 timeout 45 $B --batch 8 --no-eager --repeats 5 --output $O/t2_b8_v1.json > $O/t2_b8_v1.txt 2>&1
 fi
 tar czf $OUT/results.tgz -C $OUT res
