@@ -215,16 +215,7 @@ class FastSpeechEngine:
         with torch.autocast(self.device.type, enabled=False):
             enc, duration = self._encoder(padded)
             repeats = self.model.durations_to_repeats(duration, float(alpha))
-            total = repeats.sum(dim=1)
-            truncated = total > self.max_seq_len
-            if bool(truncated.any()):
-                worst = int(total.max())
-                if not allow_truncation:
-                    raise InvalidInputError(
-                        f"text too long: it needs {worst} mel frames, this FastSpeech model makes at most "
-                        f"{self.max_seq_len}; split it into shorter sentences", field="text")
-                logger.warning("FastSpeech output cut to max_seq_len=%d frames for %d of %d items "
-                               "(longest needed %d)", self.max_seq_len, int(truncated.sum()), b, worst)
+            total, truncated = self.model.frames_needed(repeats, allow_truncation, self.max_seq_len)
             t_out = min(int(total.max()), self.max_seq_len)
             out_b = select_bucket(max(t_out, 1), self.output_buckets)
             expanded, mel_pos = self.model.regulate(enc, repeats, out_b)

@@ -448,6 +448,27 @@ class FastSpeech(nn.Module):
         log_d = self.length_regulator.duration_predictor(encoder_outputs, keep)
         return torch.clamp_min(torch.exp(log_d) - 1, 0).float()
 
+    def frames_needed(self, repeats: Tensor, allow_truncation: bool = True,
+                      max_len: int | None = None) -> tuple[Tensor, Tensor]:
+        """``repeats [B, T_in]`` -> (mel frames each item needs ``[B]``, cut to the limit ``[B] bool``).
+
+        DLE cuts an over-long output at ``max_seq_len`` frames (``max_len``, default the
+        model's); here that is logged, and with ``allow_truncation=False`` refused with
+        InvalidInputError(field="text").
+        """
+        limit = self.max_seq_len if max_len is None else int(max_len)
+        total = repeats.sum(dim=1)
+        truncated = total > limit
+        if bool(truncated.any()):
+            worst = int(total.max())
+            if not allow_truncation:
+                raise InvalidInputError(
+                    f"text too long: it needs {worst} mel frames, this FastSpeech model makes at most "
+                    f"{limit}; split it into shorter sentences", field="text")
+            logger.warning("FastSpeech output cut to max_seq_len=%d frames for %d of %d items "
+                           "(longest needed %d)", limit, int(truncated.sum()), repeats.shape[0], worst)
+        return total, truncated
+
     @staticmethod
     def durations_to_repeats(duration: Tensor, alpha: float = 1.0) -> Tensor:
         """[B, T_in] int64 frames per symbol: round(float32(duration) * alpha), ties to even (as DLE)."""
@@ -517,17 +538,7 @@ class FastSpeech(nn.Module):
         enc, mask = self.encode(seq, pos)
         duration = self.predict_durations(enc, mask)
         repeats = self.durations_to_repeats(duration, float(alpha))
-        total = repeats.sum(dim=1)
-        truncated = total > self.max_seq_len
-        if bool(truncated.any()):
-            worst = int(total.max())
-            if not allow_truncation:
-                raise InvalidInputError(
-                    f"text too long: it needs {worst} mel frames, this FastSpeech model makes at most "
-                    f"{self.max_seq_len}; split it into shorter sentences", field="text")
-            logger.warning("FastSpeech output cut to max_seq_len=%d frames for %d of %d items "
-                           "(longest needed %d)", self.max_seq_len, int(truncated.sum()),
-                           seq.shape[0], worst)
+        total, truncated = self.frames_needed(repeats, allow_truncation)
         t_out = min(int(total.max()) if total.numel() else 0, self.max_seq_len)
         expanded, mel_pos = self.regulate(enc, repeats, t_out)
         mel = self.decode(expanded, mel_pos)
