@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tts.errors import InvalidInputError
 from tts.models.layers import ConvNorm, LinearNorm, conv_bn, lengths_to_padding_mask
 
 logger = logging.getLogger(__name__)
@@ -606,24 +607,27 @@ class Tacotron2(nn.Module):
 
     def _check(self, ids: Tensor, lengths: Tensor, max_decoder_steps: int | None,
                gate_threshold: float | None, prenet_dropout: float) -> None:
+        def bad(message: str, field: str) -> InvalidInputError:
+            return InvalidInputError(message, field=field)
+
         if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"ids must be a [B, T_in] integer tensor, got {tuple(ids.shape)} {ids.dtype}")
+            raise bad(f"ids must be a [B, T_in] integer tensor, got {tuple(ids.shape)} {ids.dtype}", "text")
         if ids.size(0) == 0 or ids.size(1) == 0:
-            raise ValueError(f"ids must not be empty, got shape {tuple(ids.shape)}")
+            raise bad(f"ids must not be empty, got shape {tuple(ids.shape)}", "text")
         if lengths.dim() != 1 or lengths.size(0) != ids.size(0) or lengths.is_floating_point():
-            raise ValueError(f"lengths must be a [B={ids.size(0)}] integer tensor, got "
-                             f"{tuple(lengths.shape)} {lengths.dtype}")
+            raise bad(f"lengths must be a [B={ids.size(0)}] integer tensor, got "
+                      f"{tuple(lengths.shape)} {lengths.dtype}", "lengths")
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 1 or hi > ids.size(1):
-            raise ValueError(f"lengths must lie in 1..{ids.size(1)}, got min {lo} max {hi}")
+            raise bad(f"lengths must lie in 1..{ids.size(1)}, got min {lo} max {hi}", "lengths")
         id_lo, id_hi = int(ids.min()), int(ids.max())
         if id_lo < 0 or id_hi >= self.config.n_symbols:
-            raise ValueError(f"symbol ids must lie in 0..{self.config.n_symbols - 1}, "
-                             f"got min {id_lo} max {id_hi}")
+            raise bad(f"symbol ids must lie in 0..{self.config.n_symbols - 1}, got min {id_lo} max {id_hi}",
+                      "text")
         if max_decoder_steps is not None and (isinstance(max_decoder_steps, bool)
                                               or int(max_decoder_steps) < 1):
-            raise ValueError(f"max_decoder_steps must be a positive int, got {max_decoder_steps!r}")
+            raise bad(f"max_decoder_steps must be a positive int, got {max_decoder_steps!r}", "max_decoder_steps")
         if gate_threshold is not None and not 0.0 < float(gate_threshold) < 1.0:
-            raise ValueError(f"gate_threshold must be in (0, 1), got {gate_threshold!r}")
+            raise bad(f"gate_threshold must be in (0, 1), got {gate_threshold!r}", "gate_threshold")
         if not 0.0 <= float(prenet_dropout) < 1.0:
-            raise ValueError(f"prenet_dropout must be in [0, 1), got {prenet_dropout!r}")
+            raise bad(f"prenet_dropout must be in [0, 1), got {prenet_dropout!r}", "prenet_dropout")
