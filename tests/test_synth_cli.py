@@ -321,3 +321,22 @@ def test_console_script_runs_as_a_user_would(tmp_path):
     assert "100%" in r.stderr            # the progress bar, on stderr
     r = subprocess.run([*cmd, str(phrases), "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "no voice given" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_engine_cache_flag(tmp_path, capsys):
+    """--engine-cache DIR|off: parsed the same by every CLI; on CPU the eager path ignores it."""
+    import argparse
+
+    from tts.cli.common import add_voice_arguments, engine_cache_from_args
+    from tts.engines.cache import EngineCache
+    p = argparse.ArgumentParser()
+    add_voice_arguments(p)
+    assert engine_cache_from_args(p.parse_args([])) == "auto"
+    assert engine_cache_from_args(p.parse_args(["--engine-cache", "off"])) is None
+    cache = engine_cache_from_args(p.parse_args(["--engine-cache", str(tmp_path / "c")]))
+    assert isinstance(cache, EngineCache) and str(tmp_path / "c") in str(cache.root)
+    phrases = write_phrases(tmp_path / "p.txt", ["The end."])
+    code, _, err = run_cli([str(phrases), "--out", str(tmp_path / "o"), "--tacotron2", T2, "--waveglow", WG, *DET,
+                            "--engine-cache", "off"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o" / "1.wav").is_file()
