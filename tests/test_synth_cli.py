@@ -340,3 +340,34 @@ def test_engine_cache_flag(tmp_path, capsys):
                             "--engine-cache", "off"], capsys)
     assert code == 0, err
     assert (tmp_path / "o" / "1.wav").is_file()
+
+
+def test_voice_dir(tmp_path, capsys):
+    voice = tmp_path / "v"
+    voice.mkdir()
+    shutil.copy(T2, voice / "t2.pt")
+    shutil.copy(WG, voice / "wg.pt")
+    (voice / "voice.json").write_text(json.dumps({
+        "name": "fixture", "acoustic": {"kind": "tacotron2", "checkpoint": "t2.pt"},
+        "vocoder": {"kind": "waveglow", "checkpoint": "wg.pt"},
+        "defaults": {"sigma": 0.0, "prenet_dropout": 0.0}}))
+    out = tmp_path / "o"
+    code, _, err = run_cli([str(E2E_PHRASES), "--out", str(out), "--voice", str(voice), "--save-mel"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["voice"]["name"] == "fixture" and report["options"]["sigma"] == 0.0
+    np.testing.assert_allclose(np.load(out / "1.mel.npy"), load_npz("e2e/ref_e2e.npz")["mel_0"][0], atol=1e-3)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--voice", "somewhere", "--tacotron2", T2], "either --voice or checkpoint files"),
+    (["--waveglow", WG], "--waveglow needs an acoustic model"),
+    (["--tacotron2", T2], "--tacotron2 needs a vocoder"),
+    (["--tacotron2", T2, "--fastspeech", FS, "--waveglow", WG], "not both"),
+    (["--tacotron2", T2, "--fastspeech-config", FS_YAML, "--waveglow", WG], "--fastspeech-config is only used"),
+    (["--voice", "no-such-voice"], "unknown voice 'no-such-voice'"),
+])
+def test_voice_flag_mistakes(tmp_path, capsys, args, needle):
+    phrases = write_phrases(tmp_path / "p.txt", ["Hello."])
+    code, _, err = run_cli([str(phrases), "--out", str(tmp_path / "o"), *args], capsys)
+    assert_one_line_error(code, err, needle)
