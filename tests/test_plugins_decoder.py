@@ -77,9 +77,11 @@ def test_lstm_cell(dtype, batch):
     assert _err(h1, h2) < 1e-4 and _err(c1, c2) < 1e-4
 
 
+@pytest.mark.parametrize("kernel", ["location_energy", "location_energy2"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("t", [7, 40])
-def test_location_energy(dtype, t):
+def test_location_energy(kernel, dtype, t):
+    """v1 and v2 (unrolled taps) location-energy kernels against their PyTorch twin."""
     dev = _dev()
     batch, a, ks = 3, 16, 31
     pq = torch.randn(batch, a, device=dev)
@@ -91,7 +93,7 @@ def test_location_energy(dtype, t):
     lengths = torch.tensor([t, max(1, t - 3), 1], dtype=torch.int32, device=dev)
     out = torch.full((batch, t), float("nan"), device=dev)
     ref = torch.empty_like(out)
-    K.location_energy(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=16)
+    getattr(K, kernel)(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=16)
     K.location_energy_ref(pq, w_loc, att_w, att_cum, pm, v, lengths, ref)
     assert torch.equal(torch.isinf(out), torch.isinf(ref))
     fin = torch.isfinite(ref)
@@ -194,27 +196,6 @@ def test_lstm_cell2_ngc_size_split_k_is_deterministic(batch, cfg):
     for c1, h1 in outs:
         assert torch.equal(c1, outs[0][0]) and torch.equal(h1, outs[0][1])
     assert _err(outs[0][1], h2) < 1e-4 and _err(outs[0][0], c2) < 1e-4
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-@pytest.mark.parametrize("t", [7, 40])
-def test_location_energy2(dtype, t):
-    dev = _dev()
-    batch, a, ks = 3, 16, 31
-    pq = torch.randn(batch, a, device=dev)
-    w_loc = _w(a, 2, ks, dtype=torch.float32, dev=dev, scale=0.3)
-    att_w = torch.rand(batch, t, device=dev)
-    att_cum = torch.rand(batch, t, device=dev) * 3
-    pm = _w(batch, t, a, dtype=dtype, dev=dev, scale=1.0)
-    v = _w(a, dtype=torch.float32, dev=dev, scale=0.5)
-    lengths = torch.tensor([t, max(1, t - 3), 1], dtype=torch.int32, device=dev)
-    out = torch.full((batch, t), float("nan"), device=dev)
-    ref = torch.empty_like(out)
-    K.location_energy2(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=16)
-    K.location_energy_ref(pq, w_loc, att_w, att_cum, pm, v, lengths, ref)
-    assert torch.equal(torch.isinf(out), torch.isinf(ref))
-    fin = torch.isfinite(ref)
-    assert _err(out[fin], ref[fin]) < 1e-4
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])

@@ -9,6 +9,7 @@ import torch
 from tts.models.tacotron2 import Tacotron2
 from tts.engines import tacotron2 as E
 from tts.plugins import decoder as K
+from graphtime import graph_time as _graph_time
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "."
 dev = torch.device("cuda")
@@ -20,20 +21,7 @@ results = {"kernels": {}, "sweep": {}, "steps": {}}
 
 
 def graph_time(fn, n=100):
-    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn(); fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    g.replay(); torch.cuda.synchronize()
-    ts = []
-    for _ in range(5):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record(); g.replay(); e1.record(); e1.synchronize(); ts.append(e0.elapsed_time(e1) / n * 1000)
-    return sorted(ts)[2]
+    return _graph_time(fn, n)
 
 
 def tm(name, fn, store):

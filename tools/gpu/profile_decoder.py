@@ -3,26 +3,14 @@ import os, time, torch
 from tts.models.tacotron2 import Tacotron2
 from tts.engines.tacotron2 import Tacotron2Engine
 from tts.plugins import decoder as K
+from graphtime import graph_time as _graph_time
 
 dev = torch.device("cuda")
 torch.manual_seed(0)
 t2 = Tacotron2().to(dev).eval()
 
 def graph_time(fn, n=200):
-    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn(); fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    g.replay(); torch.cuda.synchronize()
-    ts = []
-    for _ in range(5):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record(); g.replay(); e1.record(); e1.synchronize(); ts.append(e0.elapsed_time(e1) / n * 1000)
-    return sorted(ts)[2]
+    return _graph_time(fn, n)
 
 for bs in (1, 8):
     eng = Tacotron2Engine(t2, device=dev, precision="fp16", backend="triton")
