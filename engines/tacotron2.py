@@ -45,7 +45,8 @@ from tts.models.tacotron2 import DecoderOutput, Tacotron2, Tacotron2Output
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Tacotron2Engine", "StepDecoder", "DecoderWeights", "prepare_weights", "fold_conv_bn"]
+__all__ = ["Tacotron2Engine", "StepDecoder", "SlotDecoder", "SlotOutput", "DecoderWeights", "prepare_weights",
+           "fold_conv_bn"]
 
 BACKENDS = ("auto", "triton", "torch")
 #: Input lengths are padded up to a multiple of this (one buffer set and graph per bucket).
@@ -53,6 +54,10 @@ INPUT_MULTIPLE = 32
 #: Backend that "auto" picks on CUDA (the faster one measured on H100/H200, see benchmarks/).
 DEFAULT_BACKEND = "triton"
 KERNEL_SETS = ("v1", "v2")
+#: Smallest input-length bucket of a SlotDecoder (its buckets are powers of two from here).
+SLOT_MIN_INPUT = 32
+#: SlotDecoders (buffer sets with their graphs) an engine keeps.
+MAX_SLOT_SETS = 48
 #: Kernel set of the triton backend (env ``TTS_DECODER_KERNELS`` overrides; see benchmarks/README.md).
 DEFAULT_KERNELS = "v2"
 
@@ -172,6 +177,8 @@ class _Buffers:
         self.not_finished = z(bsz, dt=torch.int32)
         self.mel_lengths = z(bsz, dt=torch.int32)
         self.step = z(1, dt=torch.int64)     # first step of the next replay
+        self.drop_step = self.step           # step of the dropout masks (SlotDecoder: its own counter)
+        self.par0 = 0                        # ping-pong half holding the current h (SlotDecoder: odd K)
         self.seed = z(1, dt=torch.int64)
         self.lstm_ws: tuple[Tensor, Tensor] | None = None   # split-K workspace of lstm_cell2
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -260,6 +267,7 @@ class Tacotron2Engine:
             dec = copy.deepcopy(dec).to(self.device, torch.float32).eval()
         self.decoder = StepDecoder(dec)
         self._buckets: OrderedDict[tuple, _Buffers] = OrderedDict()
+        self._slot_sets: OrderedDict[tuple, SlotDecoder] = OrderedDict()
         self._pool = None
 
     def _prepare(self, model: Tacotron2) -> dict:
@@ -352,11 +360,11 @@ class Tacotron2Engine:
     def _step_triton(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
         from tts.plugins import decoder as K
         w = self.w
-        par = i % 2
+        par = (i + b.par0) % 2
         ah_old, ah_new = b.ah[par], b.ah[1 - par]
         dh_old, dh_new = b.dh[par], b.dh[1 - par]
-        K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=0)
-        K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=1)
+        K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i, salt=0)
+        K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i, salt=1)
         bh, bk, nw = self.lstm_tiles
         K.lstm_cell((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, bh=bh, bk=bk, num_warps=nw)
         K.linear_act(ah_new, w.q_w, b.pq)
@@ -374,15 +382,15 @@ class Tacotron2Engine:
         if lstm.get("split", 1) > 1 and b.lstm_ws is None:
             hmax = max(self.config.attention_rnn_dim, self.config.decoder_rnn_dim)
             b.lstm_ws = K.lstm2_workspace(lstm["split"], 16 * math.ceil(b.bsz / 16), hmax, self.device)
-        par = i % 2
+        par = (i + b.par0) % 2
         ah_old, ah_new = b.ah[par], b.ah[1 - par]
         dh_old, dh_new = b.dh[par], b.dh[1 - par]
         if tl["prenet"]:
-            K.prenet(b.frame, w.pre_w1, w.pre_w2, b.pre2, p=p, seed=b.seed, step=b.step, step_i=i,
+            K.prenet(b.frame, w.pre_w1, w.pre_w2, b.pre2, p=p, seed=b.seed, step=b.drop_step, step_i=i,
                      bn=tl["prenet"][0], bb=tl["prenet"][1])
         else:   # the two layers as two launches (same masks)
-            K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=0)
-            K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.step, step_i=i, salt=1)
+            K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i, salt=0)
+            K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i, salt=1)
         K.lstm_cell2((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, ws=b.lstm_ws, **lstm)
         K.linear_act(ah_new, w.q_w, b.pq, bn=tl["query"][0], bk=tl["query"][1])
         K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl["loc_bt"])
@@ -395,7 +403,7 @@ class Tacotron2Engine:
 
     def _step_torch(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
         w, wd = self.w, self.dtype
-        par = i % 2
+        par = (i + b.par0) % 2
         ah_old, ah_new = b.ah[par], b.ah[1 - par]
         dh_old, dh_new = b.dh[par], b.dh[1 - par]
         x = b.frame
@@ -522,6 +530,29 @@ class Tacotron2Engine:
 
     __call__ = infer
 
+    # ------------------------------------------------------------------ continuous batching
+
+    def slots(self, max_rows: int, max_input_len: int, *, steps_per_replay: int | None = None) -> SlotDecoder:
+        """A ``SlotDecoder`` of at least ``max_rows`` slots and input length ``max_input_len``, all free.
+
+        Rows are rounded up to a power of two, the input length to a power of two >= 32
+        (``slot_buckets``); ``steps_per_replay`` defaults to the engine's. Decoders (their
+        buffers and graphs) are kept per bucket and handed out again, freed: one user at a time.
+        """
+        rows, t_in = slot_buckets(max_rows, max_input_len)
+        k = self.steps_per_replay if steps_per_replay is None else int(steps_per_replay)
+        key = (rows, t_in, k)
+        sd = self._slot_sets.get(key)
+        if sd is None:
+            sd = SlotDecoder(self, rows, t_in, k)
+            self._slot_sets[key] = sd
+            while len(self._slot_sets) > MAX_SLOT_SETS:
+                self._slot_sets.popitem(last=False)
+        else:
+            self._slot_sets.move_to_end(key)
+        sd.reset()
+        return sd
+
 
 class StepDecoder:
     """The eager decoder's step API on the engine's device, for continuous batching.
@@ -578,3 +609,262 @@ def _lstm_pointwise(gates: Tensor, c: Tensor, h_out: Tensor) -> None:
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     c.copy_(c_new)
     h_out.copy_(torch.sigmoid(o) * torch.tanh(c_new))
+
+
+def slot_buckets(rows: int, input_len: int) -> tuple[int, int]:
+    """(slots, input length) of the SlotDecoder bucket holding ``rows`` rows of ``input_len`` inputs:
+    both rounded up to powers of two, the input length to at least ``SLOT_MIN_INPUT``. Pure."""
+    if rows < 1 or input_len < 1:
+        raise ValueError(f"rows and input_len must be >= 1, got {rows}, {input_len}")
+    return 1 << (int(rows) - 1).bit_length(), max(SLOT_MIN_INPUT, 1 << (int(input_len) - 1).bit_length())
+
+
+@dataclass
+class SlotOutput:
+    """What one ``SlotDecoder.run`` made, on the host; rows of free slots are garbage."""
+
+    frames: Tensor                 #: [rows, K, n_frame] float32, CPU: the decoder frames of each step
+    gate: Tensor                   #: [rows, K] float32, CPU: gate logits
+    stop: list[int | None]         #: per slot: first step of the replay whose gate fired (its threshold), or None
+
+
+# per-slot decoder state (rows on dim 0; ah/dh: ping-pong pairs, rows on dim 1)
+_SLOT_ROW_STATE = ("frame", "ac", "dc", "ctx")
+_SLOT_PAIR_STATE = ("ah", "dh")
+_SLOT_TIME_STATE = ("att_w", "att_cum", "memory", "pm")
+
+
+class SlotDecoder:
+    """Continuous batching on the engine: ``rows`` decoder slots in static buffers, K steps per replay.
+
+    Made by ``Tacotron2Engine.slots``. A row (one utterance) ``join``s a free
+    slot between replays: its encoder output and processed memory are written
+    into the slot, its states reset to the go frame and zeros. ``run`` advances
+    every slot ``steps_per_replay`` (K) steps in one CUDA-graph replay (on CPU,
+    or without graphs, the same steps eagerly) and copies the K frames and gate
+    logits of every slot to the host once. Free slots compute garbage that is
+    never read. ``leave`` frees a slot. ``resized`` moves the live slots into a
+    decoder of another (rows, input length) bucket.
+
+    Each slot's attention is masked to its own input length and every kernel
+    works row by row, so a row gets the frames it would get decoding alone,
+    whenever it joins (up to float rounding; at ``prenet_dropout=0``).
+
+    Host-side per slot: ``active``, ``steps`` (decoder steps made since joining),
+    ``threshold`` (gate threshold: ``SlotOutput.stop`` is the first step with
+    ``sigmoid(gate) > threshold``). Frames after a row's stop step are made and
+    ignored (at most K - 1 steps of wasted work). Dropout (``run(prenet_dropout=p)``)
+    draws its masks on the device from a seed and a step counter of the decoder
+    (one p per replay; a graph per (p, parity)).
+    """
+
+    def __init__(self, engine: Tacotron2Engine, rows: int, t_in: int, steps_per_replay: int) -> None:
+        if steps_per_replay < 1:
+            raise ValueError(f"steps_per_replay must be >= 1, got {steps_per_replay}")
+        c = engine.config
+        self.engine = engine
+        self.rows, self.t_in, self.steps_per_replay = int(rows), int(t_in), int(steps_per_replay)
+        dev = engine.device
+        self.buf = _Buffers(self.rows, self.t_in, self.steps_per_replay, n_frame=engine.n_frame,
+                            p_dim=c.prenet_dim, ha=c.attention_rnn_dim, hd=c.decoder_rnn_dim,
+                            e=c.encoder_embedding_dim, a=c.attention_dim, wd=engine.dtype, device=dev)
+        b = self.buf
+        b.drop_step = torch.zeros(1, dtype=torch.int64, device=dev)   # b.step stays 0: outputs at row i
+        b.seed.copy_(torch.randint(0, 2**62, (1,)))      # CPU default generator: seedable, never captured
+        b.lengths.fill_(1)                              # free slots: one (zero) input position
+        b.mask[:, 1:] = True
+        b.mask[:, 0] = False
+        self.active = [False] * self.rows
+        self.steps = [0] * self.rows
+        self.threshold = [float(c.gate_threshold)] * self.rows
+        self._par = 0
+        self._graphs: dict[tuple[float, int], torch.cuda.CUDAGraph] = {}
+        self._host: tuple[Tensor, Tensor] | None = None
+        if dev.type == "cuda":
+            self._host = (torch.zeros(tuple(b.mel.shape), pin_memory=True),
+                          torch.zeros(tuple(b.gate.shape), pin_memory=True))
+
+    # ------------------------------------------------------------------ slots
+    def reset(self) -> None:
+        """Frees every slot (host flags only; a join resets the slot's device state)."""
+        self.active = [False] * self.rows
+        self.steps = [0] * self.rows
+
+    @property
+    def n_active(self) -> int:
+        return sum(self.active)
+
+    def free_slots(self) -> list[int]:
+        return [i for i, a in enumerate(self.active) if not a]
+
+    @torch.inference_mode()
+    def join(self, slot: int, memory: Tensor, length: int, *, gate_threshold: float | None = None) -> None:
+        """Starts a row in free ``slot``: ``memory [T, E]`` (or ``[1, T, E]``) encoder output, any
+        float dtype, ``length`` valid positions (1..T, T <= ``t_in``). Outside the graph, between replays."""
+        if not 0 <= slot < self.rows:
+            raise IndexError(f"slot {slot} out of range 0..{self.rows - 1}")
+        if self.active[slot]:
+            raise ValueError(f"slot {slot} is in use")
+        if memory.dim() == 3:
+            memory = memory[0]
+        length = int(length)
+        if not 1 <= length <= min(memory.shape[0], self.t_in):
+            raise ValueError(f"length {length} does not fit memory of {memory.shape[0]} and t_in {self.t_in}")
+        eng, b = self.engine, self.buf
+        mem = memory[:length].to(eng.device, eng.dtype)
+        with torch.autocast(eng.device.type, enabled=False):
+            for name in _SLOT_ROW_STATE + _SLOT_TIME_STATE:
+                getattr(b, name)[slot].zero_()
+            for name in _SLOT_PAIR_STATE:
+                getattr(b, name)[:, slot].zero_()
+            b.memory[slot, :length].copy_(mem)
+            b.pm[slot, :length].copy_(F.linear(mem, eng.w.m_w))
+            b.lengths[slot] = length
+            b.mask[slot, :length] = False
+            b.mask[slot, length:] = True
+        self.active[slot] = True
+        self.steps[slot] = 0
+        self.threshold[slot] = float(eng.config.gate_threshold if gate_threshold is None else gate_threshold)
+
+    def leave(self, slot: int) -> None:
+        """Frees ``slot`` (its row's frames after this are never read)."""
+        self.active[slot] = False
+
+    # ------------------------------------------------------------------ decoding
+    def _steps(self, p: float) -> None:
+        eng, b = self.engine, self.buf
+        if eng.backend != "triton":
+            step = eng._step_torch
+        else:
+            step = eng._step_triton2 if eng.kernels == "v2" else eng._step_triton
+        b.par0 = self._par
+        threshold = float(eng.config.gate_threshold)   # the kernels' stop flags are not used here
+        for i in range(self.steps_per_replay):
+            step(b, i, p, threshold)
+        b.drop_step.add_(self.steps_per_replay)
+
+    def _state(self) -> list[str]:
+        return list(_SLOT_ROW_STATE + _SLOT_PAIR_STATE + ("att_w", "att_cum", "drop_step"))
+
+    def capture(self, prenet_dropout: float = 0.0) -> None:
+        """Captures the graph of ``run(prenet_dropout)`` now (CUDA graphs only; no-op otherwise).
+
+        The decoder's state is saved and restored around the warm-up steps, so live rows are untouched."""
+        if not self.engine.use_graphs:
+            return
+        p = float(prenet_dropout)
+        pars = (0,) if self.steps_per_replay % 2 == 0 else (0, 1)
+        with torch.inference_mode(), torch.autocast(self.engine.device.type, enabled=False):
+            for par in pars:
+                if (p, par) not in self._graphs:
+                    self._capture(p, par)
+
+    def _capture(self, p: float, par: int) -> torch.cuda.CUDAGraph:
+        eng, b, dev = self.engine, self.buf, self.engine.device
+        saved = {n: getattr(b, n).clone() for n in self._state()}
+        keep_par = self._par
+        self._par = par
+        try:
+            cur = torch.cuda.current_stream(dev)
+            stream = torch.cuda.Stream(dev, priority=cur.priority)
+            stream.wait_stream(cur)
+            with torch.cuda.stream(stream):
+                for _ in range(2):                      # compile kernels, warm the allocator
+                    self._steps(p)
+            cur.wait_stream(stream)
+            if eng._pool is None:
+                eng._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=eng._pool, stream=stream, capture_error_mode="thread_local"):
+                self._steps(p)
+            cur.wait_stream(stream)
+        finally:
+            self._par = keep_par
+            for n, t in saved.items():
+                getattr(b, n).copy_(t)
+        self._graphs[(p, par)] = graph
+        return graph
+
+    @torch.inference_mode()
+    def run(self, prenet_dropout: float = 0.0) -> SlotOutput:
+        """Advances every slot K steps (one graph replay on CUDA); returns the K frames and gates of
+        every slot on the host and each active slot's first stop step. Active slots' ``steps`` += K."""
+        eng, b = self.engine, self.buf
+        p = float(prenet_dropout)
+        k = self.steps_per_replay
+        with torch.autocast(eng.device.type, enabled=False):
+            if eng.use_graphs:
+                graph = self._graphs.get((p, self._par)) or self._capture(p, self._par)
+                graph.replay()
+            else:
+                self._steps(p)
+            if self._host is not None:
+                hm, hg = self._host
+                hm.copy_(b.mel, non_blocking=True)
+                hg.copy_(b.gate, non_blocking=True)
+                torch.cuda.current_stream(eng.device).synchronize()
+                frames, gate = hm.clone(), hg.clone()
+            else:
+                frames, gate = b.mel.to("cpu", copy=True), b.gate.to("cpu", copy=True)
+        self._par = (self._par + k) % 2
+        thr = torch.tensor(self.threshold, dtype=torch.float32).unsqueeze(1)
+        fired = torch.sigmoid(gate) > thr                                   # [rows, K]
+        first = torch.where(fired.any(1), fired.to(torch.int8).argmax(1), torch.full((self.rows,), -1))
+        stop: list[int | None] = []
+        for s, (a, f) in enumerate(zip(self.active, first.tolist())):
+            stop.append(int(f) if a and f >= 0 else None)
+            if a:
+                self.steps[s] += k
+        return SlotOutput(frames=frames, gate=gate, stop=stop)
+
+    # ------------------------------------------------------------------ buckets
+    @torch.inference_mode()
+    def resized(self, max_rows: int, max_input_len: int, keep: list[int]) -> SlotDecoder:
+        """A decoder of the (``max_rows``, ``max_input_len``) bucket holding slots ``keep`` of this one
+        as its slots 0..len(keep)-1 (states, inputs, step counts, thresholds); every other slot free.
+
+        May return this decoder itself (same bucket): slots are then compacted in place.
+        Every kept row's input length must fit the new bucket (ValueError otherwise).
+        """
+        keep = [int(s) for s in keep]
+        if len(set(keep)) != len(keep) or any(not self.active[s] for s in keep):
+            raise ValueError(f"keep must name distinct active slots, got {keep}")
+        n = len(keep)
+        if max_rows < n:
+            raise ValueError(f"{n} rows do not fit {max_rows} slots")
+        b = self.buf
+        idx = torch.as_tensor(keep, dtype=torch.long, device=b.memory.device)
+        lengths = b.lengths.index_select(0, idx)
+        longest = int(lengths.max()) if n else 1
+        if longest > max_input_len:
+            raise ValueError(f"a kept row has {longest} inputs > max_input_len {max_input_len}")
+        with torch.autocast(self.engine.device.type, enabled=False):
+            rows = {name: getattr(b, name).index_select(0, idx) for name in _SLOT_ROW_STATE + _SLOT_TIME_STATE}
+            pairs = {name: getattr(b, name).index_select(1, idx) for name in _SLOT_PAIR_STATE}
+            host = ([self.steps[s] for s in keep], [self.threshold[s] for s in keep])
+            drop_step = b.drop_step.clone()
+            rows_b, t_b = slot_buckets(max_rows, max(1, max_input_len))
+            same = (rows_b, t_b) == (self.rows, self.t_in)
+            new = self if same else self.engine.slots(rows_b, t_b, steps_per_replay=self.steps_per_replay)
+            new.reset()
+            nb = new.buf
+            tm = min(self.t_in, new.t_in)
+            for name, t in rows.items():
+                dst = getattr(nb, name)
+                if name in _SLOT_TIME_STATE:
+                    dst[:n].zero_()
+                    dst[:n, :tm].copy_(t[:, :tm])
+                else:
+                    dst[:n].copy_(t)
+            for name, t in pairs.items():
+                getattr(nb, name)[:, :n].copy_(t)
+            nb.lengths[:n].copy_(lengths)
+            pos = torch.arange(new.t_in, device=nb.mask.device)
+            nb.mask[:n].copy_(pos.unsqueeze(0) >= lengths.unsqueeze(1))
+            nb.drop_step.copy_(drop_step)
+        new._par = self._par
+        for j in range(n):
+            new.active[j] = True
+            new.steps[j] = host[0][j]
+            new.threshold[j] = host[1][j]
+        return new
