@@ -193,3 +193,150 @@ def test_scheduler_failing_step_fails_its_rows_and_keeps_serving(synths, monkeyp
         sched.close()
     assert all(isinstance(r, RuntimeError) and "simulated" in str(r) for r in res)
     assert len(after.result.audio) > 0
+
+
+# ----------------------------------------------------------------------------- slot decoder on CPU
+# The same server with the scheduler forced onto the slot decoder (``decoder="slots"``: the fast
+# engine's continuous-batching decoder, its PyTorch twin on CPU, K = 4 steps per replay). Stated
+# tolerance against the in-process synthesizer (eager model): 1e-5 absolute on audio (the engine's
+# folded weights round differently from the eager modules; measured ~1e-7).
+
+@pytest.fixture(scope="module")
+def slot_server(synths):
+    srv = TTSServer({"t2": [synths["t2"]]},
+                    ServerConfig(host=HOST, port=0, metrics_port=0, warmup=False,
+                                 batcher=BatcherConfig(max_batch_size=16, max_queue_delay_s=0.002),
+                                 stream_chunk_frames=16, stream_first_chunk_frames=4, stream_overlap_frames=8),
+                    default_voice="t2")
+    srv.engine.scheduler_options = {"decoder": "slots", "steps_per_replay": 4}
+    st = ServerThread(srv)
+    st.start()
+    yield st
+    st.stop()
+
+
+@pytest.fixture()
+def slot_client(slot_server):
+    with TTSClient(f"{HOST}:{slot_server.server.port}", timeout=120) as c:
+        yield c
+
+
+def test_slots_scheduler_uses_the_slot_decoder(slot_server):
+    sched = slot_server.server.engine.schedulers["t2"][0]
+    assert sched.use_slots and sched.steps_per_replay == 4
+    from tts.server.scheduler import TacotronScheduler
+
+    assert not TacotronScheduler(slot_server.server.engine.synthesizers["t2"][0]).use_slots   # CPU default: eager
+
+
+def test_slots_unary_and_concurrent_calls_equal_single_requests(slot_client, slot_server, synths):
+    texts = [LONG, SHORT, "Testing, one two three.", "The rain in Spain stays mainly in the plain.",
+             "Numbers like 42 are expanded."]
+    wants = [synths["t2"].synthesize(t, SynthesisOptions(**DET)) for t in texts]
+    got, r = unary(slot_client, LONG)
+    assert len(got) == len(wants[0].audio) and np.abs(got - wants[0].audio).max() < 1e-5
+    assert r.normalized_text == wants[0].normalized_text
+    sched = slot_server.server.engine.schedulers["t2"][0]
+    n0 = len(sched.step_sizes)
+    with cf.ThreadPoolExecutor(len(texts)) as pool:
+        gots = list(pool.map(lambda t: unary(slot_client, t), texts))
+    assert max(r.timings.batch_size for _, r in gots) > 1             # rows shared replays
+    assert max(sched.step_sizes[n0:]) > 1
+    for (got, _), want in zip(gots, wants):
+        assert len(got) == len(want.audio)
+        assert np.abs(got - want.audio).max() < 1e-5
+
+
+def test_slots_long_text_split_and_streamed_equal_unary(slot_client, synths):
+    text = " ".join([LONG] * 4)                                     # > max_piece_chars: several pieces
+    want = synths["t2"].synthesize(text, SynthesisOptions(**DET))
+    assert want.pieces > 1
+    got, _ = unary(slot_client, text)
+    assert len(got) == len(want.audio) and np.abs(got - want.audio).max() < 1e-5
+    parts = [decode(c.audio, Encoding.FLOAT32) for c in slot_client.stream(LONG, encoding="FLOAT32", options=DET)]
+    streamed = np.concatenate(parts)
+    solo, _ = unary(slot_client, LONG)
+    assert len([p for p in parts if len(p)]) >= 3
+    assert len(streamed) == len(solo) and np.abs(streamed - solo).max() < 1e-5
+
+
+def test_slots_short_request_overtakes_long_one(slot_server, slot_client):
+    sched = slot_server.server.engine.schedulers["t2"][0]
+    done: dict[str, float] = {}
+    with cf.ThreadPoolExecutor(2) as pool:
+        def run(name, text):
+            unary(slot_client, text, max_decoder_steps=80)
+            done[name] = time.perf_counter()
+
+        n0 = len(sched.step_sizes)
+        long_f = pool.submit(run, "long", LONG)
+        while len(sched.step_sizes) < n0 + 2:            # the long one is decoding (2 replays)
+            time.sleep(0.002)
+        short_f = pool.submit(run, "short", SHORT)
+        short_f.result(60)
+        long_f.result(60)
+    assert done["short"] < done["long"]
+    sizes = sched.step_sizes[n0:]
+    assert sizes[0] == 1 and 2 in sizes and sizes[-1] == 1
+
+
+def test_slots_equal_length_pieces_share_vocoder_calls(slot_server, synths):
+    """Requests finishing together with equal frame counts are vocoded in one batched call; the
+    audio is that of each request alone."""
+    sched = slot_server.server.engine.schedulers["t2"][0]
+    want = synths["t2"].synthesize(SHORT, SynthesisOptions(**DET)).audio
+
+    async def main():
+        opts = SynthesisOptions(**DET)
+        return await asyncio.gather(*(sched.synthesize(SHORT, opts) for _ in range(4)))
+
+    n0 = len(sched.vocoder_batch_sizes)
+    outs = asyncio.run(main())          # straight to the server's scheduler, from a loop of our own
+    assert max(sched.vocoder_batch_sizes[n0:]) > 1
+    for o in outs:
+        assert len(o.result.audio) == len(want)
+        assert np.abs(o.result.audio - want).max() < 1e-5
+
+
+def test_slots_deadline_and_failing_replay_free_their_rows(synths, monkeypatch):
+    from tts.engines.tacotron2 import SlotDecoder
+    from tts.server.errors import DeadlineExpiredError
+    from tts.server.scheduler import TacotronScheduler
+
+    sched = TacotronScheduler(synths["t2"], max_rows=4, decoder="slots", steps_per_replay=2)
+    real_run = SlotDecoder.run
+    calls = {"n": 0, "fail_at": None, "sleep": 0.02}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        time.sleep(calls["sleep"])                       # a slow device: the deadline passes mid-decode
+        if calls["n"] == calls["fail_at"]:
+            raise RuntimeError("simulated device fault")
+        return real_run(self, *a, **k)
+
+    monkeypatch.setattr(SlotDecoder, "run", flaky)
+    sched.start()
+
+    async def main():
+        opts = SynthesisOptions(**DET)
+        await sched.synthesize(SHORT, opts)                          # warm (first calls are slow)
+        with pytest.raises(DeadlineExpiredError):
+            await sched.synthesize(LONG, opts, deadline=time.monotonic() + 0.2)
+        for _ in range(200):                                        # the decode thread frees its slot
+            if sched._sd.n_active == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert sched._sd.n_active == 0 and calls["n"] >= 4          # it had joined, then left
+        calls["fail_at"], calls["sleep"] = calls["n"] + 3, 0.0
+        res = await asyncio.gather(*(sched.synthesize(t, opts) for t in (SHORT, LONG)), return_exceptions=True)
+        after = await sched.synthesize(SHORT, opts)
+        return res, after
+
+    try:
+        res, after = asyncio.run(main())
+    finally:
+        sched.close()
+    assert all(isinstance(r, RuntimeError) and "simulated" in str(r) for r in res)
+    want = synths["t2"].synthesize(SHORT, SynthesisOptions(**DET)).audio
+    assert len(after.result.audio) == len(want) and np.abs(after.result.audio - want).max() < 1e-5
+    assert sched._sd.n_active == 0

@@ -85,12 +85,14 @@ class ServingEngine:
         metrics: optional ``ServerMetrics``.
         continuous: use the continuous-batching scheduler for Tacotron2 voices.
         stream_chunk_frames: mel frames per streamed vocoder chunk.
+        scheduler_options: keyword arguments of every ``TacotronScheduler`` (e.g. ``decoder="slots"``
+            to run the slot decoder on CPU); read when ``start`` makes the schedulers.
     """
 
     def __init__(self, synthesizers: Mapping[str, Sequence[object]], *, default_voice: str | None = None,
                  batcher: BatcherConfig = BatcherConfig(), metrics=None, continuous: bool = True,
                  stream_chunk_frames: int = 32, stream_overlap_frames: int = 8,
-                 stream_first_chunk_frames: int = 8) -> None:
+                 stream_first_chunk_frames: int = 8, scheduler_options: Mapping[str, object] | None = None) -> None:
         if not synthesizers:
             raise ValueError("ServingEngine needs at least one voice")
         counts = {len(v) for v in synthesizers.values()}
@@ -106,6 +108,7 @@ class ServingEngine:
         self.stream_chunk_frames = stream_chunk_frames
         self.stream_overlap_frames = stream_overlap_frames
         self.stream_first_chunk_frames = stream_first_chunk_frames
+        self.scheduler_options = dict(scheduler_options or {})
         fns = [self._batch_fn(i) for i in range(self.n_workers)]
         self.batcher: DynamicBatcher[SynthItem, object] = DynamicBatcher(
             fns, batcher, on_batch=self._on_batch, name="synth")
@@ -143,7 +146,8 @@ class ServingEngine:
                 if getattr(synths[0].voice, "acoustic_kind", "") == "tacotron2" and hasattr(synths[0], "device"):
                     from tts.server.scheduler import TacotronScheduler
 
-                    self.schedulers[name] = [TacotronScheduler(s, metrics=self.metrics) for s in synths]
+                    self.schedulers[name] = [TacotronScheduler(s, metrics=self.metrics, **self.scheduler_options)
+                                             for s in synths]
             for ss in self.schedulers.values():
                 for s in ss:
                     s.start()
@@ -165,6 +169,9 @@ class ServingEngine:
                 s.synthesize_batch([text], SynthesisOptions(seed=0))
                 logger.info("warmed up voice %s on %s in %.2fs", name, getattr(s, "device", "?"),
                             time.perf_counter() - t0)
+        for scheds in self.schedulers.values():
+            for sched in scheds:
+                sched.warmup()              # the slot decoder's graphs (no-op without them)
 
     # --------------------------------------------------------------- checks
     def check_text(self, voice: str, text: str) -> None:

@@ -18,9 +18,30 @@ batch of rows (one row = one text piece of a request) and loops:
 A short request that arrives while a long one decodes joins at the next step
 and leaves as soon as it is done: it is never held back by the long one.
 
-Finished rows go to a second thread (the vocoder thread): postnet over the
-row's frames, WaveGlow, denoiser, exactly as ``Synthesizer`` does for one
-request. Streaming calls instead receive their frames every few steps and
+Two decoders drive the rows (``decoder=``):
+
+- ``"slots"`` (the default where the acoustic model is the fast engine on
+  CUDA): ``Tacotron2Engine.slots``, a ``SlotDecoder`` with static buffers of
+  a (rows, input length) bucket. A row joins a free slot between replays and
+  every replay advances all slots ``steps_per_replay`` (K, default 16) steps
+  in one CUDA graph; the host reads the K frames and gates once per replay,
+  so a row may overrun its stop gate by up to K - 1 steps (discarded). The
+  decoder grows or shrinks its bucket as rows come and go (live rows are
+  moved, unchanged). Its thread decodes on a high-priority CUDA stream of its
+  own, so the vocoder's work on the default stream does not queue in front of
+  it. Streaming rows get their frames after every replay. On CPU the same
+  decoder runs eagerly (the PyTorch twin), which the tests use.
+- ``"eager"`` (the default on CPU): the module's step API, one
+  ``Decoder.step`` per step, states joined with ``DecoderState.concat``.
+
+Finished requests go to a second thread (the vocoder thread): postnet over
+the rows' frames, WaveGlow, denoiser, as ``Synthesizer`` does for one
+request. Requests that are ready when the vocoder thread gets to them are
+vocoded together: pieces of equal frame count (and equal sigma and denoiser
+strength, no seed) share one batched postnet/WaveGlow/denoiser call of at
+most ``vocoder_batch`` rows (a power of two, so few graph shapes); unequal
+lengths are never padded together, because padding changes WaveGlow's
+output near the end. Streaming calls instead receive their frames every few steps and
 vocode them in overlapping chunks (``tts.streaming.MelStreamer``).
 
 Each row keeps its own gate threshold and step limit. Rows only share a
@@ -34,11 +55,13 @@ would depend on the other rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -53,6 +76,18 @@ from tts.streaming import HOP, MelStreamer, StreamConfig, make_vocode, synthesiz
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+DECODERS = ("auto", "eager", "slots")
+#: Input-length buckets whose slot-decoder graphs ``warmup`` captures (longer inputs capture on first use).
+WARM_INPUT_LENGTHS = (32, 64, 128)
+
+
+@dataclass(eq=False)
+class _Task:
+    """Work run on the decode thread between replays (``TacotronScheduler.warmup``)."""
+
+    fn: Callable[[], None]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 @dataclass
@@ -95,9 +130,11 @@ class _Row:
     req: _Request
     piece: int
     ids: list[int]
-    frames: list[torch.Tensor] = field(default_factory=list)   # [n_mel] each (fps = 1)
+    frames: list[torch.Tensor] = field(default_factory=list)   # chunks [n_mel, n] (fps = 1), in order
     sent: int = 0                                               # frames already delivered (streaming)
+    sent_chunks: int = 0                                        # chunks already delivered
     steps: int = 0
+    slot: int = -1                                              # its SlotDecoder slot
 
 
 class TacotronScheduler:
@@ -107,11 +144,16 @@ class TacotronScheduler:
         synth: a ``tts.synthesizer.Synthesizer`` whose voice is Tacotron2.
         max_rows: most rows decoding at once (default: the synthesizer's ``max_batch``).
         max_queue: most requests waiting to join; one more gets ``QueueFullError``.
-        deliver_every: streaming rows get their new frames every this many steps.
+        deliver_every: streaming rows get their new frames every this many steps (eager decoder;
+            the slot decoder delivers after every replay).
+        decoder: ``"slots"``, ``"eager"`` or ``"auto"`` (slots where the acoustic model is the fast
+            engine on CUDA, else eager). ``"slots"`` on CPU runs the slot decoder's PyTorch twin.
+        steps_per_replay: decoder steps per slot-decoder replay (K).
+        vocoder_batch: most pieces in one batched vocoder call.
     """
 
     def __init__(self, synth, *, max_rows: int | None = None, max_queue: int = 256, deliver_every: int = 4,
-                 metrics=None) -> None:
+                 metrics=None, decoder: str = "auto", steps_per_replay: int = 16, vocoder_batch: int = 8) -> None:
         self.synth = synth
         self.max_rows = int(max_rows or getattr(synth, "max_batch", 8))
         self.max_queue = max_queue
@@ -123,6 +165,29 @@ class TacotronScheduler:
         self.n_mel = int(acoustic.config.n_mel_channels)
         if int(acoustic.config.n_frames_per_step) != 1:
             raise ValueError("continuous batching supports n_frames_per_step = 1 only")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if steps_per_replay < 1 or vocoder_batch < 1:
+            raise ValueError("steps_per_replay and vocoder_batch must be >= 1")
+        from tts.engines.tacotron2 import Tacotron2Engine
+
+        fast = isinstance(acoustic, Tacotron2Engine) and acoustic.device.type == "cuda"
+        #: Whether rows decode in a ``SlotDecoder`` (else the eager step API).
+        self.use_slots = decoder == "slots" or (decoder == "auto" and fast)
+        self.steps_per_replay = int(steps_per_replay)
+        self.vocoder_batch = int(vocoder_batch)
+        self._slot_engine = None
+        if self.use_slots:
+            if isinstance(acoustic, Tacotron2Engine):
+                self._slot_engine = acoustic
+            else:   # an eager module (CPU): the engine's PyTorch twin in float32 on its device
+                dev = torch.device(self.device)
+                self._slot_engine = Tacotron2Engine(acoustic, device=dev, precision="fp32",
+                                                    backend="auto" if dev.type == "cuda" else "torch")
+            if hasattr(vocoder, "max_graphs"):   # unary batch shapes and streaming windows share its LRU
+                vocoder.max_graphs = max(int(vocoder.max_graphs), 12)
+        self._sd = None                     # the SlotDecoder in use
+        self._voc_ready: deque = deque()    # unary requests whose rows are all decoded
         self._inbox: queue.Queue = queue.Queue()
         self._pending: list[_Row] = []
         self._rows: list[_Row] = []
@@ -133,8 +198,10 @@ class TacotronScheduler:
         self._thread: threading.Thread | None = None
         self._vocoder_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="t2-vocoder")
         self._closed = False
-        #: Per step: number of rows in the batch (tests and metrics read it).
+        #: Per step (eager) or replay (slots): number of rows in the batch (tests and metrics read it).
         self.step_sizes: list[int] = []
+        #: Pieces per vocoder call of unary requests (tests read it).
+        self.vocoder_batch_sizes: list[int] = []
 
     @property
     def load(self) -> int:
@@ -158,6 +225,44 @@ class TacotronScheduler:
             self._thread.join()
             self._thread = None
         self._vocoder_pool.shutdown(wait=True)
+
+    def warmup(self, input_lengths: tuple[int, ...] = WARM_INPUT_LENGTHS) -> None:
+        """Captures the slot decoder's graphs (every rows bucket up to ``max_rows``, the input-length
+        buckets of ``input_lengths``, the voice's default prenet dropout) on the decode thread, so no
+        call waits for a capture. Blocking; a no-op without slots or graphs, or while rows decode."""
+        eng = self._slot_engine
+        if eng is None or not eng.use_graphs:
+            return
+        p = float(SynthesisOptions().merged_over(self.synth.voice.defaults).prenet_dropout)
+
+        def work() -> None:
+            if self._rows:
+                return
+            from tts.engines.tacotron2 import slot_buckets
+
+            top, _ = slot_buckets(self.max_rows, 1)
+            t0 = time.perf_counter()
+            n = 0
+            for t in sorted({slot_buckets(1, x)[1] for x in input_lengths}):
+                rows = 1
+                while rows <= top:
+                    eng.slots(rows, t, steps_per_replay=self.steps_per_replay).capture(p)
+                    rows, n = rows * 2, n + 1
+            self._sd = None
+            logger.info("slot decoder: %d graphs (K=%d, prenet_dropout=%g) captured in %.2fs", n,
+                        self.steps_per_replay, p, time.perf_counter() - t0)
+
+        self.run_on_decode_thread(work)
+
+    def run_on_decode_thread(self, fn: Callable[[], None]) -> None:
+        """Runs ``fn()`` on the decode thread between steps and waits for it (re-raises its error)."""
+        if self._thread is None:
+            raise RuntimeError("the scheduler is not started")
+        task = _Task(fn)
+        self._inbox.put(task)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
 
     # ----------------------------------------------------------------- API
     def _plan(self, text: str) -> tuple[list[list[int]], list[str]]:
@@ -242,11 +347,15 @@ class TacotronScheduler:
 
     def _postnet(self, mel: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.acoustic.postnet_forward(mel).float()
+            return self.acoustic.postnet_forward(mel.to(self.device)).float()
 
     # ---------------------------------------------------------- decode loop
     def _run(self) -> None:
-        with torch.inference_mode():
+        stream = None
+        if self.use_slots and torch.device(self.device).type == "cuda":
+            # the decoder's replays are short and latency-bound: a high-priority stream of their own
+            stream = torch.cuda.Stream(torch.device(self.device), priority=-1)
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             while True:
                 try:
                     if not self._rows and not self._pending:
@@ -270,8 +379,17 @@ class TacotronScheduler:
                     failed = {id(r.req) for r in self._rows}
                     self._pending = [r for r in self._pending if id(r.req) not in failed]
                     self._rows, self._state, self._prev, self._p = [], None, None, None
+                    if self._sd is not None:
+                        self._sd.reset()
 
-    def _accept(self, req: _Request) -> None:
+    def _accept(self, req) -> None:
+        if isinstance(req, _Task):
+            try:
+                req.fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                req.error = exc
+            req.done.set()
+            return
         for i, ids in enumerate(req.pieces):
             self._pending.append(_Row(req=req, piece=i, ids=ids))
 
@@ -307,7 +425,13 @@ class TacotronScheduler:
                 r.req.started = now
         keep = [i for i, r in enumerate(self._rows) if not self._dead(r.req, now)]
         if len(keep) != len(self._rows):
-            self._select(keep)
+            if self.use_slots:
+                for i in set(range(len(self._rows))) - set(keep):
+                    self._sd.leave(self._rows[i].slot)
+                self._rows = [self._rows[i] for i in keep]
+                self._fit_slots([])
+            else:
+                self._select(keep)
 
     def _admit(self) -> None:
         if not self._pending or len(self._rows) >= self.max_rows:
@@ -322,6 +446,9 @@ class TacotronScheduler:
             joining.append(r)
             self._pending.remove(r)
         if not joining:
+            return
+        if self.use_slots:
+            self._admit_slots(joining, p)
             return
         dec = self.acoustic.decoder
         states, prevs = [], []
@@ -347,6 +474,41 @@ class TacotronScheduler:
         self._rows.extend(joining)
         self._p = p
 
+    def _admit_slots(self, joining: list[_Row], p: float) -> None:
+        self._fit_slots(joining)
+        sd = self._sd
+        now = time.monotonic()
+        for r, slot in zip(joining, sd.free_slots()):
+            ids = torch.tensor([r.ids], dtype=torch.long, device=self.device)
+            lengths = torch.tensor([len(r.ids)], dtype=torch.long, device=self.device)
+            memory = self.acoustic.encode(ids, lengths)
+            sd.join(slot, memory, len(r.ids), gate_threshold=r.req.opts.gate_threshold)
+            r.slot = slot
+            if r.req.started is None:
+                r.req.started = now
+                r.req.started_perf = time.perf_counter()
+                self._waiting -= 1
+        self._rows.extend(joining)
+        self._p = p
+
+    def _fit_slots(self, joining: list[_Row]) -> None:
+        """Moves the slot decoder to the bucket of the live rows plus ``joining`` (grow or shrink)."""
+        from tts.engines.tacotron2 import slot_buckets
+
+        n = len(self._rows) + len(joining)
+        if n == 0:
+            return                         # keep the decoder (all slots free) for the next rows
+        want = slot_buckets(n, max(len(r.ids) for r in self._rows + joining))
+        sd = self._sd
+        if sd is None:
+            self._sd = self._slot_engine.slots(*want, steps_per_replay=self.steps_per_replay)
+            return
+        if want == (sd.rows, sd.t_in):
+            return
+        self._sd = sd.resized(*want, keep=[r.slot for r in self._rows])
+        for j, r in enumerate(self._rows):
+            r.slot = j
+
     def _select(self, keep: list[int]) -> None:
         if not keep:
             self._rows, self._state, self._prev, self._p = [], None, None, None
@@ -359,6 +521,9 @@ class TacotronScheduler:
             self._state = self._state.narrow_inputs(longest)
 
     def _step(self) -> None:
+        if self.use_slots:
+            self._step_slots()
+            return
         b = len(self._rows)
         self.step_sizes.append(b)
         out = self.acoustic.decoder.step(self._state, self._prev, prenet_dropout=self._p)
@@ -367,7 +532,7 @@ class TacotronScheduler:
         frames = out.frame
         keep = []
         for i, r in enumerate(self._rows):
-            r.frames.append(frames[i])
+            r.frames.append(frames[i].unsqueeze(1))
             r.steps += 1
             r.req.max_batch = max(r.req.max_batch, b)
             gate_fired = fired[i] > r.req.opts.gate_threshold
@@ -384,10 +549,41 @@ class TacotronScheduler:
         if len(keep) != b:
             self._select(keep)
 
+    def _step_slots(self) -> None:
+        sd = self._sd
+        b = len(self._rows)
+        self.step_sizes.append(b)
+        out = sd.run(self._p)
+        k = sd.steps_per_replay
+        keep = []
+        for r in self._rows:
+            s = r.slot
+            stop = out.stop[s]
+            limit = r.req.opts.max_decoder_steps - r.steps      # steps this row may still make
+            gate_fired = stop is not None and stop < limit
+            n = min(k if stop is None else stop + 1, limit)
+            r.frames.append(out.frames[s, :n].t().contiguous())   # [n_mel, n]
+            r.steps += n
+            r.req.max_batch = max(r.req.max_batch, b)
+            if gate_fired or r.steps >= r.req.opts.max_decoder_steps:
+                if not gate_fired:
+                    logger.warning("Tacotron2: a piece reached max_decoder_steps=%d before its stop gate fired",
+                                   r.req.opts.max_decoder_steps)
+                sd.leave(s)
+                self._finish_row(r, r.steps - 1 if gate_fired else r.steps)
+            else:
+                keep.append(r)
+                if r.req.streaming:
+                    self._deliver(r)
+        if len(keep) != b:
+            self._rows = keep
+            self._fit_slots([])
+
     # -------------------------------------------------------- row results
     def _deliver(self, r: _Row) -> None:
-        mel = torch.stack(r.frames[r.sent:], dim=1)   # [n_mel, k]
-        r.sent = len(r.frames)
+        mel = torch.cat(r.frames[r.sent_chunks:], dim=1)   # [n_mel, k]
+        r.sent_chunks = len(r.frames)
+        r.sent = r.steps
         self._post(r.req, ("frames", r.piece, mel))
 
     def _post(self, req: _Request, event) -> None:
@@ -408,58 +604,117 @@ class TacotronScheduler:
     def _finish_row(self, r: _Row, audio_frames: int) -> None:
         req = r.req
         if req.streaming:
-            if r.sent < len(r.frames):
+            if r.sent < r.steps:
                 self._deliver(r)
             self._post(req, ("end", r.piece, audio_frames))
             return
-        mel = torch.stack(r.frames, dim=1)   # [n_mel, steps] decoder output
+        mel = torch.cat(r.frames, dim=1)   # [n_mel, steps] decoder output
         req.piece_mels[r.piece] = (mel, audio_frames)
         req.rows_left -= 1
         if req.rows_left == 0:
             req.acoustic_done = time.perf_counter()
-            self._vocoder_pool.submit(self._vocode_request, req)
+            self._voc_ready.append(req)
+            self._vocoder_pool.submit(self._vocode_ready)
 
-    def _vocode_request(self, req: _Request) -> None:
-        """Vocoder thread: postnet, WaveGlow, denoiser per piece, as Synthesizer does for one request."""
+    def _vocode_ready(self) -> None:
+        """Vocoder thread: every unary request ready now, vocoded together (``_vocode_requests``)."""
+        reqs = []
+        while True:
+            try:
+                reqs.append(self._voc_ready.popleft())
+            except IndexError:
+                break
+        if reqs:
+            self._vocode_requests(reqs)
+
+    def _vocode_requests(self, reqs: list[_Request]) -> None:
+        """Vocoder thread: postnet, WaveGlow, denoiser for every piece of ``reqs``, then each result.
+
+        Pieces of unseeded requests with equal frame counts, sigma and denoiser strength share
+        batched calls (``_batches``); a seeded request's pieces go alone, in order, through its own
+        generator, as ``Synthesizer`` does. A failing call fails only the requests in it."""
         from tts.synthesizer import StageTimings, SynthesisResult
 
-        try:
+        groups: dict[tuple, list[tuple[_Request, int]]] = {}
+        gens: dict[int, torch.Generator] = {}
+        for req in reqs:
             o = req.opts
-            gen = None if o.seed is None else torch.Generator(device=self.device).manual_seed(o.seed)
-            audios, mels = [], []
-            post_s = voc_s = den_s = 0.0
-            with torch.inference_mode():
-                for i in range(len(req.pieces)):
-                    mel, n = req.piece_mels[i]
-                    t0 = time.perf_counter()
-                    post = self.acoustic.postnet_forward(mel.unsqueeze(0)).float()
-                    t1 = time.perf_counter()
-                    audio = self.vocoder.infer(post.to(self.vocoder_dtype), sigma=o.sigma, generator=gen).float()
-                    t2 = time.perf_counter()
-                    if o.denoiser_strength:
-                        audio = self.denoiser(audio, strength=o.denoiser_strength).reshape(1, -1)
-                    t3 = time.perf_counter()
-                    post_s, voc_s, den_s = post_s + t1 - t0, voc_s + t2 - t1, den_s + t3 - t2
-                    audios.append(audio[0, :HOP * n])
-                    mels.append(post[0])
-                audio = torch.cat(audios).cpu().numpy().astype(np.float32)
-                mel = torch.cat(mels, dim=-1).cpu().numpy().astype(np.float32)
-            acoustic = max(0.0, req.acoustic_done - (req.started_perf or req.acoustic_done)) + post_s
-            timings = StageTimings(text=req.text_seconds, acoustic=acoustic, vocoder=voc_s, denoiser=den_s,
-                                   total=req.text_seconds + acoustic + voc_s + den_s)
-            result = SynthesisResult(text=req.text, normalized_text=" ".join(req.cleaned), audio=audio,
-                                     sample_rate=self.synth.sample_rate, mel=mel, timings=timings,
-                                     pieces=len(req.pieces))
-            outcome = ScheduledOutcome(result=result, queue_seconds=max(0.0, (req.started or req.enqueued)
-                                                                        - req.enqueued),
-                                       batch_size=req.max_batch)
-        except Exception as exc:  # noqa: BLE001 - resolved, never left hanging
-            logger.exception("vocoding failed")
-            self._fail(req, exc)
-            return
+            if o.seed is not None:
+                gens[id(req)] = torch.Generator(device=self.device).manual_seed(o.seed)
+            for i in range(len(req.pieces)):
+                frames = req.piece_mels[i][0].shape[-1]
+                key = (frames, o.sigma, o.denoiser_strength) if o.seed is None else ("seed", id(req), i)
+                groups.setdefault(key, []).append((req, i))
+        pieces: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        times: dict[int, list[float]] = {id(r): [0.0, 0.0, 0.0] for r in reqs}
+        for items in groups.values():
+            for batch in _batches(items, self.vocoder_batch):
+                try:
+                    self._vocode_batch(batch, gens.get(id(batch[0][0])), pieces, times)
+                except Exception as exc:  # noqa: BLE001 - resolved, never left hanging
+                    logger.exception("vocoding failed")
+                    for req, _ in batch:
+                        self._fail(req, exc)
+        for req in reqs:
+            if req.failed:
+                continue
+            try:
+                post_s, voc_s, den_s = times[id(req)]
+                audio = torch.cat([pieces[(id(req), i)][0] for i in range(len(req.pieces))])
+                mel = torch.cat([pieces[(id(req), i)][1] for i in range(len(req.pieces))], dim=-1)
+                acoustic = max(0.0, req.acoustic_done - (req.started_perf or req.acoustic_done)) + post_s
+                timings = StageTimings(text=req.text_seconds, acoustic=acoustic, vocoder=voc_s, denoiser=den_s,
+                                       total=req.text_seconds + acoustic + voc_s + den_s)
+                result = SynthesisResult(text=req.text, normalized_text=" ".join(req.cleaned),
+                                         audio=audio.numpy().astype(np.float32), sample_rate=self.synth.sample_rate,
+                                         mel=mel.numpy().astype(np.float32), timings=timings,
+                                         pieces=len(req.pieces))
+                outcome = ScheduledOutcome(result=result, queue_seconds=max(0.0, (req.started or req.enqueued)
+                                                                            - req.enqueued),
+                                           batch_size=req.max_batch)
+            except Exception as exc:  # noqa: BLE001 - resolved, never left hanging
+                logger.exception("vocoding failed")
+                self._fail(req, exc)
+                continue
+            self._resolve(req, outcome)
 
+    def _vocode_batch(self, batch: list[tuple[_Request, int]], gen: torch.Generator | None,
+                      pieces: dict, times: dict) -> None:
+        """One postnet/WaveGlow/denoiser call over pieces of equal frame count: ``[B, n_mel, T]``.
+        Stores (audio float32 CPU ``[256 * audio_frames]``, post-net mel float32 CPU ``[n_mel, T]``)."""
+        o = batch[0][0].opts
+        with torch.inference_mode():
+            mel = torch.stack([req.piece_mels[i][0] for req, i in batch]).to(self.device)
+            t0 = time.perf_counter()
+            post = self.acoustic.postnet_forward(mel).float()
+            t1 = time.perf_counter()
+            audio = self.vocoder.infer(post.to(self.vocoder_dtype), sigma=o.sigma, generator=gen).float()
+            t2 = time.perf_counter()
+            if o.denoiser_strength:
+                audio = self.denoiser(audio, strength=o.denoiser_strength).reshape(len(batch), -1)
+            audio = audio.cpu()
+            post = post.cpu()
+            t3 = time.perf_counter()
+        self.vocoder_batch_sizes.append(len(batch))
+        for j, (req, i) in enumerate(batch):
+            n = req.piece_mels[i][1]
+            pieces[(id(req), i)] = (audio[j, :HOP * n], post[j])
+            tm = times[id(req)]
+            tm[0], tm[1], tm[2] = tm[0] + t1 - t0, tm[1] + t2 - t1, tm[2] + t3 - t2
+
+    def _resolve(self, req: _Request, outcome: ScheduledOutcome) -> None:
         def resolve():
             if req.done is not None and not req.done.done():
                 req.done.set_result(outcome)
 
         req.loop.call_soon_threadsafe(resolve)
+
+
+def _batches(items: list, cap: int) -> list[list]:
+    """``items`` cut into runs of power-of-two lengths <= ``cap``, largest first (few vocoder shapes)."""
+    out = []
+    while items:
+        n = 1 << (min(cap, len(items)).bit_length() - 1)
+        out.append(items[:n])
+        items = items[n:]
+    return out
