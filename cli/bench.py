@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verify", action="store_true",
                    help="max abs error of every engine against the fp32 eager reference (dropout 0, sigma 0)")
     g.add_argument("--plot", metavar="FILE.png", help="latency distribution per backend (needs matplotlib)")
-    g.add_argument("--size", choices=["ngc", "tiny"], default="ngc",
-                   help="size of the random-weight models (default: ngc, NVIDIA's published sizes)")
+    g.add_argument("--size", choices=["ngc", "bundled", "tiny"], default="ngc",
+                   help="size of the random-weight models: ngc (NVIDIA's published sizes, the default), "
+                        "bundled (the bundled voice's sizes, tts.train.tasks.MODEL_CONFIGS) or tiny (CI)")
     g.add_argument("--backend", choices=["auto", "triton", "torch"], default="auto",
                    help="Tacotron2 decoder step: fused Triton kernels or PyTorch ops (default: auto)")
     g.add_argument("--steps-per-replay", type=positive_int, default=16,
@@ -112,8 +113,21 @@ def tiny_configs():
     return t2, wg, fs
 
 
+def bundled_configs():
+    """The bundled voice's architecture (what ``recipes/bundled_voice`` trains)."""
+    import copy as _copy
+
+    from tts.models.fastspeech import FastSpeechConfig
+    from tts.models.tacotron2 import Tacotron2Config
+    from tts.models.waveglow import WaveGlowConfig
+    from tts.train.tasks import MODEL_CONFIGS
+    c = _copy.deepcopy(MODEL_CONFIGS)
+    return (Tacotron2Config(**c["tacotron2"]), WaveGlowConfig.from_dict(c["waveglow"]),
+            FastSpeechConfig(**c["fastspeech"]))
+
+
 def random_models(kind: str, size: str, seed: int):
-    """Random-weight models: NVIDIA's sizes (NGC Tacotron2, waveglow256, FastSpeech base) or tiny."""
+    """Random-weight models: NVIDIA's sizes (NGC Tacotron2, waveglow256, FastSpeech base), bundled or tiny."""
     import torch
 
     from tts.models.denoiser import Denoiser
@@ -123,6 +137,8 @@ def random_models(kind: str, size: str, seed: int):
     torch.manual_seed(seed)
     if size == "tiny":
         t2c, wgc, fsc = tiny_configs()
+    elif size == "bundled":
+        t2c, wgc, fsc = bundled_configs()
     else:
         t2c, wgc, fsc = Tacotron2Config(), WaveGlowConfig(), FastSpeechConfig()
     acoustic = (Tacotron2(t2c) if kind == "tacotron2" else FastSpeech(fsc)).eval()

@@ -13,6 +13,21 @@ small LRU); the noise is drawn outside the graph into a static buffer
 (sigma applied), so graphs replay any noise and any sigma. Shapes are exact:
 no padding, so the engine computes the same function as the eager model
 (padding a mel changes WaveGlow's output near the end).
+
+Two layouts of the same maths (``layout=``):
+
+- ``ncw``: the model's ``[B, C, T]`` layout, 1x1 and dilated convolutions as ``conv1d``.
+- ``gemm``: channels last, every activation a row-major ``[B*T_g, C]`` matrix and every
+  convolution a GEMM: the mel upsampling (ConvTranspose1d, kernel 1024, stride 256)
+  composed with all conditioning layers of a flow into one ``[4*n_mel, P*L*2C]`` matrix
+  (P = 256 / n_group phases; the result *is* the ``[B*T_g, L*2C]`` conditioning, half the
+  FLOPs of upsample-then-1x1 and no upsampled spectrogram); the dilated convolution
+  accumulates (``addmm_``, beta 1) into its layer's slice of that conditioning from an
+  im2col ``[B*T_g, k*C]`` of a zero-padded residual buffer (``dilated="im2col"``) or from
+  k row-shifted views of it (``dilated="taps"``); the gate is applied in place (Triton
+  row kernel on CUDA, PyTorch twin elsewhere); res/skip 1x1s accumulate in place into the
+  residual buffer / skip sum, the skip biases folded into ``end``. Audio stays
+  ``[B, T_g, n_group]``, whose flat view is the output: no final transpose.
 """
 
 from __future__ import annotations
@@ -27,11 +42,15 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from tts.errors import InvalidInputError
+from tts.models.waveglow import HOP_LENGTH as HOP
 from tts.models.waveglow import WaveGlow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WaveGlowEngine", "PreparedFlow", "prepare"]
+__all__ = ["WaveGlowEngine", "PreparedFlow", "prepare", "GemmFlow", "prepare_gemm", "LAYOUTS"]
+
+#: Layouts of ``WaveGlowEngine`` (see the module docstring).
+LAYOUTS = ("ncw", "gemm")
 
 
 @dataclass
@@ -75,6 +94,96 @@ def prepare(model: WaveGlow, dtype: torch.dtype, device: torch.device) -> tuple[
             rs_w=[t(r.weight) for r in wn.res_skip_layers], rs_b=[t(r.bias) for r in wn.res_skip_layers],
             end_w=t(wn.end.weight), end_b=t(wn.end.bias)))
     return up, flows
+
+
+@dataclass
+class GemmFlow:
+    """One flow's matrices for the ``gemm`` layout (``y = x @ W.t()`` everywhere: W is [out, in])."""
+
+    cond_w: Tensor       #: [P*L*2C, 4*n_mel + 1 (+ 0 to a multiple of 8)] upsample composed with every
+                         #: layer's conditioning; bias column: upsample bias through cond + cond + in-layer
+    start_w: Tensor      #: [C, c/2]
+    start_b: Tensor      #: [C]
+    in_w: list[Tensor]   #: per layer [2C, k*C], columns tap-major (im2col order)
+    in_taps: list[list[Tensor]]   #: per layer, per tap [2C, C] (views of in_w)
+    dil: list[int]
+    res_w: list[Tensor | None]    #: per layer [C, C] (None for the last)
+    res_b: list[Tensor | None]
+    skip_w: list[Tensor]          #: per layer [C, C]
+    end_w: Tensor        #: [c, C]
+    end_b: Tensor        #: [c] end bias + end(sum of skip biases)
+    inv_w: Tensor        #: [c, c] inverse 1x1
+
+
+def _ceil8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+def prepare_gemm(up: dict[str, Tensor], flows: list[PreparedFlow], n_group: int, n_channels: int,
+                 dtype: torch.dtype, sigmoid_gate: bool = False) -> tuple[list[GemmFlow], int]:
+    """The ``gemm`` layout's matrices from ``prepare``'s result (composed in float32, then cast).
+
+    ``cond_w``'s columns: ``taps * n_mel`` mel im2col columns, then the bias (the im2col's
+    constant-one column), then zeros up to a multiple of 8. ``sigmoid_gate``: the tanh half
+    of every layer's pre-activation (cond and in-layer rows) scaled by -2, for the gate
+    ``tanh(a) * sg = sg - 2 * sigmoid(-2a) * sg`` (``gated_rows_sigmoid_``).
+    Returns the flows and the number of mel frames each output frame reads (upsample taps).
+    """
+    n = n_channels
+    w_up = up["weight"].float()          # [n_mel_in, n_mel, K]
+    b_up = up["bias"].float()
+    n_mel, _, kk = w_up.shape
+    taps = -(-kk // HOP)
+    if taps * HOP != kk:
+        w_up = F.pad(w_up, (0, taps * HOP - kk))
+    phases = HOP // n_group
+    # k = r*HOP + ph*n_group + pos; frame J - r feeds output phase ph of frame J.
+    w5 = w_up.reshape(n_mel, n_mel, taps, phases, n_group)          # [mi, m, r, ph, pos]
+    out = []
+    for f in flows:
+        cw = f.cond_w.float()[:, :, 0]                                 # [O, m*n_group + pos]
+        o = cw.shape[0]
+        cw3 = cw.reshape(o, n_mel, n_group)                            # [O, m, pos]
+        # A[ph, o, s, mi] with s = taps-1-r (im2col block s holds frame J-(taps-1)+s)
+        a = torch.einsum("omp,imrhp->hori", cw3, w5).flip(2)           # [ph, O, s, mi]
+        cond_b = f.cond_b.float() + cw3.sum(2) @ b_up
+        in_w = [w.float().permute(0, 2, 1).reshape(w.shape[0], -1) for w in f.in_w]   # [2C, k*C]
+        if sigmoid_gate:
+            scale = torch.ones(2 * n, device=cw.device)
+            scale[:n] = -2.0
+            a = a * scale.repeat(o // (2 * n)).view(1, o, 1, 1)
+            cond_b = cond_b * scale.repeat(o // (2 * n))
+            in_w = [w * scale[:, None] for w in in_w]
+        kk_in = taps * n_mel
+        cond_w = torch.zeros(phases * o, _ceil8(kk_in + 1), device=cw.device)
+        cond_w[:, :kk_in] = a.reshape(phases * o, kk_in)
+        cond_w[:, kk_in] = cond_b.repeat(phases)
+        last = len(f.rs_w) - 1
+        res_w, res_b, skip_w = [], [], []
+        skip_bias = torch.zeros(n, dtype=torch.float32, device=cw.device)
+        for i, (w, bias) in enumerate(zip(f.rs_w, f.rs_b)):
+            w2, b2 = w.float()[:, :, 0], bias.float()
+            if i < last:
+                res_w.append(w2[:n]), res_b.append(b2[:n])
+                skip_w.append(w2[n:]), skip_bias.add_(b2[n:])
+            else:
+                res_w.append(None), res_b.append(None)
+                skip_w.append(w2), skip_bias.add_(b2)
+        end_w = f.end_w.float()[:, :, 0]
+        end_b = f.end_b.float() + end_w @ skip_bias
+
+        def t(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.to(dtype).contiguous()
+        in_w_t = [t(w) for w in in_w]
+        k = f.in_w[0].shape[-1]
+        out.append(GemmFlow(
+            cond_w=t(cond_w), start_w=t(f.start_w.float()[:, :, 0]),
+            start_b=t(f.start_b.float()), in_w=in_w_t,
+            in_taps=[[w[:, j * n:(j + 1) * n] for j in range(k)] for w in in_w_t],
+            dil=list(f.dil), res_w=[t(w) for w in res_w], res_b=[t(b) for b in res_b],
+            skip_w=[t(w) for w in skip_w], end_w=t(end_w), end_b=t(end_b),
+            inv_w=t(f.w_inv.float()[:, :, 0])))
+    return out, taps
 
 
 def _flows_to_dict(up: dict[str, Tensor], flows: list[PreparedFlow]) -> dict:
@@ -142,12 +251,16 @@ class WaveGlowEngine:
     ``res_skip``: ``gemm`` (default: the residual and the skip halves each one GEMM that
     accumulates into x / the skip sum in place, bias folded in through a constant-one
     channel of the gate output; H100 fp16: 16.4 vs 18.7 ms at batch 1, 117 vs 147 ms at
-    batch 8) or ``conv`` (1x1 convolution, then the residual and skip adds).
+    batch 8) or ``conv`` (1x1 convolution, then the residual and skip adds); ``ncw`` only.
+    ``layout``: ``ncw`` or ``gemm`` (module docstring); default ``gemm`` on CPU, ``ncw`` on
+    CUDA. ``dilated``: ``im2col`` or ``taps`` (``gemm`` only; default im2col on CUDA, taps
+    on CPU).
     """
 
     def __init__(self, model: WaveGlow, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  use_graphs: bool | None = None, max_graphs: int = 4, fused: bool | None = None,
-                 cache=None, res_skip: str = "gemm") -> None:
+                 cache=None, res_skip: str = "gemm", layout: str | None = None,
+                 dilated: str | None = None) -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -179,8 +292,21 @@ class WaveGlowEngine:
         if res_skip not in ("conv", "gemm"):
             raise ValueError(f"res_skip must be 'conv' or 'gemm', got {res_skip!r}")
         self.res_skip = res_skip
-        if res_skip == "gemm":
+        if res_skip == "gemm" and (layout or ("ncw" if self.device.type == "cuda" else "gemm")) == "ncw":
             self._res_aug, self._skip_aug = _augmented_res_skip(self.flows, self.n_channels)
+        layout = layout or ("ncw" if self.device.type == "cuda" else "gemm")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        dilated = dilated or ("im2col" if self.device.type == "cuda" else "taps")
+        if dilated not in ("im2col", "taps"):
+            raise ValueError(f"dilated must be 'im2col' or 'taps', got {dilated!r}")
+        self.layout, self.dilated = layout, dilated
+        if layout == "gemm":
+            self._gflows, self._mel_taps = prepare_gemm(self.upsample, self.flows, self.n_group,
+                                                        self.n_channels, self.dtype,
+                                                        sigmoid_gate=not self.fused)
+            self._kernel = model.config.WN_config.kernel_size
+            self.flows = []          # the ncw tensors are not used: free them
         self._graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()
         self._pool = None
 
@@ -234,6 +360,8 @@ class WaveGlowEngine:
 
     def _forward(self, mel: Tensor, z: Tensor) -> Tensor:
         """``mel [B, n_mel, T]``, ``z [B, n_group, T_g]`` (sigma applied) -> ``[B, 256*T]``."""
+        if self.layout == "gemm":
+            return self._forward_gemm(mel, z)
         spect = F.conv_transpose1d(mel, self.upsample["weight"], self.upsample["bias"], stride=256)
         k = self.upsample["weight"].shape[-1]
         spect = spect[:, :, :spect.size(2) - (k - 256)]
@@ -263,6 +391,100 @@ class WaveGlowEngine:
                 off += self.n_early_size
         return audio.permute(0, 2, 1).reshape(b, -1)
 
+    # ------------------------------------------------------------------ gemm layout
+
+    def _gate_rows(self, in_act: Tensor, out: Tensor) -> None:
+        """``out = tanh(in_act[:, :C]) * sigmoid(in_act[:, C:])`` (rows; in_act may be clobbered).
+
+        Without the kernel the tanh half arrives scaled by -2 (``prepare_gemm(sigmoid_gate=True)``).
+        """
+        if self.fused:
+            from tts.plugins.waveglow import gated_rows
+            gated_rows(in_act, out)
+        else:
+            from tts.plugins.waveglow import gated_rows_sigmoid_
+            gated_rows_sigmoid_(in_act, out)
+
+    def _forward_gemm(self, mel: Tensor, z: Tensor) -> Tensor:
+        """``_forward`` in the channels-last GEMM layout."""
+        b, n_mel, t = mel.shape
+        taps = self._mel_taps
+        ph = HOP // self.n_group
+        t_g = t * ph
+        rows = b * t_g
+        n = self.n_channels
+        k = self._kernel
+        half = (k - 1) // 2
+        pad = half * max(self._gflows[0].dil)
+        dt, dev = self.dtype, mel.device
+        # mel im2col [B*T, taps*n_mel]: frames J-taps+1 .. J (zeros before the start)
+        kc = self._gflows[0].cond_w.shape[1]
+        mel_col = torch.zeros(b, t, kc, device=dev, dtype=dt)
+        mel_t = mel.transpose(1, 2)
+        for s_ in range(taps):       # block s_ holds frame J - (taps - 1 - s_)
+            sh = taps - 1 - s_
+            if sh < t:
+                mel_col[:, sh:, s_ * n_mel:(s_ + 1) * n_mel].copy_(mel_t[:, :t - sh])
+        mel_col[:, :, taps * n_mel].fill_(1.0)
+        mel_col = mel_col.view(b * t, kc)
+        zt = z.transpose(1, 2)                                   # [B, T_g, n_group] view
+        xp = torch.zeros(b, t_g + 2 * pad, n, device=dev, dtype=dt)   # residual, zero-padded in time
+        x = xp[:, pad:pad + t_g]                                 # [B, T_g, C] (rows contiguous)
+        x2 = x.reshape(rows, n) if b == 1 else None
+        acts = torch.empty(rows, n, device=dev, dtype=dt)
+        acts3 = acts.view(b, t_g, n)
+        skip = torch.empty(rows, n, device=dev, dtype=dt)
+        col = torch.empty(b, t_g, k * n, device=dev, dtype=dt) if self.dilated == "im2col" else None
+        off = self.n_remaining_channels
+        audio = zt[:, :, :off]
+        for kf in reversed(range(self.n_flows)):
+            f = self._gflows[kf]
+            c = audio.size(2)
+            h = c // 2
+            a0 = audio[:, :, :h].reshape(rows, h)
+            a1 = audio[:, :, h:]
+            cond = torch.mm(mel_col, f.cond_w.t()).view(rows, -1)                  # [B*T_g, L*2C]
+            if x2 is not None:
+                torch.addmm(f.start_b, a0, f.start_w.t(), out=x2)
+            else:
+                x.copy_(torch.addmm(f.start_b, a0, f.start_w.t()).view(b, t_g, n))
+            for i, d in enumerate(f.dil):
+                in_act = cond[:, 2 * n * i:2 * n * (i + 1)]                        # [B*T_g, 2C], ld L*2C
+                if col is not None:
+                    src = xp.as_strided((b, t_g, k, n), (xp.stride(0), n, d * n, 1),
+                                        xp.storage_offset() + (pad - half * d) * n)
+                    col.view(b, t_g, k, n).copy_(src)
+                    in_act.addmm_(col.view(rows, k * n), f.in_w[i].t())
+                else:
+                    for j, wj in enumerate(f.in_taps[i]):
+                        s0 = pad + (j - half) * d
+                        if b == 1:
+                            in_act.addmm_(xp[0, s0:s0 + t_g], wj.t())
+                        else:
+                            in_act.view(b, t_g, -1).baddbmm_(xp[:, s0:s0 + t_g], wj.t().expand(b, -1, -1))
+                self._gate_rows(in_act, acts)
+                rw = f.res_w[i]
+                if rw is not None:
+                    if x2 is not None:
+                        x2.addmm_(acts, rw.t())
+                    else:
+                        x.baddbmm_(acts3, rw.t().expand(b, -1, -1))
+                    x.add_(f.res_b[i])
+                if i == 0:
+                    torch.mm(acts, f.skip_w[i].t(), out=skip)
+                else:
+                    skip.addmm_(acts, f.skip_w[i].t())
+            out = torch.addmm(f.end_b, skip, f.end_w.t())                          # [B*T_g, c]
+            s_, bias = out[:, h:], out[:, :h]
+            a1 = (a1.reshape(rows, c - h) - bias) * torch.exp(-s_)
+            inv = f.inv_w
+            new = torch.mm(a0, inv[:, :h].t()).addmm_(a1, inv[:, h:].t())         # W^-1 [a0; a1]
+            audio = new.view(b, t_g, c)
+            if kf % self.n_early_every == 0 and kf > 0:
+                audio = torch.cat((zt[:, :, off:off + self.n_early_size], audio), 2)
+                off += self.n_early_size
+        return audio.reshape(b, -1)
+
     # ------------------------------------------------------------------ public
 
     @torch.inference_mode()
@@ -282,9 +504,9 @@ class WaveGlowEngine:
         elif sigma == 0.0:
             noise = None
         else:
-            if generator is None:   # not the device's default generator: see _private_generator
-                generator = self._private_generator()
-            noise = torch.randn(want, generator=generator, device=self.device, dtype=self.dtype) * sigma
+            if generator is None and self.device.type == "cuda":
+                generator = self._private_generator()    # not the device's default: see there
+            noise = self._draw_noise(want, generator) * sigma
         with torch.autocast(self.device.type, enabled=False):
             if not self.use_graphs:
                 if noise is None:
@@ -298,6 +520,16 @@ class WaveGlowEngine:
                 g.z.copy_(noise)
             g.graph.replay()
             return g.audio.clone()
+
+    def _draw_noise(self, shape: tuple[int, int, int], generator: torch.Generator | None) -> Tensor:
+        """Noise ``[B, n_group, T_g]`` drawn as ``WaveGlow.infer`` draws it (same calls, same order:
+        the initial ``n_remaining`` channels, then ``n_early_size`` per early output), so that
+        with one generator state the engine and the eager model use the same noise."""
+        b, _, t_g = shape
+        sizes = [self.n_remaining_channels] + [self.n_early_size] * self.config.n_early_outputs
+        parts = [torch.randn(b, c, t_g, generator=generator, device=self.device, dtype=self.dtype)
+                 for c in sizes if c]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def _private_generator(self) -> torch.Generator:
         """This engine's own noise generator on its device, seeded from the CPU default generator.

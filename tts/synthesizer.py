@@ -37,7 +37,8 @@ __all__ = ["SynthesisOptions", "StageTimings", "SynthesisResult", "AcousticResul
 
 PRECISIONS = ("fp32", "fp16")
 
-#: "auto": the fast engines of ``tts.engines`` on CUDA, the eager modules on CPU; "eager": always eager.
+#: "auto": the fast engines of ``tts.engines`` on CUDA; on CPU the WaveGlow engine and eager modules
+#: for the rest; "eager": always eager.
 ENGINES = ("auto", "eager")
 
 #: log(1e-5): the mel value of silence, used to pad mels of different lengths in one vocoder batch.
@@ -165,6 +166,11 @@ class Synthesizer:
             self._acoustic = make_engine(voice.acoustic_kind, self._acoustic, **kw)
             self._vocoder = make_engine("waveglow", self._vocoder, **kw)
             self._denoiser = make_engine("denoiser", self._denoiser, **kw)
+        elif engine == "auto":
+            # CPU: the vocoder is most of the time; its engine (channels-last GEMMs, composed
+            # conditioning, folded weights) is the eager maths within 1e-5, drawing the same noise.
+            from tts.engines.waveglow import WaveGlowEngine
+            self._vocoder = WaveGlowEngine(self._vocoder, device=self.device, precision=precision)
 
     # ------------------------------------------------------------------ public
 

@@ -1,0 +1,169 @@
+"""WaveGlowEngine's channels-last ``gemm`` layout (the CPU vocoder) against the eager model.
+
+Parity at the bundled voice's size (``tts.train.tasks.MODEL_CONFIGS``), at a tiny one and at
+the NVIDIA-style fixture checkpoint; the noise it draws; the gate twins; the synthesizer's CPU
+choice. GPU cases (fp16, CUDA graphs, the Triton row gate) are marked ``gpu``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import FIXTURES
+from tts.checkpoints import load_waveglow
+from tts.engines.waveglow import WaveGlowEngine, prepare, prepare_gemm
+from tts.models.waveglow import WaveGlow, WaveGlowConfig
+from tts.plugins.waveglow import gated_rows_ref, gated_rows_ref_, gated_rows_sigmoid_
+
+CKPT = FIXTURES / "waveglow" / "checkpoint_WaveGlow_ngc_style_ddp.pt"
+
+
+def _bundled_config() -> WaveGlowConfig:
+    from tts.train.tasks import MODEL_CONFIGS
+    return WaveGlowConfig.from_dict(copy.deepcopy(MODEL_CONFIGS["waveglow"]))
+
+
+def _random(config: WaveGlowConfig, seed: int = 0) -> WaveGlow:
+    torch.manual_seed(seed)
+    m = WaveGlow(config)
+    with torch.no_grad():       # DLE zeroes `end`: make the couplings do something
+        for wn in m.WN:
+            wn.end.weight.normal_(0, 0.05)
+            wn.end.bias.normal_(0, 0.05)
+    return m.eval()
+
+
+def _err(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return float((a.detach().float() - b.detach().float()).abs().max())
+
+
+TINY = WaveGlowConfig(n_flows=4, n_early_every=2, WN_config={"n_layers": 2, "n_channels": 16})
+
+
+@pytest.mark.parametrize("dilated", ["taps", "im2col"])
+@pytest.mark.parametrize("batch,frames", [(1, 23), (2, 9)])
+def test_bundled_config_matches_eager(dilated, batch, frames):
+    wg = _random(_bundled_config())
+    assert wg.config.WN_config.n_channels == 64 and wg.n_flows == 8
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm", dilated=dilated)
+    assert eng.layout == "gemm" and not eng.fused and not eng.use_graphs
+    mel = torch.randn(batch, 80, frames)
+    z = torch.randn(batch, 8, frames * 32)
+    for sigma in (0.0, 0.6):
+        ref = wg.infer(mel, sigma, z=z)
+        out = eng.infer(mel, sigma, z=z)
+        assert out.dtype == torch.float32 and _err(out, ref) < 1e-4
+        assert float(ref.abs().max()) > 0.1 or sigma == 0.0      # not a trivially small signal
+
+
+def test_cpu_default_layout_is_gemm_and_ncw_still_selectable():
+    wg = _random(TINY)
+    assert WaveGlowEngine(wg, device="cpu", precision="fp32").layout == "gemm"
+    ncw = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="ncw")
+    gemm = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm")
+    mel, z = torch.randn(2, 80, 6), torch.randn(2, 8, 6 * 32)
+    assert _err(ncw.infer(mel, 0.8, z=z), gemm.infer(mel, 0.8, z=z)) < 1e-5
+    with pytest.raises(ValueError, match="layout"):
+        WaveGlowEngine(wg, device="cpu", precision="fp32", layout="nhwc")
+    with pytest.raises(ValueError, match="dilated"):
+        WaveGlowEngine(wg, device="cpu", precision="fp32", dilated="fft")
+
+
+def test_fixture_checkpoint_matches_eager():
+    """The NVIDIA-style fixture (weight norm on in the file) at its own config."""
+    wg = load_waveglow(CKPT).eval()
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32")
+    torch.manual_seed(1)
+    mel = torch.randn(1, wg.n_mel_channels, 12) - 4.0
+    z = torch.randn(1, wg.n_group, 12 * 256 // wg.n_group)
+    assert _err(eng.infer(mel, 0.9, z=z), wg.infer(mel, 0.9, z=z)) < 1e-4
+
+
+def test_draws_the_eager_noise_for_a_seeded_generator():
+    wg = _random(_bundled_config())
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32")
+    mel = torch.randn(2, 80, 5)
+    ref = wg.infer(mel, 0.7, generator=torch.Generator().manual_seed(3))
+    out = eng.infer(mel, 0.7, generator=torch.Generator().manual_seed(3))
+    assert _err(out, ref) < 1e-4
+    other = eng.infer(mel, 0.7, generator=torch.Generator().manual_seed(4))
+    assert _err(other, ref) > 1e-2
+
+
+def test_composed_conditioning_equals_upsample_then_cond():
+    """``cond_w`` (upsample composed with the stacked 1x1s, bias column) = upsample, group, 1x1."""
+    wg = _random(TINY)
+    up, flows = prepare(wg, torch.float32, torch.device("cpu"))
+    gflows, taps = prepare_gemm(up, flows, wg.n_group, 16, torch.float32)
+    assert taps == 4 and gflows[0].cond_w.shape[1] % 8 == 0
+    mel = torch.randn(1, 80, 7)
+    spect = wg._upsample_mel(mel)                                   # [1, 640, T_g]
+    want = torch.nn.functional.conv1d(spect, flows[0].cond_w, flows[0].cond_b)[0].t()   # [T_g, L*2C]
+    col = torch.zeros(7, gflows[0].cond_w.shape[1])
+    mt = mel[0].t()
+    for s in range(taps):
+        sh = taps - 1 - s
+        col[sh:, s * 80:(s + 1) * 80] = mt[:7 - sh]
+    col[:, taps * 80] = 1.0
+    got = (col @ gflows[0].cond_w.t()).view(7 * 32, -1)
+    assert _err(got, want) < 1e-4
+
+
+@pytest.mark.parametrize("rows,c", [(37, 8), (100, 64)])
+def test_gate_twins_agree(rows, c):
+    torch.manual_seed(0)
+    a = torch.randn(rows, 2 * c) * 3
+    ref = gated_rows_ref(a)
+    out = torch.empty(rows, c)
+    assert _err(gated_rows_ref_(a.clone(), out), ref) < 1e-6
+    scaled = a.clone()
+    scaled[:, :c] *= -2.0                     # what prepare_gemm(sigmoid_gate=True) folds into the weights
+    out2 = torch.full((rows, c), 9.0)
+    gated_rows_sigmoid_(scaled, out2)
+    assert _err(out2, ref) < 1e-6
+    # a column slice of a wider matrix (the stacked conditioning) works the same
+    wide = torch.randn(rows, 6 * c)
+    wide[:, 2 * c:4 * c] = a
+    assert _err(gated_rows_ref_(wide[:, 2 * c:4 * c], torch.empty(rows, c)), ref) < 1e-6
+
+
+def test_cpu_synthesizer_vocoder_is_the_engine_unless_eager():
+    from tts.synthesizer import SynthesisOptions, Synthesizer
+    from tts.voice import Voice
+    wg_ckpt = CKPT
+    t2 = FIXTURES / "tacotron2" / "checkpoint_Tacotron2_current_1gpu.pt"
+    v = Voice.from_checkpoints(tacotron2=t2, waveglow=wg_ckpt)
+    auto = Synthesizer(v, device="cpu")
+    assert isinstance(auto.vocoder_module, WaveGlowEngine) and auto.vocoder_module.layout == "gemm"
+    eager = Synthesizer(v, device="cpu", engine="eager")
+    assert isinstance(eager.vocoder_module, WaveGlow)
+    opts = SynthesisOptions(seed=5)
+    a = auto.synthesize("Hello there.", opts).audio
+    b = eager.synthesize("Hello there.", opts).audio
+    assert a.shape == b.shape and float(abs(a - b).max()) < 1e-3
+
+
+# --- GPU ----------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision,tol", [("fp32", 2e-3), ("fp16", 0.05)])
+@pytest.mark.parametrize("dilated", ["im2col", "taps"])
+def test_gpu_gemm_layout_matches_ncw_and_eager(precision, tol, dilated):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    wg = _random(WaveGlowConfig(n_flows=6, n_early_every=2, WN_config={"n_layers": 3, "n_channels": 32}))
+    ref_model = copy.deepcopy(wg).cuda()
+    gemm = WaveGlowEngine(wg, device="cuda", precision=precision, layout="gemm", dilated=dilated)
+    ncw = WaveGlowEngine(wg, device="cuda", precision=precision, layout="ncw")
+    assert gemm.use_graphs and gemm.layout == "gemm"
+    for b, t in ((1, 20), (3, 11), (1, 20)):          # graph reuse on the repeated shape
+        mel = torch.randn(b, 80, t, device="cuda")
+        z = torch.randn(b, wg.n_group, t * 256 // wg.n_group, device="cuda")
+        ref = ref_model.infer(mel, 0.6, z=z)
+        scale = float(ref.abs().max())
+        assert _err(gemm.infer(mel, 0.6, z=z), ref) < tol * max(1.0, scale)
+        assert _err(gemm.infer(mel, 0.6, z=z), ncw.infer(mel, 0.6, z=z)) < tol * max(1.0, scale)
