@@ -269,6 +269,7 @@ class Tacotron2Engine:
         self._buckets: OrderedDict[tuple, _Buffers] = OrderedDict()
         self._slot_sets: OrderedDict[tuple, SlotDecoder] = OrderedDict()
         self._pool = None
+        self._slot_pool = None   # slot graphs: a pool of their own (they replay beside decode()'s graphs)
 
     def _prepare(self, model: Tacotron2) -> dict:
         """The folded/cast tensors of the engine (what the engine cache stores)."""
@@ -772,10 +773,10 @@ class SlotDecoder:
                 for _ in range(2):                      # compile kernels, warm the allocator
                     self._steps(p)
             cur.wait_stream(stream)
-            if eng._pool is None:
-                eng._pool = torch.cuda.graph_pool_handle()
+            if eng._slot_pool is None:
+                eng._slot_pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=eng._pool, stream=stream, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=eng._slot_pool, stream=stream, capture_error_mode="thread_local"):
                 self._steps(p)
             cur.wait_stream(stream)
         finally:
