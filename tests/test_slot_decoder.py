@@ -247,3 +247,45 @@ def test_gpu_slots_graph_per_bucket_and_capture_keeps_live_rows():
     got_f, _ = rec.result("a")
     want_f, _ = _alone(t2, ids, got_f.shape[0])
     assert float((got_f - want_f.cpu()).abs().max()) < 1e-3
+
+
+@pytest.mark.gpu
+def test_gpu_scheduler_runs_the_slot_decoder_on_the_fast_engine():
+    """The scheduler on the fp16 CUDA engine: slots by default, graphs warmed, concurrent rows share
+    replays; each result has the synthesizer's length and >= 30 dB SNR against it (fp16 limit)."""
+    import asyncio
+
+    import numpy as np
+
+    from conftest import FIXTURES
+    from tts.options import SynthesisOptions
+    from tts.server.scheduler import TacotronScheduler
+    from tts.synthesizer import Synthesizer
+    from tts.voice import Voice
+
+    voice = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
+                                   waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt", name="t2")
+    synth = Synthesizer(voice, device="cuda", precision="fp16", max_batch=8)
+    sched = TacotronScheduler(synth)
+    assert sched.use_slots
+    texts = ["Hello there.", "A much longer sentence that should take the decoder many more steps.",
+             "Testing, one two three.", "Hello there."]
+    det = SynthesisOptions(prenet_dropout=0.0, sigma=0.0)
+    sched.start()
+    try:
+        sched.warmup()
+
+        async def main():
+            return await asyncio.gather(*(sched.synthesize(t, det) for t in texts))
+
+        outs = asyncio.run(main())
+    finally:
+        sched.close()
+    assert max(sched.step_sizes) > 1
+    for t, o in zip(texts, outs):
+        want = synth.synthesize(t, det).audio
+        got = o.result.audio
+        assert len(got) == len(want) > 0
+        snr = 10 * np.log10(np.sum(want ** 2) / max(np.sum((got - want) ** 2), 1e-30))
+        print(f"\nscheduler slots fp16 vs synthesizer, {t!r}: SNR {snr:.1f} dB")
+        assert snr >= 30.0
