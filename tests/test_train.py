@@ -183,3 +183,33 @@ def test_export_refuses_too_large(corpus_dir, tmp_path):
           model_config=TINY["waveglow"])
     with pytest.raises(ValueError, match="MiB"):
         export_voices(tmp_path, tmp_path / "v", max_mib=1.0)
+
+
+@pytest.mark.parametrize("kind", ["tacotron2", "fastspeech"])
+def test_init_from_exported_file_continues_at_its_step(kind, corpus_dir, tmp_path):
+    """A run on a new machine starts from the exported fp16 file: same weights (to fp16), same step."""
+    from tts.train.export import export_acoustic
+    kw = dict(settings=SETTINGS[kind], model_config=TINY[kind], log_every=1)
+    train(kind, corpus_dir, tmp_path / "a", max_steps=3, **kw)
+    res = export_acoustic(kind, tmp_path / "a", tmp_path / "x")
+    assert res["step"] == 3 and (tmp_path / "x" / f"{kind}.pt").is_file()
+    r = train(kind, corpus_dir, tmp_path / "b", max_steps=3, init_from=tmp_path / "x" / f"{kind}.pt", **kw)
+    assert r.start_step == 3 and r.step == 3       # nothing left to do: it starts where the file ends
+    exported = torch.load(tmp_path / "x" / f"{kind}.pt", weights_only=True)
+    sd_e = exported["state_dict" if kind == "tacotron2" else "model"]
+    sd_b = torch.load(tmp_path / "b" / f"{kind}_last.pt", weights_only=True)
+    sd_b = sd_b["state_dict" if kind == "tacotron2" else "model"]
+    for k, v in sd_e.items():
+        assert torch.equal(sd_b[k].to(v.dtype), v), k
+    r = train(kind, corpus_dir, tmp_path / "c", max_steps=5, init_from=tmp_path / "x" / f"{kind}.pt", **kw)
+    assert (r.start_step, r.step) == (3, 5)
+    assert [row["step"] for row in read_log(tmp_path / "c" / f"{kind}_log.csv")] == [4, 5]
+
+
+def test_init_from_refuses_waveglow_and_missing_files(corpus_dir, tmp_path):
+    with pytest.raises(ValueError, match="weight norm"):
+        train("waveglow", corpus_dir, tmp_path, max_steps=1, settings=SETTINGS["waveglow"],
+              model_config=TINY["waveglow"], init_from=tmp_path / "w.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        train("tacotron2", corpus_dir, tmp_path / "t", max_steps=1, settings=SETTINGS["tacotron2"],
+              model_config=TINY["tacotron2"], init_from=tmp_path / "nope.pt")

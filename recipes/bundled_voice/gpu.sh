@@ -9,6 +9,10 @@
 #                   resuming from its last checkpoint, for MINUTES minutes
 #   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB, see README)
 #   all MINUTES     corpus, then train, then pack (one call)
+#   t2 MINUTES      train Tacotron2 alone (the whole GPU) for MINUTES, resuming from its
+#                   checkpoint, or else starting from tts/voices/slt-tacotron2/tacotron2.pt
+#                   (INIT overrides; T2_BATCH sets the batch, default 128)
+#   pack-t2         export just tacotron2.pt + its loss log into $OUT
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
@@ -16,7 +20,7 @@ W=build/bundled_voice
 mkdir -p $W
 export PYTHONUNBUFFERED=1
 if ! python3 -c "import inflect, unidecode, soundfile" 2>/dev/null && [ ! -d /tmp/site ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ${WHL:-.whl}/*.whl
 fi
 export PYTHONPATH=/tmp/site:$ROOT
 PREFIX=/tmp/festival
@@ -41,6 +45,21 @@ train() {
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
 }
 
+t2() {
+  local m=$1 init=${INIT:-tts/voices/slt-tacotron2/tacotron2.pt}
+  nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
+  python3 -m tts.train train tacotron2 --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
+    --max-minutes "$m" --threads 8 --log-every 50 --batch-size ${T2_BATCH:-128} \
+    $( [ -f "$init" ] && echo --init-from "$init" ) 2>&1 | tee $W/train_tacotron2.out | tail -n 3
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
+}
+
+pack_t2() {
+  python3 -m tts.train export --only tacotron2 --ckpt-dir $W/ckpt --out "$OUT"
+  cp $W/ckpt/tacotron2_log.csv "$OUT/tacotron2_log_continued.csv"
+  ls -la "$OUT"
+}
+
 pack() {
   rm -rf $W/voices && python3 -m tts.train export --ckpt-dir $W/ckpt --out $W/voices --name slt
   mkdir -p $W/plots && python3 -m tts.train plot --ckpt-dir $W/ckpt --out $W/plots || true
@@ -55,6 +74,8 @@ case $STAGE in
   corpus) corpus ;;
   train) train "$MIN" ;;
   pack) pack ;;
+  t2) t2 "$MIN" ;;
+  pack-t2) pack_t2 ;;
   all) corpus; train "$MIN"; pack ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac

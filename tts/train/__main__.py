@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
     r = train(args.model, args.corpus, args.out, resume=args.resume, max_steps=args.max_steps,
               max_minutes=args.max_minutes, device=args.device, seed=args.seed,
               log_every=args.log_every, save_minutes=args.save_minutes, settings=settings,
-              model_config=model_cfg)
+              model_config=model_cfg, init_from=args.init_from)
     print(json.dumps({"model": r.kind, "from_step": r.start_step, "step": r.step,
                       "seconds": round(r.seconds, 1), "losses": r.last_losses}))
     return 0
@@ -71,7 +71,11 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tts.train.export import export_voices
 
-    res = export_voices(args.ckpt_dir, args.out, name=args.name, max_mib=args.max_mib)
+    if args.only:
+        from tts.train.export import export_acoustic
+        res = export_acoustic(args.only, args.ckpt_dir, args.out)
+    else:
+        res = export_voices(args.ckpt_dir, args.out, name=args.name, max_mib=args.max_mib)
     print(json.dumps(res, indent=1))
     return 0
 
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     t.add_argument("--settings", default=None, help="JSON overriding training settings")
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
+    t.add_argument("--init-from", default=None,
+                   help="exported voice file to start from when there is no checkpoint to resume")
     t.set_defaults(fn=_train)
 
     e = sub.add_parser("export", help="fp16 weights + voice.json into a voices folder")
@@ -131,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
     e.add_argument("--name", default="slt")
     e.add_argument("--max-mib", type=float, default=30.0)
+    e.add_argument("--only", choices=["fastspeech", "tacotron2"], default=None,
+                   help="write just this model's fp16 file into OUT (a run that trained only it)")
     e.set_defaults(fn=_export)
 
     p = sub.add_parser("plot", help="loss curves as PNG")

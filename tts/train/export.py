@@ -44,6 +44,23 @@ def _save(obj: Any, path: Path) -> int:
     return path.stat().st_size
 
 
+def export_acoustic(kind: str, ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+                    ) -> dict[str, Any]:
+    """Write ``out_dir/<kind>.pt`` alone, in the layout ``export_voices`` gives it (for a run that
+    trained only this model; ``finish.sh`` puts it into the voice)."""
+    src = Path(ckpt_dir) / f"{kind}_last.pt"
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no {kind} checkpoint to export")
+    ck = _load(src)
+    step = int(ck["train"]["step"])
+    if kind == "tacotron2":
+        obj = {"iteration": step, "config": ck["config"], "state_dict": _half(ck["state_dict"])}
+    else:
+        obj = {"step": step, "model": _half(ck["model"])}
+    size = _save(obj, Path(out_dir) / f"{kind}.pt")
+    return {"file": str(Path(out_dir) / f"{kind}.pt"), "mib": round(size / MIB, 2), "step": step}
+
+
 def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                   name: str = "slt", max_mib: float = 30.0) -> dict[str, Any]:
     """Write ``out_dir/<name>/`` and (when a Tacotron2 checkpoint exists) ``out_dir/<name>-tacotron2/``.

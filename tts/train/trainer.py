@@ -54,6 +54,21 @@ def _set_rng(rng: np.random.Generator, blob: str) -> None:
     rng.bit_generator.state = json.loads(blob)
 
 
+def _init_from_export(task: Task, model: torch.nn.Module, kind: str, path: Path) -> int:
+    """Load an exported (fp16) voice file into ``model``; return the step it records."""
+    if kind == "waveglow":
+        raise ValueError(f"{path}: an exported WaveGlow has its weight norm folded; it cannot seed training")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file to initialise {kind} from")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        task.load_payload(model, ckpt)
+    except (KeyError, RuntimeError) as e:
+        raise ValueError(f"{path}: not an exported {kind} file ({e})") from None
+    task.after_load(model)
+    return int(ckpt.get("iteration", ckpt.get("step", 0)))
+
+
 def lr_at(step: int, base: float, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then constant (Adam; DLE trains at a constant rate)."""
     if warmup <= 0:
@@ -65,8 +80,15 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
           resume: bool = True, max_steps: int | None = None, max_minutes: float | None = None,
           device: str = "cpu", seed: int = 1234, log_every: int = 10, save_minutes: float = 3.0,
           settings: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
-          corpus: Corpus | None = None) -> TrainResult:
-    """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring."""
+          corpus: Corpus | None = None, init_from: str | os.PathLike[str] | None = None) -> TrainResult:
+    """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring.
+
+    ``init_from``: when there is no checkpoint to resume, start from the weights of an exported
+    voice file (``tts.train export``'s fp16 ``tacotron2.pt`` or ``fastspeech.pt``) at the step it
+    records, with a fresh optimizer and the RNGs seeded from ``(seed, step)``. This is how a
+    run continues on a new machine, where the full checkpoint could not travel; it is not
+    bit-identical to an uninterrupted run.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -108,6 +130,11 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         if dev.type == "cuda" and tr.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(tr["cuda_rng"], dev)
         logger.info("%s: resumed from %s at step %d", kind, ckpt_file, step)
+    elif init_from is not None:
+        step = _init_from_export(task, model, kind, Path(init_from))
+        rng = np.random.default_rng([seed, step])
+        torch.manual_seed(seed + step)
+        logger.info("%s: initialised from %s at step %d", kind, init_from, step)
     start_step = step
     t0 = time.monotonic()
     last_save = t0
