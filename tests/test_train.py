@@ -206,10 +206,28 @@ def test_init_from_exported_file_continues_at_its_step(kind, corpus_dir, tmp_pat
     assert [row["step"] for row in read_log(tmp_path / "c" / f"{kind}_log.csv")] == [4, 5]
 
 
-def test_init_from_refuses_waveglow_and_missing_files(corpus_dir, tmp_path):
-    with pytest.raises(ValueError, match="weight norm"):
-        train("waveglow", corpus_dir, tmp_path, max_steps=1, settings=SETTINGS["waveglow"],
-              model_config=TINY["waveglow"], init_from=tmp_path / "w.pt")
+def test_init_from_refuses_missing_files(corpus_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         train("tacotron2", corpus_dir, tmp_path / "t", max_steps=1, settings=SETTINGS["tacotron2"],
               model_config=TINY["tacotron2"], init_from=tmp_path / "nope.pt")
+
+
+def test_init_from_exported_waveglow_restores_the_folded_weights(corpus_dir, tmp_path):
+    """Exported WaveGlow weights are folded; seeding a run re-parametrises them exactly."""
+    from tts.models.waveglow import WaveGlow
+    from tts.train.export import export_voices
+    kw = dict(settings=SETTINGS["waveglow"], model_config=TINY["waveglow"], log_every=1)
+    train("waveglow", corpus_dir, tmp_path / "a", max_steps=3, **kw)
+    export_voices(tmp_path / "a", tmp_path / "v", name="t", max_mib=30)
+    f = tmp_path / "v" / "t" / "waveglow.pt"
+    r = train("waveglow", corpus_dir, tmp_path / "b", max_steps=3, init_from=f, **kw)
+    assert (r.start_step, r.step) == (3, 3)
+    ck = torch.load(tmp_path / "b" / "waveglow_last.pt", weights_only=True)
+    m = WaveGlow(ck["config"])
+    m.load_state_dict(ck["state_dict"])
+    m.remove_weight_norm()
+    exported = torch.load(f, weights_only=True)["state_dict"]
+    for k, v in exported.items():
+        assert torch.allclose(m.state_dict()[k].half().float(), v.float(), atol=1e-3, rtol=1e-3), k
+    r = train("waveglow", corpus_dir, tmp_path / "c", max_steps=5, init_from=f, **kw)
+    assert (r.start_step, r.step) == (3, 5)

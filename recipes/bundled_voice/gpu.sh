@@ -9,10 +9,8 @@
 #                   resuming from its last checkpoint, for MINUTES minutes
 #   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB, see README)
 #   all MINUTES     corpus, then train, then pack (one call)
-#   t2 MINUTES      train Tacotron2 alone (the whole GPU) for MINUTES, resuming from its
-#                   checkpoint, or else starting from tts/voices/slt-tacotron2/tacotron2.pt
-#                   (INIT overrides; T2_BATCH sets the batch, default 128)
-#   pack-t2         export just tacotron2.pt + its loss log into $OUT
+#   cont MODEL MIN  continue one model (on a new machine: from its exported file in tts/voices)
+#   pack-only M...  export just these models' fp16 files + loss logs into $OUT
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
@@ -45,18 +43,26 @@ train() {
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
 }
 
-t2() {
-  local m=$1 init=${INIT:-tts/voices/slt-tacotron2/tacotron2.pt}
-  nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
-  python3 -m tts.train train tacotron2 --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
-    --max-minutes "$m" --threads 8 --log-every 50 --batch-size ${T2_BATCH:-128} \
-    $( [ -f "$init" ] && echo --init-from "$init" ) 2>&1 | tee $W/train_tacotron2.out | tail -n 3
-  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
+# cont MODEL MINUTES: one model alone, resuming its checkpoint or else starting from the exported file
+# in tts/voices (INIT overrides); BATCH overrides the batch size.
+cont() {
+  local model=$1 m=$2 init
+  case $model in
+    tacotron2) init=${INIT:-tts/voices/slt-tacotron2/tacotron2.pt} ;;
+    *) init=${INIT:-tts/voices/slt/$model.pt} ;;
+  esac
+  python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
+    --max-minutes "$m" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} \
+    $( [ -f "$init" ] && echo --init-from "$init" ) > $W/train_$model.out 2>&1
+  tail -n 1 $W/train_$model.out
 }
 
-pack_t2() {
-  python3 -m tts.train export --only tacotron2 --ckpt-dir $W/ckpt --out "$OUT"
-  cp $W/ckpt/tacotron2_log.csv "$OUT/tacotron2_log_continued.csv"
+# pack-only MODEL...: export just these models' fp16 files + loss logs into $OUT
+pack_only() {
+  for model in "$@"; do
+    python3 -m tts.train export --only $model --ckpt-dir $W/ckpt --out "$OUT"
+    cp $W/ckpt/${model}_log.csv "$OUT/${model}_log_continued.csv"
+  done
   ls -la "$OUT"
 }
 
@@ -74,8 +80,8 @@ case $STAGE in
   corpus) corpus ;;
   train) train "$MIN" ;;
   pack) pack ;;
-  t2) t2 "$MIN" ;;
-  pack-t2) pack_t2 ;;
+  cont) cont "$2" "${3:-8}" ;;
+  pack-only) shift; pack_only "$@" ;;
   all) corpus; train "$MIN"; pack ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
     e.add_argument("--name", default="slt")
     e.add_argument("--max-mib", type=float, default=30.0)
-    e.add_argument("--only", choices=["fastspeech", "tacotron2"], default=None,
+    e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow"], default=None,
                    help="write just this model's fp16 file into OUT (a run that trained only it)")
     e.set_defaults(fn=_export)
 

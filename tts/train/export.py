@@ -55,6 +55,11 @@ def export_acoustic(kind: str, ckpt_dir: str | os.PathLike[str], out_dir: str | 
     step = int(ck["train"]["step"])
     if kind == "tacotron2":
         obj = {"iteration": step, "config": ck["config"], "state_dict": _half(ck["state_dict"])}
+    elif kind == "waveglow":
+        model = WaveGlow(WaveGlowConfig.from_dict(copy.deepcopy(ck["config"])))
+        model.load_state_dict(ck["state_dict"])
+        model.remove_weight_norm()
+        obj = {"iteration": step, "config": ck["config"], "state_dict": _half(model.state_dict())}
     else:
         obj = {"step": step, "model": _half(ck["model"])}
     size = _save(obj, Path(out_dir) / f"{kind}.pt")

@@ -54,13 +54,31 @@ def _set_rng(rng: np.random.Generator, blob: str) -> None:
     rng.bit_generator.state = json.loads(blob)
 
 
+def _unfold_weight_norm(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path
+                        ) -> dict[str, torch.Tensor]:
+    """An exported WaveGlow has its weight norm folded (``.weight``); the training model has
+    ``weight_g``/``weight_v``. ``v = W``, ``g = ||W||`` gives back exactly ``W``."""
+    want = model.state_dict()
+    out = {}
+    for k in want:
+        if k.endswith(".weight_v") or k.endswith(".weight_g"):
+            base = k[: -len("_v")]
+            if base not in sd:
+                raise ValueError(f"{path}: not an exported WaveGlow of this size (no {base})")
+            w = sd[base].float()
+            out[k] = w if k.endswith("_v") else torch.linalg.vector_norm(w, dim=(1, 2), keepdim=True)
+        elif k in sd:
+            out[k] = sd[k]
+    return out
+
+
 def _init_from_export(task: Task, model: torch.nn.Module, kind: str, path: Path) -> int:
     """Load an exported (fp16) voice file into ``model``; return the step it records."""
-    if kind == "waveglow":
-        raise ValueError(f"{path}: an exported WaveGlow has its weight norm folded; it cannot seed training")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file to initialise {kind} from")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if kind == "waveglow":
+        ckpt = dict(ckpt, state_dict=_unfold_weight_norm(model, ckpt.get("state_dict", {}), path))
     try:
         task.load_payload(model, ckpt)
     except (KeyError, RuntimeError) as e:
@@ -84,7 +102,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring.
 
     ``init_from``: when there is no checkpoint to resume, start from the weights of an exported
-    voice file (``tts.train export``'s fp16 ``tacotron2.pt`` or ``fastspeech.pt``) at the step it
+    voice file (``tts.train export``'s fp16 ``tacotron2.pt``, ``fastspeech.pt`` or ``waveglow.pt``,
+    whose folded weights are re-parametrised with weight norm) at the step it
     records, with a fresh optimizer and the RNGs seeded from ``(seed, step)``. This is how a
     run continues on a new machine, where the full checkpoint could not travel; it is not
     bit-identical to an uninterrupted run.
