@@ -62,6 +62,9 @@ pack_only() {
   for model in "$@"; do
     python3 -m tts.train export --only $model --ckpt-dir $W/ckpt --out "$OUT"
     cp $W/ckpt/${model}_log.csv "$OUT/${model}_log_continued.csv"
+    if [ "$(stat -c %s "$OUT/$model.pt")" -gt 15728640 ]; then   # one file back may not exceed 16 MiB
+      split -b 15M -d "$OUT/$model.pt" "$OUT/$model.pt.part" && rm "$OUT/$model.pt"
+    fi
   done
   ls -la "$OUT"
 }
