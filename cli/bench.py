@@ -193,8 +193,13 @@ class Pipeline:
             else:
                 from tts.engines.fastspeech import FastSpeechEngine
                 self.acoustic = FastSpeechEngine(acoustic, device=device, precision=precision)
-            self.vocoder = WaveGlowEngine(vocoder, device=device, precision=precision)
-            self.denoiser = DenoiserEngine(copy.deepcopy(models.denoiser), device=device)
+            from tts.models.griffinlim import GriffinLim
+            if isinstance(vocoder, GriffinLim):        # no engine: the same FFTs either way
+                self.vocoder = vocoder
+                self.denoiser = copy.deepcopy(models.denoiser).to(device).eval()
+            else:
+                self.vocoder = WaveGlowEngine(vocoder, device=device, precision=precision)
+                self.denoiser = DenoiserEngine(copy.deepcopy(models.denoiser), device=device)
             self.autocast = False
 
     def sync(self) -> None:

@@ -165,10 +165,15 @@ def test_export_loads_as_voices_and_speaks(corpus_dir, tmp_path):
     for kind in ("fastspeech", "tacotron2", "waveglow"):
         train(kind, corpus_dir, ck, max_steps=2, settings=SETTINGS[kind], model_config=TINY[kind])
     res = export_voices(ck, tmp_path / "voices", name="tiny", max_mib=30)
-    assert res["voices"] == ["tiny", "tiny-tacotron2"] and res["total_mib"] < 30
+    assert res["voices"] == ["tiny", "tiny-tacotron2", "tiny-waveglow"] and res["total_mib"] < 30
     fs = Voice.from_dir(tmp_path / "voices" / "tiny")
     assert fs.acoustic_kind == "fastspeech" and fs.frontend == "fastspeech"
-    sd = torch.load(tmp_path / "voices" / "tiny" / "waveglow.pt", weights_only=True)["state_dict"]
+    assert fs.vocoder_kind == "griffinlim" and fs.defaults.denoiser_strength == 0
+    wgv = Voice.from_dir(tmp_path / "voices" / "tiny-waveglow")
+    assert wgv.vocoder_kind == "waveglow" and wgv.sources["fastspeech"].endswith("tiny/fastspeech.pt")
+    audio, rate = voice_speaker(wgv)("Go cat.")
+    assert rate == 22050 and audio.size > 0 and np.isfinite(audio).all()
+    sd = torch.load(tmp_path / "voices" / "tiny-waveglow" / "waveglow.pt", weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
     audio, rate = voice_speaker(fs)("Go cat.")
     assert rate == 22050 and audio.size > 0 and np.isfinite(audio).all()
@@ -219,7 +224,7 @@ def test_init_from_exported_waveglow_restores_the_folded_weights(corpus_dir, tmp
     kw = dict(settings=SETTINGS["waveglow"], model_config=TINY["waveglow"], log_every=1)
     train("waveglow", corpus_dir, tmp_path / "a", max_steps=3, **kw)
     export_voices(tmp_path / "a", tmp_path / "v", name="t", max_mib=30)
-    f = tmp_path / "v" / "t" / "waveglow.pt"
+    f = tmp_path / "v" / "t-waveglow" / "waveglow.pt"
     r = train("waveglow", corpus_dir, tmp_path / "b", max_steps=3, init_from=f, **kw)
     assert (r.start_step, r.step) == (3, 3)
     ck = torch.load(tmp_path / "b" / "waveglow_last.pt", weights_only=True)

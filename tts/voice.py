@@ -13,8 +13,11 @@ manifest::
     }
 
 ``acoustic.kind`` may be ``fastspeech`` with an optional ``config`` (an
-hparams YAML). Paths are relative to the manifest's folder. ``defaults``
-takes any field of ``tts.options.SynthesisOptions``.
+hparams YAML). ``vocoder.kind`` may be ``griffinlim`` (no checkpoint; optional
+``n_iter``, ``power`` and STFT settings, see ``tts.models.griffinlim``): its
+denoiser passes audio through. Paths are relative to the manifest's folder
+(``../other/file.pt`` shares a file with a sibling voice). ``defaults`` takes
+any field of ``tts.options.SynthesisOptions``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Voice:
     acoustic_kind: str
     #: The acoustic model (``Tacotron2`` or ``FastSpeech``), eval mode.
     acoustic: torch.nn.Module
-    #: The WaveGlow vocoder, weight norm removed, eval mode.
+    #: The vocoder: WaveGlow (weight norm removed) or ``GriffinLim``; eval mode.
     vocoder: torch.nn.Module
     #: Text frontend name (see ``tts.text.FRONTENDS``).
     frontend: str
@@ -73,11 +76,21 @@ class Voice:
 
     @property
     def n_mel(self) -> int:
-        return int(self.vocoder.upsample.in_channels)
+        return int(self.vocoder.n_mel_channels)
+
+    @property
+    def vocoder_kind(self) -> str:
+        """``"waveglow"`` or ``"griffinlim"``."""
+        from tts.models.griffinlim import GriffinLim
+        return "griffinlim" if isinstance(self.vocoder, GriffinLim) else "waveglow"
 
     @property
     def denoiser(self) -> torch.nn.Module:
-        """The STFT denoiser built on this voice's WaveGlow (built on first use)."""
+        """The STFT denoiser built on this voice's WaveGlow (built on first use); a pass-through
+        for a Griffin-Lim voice."""
+        if self._denoiser is None and self.vocoder_kind == "griffinlim":
+            from tts.models.griffinlim import PassThroughDenoiser
+            self._denoiser = PassThroughDenoiser().eval()
         if self._denoiser is None:
             from tts.models.denoiser import Denoiser
             with torch.inference_mode():
@@ -88,24 +101,28 @@ class Voice:
         """A JSON-able summary for reports and ListVoices."""
         return {
             "name": self.name, "sample_rate": self.sample_rate, "acoustic": self.acoustic_kind,
-            "vocoder": "waveglow", "frontend": self.frontend, "n_mel": self.n_mel,
+            "vocoder": self.vocoder_kind, "frontend": self.frontend, "n_mel": self.n_mel,
             "sources": dict(self.sources), "defaults": self.defaults.as_dict(),
         }
 
     @classmethod
-    def from_checkpoints(cls, *, waveglow: str | os.PathLike[str],
+    def from_checkpoints(cls, *, waveglow: str | os.PathLike[str] | None = None,
                          tacotron2: str | os.PathLike[str] | None = None,
                          fastspeech: str | os.PathLike[str] | None = None,
                          fastspeech_config: Any = None, name: str = "default",
                          sample_rate: int = 22050,
-                         defaults: SynthesisOptions | None = None) -> Voice:
-        """Assemble a voice from checkpoint files; exactly one acoustic model must be given."""
+                         defaults: SynthesisOptions | None = None,
+                         griffinlim: dict[str, Any] | None = None) -> Voice:
+        """Assemble a voice from checkpoint files; exactly one acoustic model must be given, and
+        exactly one vocoder: a WaveGlow checkpoint or ``griffinlim`` settings (``{}`` for the defaults)."""
         from tts import checkpoints
 
         if (tacotron2 is None) == (fastspeech is None):
             raise VoiceError("give exactly one acoustic model: a Tacotron2 or a FastSpeech checkpoint")
         if fastspeech_config is not None and fastspeech is None:
             raise VoiceError("a FastSpeech config was given without a FastSpeech checkpoint")
+        if (waveglow is None) == (griffinlim is None):
+            raise VoiceError("give exactly one vocoder: a WaveGlow checkpoint or Griffin-Lim settings")
         if sample_rate <= 0:
             raise VoiceError(f"sample rate must be positive, got {sample_rate}")
         if tacotron2 is not None:
@@ -113,12 +130,23 @@ class Voice:
         else:
             kind, src = "fastspeech", str(fastspeech)
             acoustic = checkpoints.load_fastspeech(fastspeech, config=fastspeech_config)
-        vocoder = checkpoints.load_waveglow(waveglow)
+        if waveglow is not None:
+            vocoder, vocoder_src = checkpoints.load_waveglow(waveglow), str(waveglow)
+        else:
+            from tts.models.griffinlim import GriffinLim
+            try:
+                vocoder = GriffinLim.from_config(dict(griffinlim or {}))
+            except InvalidInputError as exc:
+                raise VoiceError(f"bad Griffin-Lim settings: {exc}") from exc
+            vocoder_src = "griffinlim"
+            if vocoder.sampling_rate != sample_rate:
+                raise VoiceError(f"the Griffin-Lim vocoder runs at {vocoder.sampling_rate} Hz but the voice "
+                                 f"says {sample_rate} Hz")
         n_mel_acoustic = _acoustic_n_mel(acoustic)
-        n_mel_vocoder = int(vocoder.upsample.in_channels)
+        n_mel_vocoder = int(vocoder.n_mel_channels)
         if n_mel_acoustic != n_mel_vocoder:
-            raise VoiceError(f"the {kind} model makes {n_mel_acoustic}-channel mels but the WaveGlow "
-                             f"({waveglow}) expects {n_mel_vocoder}: these models do not belong together")
+            raise VoiceError(f"the {kind} model makes {n_mel_acoustic}-channel mels but the vocoder "
+                             f"({vocoder_src}) expects {n_mel_vocoder}: these models do not belong together")
         full = (defaults or SynthesisOptions()).merged_over(FAMILY_DEFAULTS[kind])
         if kind == "tacotron2" and defaults is None:
             # The checkpoint's own inference settings, where it states them.
@@ -127,7 +155,7 @@ class Voice:
                                     gate_threshold=cfg.gate_threshold).merged_over(full)
         return cls(name=name, sample_rate=sample_rate, acoustic_kind=kind, acoustic=acoustic,
                    vocoder=vocoder, frontend=FRONTEND_OF[kind], defaults=full,
-                   sources={kind: src, "waveglow": str(waveglow)})
+                   sources={kind: src, ("waveglow" if waveglow is not None else "griffinlim"): vocoder_src})
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str]) -> Voice:
@@ -153,8 +181,15 @@ class Voice:
         if kind not in FRONTEND_OF:
             raise VoiceError(f"{manifest}: acoustic.kind must be 'tacotron2' or 'fastspeech', got {kind!r}")
         vocoder = need(spec, "vocoder", "")
-        if need(vocoder, "kind", "vocoder.") != "waveglow":
-            raise VoiceError(f"{manifest}: vocoder.kind must be 'waveglow', got {vocoder.get('kind')!r}")
+        vkind = need(vocoder, "kind", "vocoder.")
+        if vkind not in ("waveglow", "griffinlim"):
+            raise VoiceError(f"{manifest}: vocoder.kind must be 'waveglow' or 'griffinlim', got {vkind!r}")
+        if vkind == "griffinlim":
+            from tts.models.griffinlim import GriffinLim
+            try:
+                GriffinLim.from_config(dict(vocoder))
+            except InvalidInputError as exc:
+                raise VoiceError(f"{manifest}: bad vocoder settings: {exc}") from exc
         try:
             defaults = SynthesisOptions(**spec.get("defaults", {}))
         except TypeError as exc:
@@ -164,7 +199,8 @@ class Voice:
         ckpt = folder / need(acoustic, "checkpoint", "acoustic.")
         cfg = acoustic.get("config")
         voice = cls.from_checkpoints(
-            waveglow=folder / need(vocoder, "checkpoint", "vocoder."),
+            waveglow=folder / need(vocoder, "checkpoint", "vocoder.") if vkind == "waveglow" else None,
+            griffinlim=dict(vocoder) if vkind == "griffinlim" else None,
             tacotron2=ckpt if kind == "tacotron2" else None,
             fastspeech=ckpt if kind == "fastspeech" else None,
             fastspeech_config=(folder / cfg) if cfg else None,

@@ -48,8 +48,8 @@ train() {
 cont() {
   local model=$1 m=$2 init
   case $model in
-    tacotron2) init=${INIT:-tts/voices/slt-tacotron2/tacotron2.pt} ;;
-    *) init=${INIT:-tts/voices/slt/$model.pt} ;;
+    fastspeech) init=${INIT:-tts/voices/slt/fastspeech.pt} ;;
+    *) init=${INIT:-recipes/bundled_voice/partial/$model.pt} ;;   # not yet good enough to ship
   esac
   python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
     --max-minutes "$m" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} \

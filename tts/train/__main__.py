@@ -68,6 +68,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifests(args: argparse.Namespace) -> int:
+    from tts.train.export import write_manifests
+    from tts.voice import Voice
+
+    for folder in write_manifests(args.out, args.name):
+        Voice.from_dir(folder)
+        print(folder)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from tts.train.export import export_voices
 
@@ -140,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow"], default=None,
                    help="write just this model's fp16 file into OUT (a run that trained only it)")
     e.set_defaults(fn=_export)
+
+    mf = sub.add_parser("manifests", help="(re)write voice.json of the bundled voices whose files exist")
+    mf.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
+    mf.add_argument("--name", default="slt")
+    mf.set_defaults(fn=_manifests)
 
     p = sub.add_parser("plot", help="loss curves as PNG")
     p.add_argument("--ckpt-dir", required=True)

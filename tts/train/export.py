@@ -66,9 +66,50 @@ def export_acoustic(kind: str, ckpt_dir: str | os.PathLike[str], out_dir: str | 
     return {"file": str(Path(out_dir) / f"{kind}.pt"), "mib": round(size / MIB, 2), "step": step}
 
 
+#: The Griffin-Lim settings of the bundled voices (see ``tts.models.griffinlim``).
+GRIFFINLIM = {"kind": "griffinlim", "n_iter": 60, "power": 1.0}
+GL_DEFAULTS = {"sigma": 0.0, "denoiser_strength": 0.0}
+ABOUT = ("trained on Festival cmu_us_slt_arctic_hts speaking LJSpeech transcripts; "
+         "see recipes/bundled_voice/README.md")
+
+
+def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[Path]:
+    """Write ``voice.json`` for every bundled voice whose files exist under ``out_dir``:
+
+    - ``<name>/``: FastSpeech (``fastspeech.pt``) + Griffin-Lim, the default voice;
+    - ``<name>-tacotron2/``: Tacotron2 (``tacotron2.pt``) + Griffin-Lim;
+    - ``<name>-waveglow/``: the same FastSpeech + the trained WaveGlow (``waveglow.pt``).
+
+    Returns the voice folders written.
+    """
+    out = Path(out_dir)
+    fs, t2, wg = out / name / "fastspeech.pt", out / f"{name}-tacotron2" / "tacotron2.pt", \
+        out / f"{name}-waveglow" / "waveglow.pt"
+    specs = []
+    if fs.is_file():
+        specs.append((out / name, {"acoustic": {"kind": "fastspeech", "checkpoint": "fastspeech.pt"},
+                                   "vocoder": GRIFFINLIM, "defaults": GL_DEFAULTS,
+                                   "about": "FastSpeech + Griffin-Lim, " + ABOUT}))
+    if t2.is_file():
+        specs.append((t2.parent, {"acoustic": {"kind": "tacotron2", "checkpoint": "tacotron2.pt"},
+                                  "vocoder": GRIFFINLIM, "defaults": dict(GL_DEFAULTS, prenet_dropout=0.5),
+                                  "about": "Tacotron2 + Griffin-Lim, " + ABOUT}))
+    if fs.is_file() and wg.is_file():
+        specs.append((wg.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": f"../{name}/fastspeech.pt"},
+                                  "vocoder": {"kind": "waveglow", "checkpoint": "waveglow.pt"},
+                                  "defaults": FASTSPEECH_DEFAULTS,
+                                  "about": "FastSpeech + WaveGlow (not yet intelligible), " + ABOUT}))
+    written = []
+    for folder, spec in specs:
+        manifest = {"name": folder.name, "sample_rate": 22050, "frontend": "fastspeech", **spec}
+        (folder / "voice.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        written.append(folder)
+    return written
+
+
 def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                   name: str = "slt", max_mib: float = 30.0) -> dict[str, Any]:
-    """Write ``out_dir/<name>/`` and (when a Tacotron2 checkpoint exists) ``out_dir/<name>-tacotron2/``.
+    """Write the fp16 files of every checkpoint in ``ckpt_dir`` and the voices of ``write_manifests``.
 
     Raises ``ValueError`` when the files together exceed ``max_mib``; loads every written voice
     with ``Voice.from_dir`` before returning its summary.
@@ -78,52 +119,20 @@ def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     ck = Path(ckpt_dir)
     out = Path(out_dir)
     fs_path, t2_path, wg_path = (ck / f"{k}_last.pt" for k in ("fastspeech", "tacotron2", "waveglow"))
-    if not wg_path.is_file():
-        raise FileNotFoundError(f"{wg_path}: no WaveGlow checkpoint to export")
+    if not any(p.is_file() for p in (fs_path, t2_path, wg_path)):
+        raise FileNotFoundError(f"{ck}: no checkpoint to export")
     sizes: dict[str, int] = {}
     steps: dict[str, int] = {}
-
-    wg = _load(wg_path)
-    model = WaveGlow(WaveGlowConfig.from_dict(copy.deepcopy(wg["config"])))
-    model.load_state_dict(wg["state_dict"])
-    model.remove_weight_norm()
-    steps["waveglow"] = int(wg["train"]["step"])
-    main = out / name
-    sizes[f"{name}/waveglow.pt"] = _save({"iteration": steps["waveglow"], "config": wg["config"],
-                                          "state_dict": _half(model.state_dict())},
-                                         main / "waveglow.pt")
-    voices = []
-    if fs_path.is_file():
-        fs = _load(fs_path)
-        steps["fastspeech"] = int(fs["train"]["step"])
-        sizes[f"{name}/fastspeech.pt"] = _save({"step": steps["fastspeech"], "model": _half(fs["model"])},
-                                               main / "fastspeech.pt")
-        manifest = {"name": name, "sample_rate": 22050, "frontend": "fastspeech",
-                    "acoustic": {"kind": "fastspeech", "checkpoint": "fastspeech.pt"},
-                    "vocoder": {"kind": "waveglow", "checkpoint": "waveglow.pt"},
-                    "defaults": FASTSPEECH_DEFAULTS,
-                    "about": "FastSpeech + WaveGlow trained on Festival cmu_us_slt_arctic_hts speaking "
-                             "LJSpeech transcripts; see recipes/bundled_voice/README.md"}
-        (main / "voice.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        voices.append(main)
-    if t2_path.is_file():
-        t2 = _load(t2_path)
-        steps["tacotron2"] = int(t2["train"]["step"])
-        d = out / f"{name}-tacotron2"
-        sizes[f"{name}-tacotron2/tacotron2.pt"] = _save(
-            {"iteration": steps["tacotron2"], "config": t2["config"],
-             "state_dict": _half(t2["state_dict"])}, d / "tacotron2.pt")
-        manifest = {"name": f"{name}-tacotron2", "sample_rate": 22050, "frontend": "fastspeech",
-                    "acoustic": {"kind": "tacotron2", "checkpoint": "tacotron2.pt"},
-                    "vocoder": {"kind": "waveglow", "checkpoint": f"../{name}/waveglow.pt"},
-                    "defaults": TACOTRON2_DEFAULTS,
-                    "about": "Tacotron2 + WaveGlow trained on Festival cmu_us_slt_arctic_hts speaking "
-                             "LJSpeech transcripts; see recipes/bundled_voice/README.md"}
-        (d / "voice.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        voices.append(d)
+    for kind, path, folder in (("fastspeech", fs_path, name), ("tacotron2", t2_path, f"{name}-tacotron2"),
+                               ("waveglow", wg_path, f"{name}-waveglow")):
+        if path.is_file():
+            r = export_acoustic(kind, ck, out / folder)
+            steps[kind] = r["step"]
+            sizes[f"{folder}/{kind}.pt"] = (out / folder / f"{kind}.pt").stat().st_size
     total = sum(sizes.values())
     if total > max_mib * MIB:
         raise ValueError(f"exported weights take {total / MIB:.1f} MiB, more than {max_mib} MiB")
+    voices = write_manifests(out, name)
     for v in voices:
         Voice.from_dir(v)  # must load
     return {"voices": [v.name for v in voices], "sizes_mib": {k: round(s / MIB, 2) for k, s in sizes.items()},

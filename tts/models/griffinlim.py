@@ -1,0 +1,128 @@
+"""Griffin-Lim vocoder: NVIDIA's log-mel -> audio with no weights, behind WaveGlow's interface.
+
+The mel is NVIDIA's (``tts.models.stft.MelSpectrogram``: natural log of an
+80-band filterbank over the magnitude STFT, n_fft 1024, hop 256, Hann window
+1024, 0-8000 Hz). The magnitude spectrogram is estimated with the filterbank's
+pseudo-inverse (``|S| = max(pinv(F) exp(mel), eps) ** power``, rescaled to keep
+each frame's energy; ``power`` > 1 sharpens the harmonics that the
+pseudo-inverse smears) and ``n_iter``
+Griffin-Lim iterations find a phase for it, starting from random phases drawn
+with the caller's generator (a fixed seed when none is given, so the same
+mel always gives the same audio).
+
+``GriffinLim.infer(mel, sigma, *, z=None, generator=None)`` has the signature of
+``WaveGlow.infer`` and returns ``[B, 256 * T]`` like it, so every pipeline that
+vocodes with WaveGlow (synthesizer, streaming, server) takes it unchanged;
+``sigma`` and ``z`` are accepted and ignored. The arithmetic is float32
+whatever the module's dtype; the output has the mel's dtype.
+
+It is the bundled voice's vocoder: the small WaveGlow we could train within
+this project's GPU budget is not yet intelligible (see
+``recipes/bundled_voice/README.md``), while Griffin-Lim over the trained
+FastSpeech's mels is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tts.errors import InvalidInputError
+from tts.models.stft import mel_filterbank
+
+__all__ = ["GriffinLim", "PassThroughDenoiser"]
+
+
+class GriffinLim(nn.Module):
+    """Weightless mel vocoder; see the module docstring."""
+
+    def __init__(self, *, n_mel_channels: int = 80, sampling_rate: int = 22050, filter_length: int = 1024,
+                 hop_length: int = 256, win_length: int = 1024, mel_fmin: float = 0.0,
+                 mel_fmax: float = 8000.0, n_iter: int = 60, power: float = 1.0) -> None:
+        super().__init__()
+        for name, value in (("n_mel_channels", n_mel_channels), ("sampling_rate", sampling_rate),
+                            ("filter_length", filter_length), ("hop_length", hop_length),
+                            ("win_length", win_length), ("n_iter", n_iter)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidInputError(f"griffinlim {name} must be a positive integer, got {value!r}",
+                                        field=name)
+        if not 0 < power <= 4:
+            raise InvalidInputError(f"griffinlim power must be in (0, 4], got {power!r}", field="power")
+        if win_length > filter_length:
+            raise InvalidInputError("griffinlim win_length must not exceed filter_length", field="win_length")
+        self.n_mel_channels = n_mel_channels
+        self.sampling_rate = sampling_rate
+        self.filter_length = filter_length
+        self.hop_length = hop_length
+        self.win_length = win_length
+        self.n_iter = n_iter
+        self.power = float(power)
+        self.mel_fmin, self.mel_fmax = float(mel_fmin), float(mel_fmax)
+        basis = torch.tensor(mel_filterbank(sampling_rate, filter_length, n_mel_channels, mel_fmin, mel_fmax),
+                             dtype=torch.float64)
+        self.register_buffer("pinv", torch.linalg.pinv(basis).float(), persistent=False)   # [n_freq, n_mel]
+        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+
+    def config(self) -> dict[str, Any]:
+        """The manifest's ``vocoder`` entry (``kind`` included) that rebuilds this module."""
+        return {"kind": "griffinlim", "n_iter": self.n_iter, "power": self.power,
+                "n_mel_channels": self.n_mel_channels, "sampling_rate": self.sampling_rate,
+                "filter_length": self.filter_length, "hop_length": self.hop_length,
+                "win_length": self.win_length, "mel_fmin": self.mel_fmin, "mel_fmax": self.mel_fmax}
+
+    @classmethod
+    def from_config(cls, spec: dict[str, Any]) -> "GriffinLim":
+        known = {"n_iter", "power", "n_mel_channels", "sampling_rate", "filter_length", "hop_length",
+                 "win_length", "mel_fmin", "mel_fmax"}
+        extra = sorted(set(spec) - known - {"kind"})
+        if extra:
+            raise InvalidInputError(f"griffinlim: unknown settings {extra}", field="vocoder")
+        return cls(**{k: v for k, v in spec.items() if k in known})
+
+    def _stft(self, x: Tensor) -> Tensor:
+        return torch.stft(x, self.filter_length, self.hop_length, self.win_length, self.window.float(),
+                          center=True, return_complex=True)
+
+    def _istft(self, spec: Tensor, length: int) -> Tensor:
+        return torch.istft(spec, self.filter_length, self.hop_length, self.win_length, self.window.float(),
+                           center=True, length=length)
+
+    @torch.no_grad()
+    def infer(self, mel: Tensor, sigma: float = 0.0, *, z: Tensor | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
+        """``mel [B, n_mel, T]`` (log) -> audio ``[B, hop * T]`` in the mel's dtype."""
+        del sigma, z
+        if mel.dim() != 3 or mel.size(1) != self.n_mel_channels:
+            raise InvalidInputError(f"mel must be [B, {self.n_mel_channels}, T], got shape {tuple(mel.shape)}",
+                                    field="mel")
+        b, _, t = mel.shape
+        length = self.hop_length * t
+        if t == 0:
+            return mel.new_zeros(b, 0)
+        mag = torch.matmul(self.pinv.float(), torch.exp(mel.float())).clamp_min(1e-8)
+        if self.power != 1.0:   # sharpen, keeping each frame's energy (so the loudness stays)
+            sharp = mag ** self.power
+            mag = sharp * (mag.norm(dim=1, keepdim=True) / sharp.norm(dim=1, keepdim=True))
+        # STFT frames of `length` samples with center=True: length // hop + 1 (one more than T).
+        n_frames = length // self.hop_length + 1
+        mag = torch.cat([mag, mag[..., -1:].expand(b, mag.size(1), n_frames - t)], dim=-1)
+        if generator is None:               # deterministic by default: the same mel, the same audio
+            generator = torch.Generator(device=mag.device).manual_seed(0)
+        phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=torch.float32)
+        spec = torch.polar(mag, 2 * torch.pi * phase)
+        for _ in range(self.n_iter):
+            audio = self._istft(spec, length)
+            rebuilt = self._stft(audio)
+            spec = mag * torch.exp(1j * torch.angle(rebuilt))
+        return self._istft(spec, length).to(mel.dtype)
+
+
+class PassThroughDenoiser(nn.Module):
+    """The denoiser slot of a Griffin-Lim voice: WaveGlow's bias spectrum has no meaning here,
+    so any strength returns the audio unchanged (``[B, N] -> [B, 1, N]``, as ``Denoiser``)."""
+
+    def forward(self, audio: Tensor, strength: float = 0.0) -> Tensor:
+        del strength
+        return audio.reshape(audio.size(0), 1, -1) if audio.dim() == 2 else audio
