@@ -252,9 +252,8 @@ class WaveGlowEngine:
     accumulates into x / the skip sum in place, bias folded in through a constant-one
     channel of the gate output; H100 fp16: 16.4 vs 18.7 ms at batch 1, 117 vs 147 ms at
     batch 8) or ``conv`` (1x1 convolution, then the residual and skip adds); ``ncw`` only.
-    ``layout``: ``ncw`` or ``gemm`` (module docstring); default ``gemm`` on CPU, ``ncw`` on
-    CUDA. ``dilated``: ``im2col`` or ``taps`` (``gemm`` only; default im2col on CUDA, taps
-    on CPU).
+    ``layout``: ``ncw`` or ``gemm`` (module docstring); default ``gemm``. ``dilated``:
+    ``im2col`` or ``taps`` (``gemm`` only; default ``taps``).
     """
 
     def __init__(self, model: WaveGlow, *, device: torch.device | str = "cuda", precision: str = "fp16",
@@ -292,12 +291,15 @@ class WaveGlowEngine:
         if res_skip not in ("conv", "gemm"):
             raise ValueError(f"res_skip must be 'conv' or 'gemm', got {res_skip!r}")
         self.res_skip = res_skip
-        if res_skip == "gemm" and (layout or ("ncw" if self.device.type == "cuda" else "gemm")) == "ncw":
+        # gemm + taps on every device: on the H100 (fp16, WaveGlow-256, 580 frames) it took 12.0 ms
+        # at batch 1 against 16.3 ms for ncw, and 101 ms against 116 ms at batch 8, same run
+        # (benchmarks/h100/2026-11-22/). Its composed conditioning weights take ~1 GB there.
+        layout = layout or "gemm"
+        if res_skip == "gemm" and layout == "ncw":
             self._res_aug, self._skip_aug = _augmented_res_skip(self.flows, self.n_channels)
-        layout = layout or ("ncw" if self.device.type == "cuda" else "gemm")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        dilated = dilated or ("im2col" if self.device.type == "cuda" else "taps")
+        dilated = dilated or "taps"
         if dilated not in ("im2col", "taps"):
             raise ValueError(f"dilated must be 'im2col' or 'taps', got {dilated!r}")
         self.layout, self.dilated = layout, dilated
