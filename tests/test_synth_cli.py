@@ -256,7 +256,17 @@ def test_truncated_checkpoint(tmp_path, capsys):
     assert_one_line_error(code, err, "half.pt")
 
 
-def test_no_voice_says_how_to_give_one(tmp_path, capsys):
+def test_no_voice_uses_the_bundled_one(tmp_path, capsys):
+    phrases = write_phrases(tmp_path / "p.txt", ["Hello there."])
+    code, _, err = run_cli([str(phrases), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert "slt" in json.dumps(report) and (tmp_path / "o" / "1.wav").is_file()
+
+
+def test_no_voice_and_none_bundled_says_how_to_give_one(tmp_path, capsys, monkeypatch):
+    import tts.voice
+    monkeypatch.setattr(tts.voice, "BUNDLED_DIR", tmp_path / "no_voices")
     phrases = write_phrases(tmp_path / "p.txt", ["Hello."])
     code, _, err = run_cli([str(phrases), "--out", str(tmp_path / "o")], capsys)
     assert code == 1
@@ -319,8 +329,9 @@ def test_console_script_runs_as_a_user_would(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / "1.wav").is_file() and (out / "report.json").is_file()
     assert "100%" in r.stderr            # the progress bar, on stderr
-    r = subprocess.run([*cmd, str(phrases), "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "no voice given" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*cmd, str(phrases), "--out", str(tmp_path / "out2")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and (tmp_path / "out2" / "1.wav").is_file() and "Traceback" not in r.stderr
 
 
 def test_engine_cache_flag(tmp_path, capsys):

@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# Run HERE after the GPU run: bash recipes/bundled_voice/finish.sh FILES_AT
-# (FILES_AT: the folder where the device tool put $OUT's files). Reassembles the voices into
-# tts/voices/, copies loss curves and logs into recipes/bundled_voice/results/, runs the gate.
+# Run HERE after the GPU calls: bash recipes/bundled_voice/finish.sh FILES_AT
+# FILES_AT: the folder where the device tool put $OUT's files, from `gpu.sh pack`
+# (voices.tar.partNN + logs.tgz) or from `gpu.sh pack-only ...` (MODEL.pt or MODEL.pt.partNN).
+# Puts FastSpeech into tts/voices/slt/ (the shipped voice: FastSpeech + Griffin-Lim), WaveGlow and
+# Tacotron2 into recipes/bundled_voice/partial/ (seeds for further training), logs into results/,
+# rewrites the manifest and runs the 100-sentence gate.
 set -euo pipefail
-SRC=${1:?folder with voices.tar.partNN and logs.tgz}
+SRC=${1:?folder with the files of gpu.sh pack or pack-only}
 cd "$(git rev-parse --show-toplevel)"
-cat "$SRC"/voices.tar.part* > /tmp/voices.tar
-rm -rf tts/voices && mkdir -p tts/voices
-tar -C tts/voices --strip-components=1 -xf /tmp/voices.tar
-mkdir -p recipes/bundled_voice/results && tar -C recipes/bundled_voice/results -xzf "$SRC/logs.tgz"
-du -ch tts/voices/*/* | tail -1
-python3 -m tts.train gate slt --texts ../shared/data/ljspeech/val.txt --n 100 \
-  --out recipes/bundled_voice/results/gate_slt.json
-python3 -m tts.train gate slt-tacotron2 --texts ../shared/data/ljspeech/val.txt --n 100 \
-  --out recipes/bundled_voice/results/gate_slt-tacotron2.json
+R=recipes/bundled_voice
+T=$(mktemp -d)
+if ls "$SRC"/voices.tar.part* >/dev/null 2>&1; then
+  cat "$SRC"/voices.tar.part* > $T/voices.tar
+  tar -C $T -xf $T/voices.tar                 # voices/slt{,-tacotron2,-waveglow}/MODEL.pt
+  for f in $T/voices/*/*.pt; do cp "$f" $T/; done
+  mkdir -p $R/results && tar -C $R/results -xzf "$SRC/logs.tgz"
+else
+  for m in fastspeech tacotron2 waveglow; do
+    if ls "$SRC"/$m.pt.part* >/dev/null 2>&1; then cat "$SRC"/$m.pt.part* > $T/$m.pt
+    elif [ -f "$SRC/$m.pt" ]; then cp "$SRC/$m.pt" $T/; fi
+  done
+  mkdir -p $R/results/logs && cp "$SRC"/*_log_continued.csv $R/results/logs/ 2>/dev/null || true
+fi
+mkdir -p tts/voices/slt $R/partial
+[ -f $T/fastspeech.pt ] && cp $T/fastspeech.pt tts/voices/slt/
+for m in tacotron2 waveglow; do [ -f $T/$m.pt ] && cp $T/$m.pt $R/partial/; done
+python3 -m tts.train manifests --out tts/voices --name slt
+du -ch tts/voices/*/* $R/partial/*.pt | tail -1
+python3 -m tts.train gate slt --texts ../shared/data/ljspeech/val.txt --n 100 --out $R/results/gate_slt.json
