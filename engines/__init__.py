@@ -4,7 +4,9 @@
 with the same inference method as the eager module it replaces
 (``Tacotron2.infer``, ``FastSpeech.infer``, ``WaveGlow.infer``,
 ``Denoiser.__call__``), so the synthesizer swaps one for the other. On the
-CPU the eager module itself is returned: it is the reference executor.
+CPU the eager module itself is returned: it is the reference executor. A
+Griffin-Lim vocoder and its pass-through denoiser are returned as they are on
+every device: they are FFTs, with nothing to fold, fuse or capture.
 
 Engines (each imported lazily):
 
@@ -39,6 +41,9 @@ def make_engine(kind: str, module: torch.nn.Module, *, device: torch.device | st
     """
     if kind not in KINDS:
         raise ValueError(f"unknown engine kind {kind!r}; known: {', '.join(KINDS)}")
+    from tts.models.griffinlim import GriffinLim, PassThroughDenoiser
+    if isinstance(module, (GriffinLim, PassThroughDenoiser)):
+        return module
     dev = torch.device(device)
     if dev.type != "cuda":
         return module

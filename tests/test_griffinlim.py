@@ -13,8 +13,9 @@ from tts.errors import InvalidInputError, VoiceError
 from tts.models.griffinlim import GriffinLim, PassThroughDenoiser
 from tts.models.stft import MelSpectrogram
 
-#: Weights trained for the bundled voice that are not good enough to ship yet (README there).
-PARTIAL = Path(__file__).resolve().parents[1] / "recipes" / "bundled_voice" / "partial"
+#: A WaveGlow checkpoint in NVIDIA's layout (the parity fixture).
+FIXTURE_WG = Path(__file__).resolve().parent / "fixtures" / "reference" / "waveglow" / \
+    "checkpoint_WaveGlow_ngc_style_ddp.pt"
 
 
 def _speechlike(n: int = 22050, seed: int = 0) -> torch.Tensor:
@@ -90,6 +91,14 @@ def test_config_round_trips():
     assert again.config() == gl.config()
 
 
+def test_make_engine_keeps_griffinlim_as_it_is_on_every_device():
+    from tts.engines import make_engine
+    gl, den = GriffinLim(n_iter=1), PassThroughDenoiser()
+    for device in ("cpu", "cuda"):
+        assert make_engine("waveglow", gl, device=device, precision="fp16") is gl
+        assert make_engine("denoiser", den, device=device, precision="fp16") is den
+
+
 def test_pass_through_denoiser_keeps_audio():
     x = torch.randn(2, 100)
     y = PassThroughDenoiser()(x, strength=0.5)
@@ -133,17 +142,7 @@ def test_exactly_one_vocoder(tmp_path):
     with pytest.raises(VoiceError, match="exactly one vocoder"):
         Voice.from_checkpoints(fastspeech=fs)
     with pytest.raises(VoiceError, match="exactly one vocoder"):
-        Voice.from_checkpoints(fastspeech=fs, waveglow=PARTIAL / "waveglow.pt", griffinlim={})
-
-
-def test_partial_waveglow_pairs_with_the_bundled_fastspeech():
-    """The trained (not yet intelligible) WaveGlow kept for further training still loads as a vocoder."""
-    from tts.synthesizer import Synthesizer
-    from tts.voice import BUNDLED_DIR, Voice
-    v = Voice.from_checkpoints(fastspeech=BUNDLED_DIR / "slt" / "fastspeech.pt", waveglow=PARTIAL / "waveglow.pt")
-    assert v.vocoder_kind == "waveglow" and v.vocoder.n_flows == 8
-    r = Synthesizer(v).synthesize("Go.")
-    assert r.audio.size > 0 and np.isfinite(r.audio).all()
+        Voice.from_checkpoints(fastspeech=fs, waveglow=FIXTURE_WG, griffinlim={})
 
 
 def test_synthesizer_on_a_griffinlim_voice_is_deterministic_and_cut_to_length():

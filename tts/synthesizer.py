@@ -160,15 +160,13 @@ class Synthesizer:
         vocoder = self._placed(voice.vocoder)
         self._vocoder = vocoder.half() if precision == "fp16" else vocoder
         self.engine = "eager" if engine == "eager" or self.device.type == "cpu" else "fast"
-        waveglow = voice.vocoder_kind == "waveglow"     # Griffin-Lim has no engine: it is FFTs
         if self.engine == "fast":
             from tts.engines import make_engine
             kw = {"device": self.device, "precision": precision, "cache": engine_cache}
             self._acoustic = make_engine(voice.acoustic_kind, self._acoustic, **kw)
-            if waveglow:
-                self._vocoder = make_engine("waveglow", self._vocoder, **kw)
-                self._denoiser = make_engine("denoiser", self._denoiser, **kw)
-        elif engine == "auto" and waveglow:
+            self._vocoder = make_engine("waveglow", self._vocoder, **kw)
+            self._denoiser = make_engine("denoiser", self._denoiser, **kw)
+        elif engine == "auto" and voice.vocoder_kind == "waveglow":     # Griffin-Lim has no engine
             # CPU: the vocoder is most of the time; its engine (channels-last GEMMs, composed
             # conditioning, folded weights) is the eager maths within 1e-5, drawing the same noise.
             from tts.engines.waveglow import WaveGlowEngine
