@@ -24,6 +24,31 @@
   the step index (Philox), so replays draw fresh masks; ``prenet_dropout=0``
   is deterministic.
 
+The encoder (``encoder=``) and the postnet (``postnet=``) run as CUDA graphs
+per (batch, length) bucket, with no host sync:
+
+- ``"packed"``: the model's own path (``pack_padded_sequence`` with lengths on
+  the host, cuDNN bidirectional LSTM); the default on the CPU;
+- graph-capturable encoders (``"graph"`` = ``DEFAULT_GRAPH_ENCODER``, the
+  default on CUDA): ids padded to a multiple of ``INPUT_MULTIPLE`` (positions
+  past the caller's ``T_in`` are zeroed after the embedding and after every
+  convolution but the last, i.e. they are the convolutions' zero padding, so
+  valid outputs do not change), the forward direction run over the padded
+  sequence (its valid outputs do not depend on what follows them), the
+  backward one over each item reversed (or right-aligned) within its own
+  length by a gather with indices computed on the device; padded positions
+  zeroed. The recurrence: ``"cudnn"`` (one bidirectional cuDNN call over
+  ``[x; x right-aligned]``, batch 2B), ``"cudnn2"`` (two unidirectional cuDNN
+  calls, batch padded to ``CUDNN2_MIN_BATCH`` so that fp16 gets cuDNN's
+  persistent kernels), ``"cudnn2s"`` (the same, the backward direction on a
+  second stream, concurrent with the forward one), ``"loop"`` (input
+  projections of all steps of both directions as one GEMM, then per step one
+  ``bmm`` of both directions and PyTorch's fused LSTM cell), ``"triton"`` (the
+  same GEMM, then one Triton launch per step, ``tts.plugins.encoder``);
+- postnet ``"graph"``: mel padded to a multiple of ``POSTNET_MULTIPLE`` frames,
+  positions past the caller's length zeroed after every layer but the last
+  (exact, as above); ``"eager"``: the convolutions as they are.
+
 On the CPU the same code runs without graphs (backend ``"torch"``); that is
 what the CPU tests compare with the eager model.
 """
@@ -60,6 +85,19 @@ SLOT_MIN_INPUT = 32
 MAX_SLOT_SETS = 48
 #: Kernel set of the triton backend (env ``TTS_DECODER_KERNELS`` overrides; see benchmarks/README.md).
 DEFAULT_KERNELS = "v2"
+#: Encoder paths (see the module docstring); "auto": "graph" on CUDA, "packed" on the CPU.
+ENCODERS = ("auto", "graph", "packed", "cudnn", "cudnn2", "cudnn2s", "loop", "triton")
+#: Recurrence of encoder="graph" (tools/gpu/encoder_speed.py times them all).
+DEFAULT_GRAPH_ENCODER = "cudnn2"
+#: Smallest batch bucket of the unidirectional cuDNN encoders: PyTorch picks cuDNN's persistent
+#: LSTM kernels (fp16, unpacked, one direction) only for batches that are multiples of 8 (sm80+).
+CUDNN2_MIN_BATCH = 8
+#: Postnet paths; "auto": "graph" when the engine uses CUDA graphs, else "eager".
+POSTNETS = ("auto", "graph", "eager")
+#: Mel lengths of the postnet graphs are padded up to a multiple of this.
+POSTNET_MULTIPLE = 64
+#: Encoder/postnet buckets (static inputs with their graphs) an engine keeps.
+MAX_PIECE_RUNS = 48
 
 
 def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
@@ -202,6 +240,39 @@ class _Buffers:
         self.seed.copy_(seed)
 
 
+class _Run:
+    """Static inputs, output and CUDA graph of one bucket of the encoder or the postnet.
+
+    One caller at a time (as the decoder's buckets): the engine copies the inputs in,
+    replays (or runs the body eagerly) and copies the output out."""
+
+    def __init__(self, **inputs: Tensor) -> None:
+        self.inp = inputs
+        self.out: Tensor | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._t: int | None = None
+
+    def set_t(self, t: int) -> None:
+        """The caller's length into the ``t`` input (a launch only when it changes)."""
+        if t != self._t:
+            self.inp["t"].fill_(t)
+            self._t = t
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _lstm_cell_fused(gi: Tensor, gh: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """(h, c) of an LSTM cell from input and hidden pre-activations ``[N, 4H]`` (gate order i, f, g, o)."""
+    if gi.is_cuda:
+        h, c_new, _ = torch.ops.aten._thnn_fused_lstm_cell(gi, gh, c)
+        return h, c_new
+    i, f, g, o = (gi + gh).chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+
 class Tacotron2Engine:
     """Fast ``Tacotron2.infer`` (see the module docstring).
 
@@ -210,13 +281,16 @@ class Tacotron2Engine:
     ``auto`` (triton where it can run). ``steps_per_replay``: decoder steps per
     graph replay (even). ``use_graphs``: default on for CUDA. ``cache``: an
     ``tts.engines.cache.EngineCache`` for the prepared weights (``cache_hit`` says
-    whether they came from it), or None.
+    whether they came from it), or None. ``encoder``: one of ``ENCODERS`` (the
+    attribute ``encoder`` holds the resolved one and may be changed later).
+    ``postnet``: one of ``POSTNETS``.
     """
 
     def __init__(self, model: Tacotron2, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  backend: str = "auto", steps_per_replay: int = 16, use_graphs: bool | None = None,
                  max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (4, 256, 2),
-                 kernels: str | None = None, cache=None) -> None:
+                 kernels: str | None = None, cache=None, encoder: str = "auto",
+                 postnet: str = "auto") -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -239,6 +313,22 @@ class Tacotron2Engine:
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.steps_per_replay = steps_per_replay
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if postnet not in POSTNETS:
+            raise ValueError(f"postnet must be one of {POSTNETS}, got {postnet!r}")
+        if encoder == "auto":
+            encoder = "graph" if self.device.type == "cuda" else "packed"
+        if encoder == "graph":
+            encoder = DEFAULT_GRAPH_ENCODER
+            if encoder == "triton" and not (self.device.type == "cuda" and triton_available()):
+                encoder = "cudnn"
+        if encoder == "triton" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("encoder='triton' needs a CUDA device (or TRITON_INTERPRET=1 for tests)")
+        #: Encoder path in use (see ``ENCODERS``; never "auto"/"graph").
+        self.encoder = encoder
+        #: Postnet path in use ("graph" or "eager").
+        self.postnet_mode = postnet if postnet != "auto" else ("graph" if self.use_graphs else "eager")
         self.max_buckets = max_buckets
         #: (hidden units per program, K tile, warps) of the v1 fused LSTM kernels.
         self.lstm_tiles = tuple(lstm_tiles)
@@ -259,6 +349,8 @@ class Tacotron2Engine:
                 prepared = self._prepare(model)
             self._load(prepared)
             self.enc_lstm = copy.deepcopy(model.encoder.lstm).to(self.device, self.dtype).eval()
+            self.enc_lstm.flatten_parameters()       # cuDNN: one weight buffer (no-op on the CPU)
+            self._prepare_encoder_lstm()
         #: The eager step API (``init_state``/``go_frame``/``step``) on this device, for callers that
         #: batch continuously (the server's scheduler); see ``StepDecoder``.
         dec = model.decoder
@@ -270,6 +362,7 @@ class Tacotron2Engine:
         self._slot_sets: OrderedDict[tuple, SlotDecoder] = OrderedDict()
         self._pool = None
         self._slot_pool = None   # slot graphs: a pool of their own (they replay beside decode()'s graphs)
+        self._runs: OrderedDict[tuple, _Run] = OrderedDict()   # encoder/postnet buckets (LRU)
 
     def _prepare(self, model: Tacotron2) -> dict:
         """The folded/cast tensors of the engine (what the engine cache stores)."""
@@ -288,9 +381,96 @@ class Tacotron2Engine:
 
     # ------------------------------------------------------------------ pieces
 
+    def _prepare_encoder_lstm(self) -> None:
+        """Weights of the graph encoders, from ``enc_lstm`` (engine dtype; biases summed in float64).
+        Called under ``torch.no_grad``."""
+        m = self.enc_lstm
+        dirs = ("_l0", "_l0_reverse")
+        w_ih = torch.stack([getattr(m, "weight_ih" + d).detach() for d in dirs])             # [2, 4H, E]
+        w_hh = torch.stack([getattr(m, "weight_hh" + d).detach() for d in dirs])             # [2, 4H, H]
+        bias = torch.stack([getattr(m, "bias_ih" + d).detach().double() + getattr(m, "bias_hh" + d).detach().double()
+                            for d in dirs])                                                 # [2, 4H]
+        self._enc_wih_t = w_ih.transpose(1, 2).contiguous()         # [2, E, 4H]
+        self._enc_whh = w_hh.contiguous()                           # [2, 4H, H]   (triton)
+        self._enc_whh_t = w_hh.transpose(1, 2).contiguous()         # [2, H, 4H]   (loop)
+        self._enc_bias = bias.to(self.dtype).unsqueeze(1).contiguous()   # [2, 1, 4H]
+        self._side_stream: torch.cuda.Stream | None = None
+        mods = []                     # two unidirectional LSTMs with its two directions' weights (cudnn2)
+        for d in dirs:
+            u = torch.nn.LSTM(m.input_size, m.hidden_size, 1, batch_first=True)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(u, name + "_l0").copy_(getattr(m, name + d))
+            u = u.to(self.device, self.dtype).eval()
+            u.flatten_parameters()
+            mods.append(u)
+        self._enc_uni = (mods[0], mods[1])
+
+    def _piece_run(self, key: tuple, make) -> _Run:
+        run = self._runs.get(key)
+        if run is None:
+            run = make()
+            self._runs[key] = run
+            while len(self._runs) > MAX_PIECE_RUNS:
+                self._runs.popitem(last=False)
+        else:
+            self._runs.move_to_end(key)
+        return run
+
+    def _run_piece(self, run: _Run, body) -> Tensor:
+        """The output of ``body(run)`` for the inputs now in ``run``: a graph replay (captured at
+        the first call, after a warm-up on a side stream) or, without graphs, ``body`` itself."""
+        if not self.use_graphs:
+            return body(run)
+        if run.graph is None:
+            cur = torch.cuda.current_stream(self.device)
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(cur)
+            with torch.cuda.stream(stream):
+                for _ in range(2):                      # compile kernels, pick algorithms, warm the allocator
+                    body(run)
+            cur.wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+                out = body(run)
+            cur.wait_stream(stream)
+            run.graph, run.out = graph, out
+        run.graph.replay()
+        return run.out
+
     @torch.inference_mode()
     def encode(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        """``ids [B, T_in] int64``, ``lengths [B]`` -> ``[B, T_in, E]`` engine dtype, 0 at padding."""
+        """``ids [B, T_in] int64``, ``lengths [B]`` -> ``[B, T_in, E]`` engine dtype, 0 at padding.
+
+        ``encoder="packed"`` copies ``lengths`` to the host; the other paths run without a host
+        sync (ids and lengths may be on the host or the device)."""
+        if self.encoder == "packed":
+            return self._encode_packed(ids, lengths)
+        bsz, t_in = ids.shape
+        bp, tp = _pow2(bsz), INPUT_MULTIPLE * math.ceil(t_in / INPUT_MULTIPLE)
+        if self.encoder in ("cudnn2", "cudnn2s"):
+            bp = max(bp, CUDNN2_MIN_BATCH)
+        dev = self.device
+
+        def make() -> _Run:
+            return _Run(ids=torch.zeros(bp, tp, dtype=torch.int64, device=dev),
+                        lengths=torch.ones(bp, dtype=torch.int64, device=dev),
+                        t=torch.zeros(1, dtype=torch.int64, device=dev),
+                        pos=torch.arange(tp, device=dev))
+
+        run = self._piece_run(("enc", self.encoder, bp, tp), make)
+        with torch.autocast(dev.type, enabled=False):
+            inp = run.inp
+            if (bsz, t_in) != (bp, tp):
+                inp["ids"].zero_()
+            inp["ids"][:bsz, :t_in].copy_(ids, non_blocking=True)
+            if bsz < bp:
+                inp["lengths"][bsz:].fill_(1)        # padded rows: one position
+            inp["lengths"][:bsz].copy_(lengths, non_blocking=True)
+            run.set_t(t_in)
+            out = self._run_piece(run, self._encoder_body)
+            return out[:bsz, :t_in].clone()
+
+    def _encode_packed(self, ids: Tensor, lengths: Tensor) -> Tensor:
         x = F.embedding(ids.to(self.device), self.embedding).transpose(1, 2)
         for w, b in self.enc_convs:
             x = F.relu(F.conv1d(x, w, b, padding=(w.shape[-1] - 1) // 2))
@@ -302,9 +482,126 @@ class Tacotron2Engine:
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=t_in)
         return out
 
+    def _encoder_body(self, run: _Run) -> Tensor:
+        """The encoder over a bucket's static inputs -> ``[Bp, Tp, E]`` (0 at padded positions)."""
+        ids, pos, t_in = run.inp["ids"], run.inp["pos"], run.inp["t"]
+        lengths = torch.minimum(run.inp["lengths"], t_in).clamp_(min=1)   # gather indices stay in range
+        keep = (pos < t_in).to(self.dtype)                 # [Tp]: inside the caller's T_in
+        x = F.embedding(ids, self.embedding) * keep[:, None]
+        x = x.transpose(1, 2)
+        last = len(self.enc_convs) - 1
+        for i, (w, b) in enumerate(self.enc_convs):
+            x = F.relu(F.conv1d(x, w, b, padding=(w.shape[-1] - 1) // 2))
+            if i < last:      # past T_in the next convolution sees zeros, as its own padding
+                x = x * keep
+        # after the last convolution positions >= T_in (>= every length) reach no valid output
+        x = x.transpose(1, 2)                                # [Bp, Tp, E]
+        rnn = {"cudnn": self._rnn_cudnn, "cudnn2": self._rnn_cudnn2, "cudnn2s": self._rnn_cudnn2,
+               "loop": self._rnn_loop, "triton": self._rnn_triton}[self.encoder]
+        y = rnn(x, lengths, pos)
+        valid = (pos.unsqueeze(0) < lengths.unsqueeze(1)).to(y.dtype)
+        return y * valid.unsqueeze(2)
+
+    @staticmethod
+    def _take(x: Tensor, idx: Tensor) -> Tensor:
+        """``x[b, idx[b, t]]``: ``x [B, T, C]``, ``idx [B, T]``."""
+        return x.gather(1, idx.unsqueeze(2).expand(-1, -1, x.shape[2]))
+
+    @staticmethod
+    def _reversal(lengths: Tensor, pos: Tensor) -> Tensor:
+        """``[B, T]`` indices reversing each item within its length (an involution there; 0 past it)."""
+        return (lengths.unsqueeze(1) - 1 - pos.unsqueeze(0)).clamp(min=0)
+
+    def _rnn_cudnn(self, x: Tensor, lengths: Tensor, pos: Tensor) -> Tensor:
+        # one bidirectional call over [x; z], z = each item right-aligned (its valid part ends at
+        # Tp - 1): the backward direction of z starts at the item's last valid position
+        bp, tp, _ = x.shape
+        shift = (tp - lengths).unsqueeze(1)
+        z = self._take(x, (pos.unsqueeze(0) - shift).clamp(min=0))
+        out, _ = self.enc_lstm(torch.cat((x, z), 0))                     # [2Bp, Tp, 2H]
+        h = out.shape[2] // 2
+        back = self._take(out[bp:, :, h:], (pos.unsqueeze(0) + shift).clamp(max=tp - 1))
+        return torch.cat((out[:bp, :, :h], back), 2)
+
+    def _rnn_cudnn2(self, x: Tensor, lengths: Tensor, pos: Tensor) -> Tensor:
+        fwd_lstm, bwd_lstm = self._enc_uni
+        rev = self._reversal(lengths, pos)
+        xr = self._take(x, rev)
+        if self.encoder == "cudnn2s" and x.is_cuda:    # backward direction on a side stream (fork/join)
+            cur = torch.cuda.current_stream(x.device)
+            if self._side_stream is None:
+                self._side_stream = torch.cuda.Stream(x.device)
+            side = self._side_stream
+            side.wait_stream(cur)
+            with torch.cuda.stream(side):
+                bwd, _ = bwd_lstm(xr)
+            fwd, _ = fwd_lstm(x)
+            cur.wait_stream(side)
+        else:
+            fwd, _ = fwd_lstm(x)
+            bwd, _ = bwd_lstm(xr)
+        return torch.cat((fwd, self._take(bwd, rev)), 2)
+
+    def _input_gates(self, x: Tensor, rev: Tensor) -> Tensor:
+        """Input pre-activations of every step of both directions (+ both biases): ``[Tp, 2, Bp, 4H]``;
+        direction 1 over each item reversed within its length."""
+        bp, tp, e = x.shape
+        xs = torch.stack((x, self._take(x, rev))).view(2, bp * tp, e)
+        gx = torch.baddbmm(self._enc_bias, xs, self._enc_wih_t)          # [2, Bp*Tp, 4H]
+        return gx.view(2, bp, tp, -1).permute(2, 0, 1, 3).contiguous()
+
+    def _rnn_loop(self, x: Tensor, lengths: Tensor, pos: Tensor) -> Tensor:
+        bp, tp, _ = x.shape
+        rev = self._reversal(lengths, pos)
+        gx = self._input_gates(x, rev).view(tp, 2 * bp, -1)
+        hdim = self._enc_whh_t.shape[1]
+        c = x.new_zeros(2 * bp, hdim)
+        h, c = _lstm_cell_fused(gx[0], torch.zeros_like(gx[0]), c)
+        hs = [h]
+        for t in range(1, tp):
+            gh = torch.bmm(h.view(2, bp, hdim), self._enc_whh_t).view(2 * bp, -1)
+            h, c = _lstm_cell_fused(gx[t], gh, c)
+            hs.append(h)
+        ys = torch.stack(hs, 1).view(2, bp, tp, hdim)
+        return torch.cat((ys[0], self._take(ys[1], rev)), 2)
+
+    def _rnn_triton(self, x: Tensor, lengths: Tensor, pos: Tensor) -> Tensor:
+        from tts.plugins import encoder as KE
+        bp, tp, _ = x.shape
+        rev = self._reversal(lengths, pos)
+        gx = self._input_gates(x, rev)
+        hdim = self._enc_whh.shape[2]
+        hbuf = torch.zeros(2, 2, bp, hdim, dtype=torch.float32, device=x.device)   # ping-pong h
+        c = torch.zeros(2, bp, hdim, dtype=torch.float32, device=x.device)
+        ys = torch.empty(2, bp, tp, hdim, dtype=x.dtype, device=x.device)
+        for t in range(tp):
+            KE.bilstm_step(gx, self._enc_whh, hbuf[t % 2], hbuf[(t + 1) % 2], c, ys, t)
+        return torch.cat((ys[0], self._take(ys[1], rev)), 2)
+
     @torch.inference_mode()
     def postnet_forward(self, mel: Tensor) -> Tensor:
         """``mel [B, n_mel, T]`` -> ``mel + postnet(mel)`` in the engine dtype."""
+        if self.postnet_mode != "graph":
+            return self._postnet_eager(mel)
+        bsz, n_mel, t = mel.shape
+        bp, tp = _pow2(bsz), POSTNET_MULTIPLE * math.ceil(t / POSTNET_MULTIPLE)
+        dev = self.device
+
+        def make() -> _Run:
+            return _Run(mel=torch.zeros(bp, n_mel, tp, dtype=self.dtype, device=dev),
+                        t=torch.zeros(1, dtype=torch.int64, device=dev), pos=torch.arange(tp, device=dev))
+
+        run = self._piece_run(("post", bp, n_mel, tp), make)
+        with torch.autocast(dev.type, enabled=False):
+            inp = run.inp
+            if (bsz, t) != (bp, tp):
+                inp["mel"].zero_()
+            inp["mel"][:bsz, :, :t].copy_(mel, non_blocking=True)
+            run.set_t(t)
+            out = self._run_piece(run, self._postnet_body)
+            return out[:bsz, :, :t].clone()
+
+    def _postnet_eager(self, mel: Tensor) -> Tensor:
         x = mel.to(self.dtype)
         last = len(self.postnet) - 1
         y = x
@@ -312,6 +609,17 @@ class Tacotron2Engine:
             y = F.conv1d(y, w, b, padding=(w.shape[-1] - 1) // 2)
             if i < last:
                 y = torch.tanh(y)
+        return x + y
+
+    def _postnet_body(self, run: _Run) -> Tensor:
+        x = run.inp["mel"]                                   # 0 past the caller's T
+        keep = (run.inp["pos"] < run.inp["t"]).to(self.dtype)
+        last = len(self.postnet) - 1
+        y = x
+        for i, (w, b) in enumerate(self.postnet):
+            y = F.conv1d(y, w, b, padding=(w.shape[-1] - 1) // 2)
+            if i < last:
+                y = torch.tanh(y) * keep                     # past T: the next layer's zero padding
         return x + y
 
     # ------------------------------------------------------------------ decoder
