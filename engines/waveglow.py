@@ -28,6 +28,15 @@ Two layouts of the same maths (``layout=``):
   row kernel on CUDA, PyTorch twin elsewhere); res/skip 1x1s accumulate in place into the
   residual buffer / skip sum, the skip biases folded into ``end``. Audio stays
   ``[B, T_g, n_group]``, whose flat view is the output: no final transpose.
+- ``fused`` (default for fp16 on CUDA with Triton): rows phase-major (row ``(b, ph, f)`` is
+  position ``P*f + ph``), so every dilated tap of a phase block is a contiguous block of rows
+  and its conditioning one GEMM with that phase's composed weights; each coupling layer is
+  two Triton kernels (``tts.plugins.waveglow.wn_in_gate``: dilated conv + conditioning + gate;
+  ``wn_res_end``: residual 1x1 in place + the skip 1x1 composed with the flow's ``end`` 1x1
+  into a float32 ``[rows, 16]`` accumulator), nothing but the gate output between them. No
+  ``[rows, L*2C]`` conditioning and no skip sum in memory. On CPU (no Triton) the same maths
+  runs through the kernels' PyTorch twins (tests). H200 fp16 WaveGlow-256, 580 frames:
+  7.0 ms at batch 1 (gemm 10.3), 51.9 ms at batch 8 (gemm 80.8), same run.
 """
 
 from __future__ import annotations
@@ -47,10 +56,10 @@ from tts.models.waveglow import WaveGlow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WaveGlowEngine", "PreparedFlow", "prepare", "GemmFlow", "prepare_gemm", "LAYOUTS"]
+__all__ = ["WaveGlowEngine", "PreparedFlow", "prepare", "GemmFlow", "prepare_gemm", "LAYOUTS", "FusedFlow", "prepare_fused", "END_COLS"]
 
 #: Layouts of ``WaveGlowEngine`` (see the module docstring).
-LAYOUTS = ("ncw", "gemm")
+LAYOUTS = ("ncw", "gemm", "fused")
 
 
 @dataclass
@@ -186,6 +195,67 @@ def prepare_gemm(up: dict[str, Tensor], flows: list[PreparedFlow], n_group: int,
     return out, taps
 
 
+@dataclass
+class FusedFlow:
+    """One flow's tensors for the ``fused`` layout (phase-major rows, ``tts.plugins.waveglow``)."""
+
+    start_w: Tensor      #: [C, c/2]
+    start_b: Tensor      #: [C]
+    in_wt: list[Tensor]  #: per layer [k*C, 2C] (tap-major rows)
+    wc: list[Tensor]     #: per layer [P, KC, 2C]: conditioning of each phase from the mel im2col
+    cb: list[Tensor]     #: per layer [2C]: conditioning + in-layer bias
+    dil: list[int]
+    res_wt: list[Tensor | None]   #: per layer [C, C] (None for the last)
+    res_b: list[Tensor | None]
+    end_e: list[Tensor]  #: per layer [C, END_COLS]: (end_w @ W_skip)^T, zero columns
+    end_b: Tensor        #: [c] end bias + end(sum of skip biases)
+    inv_w: Tensor        #: [c, c]
+
+
+#: Columns of the fused layout's mel im2col (and rows of ``FusedFlow.wc``) are padded to this.
+KC_MULTIPLE = 64
+#: Width of the fused layout's float32 ``end`` accumulator (the flow's c <= 16 outputs, zeros).
+END_COLS = 16
+
+
+def prepare_fused(gflows: list[GemmFlow], n_group: int, mel_cols: int) -> list[FusedFlow]:
+    """The ``fused`` layout's tensors from ``prepare_gemm(..., sigmoid_gate=False)``'s flows.
+
+    ``mel_cols``: ``taps * n_mel`` (the bias column of ``cond_w`` follows them). The skip
+    1x1 of every layer is composed with the flow's ``end`` 1x1 (float32, then cast). Each
+    ``GemmFlow`` is released as it is converted (their ``cond_w`` are ~1 GB for WaveGlow-256).
+    """
+    phases = HOP // n_group
+    out = []
+    for gi, g in enumerate(gflows):
+        n = g.start_w.shape[0]
+        c = g.end_w.shape[0]
+        if c > END_COLS:
+            raise ValueError(f"fused layout: a flow with {c} > {END_COLS} channels")
+        layers = len(g.in_w)
+        kc8 = g.cond_w.shape[1]
+        kc = -(-mel_cols // KC_MULTIPLE) * KC_MULTIPLE
+        cw = g.cond_w.view(phases, layers, 2 * n, kc8)
+        wc, cb = [], []
+        for i in range(layers):
+            w = torch.zeros(phases, kc, 2 * n, dtype=g.cond_w.dtype, device=g.cond_w.device)
+            w[:, :mel_cols] = cw[:, i, :, :mel_cols].transpose(1, 2)
+            wc.append(w)
+            cb.append(cw[0, i, :, mel_cols].contiguous())
+        end_w = g.end_w.float()
+        end_e = []
+        for i in range(layers):
+            e = torch.zeros(n, END_COLS, dtype=g.end_w.dtype, device=g.end_w.device)
+            e[:, :c] = (end_w @ g.skip_w[i].float()).t().to(e.dtype)
+            end_e.append(e)
+        out.append(FusedFlow(start_w=g.start_w, start_b=g.start_b,
+                             in_wt=[w.t().contiguous() for w in g.in_w], wc=wc, cb=cb, dil=list(g.dil),
+                             res_wt=[None if w is None else w.t().contiguous() for w in g.res_w],
+                             res_b=list(g.res_b), end_e=end_e, end_b=g.end_b, inv_w=g.inv_w))
+        gflows[gi] = None
+    return out
+
+
 def _flows_to_dict(up: dict[str, Tensor], flows: list[PreparedFlow]) -> dict:
     """``prepare``'s result as plain containers (what the engine cache stores)."""
     return {"upsample": dict(up), "flows": [dict(f.__dict__) for f in flows]}
@@ -294,7 +364,9 @@ class WaveGlowEngine:
         # gemm + taps on every device: on the H100 (fp16, WaveGlow-256, 580 frames) it took 12.0 ms
         # at batch 1 against 16.3 ms for ncw, and 101 ms against 116 ms at batch 8, same run
         # (benchmarks/h100/2026-11-22/). Its composed conditioning weights take ~1 GB there.
-        layout = layout or "gemm"
+        # fused (phase-major whole-layer Triton kernels) for fp16 on CUDA: see benchmarks/README.md
+        if layout is None:
+            layout = "fused" if (self.device.type == "cuda" and self.fused and precision == "fp16") else "gemm"
         if res_skip == "gemm" and layout == "ncw":
             self._res_aug, self._skip_aug = _augmented_res_skip(self.flows, self.n_channels)
         if layout not in LAYOUTS:
@@ -303,12 +375,16 @@ class WaveGlowEngine:
         if dilated not in ("im2col", "taps"):
             raise ValueError(f"dilated must be 'im2col' or 'taps', got {dilated!r}")
         self.layout, self.dilated = layout, dilated
-        if layout == "gemm":
+        if layout in ("gemm", "fused"):
             self._gflows, self._mel_taps = prepare_gemm(self.upsample, self.flows, self.n_group,
                                                         self.n_channels, self.dtype,
-                                                        sigmoid_gate=not self.fused)
+                                                        sigmoid_gate=layout == "gemm" and not self.fused)
             self._kernel = model.config.WN_config.kernel_size
             self.flows = []          # the ncw tensors are not used: free them
+            if layout == "fused":
+                self._fflows = prepare_fused(self._gflows, self.n_group,
+                                             self._mel_taps * self.n_mel_channels)
+                self._gflows = []
         self._graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()
         self._pool = None
 
@@ -364,6 +440,8 @@ class WaveGlowEngine:
         """``mel [B, n_mel, T]``, ``z [B, n_group, T_g]`` (sigma applied) -> ``[B, 256*T]``."""
         if self.layout == "gemm":
             return self._forward_gemm(mel, z)
+        if self.layout == "fused":
+            return self._forward_fused(mel, z)
         spect = F.conv_transpose1d(mel, self.upsample["weight"], self.upsample["bias"], stride=256)
         k = self.upsample["weight"].shape[-1]
         spect = spect[:, :, :spect.size(2) - (k - 256)]
@@ -486,6 +564,59 @@ class WaveGlowEngine:
                 audio = torch.cat((zt[:, :, off:off + self.n_early_size], audio), 2)
                 off += self.n_early_size
         return audio.reshape(b, -1)
+
+    def _forward_fused(self, mel: Tensor, z: Tensor) -> Tensor:
+        """``_forward`` in the phase-major ``fused`` layout: two kernels per coupling layer
+        (``wn_in_gate``, ``wn_res_skip``: Triton, or their PyTorch twins without ``fused``)."""
+        from tts.plugins import waveglow as wk
+        in_gate = wk.wn_in_gate if self.fused else wk.wn_in_gate_ref
+        res_end = wk.wn_res_end if self.fused else wk.wn_res_end_ref
+        b, n_mel, t = mel.shape
+        taps = self._mel_taps
+        ph = HOP // self.n_group
+        n = self.n_channels
+        half = (self._kernel - 1) // 2
+        fl0 = self._fflows[0]
+        fp = wk.wn_frame_pad(half, max(fl0.dil), ph)
+        tp = t + 2 * fp
+        rows = b * ph * t
+        dt, dev = self.dtype, mel.device
+        kc = fl0.wc[0].shape[1]
+        mel_col = torch.zeros(b, t, kc, device=dev, dtype=dt)       # frames J-taps+1 .. J, zeros
+        mel_t = mel.transpose(1, 2)
+        for s_ in range(taps):
+            sh = taps - 1 - s_
+            if sh < t:
+                mel_col[:, sh:, s_ * n_mel:(s_ + 1) * n_mel].copy_(mel_t[:, :t - sh])
+        mel_col = mel_col.view(b * t, kc)
+        # z [B, n_group, T_g]: position P*f + ph -> phase-major [B, P, T, n_group]
+        zp = z.transpose(1, 2).reshape(b, t, ph, self.n_group).transpose(1, 2)
+        xbuf = torch.zeros(b, ph, tp, n, device=dev, dtype=dt)
+        xv = xbuf[:, :, fp:fp + t]
+        xflat = xbuf.view(-1, n)
+        acts = torch.empty(rows, n, device=dev, dtype=dt)
+        end = torch.empty(rows, fl0.end_e[0].shape[1], device=dev, dtype=torch.float32)
+        off = self.n_remaining_channels
+        audio = zp[..., :off].reshape(rows, off)
+        for kf in reversed(range(self.n_flows)):
+            f = self._fflows[kf]
+            c = audio.size(1)
+            h = c // 2
+            a0, a1 = audio[:, :h], audio[:, h:]
+            xv.copy_(torch.addmm(f.start_b, a0, f.start_w.t()).view(b, ph, t, n))
+            for i, d in enumerate(f.dil):
+                in_gate(xflat, f.in_wt[i], mel_col, f.wc[i], f.cb[i], acts, t=t, fp=fp, phases=ph, dil=d, half=half)
+                res_end(acts, f.res_wt[i], f.res_b[i], xflat, f.end_e[i], end, t=t, fp=fp, first=i == 0)
+            out = (end[:, :c] + f.end_b).to(dt)                                      # [rows, c]
+            s_, bias = out[:, h:], out[:, :h]
+            a1 = (a1 - bias) * torch.exp(-s_)
+            inv = f.inv_w
+            audio = torch.mm(a0, inv[:, :h].t()).addmm_(a1, inv[:, h:].t())         # W^-1 [a0; a1]
+            if kf % self.n_early_every == 0 and kf > 0:
+                early = zp[..., off:off + self.n_early_size].reshape(rows, self.n_early_size)
+                audio = torch.cat((early, audio), 1)
+                off += self.n_early_size
+        return audio.view(b, ph, t, self.n_group).transpose(1, 2).reshape(b, -1)
 
     # ------------------------------------------------------------------ public
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["gated_activation", "gated_activation_ref", "gated_rows", "gated_rows_ref", "gated_rows_ref_",
+           "wn_in_gate", "wn_in_gate_ref", "wn_res_end", "wn_res_end_ref", "wn_frame_pad", "WN_TILES",
            "gated_rows_sigmoid_"]
 
 
@@ -110,3 +111,118 @@ def gated_rows(in_act: Tensor, out: Tensor | None = None, block_rows: int = 16) 
     _rows_kernel()[grid](in_act, out, r, c, in_act.stride(0), out.stride(0),
                          BLOCK_R=block_rows, BLOCK_C=block_c)
     return out
+
+
+# ----------------------------------------------------------------------------- whole WN layer (phase-major)
+#
+# The engine's ``fused`` form of a coupling-network layer is two kernels over phase-major
+# rows: row ``(b, ph, f)`` holds time position ``P*f + ph`` (``P = 256 / n_group``, the
+# positions one mel frame covers), so a dilated tap ``s`` of every row of one ``(b, ph)``
+# block is one contiguous block of rows (phase ``(ph + s) mod P``, frames shifted by
+# ``floor((ph + s) / P)``), and the conditioning of every row of the block is one GEMM of
+# the mel im2col with that phase's composed weights. So:
+#
+# - ``wn_in_gate``: ``acts = gate(sum_taps x[shifted] @ W_tap + mel_col @ Wc[ph] + b)`` in one
+#   kernel: the dilated convolution, the conditioning and the gate, no pre-activation in memory;
+# - ``wn_res_end``: ``x += acts @ W_res + b_res`` and ``end (+)= acts @ (end_w W_skip)^T``: the
+#   skip 1x1 composed with the flow's ``end`` 1x1, so the skip sum is never formed (``end`` is a
+#   float32 ``[rows, 16]`` accumulator: the flow's ``c`` output channels, zero-padded).
+#
+# ``x`` is ``[B, P, TP, C]`` with ``fp`` zero frames before and after the ``T`` frames of each
+# block (``TP = T + 2 fp``, ``fp = wn_frame_pad(...)``); acts are ``[B*P*T, C]``.
+
+#: Tiles ``(BM, BN, BK, num_warps, num_stages)`` of the two kernels (H100 fp16 choices).
+WN_TILES = {"in": (128, 64, 64, 8, 3), "rs": (128, 128, 64, 8, 3)}
+
+
+def wn_frame_pad(half: int, max_dil: int, phases: int) -> int:
+    """Zero frames needed around each phase block for taps ``-half*d .. half*d``."""
+    return -(-(half * max_dil) // phases) + 1
+
+
+@functools.lru_cache(maxsize=1)
+def _wn_kernels():
+    from tts.plugins._wn_triton import wn_in_gate_kernel, wn_res_end_kernel
+    return wn_in_gate_kernel, wn_res_end_kernel
+
+
+def _prec(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def wn_in_gate(x: Tensor, w: Tensor, mel: Tensor, wc: Tensor, cb: Tensor, out: Tensor, *, t: int, fp: int, phases: int,
+               dil: int, half: int, tiles: tuple | None = None) -> Tensor:
+    """Kernel of ``wn_in_gate_ref`` (shapes there); all contiguous, one dtype."""
+    bm, bn, bk, warps, stages = tiles or WN_TILES["in"]
+    c = x.shape[-1]
+    kt = w.shape[0] // c
+    kc = mel.shape[-1]
+    bn, bk = min(bn, c), min(bk, c)
+    bp = out.numel() // (c * t)
+    if c % bn or c % bk or kc % bk or w.shape != (kt * c, 2 * c) or wc.shape != (phases, kc, 2 * c) \
+            or cb.shape != (2 * c,):
+        raise ValueError(f"wn_in_gate: bad shapes x {tuple(x.shape)} w {tuple(w.shape)} mel {tuple(mel.shape)} "
+                         f"wc {tuple(wc.shape)} (tiles {bn}, {bk})")
+    n_ft = -(-t // bm)
+    q0 = -(-(half * dil) // phases)
+    grid = (bp * n_ft * (c // bn),)
+    _wn_kernels()[0][grid](x, w, mel, wc, cb, out, t, t + 2 * fp, fp, phases, dil, q0, n_ft, kc,
+                           C=c, KT=kt, HALF=half, BM=bm, BN=bn, BK=bk, PREC=_prec(x.dtype),
+                           num_warps=warps, num_stages=stages)
+    return out
+
+
+def wn_in_gate_ref(x: Tensor, w: Tensor, mel: Tensor, wc: Tensor, cb: Tensor, out: Tensor, *, t: int, fp: int, phases: int,
+                   dil: int, half: int, tiles: tuple | None = None) -> Tensor:
+    """PyTorch twin: ``x [B*P*TP, C]``, ``w [KT*C, 2C]``, ``mel [B*T, KC]``, ``wc [P, KC, 2C]``,
+    ``cb [2C]`` -> ``out [B*P*T, C]`` (float32 arithmetic)."""
+    c = x.shape[-1]
+    kt = w.shape[0] // c
+    b = mel.shape[0] // t
+    xv = x.view(b, phases, t + 2 * fp, c).float()
+    acc = torch.einsum("btk,pkn->bptn", mel.view(b, t, -1).float(), wc.float()) + cb.float()
+    for j in range(kt):
+        s = (j - half) * dil
+        shifted = torch.stack([xv[:, (ph + s) % phases, fp + (ph + s) // phases:fp + (ph + s) // phases + t]
+                               for ph in range(phases)], 1)                       # [B, P, T, C]
+        acc = acc + shifted @ w[j * c:(j + 1) * c].float()
+    y = torch.tanh(acc[..., :c]) * torch.sigmoid(acc[..., c:])
+    out.copy_(y.reshape(-1, c))
+    return out
+
+
+def wn_res_end(acts: Tensor, w: Tensor | None, bias: Tensor | None, x: Tensor, e: Tensor, end: Tensor, *,
+               t: int, fp: int, first: bool, tiles: tuple | None = None) -> None:
+    """Kernel of ``wn_res_end_ref``."""
+    bm, bn, bk, warps, stages = tiles or WN_TILES["rs"]
+    c = acts.shape[-1]
+    nr = 0 if w is None else w.shape[1]
+    ne = e.shape[1]
+    bn, bk = min(bn, c), min(bk, c)
+    if (nr and (w.shape != (c, c) or bias is None)) or e.shape[0] != c or c % bn or c % bk \
+            or end.dtype != torch.float32 or end.shape != (acts.shape[0], ne) or ne < 16 or ne & (ne - 1):
+        raise ValueError(f"wn_res_end: bad shapes acts {tuple(acts.shape)} w {None if w is None else tuple(w.shape)} "
+                         f"e {tuple(e.shape)} end {tuple(end.shape)} {end.dtype}")
+    bp = acts.numel() // (c * t)
+    n_ft = -(-t // bm)
+    grid = (bp * n_ft * (nr // bn + 1),)
+    _wn_kernels()[1][grid](acts, e if w is None else w, e if bias is None else bias, x, e, end,
+                           t, t + 2 * fp, fp, n_ft, C=c, NR=nr, NE=ne, FIRST=bool(first),
+                           BM=bm, BN=bn, BK=bk, PREC=_prec(acts.dtype), num_warps=warps, num_stages=stages)
+
+
+def wn_res_end_ref(acts: Tensor, w: Tensor | None, bias: Tensor | None, x: Tensor, e: Tensor, end: Tensor, *,
+                   t: int, fp: int, first: bool, tiles: tuple | None = None) -> None:
+    """PyTorch twin: ``x[:, :, fp:fp+T] += acts @ w + bias`` (w ``[C, C]``, None: no residual);
+    ``end = acts @ e`` (first) or ``end += acts @ e`` (``end`` float32 ``[B*P*T, NE]``)."""
+    c = acts.shape[-1]
+    a = acts.float()
+    if w is not None:
+        bp = acts.shape[0] // t
+        xv = x.view(bp, t + 2 * fp, c)[:, fp:fp + t]
+        xv.copy_((xv.float() + (a @ w.float() + bias.float()).view(bp, t, c)).to(x.dtype))
+    y = a @ e.float()
+    if first:
+        end.copy_(y)
+    else:
+        end.add_(y)

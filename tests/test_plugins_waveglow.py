@@ -52,3 +52,68 @@ def test_gated_rows(dtype, rows, c, width):
     wide = torch.full((rows, c), 7.0, device=dev, dtype=dtype)
     gated_rows(in_act, out=wide)
     assert torch.equal(wide, out)
+
+
+# ----------------------------------------------------------------------------- whole WN layer kernels
+
+def _wn_case(dtype, dev, b, phases, t, c, kt, dil, kc, seed=0):
+    from tts.plugins.waveglow import wn_frame_pad
+    g = torch.Generator().manual_seed(seed)
+    half = (kt - 1) // 2
+    fp = wn_frame_pad(half, dil, phases)
+    x = torch.zeros(b, phases, t + 2 * fp, c)
+    x[:, :, fp:fp + t] = torch.randn(b, phases, t, c, generator=g)
+    w = torch.randn(kt * c, 2 * c, generator=g) * (kt * c) ** -0.5
+    mel = torch.randn(b * t, kc, generator=g)
+    wc = torch.randn(phases, kc, 2 * c, generator=g) * kc ** -0.5
+    cb = torch.randn(2 * c, generator=g)
+    cv = [v.to(dev, dtype) for v in (x.view(-1, c), w, mel, wc, cb)]
+    return cv, half, fp
+
+
+def _tol(dtype, ref):
+    """fp16: a few units in the last place of the reference's largest value (fp32 sums in another order)."""
+    return (4e-3 * max(1.0, float(ref.float().abs().max()))) if dtype == torch.float16 else 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("b,phases,t,c,dil", [(1, 4, 37, 32, 1), (2, 4, 37, 32, 32), (1, 32, 580, 256, 128),
+                                              (3, 32, 61, 256, 4)])
+def test_wn_in_gate_matches_twin(dtype, b, phases, t, c, dil):
+    """Dilated taps across phase blocks (shifts beyond one frame), partial row tiles, real sizes."""
+    from tts.plugins.waveglow import wn_in_gate, wn_in_gate_ref
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    (x, w, mel, wc, cb), half, fp = _wn_case(dtype, dev, b, phases, t, c, 3, dil, 64)
+    out = torch.full((b * phases * t, c), float("nan"), device=dev, dtype=dtype)
+    ref = torch.empty_like(out)
+    wn_in_gate(x, w, mel, wc, cb, out, t=t, fp=fp, phases=phases, dil=dil, half=half)
+    wn_in_gate_ref(x, w, mel, wc, cb, ref, t=t, fp=fp, phases=phases, dil=dil, half=half)
+    assert float((out.float() - ref.float()).abs().max()) < _tol(dtype, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("first,res", [(True, True), (False, True), (False, False)])
+@pytest.mark.parametrize("b,phases,t,c", [(2, 4, 37, 32), (1, 32, 580, 256)])
+def test_wn_res_end_matches_twin_and_keeps_padding(dtype, first, res, b, phases, t, c):
+    from tts.plugins.waveglow import wn_res_end, wn_res_end_ref
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    (x, _, _, _, _), _, fp = _wn_case(dtype, dev, b, phases, t, c, 3, 8, 64)
+    g = torch.Generator().manual_seed(1)
+    rows = b * phases * t
+    acts = torch.randn(rows, c, generator=g).to(dev, dtype)
+    w = (torch.randn(c, c, generator=g) * c ** -0.5).to(dev, dtype) if res else None
+    bias = torch.randn(c, generator=g).to(dev, dtype) if res else None
+    e = torch.zeros(c, 16)
+    e[:, :8] = torch.randn(c, 8, generator=g) * c ** -0.5
+    e = e.to(dev, dtype)
+    end = torch.randn(rows, 16, generator=g).to(dev)
+    x1, x2, e1, e2 = x.clone(), x.clone(), end.clone(), end.clone()
+    wn_res_end(acts, w, bias, x1, e, e1, t=t, fp=fp, first=first)
+    wn_res_end_ref(acts, w, bias, x2, e, e2, t=t, fp=fp, first=first)
+    assert float((x1.float() - x2.float()).abs().max()) < _tol(dtype, x2)
+    assert float((e1 - e2).abs().max()) < 1e-4 * max(1.0, float(e2.abs().max()))
+    assert bool((e1[:, 8:] == (0 if first else end[:, 8:])).all())        # zero columns stay as they were
+    xv = x1.view(b, phases, t + 2 * fp, c)
+    assert bool((xv[:, :, :fp] == 0).all()) and bool((xv[:, :, fp + t:] == 0).all())   # padding stays zero
+    if not res:
+        assert torch.equal(x1, x)

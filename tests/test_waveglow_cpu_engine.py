@@ -147,6 +147,47 @@ def test_cpu_synthesizer_vocoder_is_the_engine_unless_eager():
     assert a.shape == b.shape and float(abs(a - b).max()) < 1e-3
 
 
+@pytest.mark.parametrize("config", ["tiny", "bundled"])
+@pytest.mark.parametrize("batch,frames", [(1, 23), (2, 9)])
+def test_fused_layout_twins_match_eager(config, batch, frames):
+    """The phase-major ``fused`` layout (here its PyTorch twins: no Triton on the CPU)."""
+    wg = _random(TINY if config == "tiny" else _bundled_config())
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="fused")
+    assert eng.layout == "fused" and not eng.fused and not eng.use_graphs and not eng._gflows
+    mel = torch.randn(batch, 80, frames)
+    z = torch.randn(batch, 8, frames * 32)
+    for sigma in (0.0, 0.6):
+        ref = wg.infer(mel, sigma, z=z)
+        assert _err(eng.infer(mel, sigma, z=z), ref) < 1e-5
+
+
+def test_fused_layout_tensors():
+    """``prepare_fused``: per-phase conditioning [P, KC, 2C] equals the gemm layout's rows, its bias
+    column a vector; the skip 1x1s composed with ``end``; the last layer has no residual."""
+    from tts.engines.waveglow import END_COLS, KC_MULTIPLE, prepare_fused
+    wg = _random(TINY)
+    up, flows = prepare(wg, torch.float32, torch.device("cpu"))
+    gflows, taps = prepare_gemm(up, flows, wg.n_group, 16, torch.float32)
+    g0 = gflows[0]
+    cond_w0, skip0, end_w0 = g0.cond_w.clone(), [w.clone() for w in g0.skip_w], g0.end_w.clone()
+    fflows = prepare_fused(list(gflows), wg.n_group, taps * 80)
+    f = fflows[0]
+    layers, c = len(f.dil), 16
+    kin = taps * 80
+    assert len(f.wc) == layers and f.wc[0].shape[1] % KC_MULTIPLE == 0
+    for ph in (0, 5, 31):
+        for i in range(layers):
+            rows = cond_w0[ph * layers * 2 * c + i * 2 * c:ph * layers * 2 * c + (i + 1) * 2 * c]
+            assert torch.equal(f.wc[i][ph, :kin], rows[:, :kin].t()) and bool((f.wc[i][ph, kin:] == 0).all())
+            assert torch.equal(f.cb[i], rows[:, kin])
+    for i in range(layers):
+        assert f.end_e[i].shape == (c, END_COLS)
+        torch.testing.assert_close(f.end_e[i][:, :end_w0.shape[0]], (end_w0 @ skip0[i]).t())
+        assert bool((f.end_e[i][:, end_w0.shape[0]:] == 0).all())
+    assert f.res_wt[0].shape == (c, c) and f.res_wt[-1] is None and f.res_b[-1] is None
+    assert f.in_wt[0].shape == (3 * c, 2 * c)
+
+
 # --- GPU ----------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
@@ -167,3 +208,31 @@ def test_gpu_gemm_layout_matches_ncw_and_eager(precision, tol, dilated):
         scale = float(ref.abs().max())
         assert _err(gemm.infer(mel, 0.6, z=z), ref) < tol * max(1.0, scale)
         assert _err(gemm.infer(mel, 0.6, z=z), ncw.infer(mel, 0.6, z=z)) < tol * max(1.0, scale)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision,tol", [("fp32", 2e-3), ("fp16", 0.05)])
+def test_gpu_fused_layout_matches_gemm_and_eager(precision, tol):
+    """The Triton whole-layer kernels in CUDA graphs, several shapes, graph reuse."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    wg = _random(WaveGlowConfig(n_flows=6, n_early_every=2, WN_config={"n_layers": 3, "n_channels": 64}))
+    ref_model = copy.deepcopy(wg).cuda()
+    fused = WaveGlowEngine(wg, device="cuda", precision=precision, layout="fused")
+    gemm = WaveGlowEngine(wg, device="cuda", precision=precision, layout="gemm")
+    assert fused.use_graphs and fused.fused and fused.layout == "fused"
+    for b, t in ((1, 20), (3, 131), (1, 20)):
+        mel = torch.randn(b, 80, t, device="cuda")
+        z = torch.randn(b, wg.n_group, t * 256 // wg.n_group, device="cuda")
+        ref = ref_model.infer(mel, 0.6, z=z)
+        scale = float(ref.abs().max())
+        out = fused.infer(mel, 0.6, z=z)
+        assert out.shape == ref.shape and _err(out, ref) < tol * max(1.0, scale)
+        assert _err(out, gemm.infer(mel, 0.6, z=z)) < tol * max(1.0, scale)
+
+
+@pytest.mark.gpu
+def test_gpu_default_layout_is_fused_for_fp16():
+    wg = _random(TINY)
+    assert WaveGlowEngine(wg, device="cuda", precision="fp16").layout == "fused"
+    assert WaveGlowEngine(wg, device="cuda", precision="fp32").layout == "gemm"
