@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,6 +40,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--token", help="bearer token")
     g.add_argument("--root-cert", metavar="PEM", help="use TLS, trusting this CA")
     g.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    g.add_argument("--option", action="append", default=[], type=parse_option, metavar="NAME=VALUE",
+                   help="a request option of every call (e.g. max_decoder_steps=580, sigma=0.6); repeatable")
+
+
+def parse_option(item: str) -> tuple[str, object]:
+    """``"sigma=0.6"`` -> ``("sigma", 0.6)`` (int, then float, else the string); unknown names are refused."""
+    from tts.client import _OPTION_NAMES
+
+    name, sep, value = item.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"needs NAME=VALUE, got {item!r}")
+    if name not in _OPTION_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown option {name!r}; known: {', '.join(_OPTION_NAMES)}")
+    for conv in (int, float):
+        try:
+            return name, conv(value)
+        except ValueError:
+            continue
+    return name, value.strip()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,9 +74,13 @@ def run(args: argparse.Namespace) -> int:
                      requests=args.requests, duration_s=args.duration, warmup=args.warmup_requests,
                      timeout_s=args.timeout, token=args.token,
                      root_cert=Path(args.root_cert).read_bytes() if args.root_cert else None)
+    options = tuple(args.option)
+    cfg = dataclasses.replace(cfg, options=options)
     levels = parse_range(args.concurrency)
     results = asyncio.run(run_levels(cfg, levels))
-    print(f"server {args.server}, {'streaming' if args.streaming else 'unary'}, {len(texts)} texts")
+    opts = ", ".join(f"{k}={v}" for k, v in options)
+    print(f"server {args.server}, {'streaming' if args.streaming else 'unary'}, {len(texts)} texts"
+          + (f", options {opts}" if opts else ""))
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps([r.row() | {"errors_by_code": r.errors} for r in results], indent=2))

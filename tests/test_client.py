@@ -116,3 +116,23 @@ def test_bench_server_runs_standalone(target):
     r = run_cli("tts.cli.bench_server", "--server", target, "--concurrency", "2", "--requests", "4")
     assert r.returncode == 0, r.stderr
     assert "concurrency" in r.stdout.splitlines()[1]
+
+
+def test_bench_server_options_reach_every_call(target, fake, tmp_path, capsys):
+    """``--option NAME=VALUE`` sets a request option of every call; a bad option is a usage error."""
+    from tts.cli import bench_server
+
+    parser = argparse.ArgumentParser()
+    bench_server.add_arguments(parser)
+    out = tmp_path / "bench.json"
+    args = parser.parse_args(["--server", target, "--concurrency", "2", "--requests", "4", "--warmup-requests", "0",
+                              "--option", "max_decoder_steps=7", "--option", "sigma=0.5", "--json", str(out)])
+    assert args.option == [("max_decoder_steps", 7), ("sigma", 0.5)]
+    n0 = len(fake.options_seen)
+    assert bench_server.run(args) == 0
+    assert "options max_decoder_steps=7, sigma=0.5" in capsys.readouterr().out
+    assert json.loads(out.read_text())[0]["errors"] == 0
+    seen = fake.options_seen[n0:]
+    assert seen and all(o.max_decoder_steps == 7 and o.sigma == 0.5 for o in seen)
+    r = run_cli("tts.cli.bench_server", "--server", target, "--option", "loudness=3")
+    assert r.returncode == 2 and "unknown option 'loudness'" in r.stderr and "Traceback" not in r.stderr

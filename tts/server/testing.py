@@ -42,6 +42,7 @@ class FakeSynthesizer:
     delay_per_char_s: float = 0.0
     fail_text: str = "__internal_fault__"
     batches: list[int] = field(default_factory=list)
+    options_seen: list = field(default_factory=list)      #: the options of every batch, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -64,6 +65,7 @@ class FakeSynthesizer:
     def synthesize_batch(self, texts, options=None):
         with self.lock:
             self.batches.append(len(texts))
+            self.options_seen.append(options)
         if any(t == self.fail_text for t in texts):
             raise RuntimeError("simulated internal fault in the model")
         delay = self.delay_s + self.delay_per_char_s * max(len(t) for t in texts)
