@@ -705,16 +705,54 @@ class WaveGlowEngine:
 class DenoiserEngine:
     """The denoiser on its device in float32 (as DLE runs it): ``__call__(audio [B, N], strength)``.
 
-    Returns ``[B, 1, hop * (N // hop)]`` float32, as ``Denoiser.forward``.
+    Returns ``[B, 1, hop * (N // hop)]`` float32, as ``Denoiser.forward``. On CUDA each
+    ``(B, N)`` is captured in a CUDA graph (a small LRU; ``strength`` is a device scalar the
+    graph reads, so one graph serves every strength): the ~20 small STFT/iSTFT launches
+    become one replay (H100, 6.7 s of audio: eager 0.73 ms, engine 1.19 ms before graphs).
     """
 
-    def __init__(self, denoiser: torch.nn.Module, *, device: torch.device | str = "cuda") -> None:
+    def __init__(self, denoiser: torch.nn.Module, *, device: torch.device | str = "cuda",
+                 use_graphs: bool | None = None, max_graphs: int = 8) -> None:
         self.device = torch.device(device)
         self.denoiser = denoiser.to(self.device).float().eval()
+        self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
+        self.max_graphs = max_graphs
+        self._graphs: OrderedDict[tuple[int, int], tuple] = OrderedDict()
+        self._pool = None
+
+    def _graph(self, b: int, n: int) -> tuple:
+        key = (b, n)
+        g = self._graphs.get(key)
+        if g is not None:
+            self._graphs.move_to_end(key)
+            return g
+        while len(self._graphs) >= self.max_graphs:
+            self._graphs.popitem(last=False)
+        audio = torch.zeros(b, n, device=self.device)
+        strength = torch.zeros((), device=self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            self.denoiser(audio, strength=strength)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            out = self.denoiser(audio, strength=strength)
+        g = (graph, audio, strength, out)
+        self._graphs[key] = g
+        return g
 
     @torch.inference_mode()
     def __call__(self, audio: Tensor, strength: float = 0.01) -> Tensor:
         with torch.autocast(self.device.type, enabled=False):
-            return self.denoiser(audio.to(self.device, torch.float32), strength=strength)
+            if not self.use_graphs or audio.dim() != 2:
+                return self.denoiser(audio.to(self.device, torch.float32), strength=strength)
+            graph, a, s, out = self._graph(audio.size(0), audio.size(1))
+            a.copy_(audio)
+            s.fill_(float(strength))
+            graph.replay()
+            return out.clone()
 
     forward = __call__
