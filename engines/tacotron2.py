@@ -16,6 +16,10 @@
   cores and split-K at batch > 2, location taps unrolled, wider GEMV tiles) or the v1 set
   (``kernels="v1"`` or ``TTS_DECODER_KERNELS=v1``, kept for A/B), or the same
   maths in PyTorch ops (``"torch"``);
+- the v2 kernels of a captured step use programmatic dependent launch on sm_90+
+  (``pdl``; ``TTS_DECODER_PDL=0`` turns it off): each kernel loads its weights
+  (the LSTMs their first weight chunk) before it waits for the previous one, and
+  lets the next one launch early (``resolve_pdl``);
 - ``steps_per_replay`` (K) steps are captured in one CUDA graph; the host
   checks the per-item stop flags once per replay, overlapped with the next
   replay (at most one replay of K steps is wasted), and cuts the result to
@@ -85,6 +89,9 @@ SLOT_MIN_INPUT = 32
 MAX_SLOT_SETS = 48
 #: Kernel set of the triton backend (env ``TTS_DECODER_KERNELS`` overrides; see benchmarks/README.md).
 DEFAULT_KERNELS = "v2"
+#: Programmatic dependent launch mode of the v2 step (``tts.plugins.decoder._pdl_kw``: 1 wait then
+#: let the next kernel launch, 2 the other way round, 0 off); used only where ``resolve_pdl`` allows.
+DEFAULT_PDL = 1
 #: Encoder paths (see the module docstring); "auto": "graph" on CUDA, "packed" on the CPU.
 ENCODERS = ("auto", "graph", "packed", "cudnn", "cudnn2", "cudnn2s", "loop", "triton")
 #: Recurrence of encoder="graph" (tools/gpu/encoder_speed.py times them all).
@@ -100,12 +107,35 @@ POSTNET_MULTIPLE = 64
 MAX_PIECE_RUNS = 48
 
 
+def resolve_pdl(pdl: int | bool | None, *, device: torch.device, backend: str, kernels: str,
+                use_graphs: bool) -> int:
+    """The PDL mode an engine uses: ``pdl`` if given, else ``TTS_DECODER_PDL``, else ``DEFAULT_PDL``;
+    modes 1/2 only for the v2 Triton kernels in CUDA graphs on sm_90+ (else 0). Mode 3 (the PDL
+    code paths without griddepcontrol, for tests) wherever the v2 Triton kernels run."""
+    if pdl is None:
+        env = os.environ.get("TTS_DECODER_PDL", "").strip()
+        pdl = int(env) if env else DEFAULT_PDL
+    pdl = int(pdl)
+    if pdl not in (0, 1, 2, 3):
+        raise ValueError(f"pdl must be 0, 1, 2 or 3 (or a bool), got {pdl}")
+    if pdl == 0 or backend != "triton" or kernels != "v2":
+        return 0
+    if pdl == 3:
+        return 3
+    if (device.type != "cuda" or not use_graphs or os.environ.get("TRITON_INTERPRET") == "1"
+            or torch.cuda.get_device_capability(device)[0] < 9):
+        return 0
+    return pdl
+
+
 def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
     """Tiles of the v2 kernels for a bucket of ``batch`` rows (H100 sweep, benchmarks/README.md).
 
     ``lstm``: ``lstm_cell2`` keywords; ``query``/``proj``: (bn, bk) of the query and projection
     GEMVs; ``loc_bt``: positions per location-energy program; ``ctx``: (be, bt max) of
-    attention_context; ``prenet``: (bn, bb) of the fused prenet, or None for two launches. ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
+    attention_context; ``prenet``: (bn, bb) of the fused prenet, or None for two launches;
+    ``pdl_pre``: weight chunks each LSTM program loads before its PDL wait (1 or 2).
+    ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
     """
     if batch <= 2:      # H100: 33.1 us/step at batch 1 (decoder_v2_run2)
         lstm = dict(bh=2, bk=512, split=1, num_warps=4, dot=False, static=False)
@@ -117,7 +147,7 @@ def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
         lstm = dict(bh=1, bk=128, split=1, num_warps=4, dot=False, static=False)
         tiles = dict(loc_bt=8, ctx=(32, 128))
     # the fused prenet measured slower than two launches (7.4 vs 1.9 + 1.9 us + a gap): off
-    tiles.update(lstm=lstm, query=(1, 1024), proj=(1, 1024), prenet=None)
+    tiles.update(lstm=lstm, query=(1, 1024), proj=(1, 1024), prenet=None, pdl_pre=1)
     env = os.environ.get("TTS_DECODER_TILES")
     if env:
         import json
@@ -283,14 +313,15 @@ class Tacotron2Engine:
     ``tts.engines.cache.EngineCache`` for the prepared weights (``cache_hit`` says
     whether they came from it), or None. ``encoder``: one of ``ENCODERS`` (the
     attribute ``encoder`` holds the resolved one and may be changed later).
-    ``postnet``: one of ``POSTNETS``.
+    ``postnet``: one of ``POSTNETS``. ``pdl``: programmatic dependent launch of the v2 step in
+    CUDA graphs (``resolve_pdl``; the attribute ``pdl`` holds the mode in use).
     """
 
     def __init__(self, model: Tacotron2, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  backend: str = "auto", steps_per_replay: int = 16, use_graphs: bool | None = None,
                  max_buckets: int = 8, lstm_tiles: tuple[int, int, int] = (4, 256, 2),
                  kernels: str | None = None, cache=None, encoder: str = "auto",
-                 postnet: str = "auto") -> None:
+                 postnet: str = "auto", pdl: int | bool | None = None) -> None:
         from tts.plugins.decoder import triton_available
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -313,6 +344,9 @@ class Tacotron2Engine:
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.steps_per_replay = steps_per_replay
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
+        #: Programmatic dependent launch mode of the decoder step's kernels (0: off).
+        self.pdl = resolve_pdl(pdl, device=self.device, backend=backend, kernels=kernels,
+                               use_graphs=self.use_graphs)
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if postnet not in POSTNETS:
@@ -694,21 +728,30 @@ class Tacotron2Engine:
         par = (i + b.par0) % 2
         ah_old, ah_new = b.ah[par], b.ah[1 - par]
         dh_old, dh_new = b.dh[par], b.dh[1 - par]
+        # pdl: programmatic dependent launch (every kernel waits for its predecessor before it reads
+        # state or writes; the fused prenet has no PDL path and launches plainly, which is safe)
+        pdl = self.pdl
         if tl["prenet"]:
             K.prenet(b.frame, w.pre_w1, w.pre_w2, b.pre2, p=p, seed=b.seed, step=b.drop_step, step_i=i,
                      bn=tl["prenet"][0], bb=tl["prenet"][1])
         else:   # the two layers as two launches (same masks)
-            K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i, salt=0)
-            K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i, salt=1)
-        K.lstm_cell2((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, ws=b.lstm_ws, **lstm)
-        K.linear_act(ah_new, w.q_w, b.pq, bn=tl["query"][0], bk=tl["query"][1])
-        K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl["loc_bt"])
+            K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i,
+                         salt=0, pdl=pdl)
+            K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i,
+                         salt=1, pdl=pdl)
+        pre = tl.get("pdl_pre", 1)
+        K.lstm_cell2((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, ws=b.lstm_ws, pdl=pdl, pre=pre,
+                     **lstm)
+        K.linear_act(ah_new, w.q_w, b.pq, bn=tl["query"][0], bk=tl["query"][1], pdl=pdl)
+        K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl["loc_bt"],
+                           pdl=pdl)
         be, bt = tl["ctx"]
         K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i,
-                            be=be, bt=min(bt, 1 << max(0, (b.t_in - 1).bit_length())))
-        K.lstm_cell2((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new, ws=b.lstm_ws, **lstm)
+                            be=be, bt=min(bt, 1 << max(0, (b.t_in - 1).bit_length())), pdl=pdl)
+        K.lstm_cell2((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new, ws=b.lstm_ws, pdl=pdl, pre=pre,
+                     **lstm)
         K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
-                     b.mel_lengths, threshold, b.step, i, bn=tl["proj"][0], bk=tl["proj"][1])
+                     b.mel_lengths, threshold, b.step, i, bn=tl["proj"][0], bk=tl["proj"][1], pdl=pdl)
 
     def _step_torch(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
         w, wd = self.w, self.dtype

@@ -8,6 +8,29 @@ import triton.language as tl
 def _tanh(x):
     return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
+
+# Programmatic dependent launch (PDL, sm_90+): kernels of the v2 step take a constexpr PDL
+# (0: off; 1: wait, then let the next kernel launch; 2: let the next kernel launch at once, then
+# wait) and are launched with launch_pdl=True when it is on. A kernel reads only model weights
+# (and buffers that are constant within a CUDA graph: memory, pm, lengths) before _gdc_wait, and
+# every program calls _gdc_wait on every path before it reads state or writes anything. So when a
+# program passes its wait, every earlier kernel has completed (each of them waited on its own
+# predecessor before it could complete), and no write-after-read hazard between nodes remains.
+# Off (PDL=0) both are no-ops. PDL=3: the kernels' PDL code paths (prologue loads first) without
+# the griddepcontrol instructions, for the interpreter (no inline asm there) and tests.
+
+@triton.jit
+def _gdc_start(PDL: tl.constexpr):
+    if PDL == 2:
+        tl.extra.cuda.gdc_launch_dependents()
+
+@triton.jit
+def _gdc_wait(PDL: tl.constexpr):
+    if PDL == 1 or PDL == 2:
+        tl.extra.cuda.gdc_wait()
+    if PDL == 1:
+        tl.extra.cuda.gdc_launch_dependents()
+
 @triton.jit
 def _acc_segment(acc, x_ptr, sx, K, w_ptr, sw, col0, offs_b, B, offs_n, N,
                  BK: tl.constexpr):
@@ -24,13 +47,51 @@ def _acc_segment(acc, x_ptr, sx, K, w_ptr, sw, col0, offs_b, B, offs_n, N,
     return acc
 
 @triton.jit
+def _acc_segment_from(acc, k_lo, x_ptr, sx, K, w_ptr, sw, col0, offs_b, B, offs_n, N,
+                      BK: tl.constexpr):
+    # _acc_segment over the chunks k_lo, k_lo + BK, ... of the segment
+    offs_k = tl.arange(0, BK)
+    for k0 in range(k_lo, K, BK):
+        kk = k0 + offs_k
+        xm = (offs_b[:, None] < B) & (kk[None, :] < K)
+        x = tl.load(x_ptr + offs_b[:, None] * sx + kk[None, :], mask=xm, other=0.0).to(tl.float32)
+        wm = (offs_n[None, :] < N) & (kk[:, None] < K)
+        w = tl.load(w_ptr + offs_n[None, :] * sw + (col0 + kk)[:, None], mask=wm,
+                    other=0.0).to(tl.float32)
+        acc += tl.sum(x[:, :, None] * w[None, :, :], axis=1)
+    return acc
+
+@triton.jit
+def _w_chunk0(w_ptr, sw, col0, K, offs_n, N, BK: tl.constexpr):
+    # the weight tile [BK, BN] of _acc_segment's first chunk (loaded before the PDL wait)
+    kk = tl.arange(0, BK)
+    return tl.load(w_ptr + offs_n[None, :] * sw + (col0 + kk)[:, None],
+                   mask=(offs_n[None, :] < N) & (kk[:, None] < K), other=0.0)
+
+@triton.jit
+def _acc_chunk0(acc, w0, x_ptr, sx, K, offs_b, B, BK: tl.constexpr):
+    # the first chunk of _acc_segment with its weight tile w0 already loaded
+    kk = tl.arange(0, BK)
+    x = tl.load(x_ptr + offs_b[:, None] * sx + kk[None, :], mask=(offs_b[:, None] < B) & (kk[None, :] < K),
+                other=0.0).to(tl.float32)
+    acc += tl.sum(x[:, :, None] * w0.to(tl.float32)[None, :, :], axis=1)
+    return acc
+
+@triton.jit
 def linear_act_kernel(x_ptr, sx, K, w_ptr, out_ptr, so, B, N, seed_ptr, step_ptr, step_i, p,
                       salt, RELU: tl.constexpr, DROPOUT: tl.constexpr,
-                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr = 0):
+    _gdc_start(PDL)
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
     offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
     acc = tl.zeros((BB, BN), dtype=tl.float32)
-    acc = _acc_segment(acc, x_ptr, sx, K, w_ptr, K, 0, offs_b, B, offs_n, N, BK)
+    if PDL != 0:
+        w0 = _w_chunk0(w_ptr, K, 0, K, offs_n, N, BK)
+        _gdc_wait(PDL)
+        acc = _acc_chunk0(acc, w0, x_ptr, sx, K, offs_b, B, BK)
+        acc = _acc_segment_from(acc, BK, x_ptr, sx, K, w_ptr, K, 0, offs_b, B, offs_n, N, BK)
+    else:
+        acc = _acc_segment(acc, x_ptr, sx, K, w_ptr, K, 0, offs_b, B, offs_n, N, BK)
     if RELU:
         acc = tl.maximum(acc, 0.0)
     if DROPOUT:
@@ -112,18 +173,30 @@ def location_energy_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_pt
 def attention_context_kernel(e_ptr, mem_ptr, aw_ptr, ac_ptr, ctx_ptr, al_ptr, al_stride_b,
                              step_ptr, step_i, T, E,
                              TB: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
-                             ALIGN: tl.constexpr):
+                             ALIGN: tl.constexpr, PDL: tl.constexpr = 0):
+    _gdc_start(PDL)
     b = tl.program_id(0)
     pe = tl.program_id(1)
     offs_all = tl.arange(0, TB)
-    e_all = tl.load(e_ptr + b * T + offs_all, mask=offs_all < T, other=float("-inf"))
-    mx = tl.max(e_all, axis=0)
-    den = tl.sum(tl.exp(e_all - mx), axis=0)
     offs_e = pe * BE + tl.arange(0, BE)
     em = offs_e < E
     acc = tl.zeros((BE,), dtype=tl.float32)
     offs_t0 = tl.arange(0, BT)
-    for t0 in range(0, T, BT):
+    if PDL != 0:
+        # memory is constant within a graph: its first T chunk before the wait
+        mem0 = tl.load(mem_ptr + (b * T + offs_t0[:, None]) * E + offs_e[None, :],
+                       mask=(offs_t0 < T)[:, None] & em[None, :], other=0.0).to(tl.float32)
+        _gdc_wait(PDL)
+    e_all = tl.load(e_ptr + b * T + offs_all, mask=offs_all < T, other=float("-inf"))
+    mx = tl.max(e_all, axis=0)
+    den = tl.sum(tl.exp(e_all - mx), axis=0)
+    t_lo = 0
+    if PDL != 0:
+        e = tl.load(e_ptr + b * T + offs_t0, mask=offs_t0 < T, other=float("-inf"))
+        w = tl.exp(e - mx) / den
+        acc += tl.sum(w[:, None] * mem0, axis=0)
+        t_lo = BT
+    for t0 in range(t_lo, T, BT):
         offs_t = t0 + offs_t0
         tm = offs_t < T
         e = tl.load(e_ptr + b * T + offs_t, mask=tm, other=float("-inf"))
@@ -146,15 +219,24 @@ def attention_context_kernel(e_ptr, mem_ptr, aw_ptr, ac_ptr, ctx_ptr, al_ptr, al
 def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stride_b,
                       gate_ptr, gate_stride_b, nf_ptr, len_ptr, step_ptr, step_i, threshold,
                       B, NF,
-                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr = 0):
+    _gdc_start(PDL)
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
     offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
     N = NF + 1
     KT = K1 + K2
     acc = tl.zeros((BB, BN), dtype=tl.float32)
-    acc = _acc_segment(acc, x1, K1, K1, w_ptr, KT, 0, offs_b, B, offs_n, N, BK)
+    if PDL != 0:
+        w0 = _w_chunk0(w_ptr, KT, 0, K1, offs_n, N, BK)
+        bias = tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0)
+        _gdc_wait(PDL)
+        acc = _acc_chunk0(acc, w0, x1, K1, K1, offs_b, B, BK)
+        acc = _acc_segment_from(acc, BK, x1, K1, K1, w_ptr, KT, 0, offs_b, B, offs_n, N, BK)
+    else:
+        acc = _acc_segment(acc, x1, K1, K1, w_ptr, KT, 0, offs_b, B, offs_n, N, BK)
     acc = _acc_segment(acc, x2, K2, K2, w_ptr, KT, K1, offs_b, B, offs_n, N, BK)
-    bias = tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0)
+    if PDL == 0:
+        bias = tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0)
     y = acc + bias[None, :]
     step = tl.load(step_ptr) + step_i
     bm = offs_b < B
@@ -189,11 +271,22 @@ def _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk):
     return v.to(tl.float32)
 
 @triton.jit
+def _lstm2_w(k0, k_end, KT, w_ptr, rows, BK: tl.constexpr):
+    kk = k0 + tl.arange(0, BK)
+    return tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=(kk < k_end)[None, :], other=0.0)  # [R, BK]
+
+@triton.jit
 def _lstm2_chunk(acc, k0, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
                  BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
+    w = _lstm2_w(k0, k_end, KT, w_ptr, rows, BK)
+    return _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
+
+@triton.jit
+def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
+               BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
+    # acc += x[:, k0:k0 + BK] @ w^T with the chunk's weight tile w [R, BK] already loaded
     kk = k0 + tl.arange(0, BK)
     km = kk < k_end
-    w = tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=km[None, :], other=0.0)   # [R, BK]
     if SEG:
         # every chunk lies inside one input segment (BK divides K1, K2, K3): one load of x
         in1 = k0 < K1
@@ -239,11 +332,13 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
                       B, H, KCH,
                       BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr, NIT: tl.constexpr,
                       SPLIT: tl.constexpr, DOT: tl.constexpr, STATIC: tl.constexpr,
-                      SEG: tl.constexpr = False):
+                      SEG: tl.constexpr = False, PDL: tl.constexpr = 0, PRE: tl.constexpr = 1):
     # grid (H / BH, cdiv(B, BB), SPLIT). Program (h, b, s): rows {i, f, g, o} x BH of the weight,
     # K range [s * KCH, (s + 1) * KCH) of the concatenated input, NIT chunks of BK.
     # SPLIT > 1: partial sums to ws[s], the last program of a tile (counter) adds them in
     # fixed order (deterministic) and applies the cell update; counters are left at 0.
+    # PDL: the first PRE (1 or 2, <= NIT) weight chunks are loaded before the wait.
+    _gdc_start(PDL)
     pid_h = tl.program_id(0)
     pid_b = tl.program_id(1)
     s = tl.program_id(2)
@@ -259,12 +354,22 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
         acc = tl.zeros((BB, R), dtype=tl.float32)
     else:
         acc = tl.zeros((BB, R, BK), dtype=tl.float32)
+    i0 = 0
+    if PDL != 0:
+        w0 = _lstm2_w(k_start, k_end, KT, w_ptr, rows, BK)
+        if PRE == 2:
+            w1 = _lstm2_w(k_start + BK, k_end, KT, w_ptr, rows, BK)
+        _gdc_wait(PDL)
+        acc = _lstm2_mac(acc, w0, k_start, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
+        if PRE == 2:
+            acc = _lstm2_mac(acc, w1, k_start + BK, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
+        i0 = PRE
     if STATIC:
-        for i in tl.static_range(NIT):
+        for i in tl.static_range(i0, NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
                                offs_b, B, BK, DOT, SEG)
     else:
-        for i in range(NIT):
+        for i in range(i0, NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
                                offs_b, B, BK, DOT, SEG)
     if not DOT:
@@ -287,14 +392,23 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
 @triton.jit
 def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
                             T, A,
-                            KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr):
+                            KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr, PDL: tl.constexpr = 0):
     # location_energy_kernel with the taps unrolled (KS constexpr): all loads issue at once
     # instead of KS dependent rounds of L2 latency
+    _gdc_start(PDL)
     b = tl.program_id(0)
     offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
     offs_a = tl.arange(0, BA)
     am = offs_a < A
+    tm = offs_t < T
     PAD: tl.constexpr = (KS - 1) // 2
+    if PDL != 0:
+        # pm, v and the lengths are constant within a graph: before the wait
+        pm = tl.load(pm_ptr + (b * T + offs_t[:, None]) * A + offs_a[None, :],
+                     mask=tm[:, None] & am[None, :], other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + offs_a, mask=am, other=0.0).to(tl.float32)
+        n = tl.load(len_ptr + b)
+        _gdc_wait(PDL)
     acc = tl.zeros((BT, BA), dtype=tl.float32)
     for j in tl.static_range(KS):
         src = offs_t + (j - PAD)
@@ -304,13 +418,14 @@ def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
         k0 = tl.load(wl_ptr + offs_a * (2 * KS) + j, mask=am, other=0.0).to(tl.float32)
         k1 = tl.load(wl_ptr + offs_a * (2 * KS) + (KS + j), mask=am, other=0.0).to(tl.float32)
         acc += w0[:, None] * k0[None, :] + w1[:, None] * k1[None, :]
-    tm = offs_t < T
     pq = tl.load(pq_ptr + b * A + offs_a, mask=am, other=0.0)
-    pm = tl.load(pm_ptr + (b * T + offs_t[:, None]) * A + offs_a[None, :],
-                 mask=tm[:, None] & am[None, :], other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + offs_a, mask=am, other=0.0).to(tl.float32)
+    if PDL == 0:
+        pm = tl.load(pm_ptr + (b * T + offs_t[:, None]) * A + offs_a[None, :],
+                     mask=tm[:, None] & am[None, :], other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + offs_a, mask=am, other=0.0).to(tl.float32)
     e = tl.sum(_tanh(acc + pq[None, :] + pm) * v[None, :], axis=1)
-    n = tl.load(len_ptr + b)
+    if PDL == 0:
+        n = tl.load(len_ptr + b)
     e = tl.where(offs_t < n, e, float("-inf"))
     tl.store(out_ptr + b * T + offs_t, e, mask=tm)
 

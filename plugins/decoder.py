@@ -162,6 +162,18 @@ def _bb(batch: int) -> int:
     return min(16, _next_pow2(batch))
 
 
+def _pdl_kw(pdl: int) -> dict:
+    """Launch keywords of programmatic dependent launch mode ``pdl``: 0 off, 1 wait then trigger,
+    2 trigger then wait (see ``_decoder_triton``; sm_90+ on CUDA only, never in the interpreter),
+    3 the kernels' PDL code paths without the griddepcontrol instructions (interpreter tests)."""
+    pdl = int(pdl)
+    if pdl not in (0, 1, 2, 3):
+        raise ValueError(f"pdl must be 0, 1, 2 or 3, got {pdl}")
+    if pdl == 3:
+        return {"PDL": 3}
+    return {"PDL": pdl, "launch_pdl": True} if pdl else {}
+
+
 def _check_rows(*ts: Tensor) -> None:
     for t in ts:
         if t.dim() >= 2 and t.stride(-1) != 1:
@@ -170,11 +182,12 @@ def _check_rows(*ts: Tensor) -> None:
 
 def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: float = 0.0,
                seed: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, salt: int = 0,
-               bn: int = 4, bk: int = 256) -> Tensor:
+               bn: int = 4, bk: int = 256, pdl: int = 0) -> Tensor:
     """Kernel of ``linear_act_ref``; dropout masks from Philox(``seed``, step, salt, b, n).
 
     ``seed``/``step``: ``[1]`` int64 GPU scalars (needed when p > 0); the step used is
-    ``step + step_i``.
+    ``step + step_i``. ``pdl``: programmatic dependent launch mode (``_pdl_kw``; the first
+    weight chunk is loaded before the wait).
     """
     k = _kernels()["linear_act"]
     _check_rows(x, w, out)
@@ -186,7 +199,7 @@ def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: floa
     grid = (math.ceil(n / bn), math.ceil(b / bb))
     k[grid](x, x.stride(0), kdim, w, out, out.stride(0), b, n,
             seed if seed is not None else dummy, step if step is not None else dummy, step_i,
-            float(p), salt, RELU=relu, DROPOUT=p > 0.0, BB=bb, BN=bn, BK=bk)
+            float(p), salt, RELU=relu, DROPOUT=p > 0.0, BB=bb, BN=bn, BK=bk, **_pdl_kw(pdl))
     return out
 
 
@@ -220,7 +233,7 @@ def location_energy(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, p
 
 def attention_context(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Tensor, ctx: Tensor,
                       align: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, *,
-                      be: int = 64, bt: int = 32) -> None:
+                      be: int = 64, bt: int = 32, pdl: int = 0) -> None:
     """Kernel of ``attention_context_ref``. ``align`` here is the whole record ``[B, steps, T]``,
     written at row ``step + step_i`` (needs ``step``)."""
     k = _kernels()["attention_context"]
@@ -230,12 +243,12 @@ def attention_context(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Te
     al = align if align is not None else ctx
     k[grid](energy, memory, att_w, att_cum, ctx, al, al.stride(0) if align is not None else 0,
             step if step is not None else ctx, step_i, t, e,
-            TB=_next_pow2(t), BT=bt, BE=be, ALIGN=align is not None)
+            TB=_next_pow2(t), BT=bt, BE=be, ALIGN=align is not None, **_pdl_kw(pdl))
 
 
 def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, mel: Tensor,
                gate: Tensor, not_finished: Tensor, mel_lengths: Tensor, gate_threshold: float,
-               step: Tensor, step_i: int = 0, *, bn: int = 4, bk: int = 256) -> None:
+               step: Tensor, step_i: int = 0, *, bn: int = 4, bk: int = 256, pdl: int = 0) -> None:
     """Kernel of ``projection_ref``; ``mel [B, steps, n_frame]`` and ``gate [B, steps]`` are the
     whole records, written at step ``step + step_i``."""
     k = _kernels()["projection"]
@@ -245,7 +258,7 @@ def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, m
     grid = (math.ceil((nf + 1) / bn), math.ceil(batch / bb))
     k[grid](x1, x1.shape[1], x2, x2.shape[1], w, b, frame, mel, mel.stride(0), gate, gate.stride(0),
             not_finished, mel_lengths, step, step_i, float(gate_threshold), batch, nf,
-            BB=bb, BN=bn, BK=bk)
+            BB=bb, BN=bn, BK=bk, **_pdl_kw(pdl))
 
 
 # ----------------------------------------------------------------------------- v2 kernels
@@ -261,12 +274,15 @@ def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int
 
 def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
                bh: int = 1, bk: int = 512, split: int = 1, num_warps: int = 4, dot: bool = False,
-               static: bool = True, ws: tuple[Tensor, Tensor] | None = None) -> None:
+               static: bool = True, ws: tuple[Tensor, Tensor] | None = None, pdl: int = 0,
+               pre: int = 1) -> None:
     """Kernel of ``lstm_cell_ref`` (v2): rows of the four gates of ``bh`` hidden units per program,
     16-byte weight loads over K chunks of ``bk``, ``split`` programs over K (partials combined in
     fixed order by the last one, see ``lstm2_workspace``), ``dot``: tensor cores (float16 weights;
     batch tile 16, x split in two float16 halves so the result keeps float32 inputs), else
-    float32 FMAs. ``static``: K loop unrolled (all loads of a program issued up front)."""
+    float32 FMAs. ``static``: K loop unrolled (all loads of a program issued up front).
+    ``pdl``: programmatic dependent launch mode (``_pdl_kw``); ``pre`` (1 or 2): weight chunks
+    loaded before its wait."""
     k = _kernels()["lstm_cell2"]
     x1, x2, x3 = xs
     _check_rows(x1, x2, x3, w, c, h_out)
@@ -299,18 +315,18 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
     seg = all(x.shape[1] % bk == 0 for x in xs)     # each K chunk inside one input segment
     k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, part, ws_split, cnt,
             batch, hdim, kch, BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=split, DOT=dot, STATIC=static,
-            SEG=seg, num_warps=num_warps)
+            SEG=seg, num_warps=num_warps, **_pdl_kw(pdl), **({"PRE": max(1, min(int(pre), 2, nit))} if pdl else {}))
 
 
 def location_energy2(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
-                     lengths: Tensor, out: Tensor, *, bt: int = 8, num_warps: int = 4) -> Tensor:
+                     lengths: Tensor, out: Tensor, *, bt: int = 8, num_warps: int = 4, pdl: int = 0) -> Tensor:
     """Kernel of ``location_energy_ref`` (v2: taps unrolled). All tensors contiguous; lengths int32."""
     k = _kernels()["location_energy2"]
     batch, t = att_w.shape
     a, _, ks = w_loc.shape
     grid = (batch, math.ceil(t / bt))
     k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, KS=ks, BT=bt, BA=_next_pow2(a),
-            num_warps=num_warps)
+            num_warps=num_warps, **_pdl_kw(pdl))
     return out
 
 

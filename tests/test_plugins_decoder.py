@@ -219,6 +219,85 @@ def test_prenet(dtype, batch):
     assert _err(out, ref) < 1e-4 and torch.equal(out != 0, ref != 0)
 
 
+# ----------------------------------------------------------------------------- PDL code paths
+
+def _pdl_modes() -> list[int]:
+    """PDL modes to check against plain launches: 3 (the PDL code paths without griddepcontrol)
+    everywhere, 1 and 2 (real programmatic dependent launches) on sm_90+ GPUs."""
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9:
+        return [1, 2, 3]
+    return [3]
+
+
+@pytest.mark.parametrize("pdl", _pdl_modes())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_pdl_gemv_kernels_equal_plain_launches(pdl, dtype):
+    """linear_act (one and several K chunks, dropout), projection, location_energy2 and
+    attention_context (one and several T chunks): results with ``pdl`` equal the plain launch."""
+    dev = _dev()
+    seed = torch.tensor([99], dtype=torch.int64, device=dev)
+    step = torch.tensor([3], dtype=torch.int64, device=dev)
+    for batch, kdim, bk, p in ((1, 80, 128, 0.0), (3, 100, 32, 0.5)):
+        x = torch.randn(batch, kdim, device=dev)
+        w = _w(40, kdim, dtype=dtype, dev=dev)
+        a, b = torch.empty(batch, 40, device=dev), torch.empty(batch, 40, device=dev)
+        for out, mode in ((a, 0), (b, pdl)):
+            K.linear_act(x, w, out, relu=True, p=p, seed=seed, step=step, step_i=1, bn=4, bk=bk, pdl=mode)
+        assert torch.equal(a, b)
+    batch, hd, e, nf, steps = 3, 64, 32, 20, 5
+    xs = (torch.randn(batch, hd, device=dev), torch.randn(batch, e, device=dev))
+    w = _w(nf + 1, hd + e, dtype=dtype, dev=dev)
+    bias = torch.randn(nf + 1, device=dev)
+    res = []
+    for mode in (0, pdl):
+        frame = torch.empty(batch, nf, device=dev)
+        mel, gate = torch.zeros(batch, steps, nf, device=dev), torch.zeros(batch, steps, device=dev)
+        nfl = torch.tensor([1, 1, 0], dtype=torch.int32, device=dev)
+        ln = torch.tensor([4, 4, 2], dtype=torch.int32, device=dev)
+        K.projection(xs, w, bias, frame, mel, gate, nfl, ln, 0.5, step, 1, bn=8, bk=32, pdl=mode)
+        res.append((frame, mel, gate, nfl, ln))
+    assert all(torch.equal(u, v) for u, v in zip(*res))
+    batch, a_dim, ks, t = 3, 16, 31, 40
+    pq = torch.randn(batch, a_dim, device=dev)
+    w_loc = _w(a_dim, 2, ks, dtype=torch.float32, dev=dev, scale=0.3)
+    att_w, att_cum = torch.rand(batch, t, device=dev), torch.rand(batch, t, device=dev) * 3
+    pm = _w(batch, t, a_dim, dtype=dtype, dev=dev, scale=1.0)
+    v = _w(a_dim, dtype=torch.float32, dev=dev, scale=0.5)
+    lengths = torch.tensor([t, t - 3, 1], dtype=torch.int32, device=dev)
+    outs = [torch.empty(batch, t, device=dev) for _ in range(2)]
+    for out, mode in zip(outs, (0, pdl)):
+        K.location_energy2(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=8, pdl=mode)
+    assert torch.equal(outs[0], outs[1])
+    memory = _w(batch, t, 96, dtype=dtype, dev=dev, scale=1.0)
+    for bt in (16, 64):
+        res = []
+        for mode in (0, pdl):
+            aw, ac = att_w.clone(), att_cum.clone()
+            ctx, align = torch.empty(batch, 96, device=dev), torch.zeros(batch, steps, t, device=dev)
+            K.attention_context(outs[0], memory, aw, ac, ctx, align, step, 0, be=32, bt=bt, pdl=mode)
+            res.append((ctx, aw, ac, align))
+        assert all(torch.equal(u, v) for u, v in zip(*res))
+
+
+@pytest.mark.parametrize("pdl", _pdl_modes())
+@pytest.mark.parametrize("pre", [1, 2])
+@pytest.mark.parametrize("cfg", LSTM2_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_pdl_lstm_cell2_equals_plain_launch(pdl, pre, cfg):
+    dev = _dev()
+    batch, k1, k2, h = 5, 32, 48, 64
+    xs = (torch.randn(batch, k1, device=dev), torch.randn(batch, k2, device=dev),
+          torch.randn(batch, h, device=dev).tanh())
+    w = _w(4 * h, k1 + k2 + h, dtype=torch.float16, dev=dev)
+    b = torch.randn(4 * h, device=dev) * 0.1
+    c0 = torch.randn(batch, h, device=dev)
+    res = []
+    for mode in (0, pdl):
+        c, hh = c0.clone(), torch.full((batch, h), float("nan"), device=dev)
+        K.lstm_cell2(xs, w, b, c, hh, pdl=mode, pre=pre, **cfg)
+        res.append((c, hh))
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
+
+
 if __name__ == "__main__":  # CPU check of the kernels: TRITON_INTERPRET=1 python tests/...
     import sys
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", "-o", "markers=gpu",
