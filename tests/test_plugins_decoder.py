@@ -295,7 +295,9 @@ def test_pdl_lstm_cell2_equals_plain_launch(pdl, pre, cfg):
         c, hh = c0.clone(), torch.full((batch, h), float("nan"), device=dev)
         K.lstm_cell2(xs, w, b, c, hh, pdl=mode, pre=pre, **cfg)
         res.append((c, hh))
-    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
+    dc, dh = _err(res[0][0], res[1][0]), _err(res[0][1], res[1][1])
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1]), \
+        f"pdl={pdl} pre={pre} {cfg}: max |c - c0| {dc:.3g}, max |h - h0| {dh:.3g}"
 
 
 if __name__ == "__main__":  # CPU check of the kernels: TRITON_INTERPRET=1 python tests/...
