@@ -304,6 +304,20 @@ def _augmented_res_skip(flows: list[PreparedFlow], n: int) -> tuple[list[list[Te
     return res_all, skip_all
 
 
+def capture_graph(fn, device: torch.device, pool) -> tuple[torch.cuda.CUDAGraph, object]:
+    """Run ``fn`` once on a side stream (compile kernels, pick cuDNN algorithms), then capture
+    it in a CUDA graph from ``pool``; returns the graph and what the captured call returned."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        out = fn()
+    return graph, out
+
+
 class _Graph:
     def __init__(self, mel: Tensor, z: Tensor) -> None:
         self.mel = mel
@@ -686,16 +700,9 @@ class WaveGlowEngine:
             self._graphs.popitem(last=False)
         g = _Graph(torch.zeros(b, self.n_mel_channels, t, device=self.device, dtype=self.dtype),
                    torch.zeros(b, self.n_group, 256 * t // self.n_group, device=self.device, dtype=self.dtype))
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            self._forward(g.mel, g.z)            # compile kernels, pick cuDNN algorithms
-        torch.cuda.current_stream(self.device).wait_stream(stream)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        g.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g.graph, pool=self._pool, capture_error_mode="thread_local"):
-            g.audio = self._forward(g.mel, g.z)
+        g.graph, g.audio = capture_graph(lambda: self._forward(g.mel, g.z), self.device, self._pool)
         self._graphs[key] = g
         return g
 
@@ -730,16 +737,9 @@ class DenoiserEngine:
             self._graphs.popitem(last=False)
         audio = torch.zeros(b, n, device=self.device)
         strength = torch.zeros((), device=self.device)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            self.denoiser(audio, strength=strength)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            out = self.denoiser(audio, strength=strength)
+        graph, out = capture_graph(lambda: self.denoiser(audio, strength=strength), self.device, self._pool)
         g = (graph, audio, strength, out)
         self._graphs[key] = g
         return g
