@@ -297,7 +297,13 @@ def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
                     mask=(offs_b < B)[:, None] & km[None, :], other=0.0)
     else:
         x = _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk)   # [BB, BK]; w is 0 where kk >= k_end
-    if DOT:
+    if DOT == 2:
+        # transposed: acc [R, BB] += w @ x^T (w is the A operand as loaded, x^T the B operand)
+        hi = x.to(tl.float16)
+        lo = (x - hi.to(tl.float32)).to(tl.float16)
+        acc = tl.dot(w, tl.trans(hi), acc)
+        acc = tl.dot(w, tl.trans(lo), acc)
+    elif DOT:
         # x = hi + lo in fp16 (x keeps ~22 bits), w exact: two tensor-core products, f32 accumulation
         hi = x.to(tl.float16)
         lo = (x - hi.to(tl.float32)).to(tl.float16)
@@ -306,6 +312,21 @@ def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
         acc = tl.dot(lo, wt, acc)
     else:
         acc += x[:, None, :] * w.to(tl.float32)[None, :, :]                                # [BB, R, BK]
+    return acc
+
+@triton.jit
+def _lstm2_rest(acc, I0: tl.constexpr, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
+                BK: tl.constexpr, NIT: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr,
+                STATIC: tl.constexpr):
+    # chunks I0 .. NIT - 1 of a program (static: unrolled)
+    if STATIC:
+        for i in tl.static_range(I0, NIT):
+            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
+                               offs_b, B, BK, DOT, SEG)
+    else:
+        for i in range(I0, NIT):
+            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
+                               offs_b, B, BK, DOT, SEG)
     return acc
 
 @triton.jit
@@ -350,11 +371,12 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
     offs_b = pid_b * BB + tl.arange(0, BB)
     k_start = s * KCH
     k_end = tl.minimum(k_start + KCH, KT)
-    if DOT:
+    if DOT == 2:
+        acc = tl.zeros((R, BB), dtype=tl.float32)
+    elif DOT:
         acc = tl.zeros((BB, R), dtype=tl.float32)
     else:
         acc = tl.zeros((BB, R, BK), dtype=tl.float32)
-    i0 = 0
     if PDL != 0:
         w0 = _lstm2_w(k_start, k_end, KT, w_ptr, rows, BK)
         if PRE == 2:
@@ -363,16 +385,16 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
         acc = _lstm2_mac(acc, w0, k_start, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
         if PRE == 2:
             acc = _lstm2_mac(acc, w1, k_start + BK, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
-        i0 = PRE
-    if STATIC:
-        for i in tl.static_range(i0, NIT):
-            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG)
+        acc = _lstm2_rest(acc, PRE, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
+                          BK, NIT, DOT, SEG, STATIC)
     else:
-        for i in range(i0, NIT):
-            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG)
-    if not DOT:
+        # (the first chunk as a constexpr argument: a plain `i0 = 0` would be a tensor, which
+        # tl.static_range rejects)
+        acc = _lstm2_rest(acc, 0, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
+                          BK, NIT, DOT, SEG, STATIC)
+    if DOT == 2:
+        acc = tl.trans(acc)
+    elif not DOT:
         acc = tl.sum(acc, axis=2)
     if SPLIT == 1:
         _lstm2_epilogue(acc, b_ptr, c_ptr, h_out, offs_b, B, h0, H, BB, BH)

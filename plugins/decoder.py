@@ -273,14 +273,15 @@ def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int
 
 
 def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
-               bh: int = 1, bk: int = 512, split: int = 1, num_warps: int = 4, dot: bool = False,
+               bh: int = 1, bk: int = 512, split: int = 1, num_warps: int = 4, dot: bool | int = False,
                static: bool = True, ws: tuple[Tensor, Tensor] | None = None, pdl: int = 0,
                pre: int = 1) -> None:
     """Kernel of ``lstm_cell_ref`` (v2): rows of the four gates of ``bh`` hidden units per program,
     16-byte weight loads over K chunks of ``bk``, ``split`` programs over K (partials combined in
     fixed order by the last one, see ``lstm2_workspace``), ``dot``: tensor cores (float16 weights;
     batch tile 16, x split in two float16 halves so the result keeps float32 inputs), else
-    float32 FMAs. ``static``: K loop unrolled (all loads of a program issued up front).
+    float32 FMAs; ``dot=2``: the same products transposed (``acc^T += w @ x^T``: the weight tile is
+    the A operand as loaded, no transpose of it). ``static``: K loop unrolled (all loads of a program issued up front).
     ``pdl``: programmatic dependent launch mode (``_pdl_kw``); ``pre`` (1 or 2): weight chunks
     loaded before its wait."""
     k = _kernels()["lstm_cell2"]
@@ -292,7 +293,7 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
             raise ValueError("lstm_cell2 inputs must be contiguous [B, K] tensors")
     if hdim % bh:
         raise ValueError(f"hidden size {hdim} is not a multiple of bh={bh}")
-    dot = bool(dot) and w.dtype == torch.float16 and 4 * bh >= 16
+    dot = int(dot) if w.dtype == torch.float16 and 4 * bh >= 16 else 0   # 2: transposed product
     bb = 16 if dot else _bb(batch)
     kt = w.shape[1]
     kch = bk * math.ceil(math.ceil(kt / split) / bk)

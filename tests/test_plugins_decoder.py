@@ -149,7 +149,9 @@ LSTM2_CONFIGS = [dict(bh=1, bk=64), dict(bh=2, bk=32, split=3), dict(bh=1, bk=32
                  dict(bh=4, bk=32, dot=True), dict(bh=4, bk=64, dot=True, split=2, static=False),
                  # bk dividing every input segment: one x load per chunk (SEG)
                  dict(bh=2, bk=16), dict(bh=1, bk=16, split=3, static=False),
-                 dict(bh=4, bk=16, dot=True, split=2, static=False)]
+                 dict(bh=4, bk=16, dot=True, split=2, static=False),
+                 # dot=2: the transposed tensor-core product (acc^T += w @ x^T)
+                 dict(bh=4, bk=32, dot=2), dict(bh=8, bk=16, dot=2, split=2, static=False)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
