@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 import logging
 
+from tts.engines._device import on_device
 from tts.errors import InvalidInputError
 from tts.models.fastspeech import FastSpeech, FastSpeechOutput
 
@@ -191,6 +192,7 @@ class FastSpeechEngine:
         """(input bucket, output bucket) for a request; raises InvalidInputError if none holds it."""
         return select_bucket(n_symbols, self.input_buckets), select_bucket(n_frames, self.output_buckets)
 
+    @on_device
     @torch.inference_mode()
     def infer(self, seq: Tensor, pos: Tensor | None = None, *, alpha: float = 1.0,
               allow_truncation: bool = True) -> FastSpeechOutput:

@@ -70,6 +70,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from tts.engines._device import on_device
 from tts.models.tacotron2 import DecoderOutput, Tacotron2, Tacotron2Output
 
 logger = logging.getLogger(__name__)
@@ -477,6 +478,7 @@ class Tacotron2Engine:
         run.graph.replay()
         return run.out
 
+    @on_device
     @torch.inference_mode()
     def encode(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """``ids [B, T_in] int64``, ``lengths [B]`` -> ``[B, T_in, E]`` engine dtype, 0 at padding.
@@ -618,6 +620,7 @@ class Tacotron2Engine:
             KE.bilstm_step(gx, self._enc_whh, hbuf[t % 2], hbuf[(t + 1) % 2], c, ys, t)
         return torch.cat((ys[0], self._take(ys[1], rev)), 2)
 
+    @on_device
     @torch.inference_mode()
     def postnet_forward(self, mel: Tensor) -> Tensor:
         """``mel [B, n_mel, T]`` -> ``mel + postnet(mel)`` in the engine dtype."""
@@ -792,6 +795,7 @@ class Tacotron2Engine:
         b.not_finished.copy_(keep)
         b.mel_lengths.add_(keep)
 
+    @on_device
     @torch.inference_mode()
     def decode(self, memory: Tensor, memory_lengths: Tensor, *, max_decoder_steps: int | None = None,
                gate_threshold: float | None = None, prenet_dropout: float = 0.5,
@@ -865,6 +869,7 @@ class Tacotron2Engine:
 
     # ------------------------------------------------------------------ whole model
 
+    @on_device
     @torch.inference_mode()
     def infer(self, ids: Tensor, lengths: Tensor, *, max_decoder_steps: int | None = None,
               gate_threshold: float | None = None, prenet_dropout: float = 0.5,
@@ -890,6 +895,7 @@ class Tacotron2Engine:
 
     # ------------------------------------------------------------------ continuous batching
 
+    @on_device
     def slots(self, max_rows: int, max_input_len: int, *, steps_per_replay: int | None = None) -> SlotDecoder:
         """A ``SlotDecoder`` of at least ``max_rows`` slots and input length ``max_input_len``, all free.
 
@@ -1043,6 +1049,7 @@ class SlotDecoder:
                           torch.zeros(tuple(b.gate.shape), pin_memory=True))
 
     # ------------------------------------------------------------------ slots
+    @on_device
     def reset(self) -> None:
         """Frees every slot (host flags only; a join resets the slot's device state)."""
         self.active = [False] * self.rows
@@ -1055,6 +1062,7 @@ class SlotDecoder:
     def free_slots(self) -> list[int]:
         return [i for i, a in enumerate(self.active) if not a]
 
+    @on_device
     @torch.inference_mode()
     def join(self, slot: int, memory: Tensor, length: int, *, gate_threshold: float | None = None) -> None:
         """Starts a row in free ``slot``: ``memory [T, E]`` (or ``[1, T, E]``) encoder output, any
@@ -1084,6 +1092,7 @@ class SlotDecoder:
         self.steps[slot] = 0
         self.threshold[slot] = float(eng.config.gate_threshold if gate_threshold is None else gate_threshold)
 
+    @on_device
     def leave(self, slot: int) -> None:
         """Frees ``slot`` (its row's frames after this are never read)."""
         self.active[slot] = False
@@ -1104,6 +1113,7 @@ class SlotDecoder:
     def _state(self) -> list[str]:
         return list(_SLOT_ROW_STATE + _SLOT_PAIR_STATE + ("att_w", "att_cum", "drop_step"))
 
+    @on_device
     def capture(self, prenet_dropout: float = 0.0) -> None:
         """Captures the graph of ``run(prenet_dropout)`` now (CUDA graphs only; no-op otherwise).
 
@@ -1143,6 +1153,7 @@ class SlotDecoder:
         self._graphs[(p, par)] = graph
         return graph
 
+    @on_device
     @torch.inference_mode()
     def run(self, prenet_dropout: float = 0.0) -> SlotOutput:
         """Advances every slot K steps (one graph replay on CUDA); returns the K frames and gates of
@@ -1176,6 +1187,7 @@ class SlotDecoder:
         return SlotOutput(frames=frames, gate=gate, stop=stop)
 
     # ------------------------------------------------------------------ buckets
+    @on_device
     @torch.inference_mode()
     def resized(self, max_rows: int, max_input_len: int, keep: list[int]) -> SlotDecoder:
         """A decoder of the (``max_rows``, ``max_input_len``) bucket holding slots ``keep`` of this one

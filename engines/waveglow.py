@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from tts.engines._device import on_device
 from tts.errors import InvalidInputError
 from tts.models.waveglow import HOP_LENGTH as HOP
 from tts.models.waveglow import WaveGlow
@@ -634,6 +635,7 @@ class WaveGlowEngine:
 
     # ------------------------------------------------------------------ public
 
+    @on_device
     @torch.inference_mode()
     def infer(self, mel: Tensor, sigma: float = 0.9, *, z: Tensor | None = None,
               generator: torch.Generator | None = None) -> Tensor:
@@ -744,6 +746,7 @@ class DenoiserEngine:
         self._graphs[key] = g
         return g
 
+    @on_device
     @torch.inference_mode()
     def __call__(self, audio: Tensor, strength: float = 0.01) -> Tensor:
         with torch.autocast(self.device.type, enabled=False):
