@@ -141,6 +141,26 @@ def test_loss_decreases_and_resume_continues(kind, steps, corpus_dir, tmp_path):
     assert ck["train"]["step"] == steps
 
 
+def test_tacotron2_static_graph_step_trains_and_resumes(corpus_dir, tmp_path):
+    """``--graph on`` on CPU: the static-shape step runs eagerly (tts/train/t2_static.py); the
+    checkpoint has the eager layout and resumes in either mode."""
+    torch.set_num_threads(2)
+    kw = dict(settings=dict(SETTINGS["tacotron2"], graph_mel_multiple=16, graph_in_multiple=8),
+              model_config=TINY["tacotron2"], log_every=1)
+    r1 = train("tacotron2", corpus_dir, tmp_path, max_steps=6, graph="on", **kw)
+    ck = torch.load(r1.checkpoint, map_location="cpu", weights_only=True)
+    assert set(ck) == {"iteration", "config", "state_dict", "optimizer", "train"}
+    assert isinstance(ck["optimizer"]["param_groups"][0]["lr"], float)
+    r2 = train("tacotron2", corpus_dir, tmp_path, max_steps=12, graph="off", **kw)
+    assert (r1.step, r2.start_step, r2.step) == (6, 6, 12)
+    rows = read_log(tmp_path / "tacotron2_log.csv")
+    assert [r["step"] for r in rows] == list(range(1, 13)) and all(np.isfinite(r["loss"]) for r in rows)
+    assert np.mean([r["loss"] for r in rows[-3:]]) < np.mean([r["loss"] for r in rows[:3]])
+    with pytest.raises(ValueError):
+        train("fastspeech", corpus_dir, tmp_path / "fs", max_steps=1, graph="on",
+              settings=SETTINGS["fastspeech"], model_config=TINY["fastspeech"])
+
+
 def test_resume_reproduces_uninterrupted_run(corpus_dir, tmp_path):
     kw = dict(settings=SETTINGS["fastspeech"], model_config=TINY["fastspeech"], log_every=1)
     train("fastspeech", corpus_dir, tmp_path / "a", max_steps=6, **kw)

@@ -44,7 +44,8 @@ train() {
 }
 
 # cont MODEL MINUTES: one model alone, resuming its checkpoint or else starting from the exported file
-# in tts/voices (INIT overrides); BATCH overrides the batch size.
+# in tts/voices (INIT overrides); BATCH overrides the batch size; GRAPH=on (tacotron2 only) takes the
+# static-shape CUDA-graphed step (tts/train/t2_static.py).
 cont() {
   local model=$1 m=$2 init
   case $model in
@@ -52,7 +53,7 @@ cont() {
     *) init=${INIT:-recipes/bundled_voice/partial/$model.pt} ;;   # not yet good enough to ship
   esac
   python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
-    --max-minutes "$m" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} \
+    --max-minutes "$m" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} ${GRAPH:+--graph $GRAPH} \
     $( [ -f "$init" ] && echo --init-from "$init" ) > $W/train_$model.out 2>&1
   tail -n 1 $W/train_$model.out
 }

@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
     r = train(args.model, args.corpus, args.out, resume=args.resume, max_steps=args.max_steps,
               max_minutes=args.max_minutes, device=args.device, seed=args.seed,
               log_every=args.log_every, save_minutes=args.save_minutes, settings=settings,
-              model_config=model_cfg, init_from=args.init_from)
+              model_config=model_cfg, init_from=args.init_from, graph=args.graph)
     print(json.dumps({"model": r.kind, "from_step": r.start_step, "step": r.step,
                       "seconds": round(r.seconds, 1), "losses": r.last_losses}))
     return 0
@@ -140,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,
                    help="exported voice file to start from when there is no checkpoint to resume")
+    t.add_argument("--graph", choices=["off", "on", "static"], default="off",
+                   help="tacotron2: 'on' pads batches to static shape buckets and CUDA-graphs the "
+                        "whole step per bucket (CUDA; on CPU it runs the static step eagerly), "
+                        "'static' the static step without capture, 'off' (default) the eager step")
     t.set_defaults(fn=_train)
 
     e = sub.add_parser("export", help="fp16 weights + voice.json into a voices folder")

@@ -99,6 +99,15 @@ def tacotron2_forward(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel:
     if dec.n_frames_per_step != 1:
         raise ValueError("training supports n_frames_per_step == 1 only")
     memory = model.encode(ids, input_lengths)
+    mel_out, gates, aligns = teacher_forced_decode(dec, memory, input_lengths, mel)
+    return Tacotron2TrainOutput(mel=mel_out, mel_postnet=model.postnet_forward(mel_out),
+                                gate=gates, alignments=aligns)
+
+
+def teacher_forced_decode(dec: nn.Module, memory: Tensor, input_lengths: Tensor, mel: Tensor
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+    """The decoder loop of ``tacotron2_forward`` over all ``T`` frames of ``mel [B, n_mel, T]``:
+    ``(mel_out [B, n_mel, T], gate logits [B, T], alignments [B, T, T_in])``."""
     state = dec.init_state(memory, input_lengths)
     b, n_mel, t = mel.shape
     prev = torch.cat([mel.new_zeros(b, n_mel, 1), mel[:, :, :-1]], dim=2).transpose(1, 2)  # [B, T, n_mel]
@@ -122,9 +131,7 @@ def tacotron2_forward(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel:
         state.attention_weights = weights
         state.attention_weights_cum = state.attention_weights_cum + weights
         state.attention_context = context
-    mel_out = torch.stack(frames, dim=2)  # [B, n_mel, T]
-    return Tacotron2TrainOutput(mel=mel_out, mel_postnet=model.postnet_forward(mel_out),
-                                gate=torch.stack(gates, dim=1), alignments=torch.stack(aligns, dim=1))
+    return torch.stack(frames, dim=2), torch.stack(gates, dim=1), torch.stack(aligns, dim=1)
 
 
 def duration_prior(durations: Tensor, input_lengths: Tensor, n_frames: int, sigma: float = 1.5
@@ -143,9 +150,13 @@ def duration_prior(durations: Tensor, input_lengths: Tensor, n_frames: int, sigm
 
 
 def tacotron2_loss(out: Tacotron2TrainOutput, mel: Tensor, mel_lengths: Tensor, prior: Tensor | None,
-                   input_lengths: Tensor, guide_weight: float) -> tuple[Tensor, dict[str, Tensor]]:
+                   input_lengths: Tensor, guide_weight: float | Tensor
+                   ) -> tuple[Tensor, dict[str, Tensor]]:
     """DLE's loss (MSE before and after the postnet + gate BCE), padding masked, plus a guided-
-    attention term ``guide_weight * mean(A * (1 - prior))`` over real frames and symbols."""
+    attention term ``guide_weight * mean(A * (1 - prior))`` over real frames and symbols.
+
+    ``guide_weight`` may be a 0-d tensor (the CUDA-graphed step): then the term is always
+    added (no host sync on its value)."""
     b, n_mel, t = mel.shape
     fmask = torch.arange(t, device=mel.device)[None, :] < mel_lengths[:, None]  # [B, T]
     m3 = fmask.unsqueeze(1)
@@ -157,7 +168,7 @@ def tacotron2_loss(out: Tacotron2TrainOutput, mel: Tensor, mel_lengths: Tensor, 
     gate_loss = (gate_loss * fmask).sum() / fmask.sum()
     total = mel_loss + post_loss + gate_loss
     logs = {"mel": mel_loss.detach(), "mel_postnet": post_loss.detach(), "gate": gate_loss.detach()}
-    if prior is not None and guide_weight > 0:
+    if prior is not None and (isinstance(guide_weight, Tensor) or guide_weight > 0):
         imask = torch.arange(out.alignments.shape[2], device=mel.device)[None, :] < input_lengths[:, None]
         m = fmask.unsqueeze(2) & imask.unsqueeze(1)
         guide = (out.alignments * (1.0 - prior) * m).sum() / fmask.sum()

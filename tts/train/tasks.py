@@ -162,9 +162,31 @@ class Tacotron2Task(Task):
         decay = int(self.settings["guide_decay_steps"])
         return w * max(0.05, 1.0 - step / decay) if decay > 0 else w
 
-    def train_step_loss(self, model, corpus, pool, rng, device, step):
+    def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator):
+        """The next batch (CPU), drawn as both the eager and the graphed step draw it."""
         idx = bucketed_indices(self.sorted_pool(corpus, pool), self.settings["batch_size"], rng)
-        b = acoustic_batch(corpus, idx).to(device)
+        return acoustic_batch(corpus, idx)
+
+    def make_graph_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, corpus: Corpus,
+                        pool: list[int], device: torch.device, capture: bool):
+        """The static-shape step (``tts.train.t2_static``); settings ``graph_mel_multiple`` (64),
+        ``graph_in_multiple`` (32), ``graph_warmup`` (2), ``graph_warmup_per_bucket`` (0),
+        ``graph_lstm`` ("cudnn" | "loop")."""
+        from tts.train.t2_static import Tacotron2GraphStep
+        s = self.settings
+        mm, im = int(s.get("graph_mel_multiple", 64)), int(s.get("graph_in_multiple", 32))
+        mel_len = np.array([corpus.items[i].mel.shape[0] for i in pool])
+        in_len = np.array([len(corpus.items[i].ids) for i in pool])
+        return Tacotron2GraphStep(
+            model, optimizer, device, grad_clip=float(s.get("grad_clip", 0.0)),
+            use_guide=float(s["guide_weight"]) > 0, capture=capture,
+            t_in_table=Tacotron2GraphStep.t_in_for_buckets(mel_len, in_len, mm, im),
+            mel_multiple=mm, in_multiple=im, warmup=int(s.get("graph_warmup", 2)),
+            warmup_per_bucket=int(s.get("graph_warmup_per_bucket", 0)),
+            lstm_impl=str(s.get("graph_lstm", "cudnn")))
+
+    def train_step_loss(self, model, corpus, pool, rng, device, step):
+        b = self.sample_batch(corpus, pool, rng).to(device)
         mel = b.mel.transpose(1, 2)  # [B, n_mel, T]
         out = losses.tacotron2_forward(model, b.ids, b.input_lengths, mel)
         gw = self.guide_weight(step)

@@ -98,7 +98,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
           resume: bool = True, max_steps: int | None = None, max_minutes: float | None = None,
           device: str = "cpu", seed: int = 1234, log_every: int = 10, save_minutes: float = 3.0,
           settings: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
-          corpus: Corpus | None = None, init_from: str | os.PathLike[str] | None = None) -> TrainResult:
+          corpus: Corpus | None = None, init_from: str | os.PathLike[str] | None = None,
+          graph: str = "off") -> TrainResult:
     """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring.
 
     ``init_from``: when there is no checkpoint to resume, start from the weights of an exported
@@ -107,7 +108,16 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     records, with a fresh optimizer and the RNGs seeded from ``(seed, step)``. This is how a
     run continues on a new machine, where the full checkpoint could not travel; it is not
     bit-identical to an uninterrupted run.
+
+    ``graph`` (Tacotron2 only): ``"off"`` the eager step; ``"on"`` the static-shape step of
+    ``tts.train.t2_static``, CUDA-graphed per shape bucket on a CUDA device (on CPU the same
+    static step runs eagerly); ``"static"`` the static step without capture on any device.
+    Checkpoints are the same in every mode.
     """
+    if graph not in ("off", "on", "static"):
+        raise ValueError(f"graph must be off, on or static, got {graph!r}")
+    if graph != "off" and kind != "tacotron2":
+        raise ValueError(f"--graph {graph} is implemented for tacotron2 only, not {kind}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -129,8 +139,15 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     task.init_from_corpus(model, corpus, pool)
     model = model.to(dev)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=task.settings["lr"],
-                           weight_decay=task.settings["weight_decay"])
+    capture = graph == "on" and dev.type == "cuda"
+    if graph != "off":
+        from tts.train import t2_static
+    if capture:
+        opt = t2_static.make_optimizer(model, task.settings, dev, capturable=True)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=task.settings["lr"],
+                               weight_decay=task.settings["weight_decay"])
+    lr_tensor = opt.param_groups[0]["lr"]
     step = 0
     elapsed_before = 0.0
     ckpt_file = checkpoint_path(out, kind)
@@ -141,6 +158,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         opt_state = ckpt.get("optimizer", ckpt.get("optim"))
         if opt_state is not None:
             opt.load_state_dict(opt_state)
+            if capture:
+                t2_static.restore_capturable(opt, lr_tensor)
         tr = ckpt["train"]
         step = int(tr["step"])
         elapsed_before = float(tr.get("elapsed", 0.0))
@@ -155,6 +174,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         torch.manual_seed(seed + step)
         logger.info("%s: initialised from %s at step %d", kind, init_from, step)
     start_step = step
+    stepper = task.make_graph_step(model, opt, corpus, pool, dev, capture) if graph != "off" else None
     t0 = time.monotonic()
     last_save = t0
     log_file = out / f"{kind}_log.csv"
@@ -163,6 +183,10 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
 
     def save() -> None:
         payload = task.payload(model, opt, step)
+        if capture:
+            for key in ("optimizer", "optim"):
+                if key in payload:
+                    payload[key] = t2_static.portable_optimizer_state(payload[key])
         payload["train"] = {
             "step": step, "elapsed": elapsed_before + time.monotonic() - t0, "kind": kind,
             "numpy_rng": _rng_blob(rng), "torch_rng": torch.get_rng_state(),
@@ -180,15 +204,19 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
                 break
             if max_minutes is not None and time.monotonic() - t0 >= max_minutes * 60.0:
                 break
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
-            loss, tlogs = task.train_step_loss(model, corpus, pool, rng, dev, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if task.settings.get("grad_clip", 0) > 0:
-                tlogs["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), task.settings["grad_clip"]).detach()
-            opt.step()
+            lr = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
+            if stepper is not None:
+                tlogs = stepper.step(task.sample_batch(corpus, pool, rng), lr, task.guide_weight(step))
+            else:
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                loss, tlogs = task.train_step_loss(model, corpus, pool, rng, dev, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if task.settings.get("grad_clip", 0) > 0:
+                    tlogs["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                        model.parameters(), task.settings["grad_clip"]).detach()
+                opt.step()
             step += 1
             if step % log_every == 0 or step == start_step + 1:
                 # Reading the values synchronises a GPU: only on logging steps.
