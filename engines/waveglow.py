@@ -305,6 +305,18 @@ def _augmented_res_skip(flows: list[PreparedFlow], n: int) -> tuple[list[list[Te
     return res_all, skip_all
 
 
+def lru_lookup(cache: OrderedDict, key, max_items: int):
+    """``cache[key]`` marked most recent, or None after evicting the oldest entries so that one
+    more fits in ``max_items``."""
+    g = cache.get(key)
+    if g is not None:
+        cache.move_to_end(key)
+        return g
+    while len(cache) >= max_items:
+        cache.popitem(last=False)
+    return None
+
+
 def capture_graph(fn, device: torch.device, pool) -> tuple[torch.cuda.CUDAGraph, object]:
     """Run ``fn`` once on a side stream (compile kernels, pick cuDNN algorithms), then capture
     it in a CUDA graph from ``pool``; returns the graph and what the captured call returned."""
@@ -694,12 +706,9 @@ class WaveGlowEngine:
 
     def _graph(self, b: int, t: int) -> _Graph:
         key = (b, t)
-        g = self._graphs.get(key)
+        g = lru_lookup(self._graphs, key, self.max_graphs)
         if g is not None:
-            self._graphs.move_to_end(key)
             return g
-        while len(self._graphs) >= self.max_graphs:
-            self._graphs.popitem(last=False)
         g = _Graph(torch.zeros(b, self.n_mel_channels, t, device=self.device, dtype=self.dtype),
                    torch.zeros(b, self.n_group, 256 * t // self.n_group, device=self.device, dtype=self.dtype))
         if self._pool is None:
@@ -731,12 +740,9 @@ class DenoiserEngine:
 
     def _graph(self, b: int, n: int) -> tuple:
         key = (b, n)
-        g = self._graphs.get(key)
+        g = lru_lookup(self._graphs, key, self.max_graphs)
         if g is not None:
-            self._graphs.move_to_end(key)
             return g
-        while len(self._graphs) >= self.max_graphs:
-            self._graphs.popitem(last=False)
         audio = torch.zeros(b, n, device=self.device)
         strength = torch.zeros((), device=self.device)
         if self._pool is None:

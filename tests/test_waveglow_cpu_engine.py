@@ -236,3 +236,16 @@ def test_gpu_default_layout_is_fused_for_fp16():
     wg = _random(TINY)
     assert WaveGlowEngine(wg, device="cuda", precision="fp16").layout == "fused"
     assert WaveGlowEngine(wg, device="cuda", precision="fp32").layout == "gemm"
+
+
+def test_graph_lru_keeps_recent_and_evicts_oldest():
+    from collections import OrderedDict
+
+    from tts.engines.waveglow import lru_lookup
+    c = OrderedDict()
+    assert lru_lookup(c, 1, 2) is None
+    c[1] = "a"
+    assert lru_lookup(c, 2, 2) is None
+    c[2] = "b"
+    assert lru_lookup(c, 1, 2) == "a"            # 1 becomes the most recent
+    assert lru_lookup(c, 3, 2) is None and list(c) == [1]   # 2 (the oldest) evicted to make room
