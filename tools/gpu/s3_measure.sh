@@ -9,7 +9,7 @@ R=$PWD
   python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } > $OUT/env.txt 2>&1
 cat $OUT/env.txt
 if [[ ${STEPS:-tests,wg,bench} == *tests* ]]; then
-  (cd /tmp && timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -m gpu -p no:cacheprovider $R/tests 2>&1 | tail -30) > $OUT/pytest_gpu.log
+  (cd /tmp && timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -m gpu -p no:cacheprovider $R/tests 2>&1 | tail -30) > $OUT/pytest_gpu.log
   tail -4 $OUT/pytest_gpu.log
 fi
 if [[ ${STEPS:-tests,wg,bench} == *wg* ]]; then
