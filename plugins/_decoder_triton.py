@@ -35,16 +35,7 @@ def _gdc_wait(PDL: tl.constexpr):
 def _acc_segment(acc, x_ptr, sx, K, w_ptr, sw, col0, offs_b, B, offs_n, N,
                  BK: tl.constexpr):
     # acc [BB, BN] += x[offs_b, :K] @ w[offs_n, col0:col0+K]^T
-    offs_k = tl.arange(0, BK)
-    for k0 in range(0, K, BK):
-        kk = k0 + offs_k
-        xm = (offs_b[:, None] < B) & (kk[None, :] < K)
-        x = tl.load(x_ptr + offs_b[:, None] * sx + kk[None, :], mask=xm, other=0.0).to(tl.float32)
-        wm = (offs_n[None, :] < N) & (kk[:, None] < K)
-        w = tl.load(w_ptr + offs_n[None, :] * sw + (col0 + kk)[:, None], mask=wm,
-                    other=0.0).to(tl.float32)
-        acc += tl.sum(x[:, :, None] * w[None, :, :], axis=1)
-    return acc
+    return _acc_segment_from(acc, 0, x_ptr, sx, K, w_ptr, sw, col0, offs_b, B, offs_n, N, BK)
 
 @triton.jit
 def _acc_segment_from(acc, k_lo, x_ptr, sx, K, w_ptr, sw, col0, offs_b, B, offs_n, N,

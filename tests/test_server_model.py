@@ -51,15 +51,23 @@ def synths(voices):
     return {"t2": Synthesizer(t2, max_batch=16), "fs": Synthesizer(fs, max_batch=16)}
 
 
-@pytest.fixture(scope="module")
-def server(synths):
+def _serve(synths: dict, scheduler_options: dict | None = None):
+    """A loopback server of ``synths`` (default voice t2), started; the caller stops it."""
     srv = TTSServer({k: [v] for k, v in synths.items()},
                     ServerConfig(host=HOST, port=0, metrics_port=0, warmup=False,
                                  batcher=BatcherConfig(max_batch_size=16, max_queue_delay_s=0.002),
                                  stream_chunk_frames=16, stream_first_chunk_frames=4, stream_overlap_frames=8),
                     default_voice="t2")
+    if scheduler_options is not None:
+        srv.engine.scheduler_options = scheduler_options
     st = ServerThread(srv)
     st.start()
+    return st
+
+
+@pytest.fixture(scope="module")
+def server(synths):
+    st = _serve(synths)
     yield st
     st.stop()
 
@@ -203,14 +211,7 @@ def test_scheduler_failing_step_fails_its_rows_and_keeps_serving(synths, monkeyp
 
 @pytest.fixture(scope="module")
 def slot_server(synths):
-    srv = TTSServer({"t2": [synths["t2"]]},
-                    ServerConfig(host=HOST, port=0, metrics_port=0, warmup=False,
-                                 batcher=BatcherConfig(max_batch_size=16, max_queue_delay_s=0.002),
-                                 stream_chunk_frames=16, stream_first_chunk_frames=4, stream_overlap_frames=8),
-                    default_voice="t2")
-    srv.engine.scheduler_options = {"decoder": "slots", "steps_per_replay": 4}
-    st = ServerThread(srv)
-    st.start()
+    st = _serve({"t2": synths["t2"]}, {"decoder": "slots", "steps_per_replay": 4})
     yield st
     st.stop()
 
