@@ -182,7 +182,7 @@ class DecoderWeights:
     att_b: Tensor    #: [4 Ha] f32          b_ih + b_hh
     q_w: Tensor      #: [A, Ha]
     m_w: Tensor      #: [A, E]
-    loc_w: Tensor    #: [A, 2, KS] f32      location dense o location conv
+    loc_w: Tensor    #: [A, 2, KS] f32      location dense o location conv, stored tap-major
     v: Tensor        #: [A] f32
     dec_w: Tensor    #: [4 Hd, Ha + E + Hd]
     dec_b: Tensor    #: [4 Hd] f32
@@ -214,7 +214,8 @@ def prepare_weights(model: Tacotron2, dtype: torch.dtype, device: torch.device) 
         att_b=vec(d.attention_rnn.bias_ih + d.attention_rnn.bias_hh),
         q_w=mat(a.query_layer.linear_layer.weight),
         m_w=mat(a.memory_layer.linear_layer.weight),
-        loc_w=vec(loc),
+        # stored tap-major ([2, KS, A] memory, the values as [A, 2, KS]): coalesced kernel loads
+        loc_w=vec(loc).permute(1, 2, 0).contiguous().permute(2, 0, 1),
         v=vec(a.v.linear_layer.weight[0]),
         dec_w=mat(torch.cat((d.decoder_rnn.weight_ih, d.decoder_rnn.weight_hh), 1)),
         dec_b=vec(d.decoder_rnn.bias_ih + d.decoder_rnn.bias_hh),

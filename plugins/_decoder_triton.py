@@ -262,14 +262,15 @@ def _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk):
     return v.to(tl.float32)
 
 @triton.jit
-def _lstm2_w(k0, k_end, KT, w_ptr, rows, BK: tl.constexpr):
+def _lstm2_w(k0, k_end, KT, w_ptr, rows, BK: tl.constexpr, EVICT: tl.constexpr = ""):
     kk = k0 + tl.arange(0, BK)
-    return tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=(kk < k_end)[None, :], other=0.0)  # [R, BK]
+    return tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=(kk < k_end)[None, :], other=0.0,
+                   eviction_policy=EVICT)  # [R, BK]
 
 @triton.jit
 def _lstm2_chunk(acc, k0, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                 BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
-    w = _lstm2_w(k0, k_end, KT, w_ptr, rows, BK)
+                 BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr, EVICT: tl.constexpr = ""):
+    w = _lstm2_w(k0, k_end, KT, w_ptr, rows, BK, EVICT)
     return _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
 
 @triton.jit
@@ -308,16 +309,16 @@ def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
 @triton.jit
 def _lstm2_rest(acc, I0: tl.constexpr, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
                 BK: tl.constexpr, NIT: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr,
-                STATIC: tl.constexpr):
+                STATIC: tl.constexpr, EVICT: tl.constexpr = ""):
     # chunks I0 .. NIT - 1 of a program (static: unrolled)
     if STATIC:
         for i in tl.static_range(I0, NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG)
+                               offs_b, B, BK, DOT, SEG, EVICT)
     else:
         for i in range(I0, NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG)
+                               offs_b, B, BK, DOT, SEG, EVICT)
     return acc
 
 @triton.jit
@@ -344,7 +345,8 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
                       B, H, KCH,
                       BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr, NIT: tl.constexpr,
                       SPLIT: tl.constexpr, DOT: tl.constexpr, STATIC: tl.constexpr,
-                      SEG: tl.constexpr = False, PDL: tl.constexpr = 0, PRE: tl.constexpr = 1):
+                      SEG: tl.constexpr = False, PDL: tl.constexpr = 0, PRE: tl.constexpr = 1,
+                      EVICT: tl.constexpr = ""):
     # grid (H / BH, cdiv(B, BB), SPLIT). Program (h, b, s): rows {i, f, g, o} x BH of the weight,
     # K range [s * KCH, (s + 1) * KCH) of the concatenated input, NIT chunks of BK.
     # SPLIT > 1: partial sums to ws[s], the last program of a tile (counter) adds them in
@@ -369,20 +371,20 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
     else:
         acc = tl.zeros((BB, R, BK), dtype=tl.float32)
     if PDL != 0:
-        w0 = _lstm2_w(k_start, k_end, KT, w_ptr, rows, BK)
+        w0 = _lstm2_w(k_start, k_end, KT, w_ptr, rows, BK, EVICT)
         if PRE == 2:
-            w1 = _lstm2_w(k_start + BK, k_end, KT, w_ptr, rows, BK)
+            w1 = _lstm2_w(k_start + BK, k_end, KT, w_ptr, rows, BK, EVICT)
         _gdc_wait(PDL)
         acc = _lstm2_mac(acc, w0, k_start, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
         if PRE == 2:
             acc = _lstm2_mac(acc, w1, k_start + BK, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
         acc = _lstm2_rest(acc, PRE, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                          BK, NIT, DOT, SEG, STATIC)
+                          BK, NIT, DOT, SEG, STATIC, EVICT)
     else:
         # (the first chunk as a constexpr argument: a plain `i0 = 0` would be a tensor, which
         # tl.static_range rejects)
         acc = _lstm2_rest(acc, 0, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                          BK, NIT, DOT, SEG, STATIC)
+                          BK, NIT, DOT, SEG, STATIC, EVICT)
     if DOT == 2:
         acc = tl.trans(acc)
     elif not DOT:
@@ -404,10 +406,11 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
 
 @triton.jit
 def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
-                            T, A,
+                            T, A, SWA, SWC, SWK,
                             KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr, PDL: tl.constexpr = 0):
     # location_energy_kernel with the taps unrolled (KS constexpr): all loads issue at once
-    # instead of KS dependent rounds of L2 latency
+    # instead of KS dependent rounds of L2 latency. wl [A, 2, KS] with strides (SWA, SWC, SWK):
+    # the engine stores it tap-major (SWA = 1), so each tap's A weights are one contiguous load
     _gdc_start(PDL)
     b = tl.program_id(0)
     offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
@@ -428,8 +431,8 @@ def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
         sm = (src >= 0) & (src < T)
         w0 = tl.load(aw_ptr + b * T + src, mask=sm, other=0.0)
         w1 = tl.load(ac_ptr + b * T + src, mask=sm, other=0.0)
-        k0 = tl.load(wl_ptr + offs_a * (2 * KS) + j, mask=am, other=0.0).to(tl.float32)
-        k1 = tl.load(wl_ptr + offs_a * (2 * KS) + (KS + j), mask=am, other=0.0).to(tl.float32)
+        k0 = tl.load(wl_ptr + offs_a * SWA + j * SWK, mask=am, other=0.0).to(tl.float32)
+        k1 = tl.load(wl_ptr + offs_a * SWA + SWC + j * SWK, mask=am, other=0.0).to(tl.float32)
         acc += w0[:, None] * k0[None, :] + w1[:, None] * k1[None, :]
     pq = tl.load(pq_ptr + b * A + offs_a, mask=am, other=0.0)
     if PDL == 0:

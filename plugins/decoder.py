@@ -221,8 +221,9 @@ def lstm_cell(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor
 
 def location_energy(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
                     lengths: Tensor, out: Tensor, *, bt: int = 8) -> Tensor:
-    """Kernel of ``location_energy_ref``. All tensors contiguous; lengths int32."""
+    """Kernel of ``location_energy_ref``. All tensors contiguous (``w_loc`` is made so); lengths int32."""
     k = _kernels()["location_energy"]
+    w_loc = w_loc.contiguous()
     batch, t = att_w.shape
     a, _, ks = w_loc.shape
     grid = (batch, math.ceil(t / bt))
@@ -275,7 +276,7 @@ def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int
 def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
                bh: int = 1, bk: int = 512, split: int = 1, num_warps: int = 4, dot: bool | int = False,
                static: bool = True, ws: tuple[Tensor, Tensor] | None = None, pdl: int = 0,
-               pre: int = 1) -> None:
+               pre: int = 1, evict: str = "", num_stages: int | None = None) -> None:
     """Kernel of ``lstm_cell_ref`` (v2): rows of the four gates of ``bh`` hidden units per program,
     16-byte weight loads over K chunks of ``bk``, ``split`` programs over K (partials combined in
     fixed order by the last one, see ``lstm2_workspace``), ``dot``: tensor cores (float16 weights;
@@ -283,7 +284,10 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
     float32 FMAs; ``dot=2``: the same products transposed (``acc^T += w @ x^T``: the weight tile is
     the A operand as loaded, no transpose of it). ``static``: K loop unrolled (all loads of a program issued up front).
     ``pdl``: programmatic dependent launch mode (``_pdl_kw``); ``pre`` (1 or 2): weight chunks
-    loaded before its wait."""
+    loaded before its wait. ``evict``: L2 eviction policy of the weight loads ("", "evict_last",
+    "evict_first"). ``num_stages``: software-pipeline depth of the K loop (Triton's default when None)."""
+    if evict not in ("", "evict_last", "evict_first"):
+        raise ValueError(f"evict must be '', 'evict_last' or 'evict_first', not {evict!r}")
     k = _kernels()["lstm_cell2"]
     x1, x2, x3 = xs
     _check_rows(x1, x2, x3, w, c, h_out)
@@ -316,17 +320,25 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
     seg = all(x.shape[1] % bk == 0 for x in xs)     # each K chunk inside one input segment
     k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, part, ws_split, cnt,
             batch, hdim, kch, BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=split, DOT=dot, STATIC=static,
-            SEG=seg, num_warps=num_warps, **_pdl_kw(pdl), **({"PRE": max(1, min(int(pre), 2, nit))} if pdl else {}))
+            SEG=seg, num_warps=num_warps, **_pdl_kw(pdl), **({"EVICT": evict} if evict else {}),
+            **({"num_stages": int(num_stages)} if num_stages else {}), **({"PRE": max(1, min(int(pre), 2, nit))} if pdl else {}))
+
+
+def tap_major(w_loc: Tensor) -> Tensor:
+    """``w_loc [A, 2, KS]`` with the same values, stored as [2, KS, A] (strides (1, KS*A, A))."""
+    return w_loc.permute(1, 2, 0).contiguous().permute(2, 0, 1)
 
 
 def location_energy2(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
                      lengths: Tensor, out: Tensor, *, bt: int = 8, num_warps: int = 4, pdl: int = 0) -> Tensor:
-    """Kernel of ``location_energy_ref`` (v2: taps unrolled). All tensors contiguous; lengths int32."""
+    """Kernel of ``location_energy_ref`` (v2: taps unrolled). All tensors contiguous except
+    ``w_loc [A, 2, KS]``, any strides: ``tap_major(w_loc)`` (A innermost) gives coalesced loads;
+    lengths int32."""
     k = _kernels()["location_energy2"]
     batch, t = att_w.shape
     a, _, ks = w_loc.shape
     grid = (batch, math.ceil(t / bt))
-    k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, KS=ks, BT=bt, BA=_next_pow2(a),
+    k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, *w_loc.stride(), KS=ks, BT=bt, BA=_next_pow2(a),
             num_warps=num_warps, **_pdl_kw(pdl))
     return out
 

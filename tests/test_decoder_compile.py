@@ -16,7 +16,7 @@ triton = pytest.importorskip("triton")
 
 
 def _compile(bh, bk, split=1, dot=False, static=True, pdl=0, pre=1, batch=8, segs=(256, 512, 1024), hdim=1024,
-             num_warps=4):
+             num_warps=4, evict=""):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -27,7 +27,8 @@ def _compile(bh, bk, split=1, dot=False, static=True, pdl=0, pre=1, batch=8, seg
     kch = bk * math.ceil(math.ceil(kt / split) / bk)
     nit = kch // bk
     const = dict(BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=math.ceil(kt / kch), DOT=dot, STATIC=static,
-                 SEG=all(s % bk == 0 for s in segs), PDL=pdl, PRE=max(1, min(pre, 2, nit)) if pdl else 1)
+                 SEG=all(s % bk == 0 for s in segs), PDL=pdl, PRE=max(1, min(pre, 2, nit)) if pdl else 1,
+                 EVICT=evict)
     ptrs = {"x1": "*fp32", "x2": "*fp32", "x3": "*fp32", "w_ptr": "*fp16", "b_ptr": "*fp32", "c_ptr": "*fp32",
             "h_out": "*fp32", "ws_ptr": "*fp32", "cnt_ptr": "*i32"}
     names = k.arg_names
@@ -50,3 +51,15 @@ def test_lstm_cell2_compiles_for_sm90(cfg, pdl):
             pytest.skip(f"no CUDA toolchain: {exc}"[:200])
         raise
     assert "griddepcontrol.wait" in c.asm["ptx"] if pdl else "griddepcontrol" not in c.asm["ptx"]
+
+
+def test_lstm_cell2_evict_last_hint_reaches_the_ptx():
+    """``evict="evict_last"``: the weight loads carry the L2 evict_last cache hint on sm_90."""
+    try:
+        c = _compile(bh=16, bk=128, split=4, dot=2, static=False, pdl=1, evict="evict_last")
+        plain = _compile(bh=16, bk=128, split=4, dot=2, static=False, pdl=1)
+    except RuntimeError as exc:
+        if "ptxas" in str(exc).lower():
+            pytest.skip(f"no CUDA toolchain: {exc}"[:200])
+        raise
+    assert "evict_last" in c.asm["ptx"] and "evict_last" not in plain.asm["ptx"]

@@ -80,12 +80,17 @@ def test_lstm_cell(dtype, batch):
 @pytest.mark.parametrize("kernel", ["location_energy", "location_energy2"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("t", [7, 40])
-def test_location_energy(kernel, dtype, t):
-    """v1 and v2 (unrolled taps) location-energy kernels against their PyTorch twin."""
+@pytest.mark.parametrize("tap_major", [False, True])
+def test_location_energy(kernel, dtype, t, tap_major):
+    """v1 and v2 (unrolled taps) location-energy kernels against their PyTorch twin, with the
+    location weights contiguous or stored tap-major (the engine's layout)."""
     dev = _dev()
     batch, a, ks = 3, 16, 31
     pq = torch.randn(batch, a, device=dev)
     w_loc = _w(a, 2, ks, dtype=torch.float32, dev=dev, scale=0.3)
+    if tap_major:
+        w_loc = K.tap_major(w_loc)
+        assert w_loc.stride() == (1, ks * a, a)
     att_w = torch.rand(batch, t, device=dev)
     att_cum = torch.rand(batch, t, device=dev) * 3
     pm = _w(batch, t, a, dtype=dtype, dev=dev, scale=1.0)
@@ -151,7 +156,9 @@ LSTM2_CONFIGS = [dict(bh=1, bk=64), dict(bh=2, bk=32, split=3), dict(bh=1, bk=32
                  dict(bh=2, bk=16), dict(bh=1, bk=16, split=3, static=False),
                  dict(bh=4, bk=16, dot=True, split=2, static=False),
                  # dot=2: the transposed tensor-core product (acc^T += w @ x^T)
-                 dict(bh=4, bk=32, dot=2), dict(bh=8, bk=16, dot=2, split=2, static=False)]
+                 dict(bh=4, bk=32, dot=2), dict(bh=8, bk=16, dot=2, split=2, static=False),
+                 # L2 eviction hint on the weight loads (no effect on values)
+                 dict(bh=8, bk=16, dot=2, split=2, static=False, evict="evict_last")]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
