@@ -135,8 +135,10 @@ def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
     ``lstm``: ``lstm_cell2`` keywords; ``query``/``proj``: (bn, bk) of the query and projection
     GEMVs; ``loc_bt``: positions per location-energy program; ``ctx``: (be, bt max) of
     attention_context; ``prenet``: (bn, bb) of the fused prenet, or None for two launches;
-    ``pdl_pre``: weight chunks each LSTM program loads before its PDL wait (1 or 2).
-    ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
+    ``pdl_pre``: weight chunks each LSTM program loads before its PDL wait (1 or 2); ``pre_tiles``:
+    (bn, bk) of the two prenet GEMVs; ``loc_k``: location-energy kernel (2: FMA taps, 3: one
+    tensor-core product per program, tf32x3); ``query``/``proj``/``ctx`` may carry a third entry,
+    the kernel's warps. ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
     """
     if batch <= 2:      # H100: 33.1 us/step at batch 1 (decoder_v2_run2)
         lstm = dict(bh=2, bk=512, split=1, num_warps=4, dot=False, static=False)
@@ -154,7 +156,8 @@ def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
         lstm = dict(bh=1, bk=128, split=1, num_warps=4, dot=False, static=False)
         tiles = dict(loc_bt=8, ctx=(32, 128))
     # the fused prenet measured slower than two launches (7.4 vs 1.9 + 1.9 us + a gap): off
-    tiles.update(lstm=lstm, query=(1, 1024), proj=(1, 1024), prenet=None, pdl_pre=1)
+    tiles.setdefault("loc_k", 2)
+    tiles.update(lstm=lstm, query=(1, 1024), proj=(1, 1024), prenet=None, pdl_pre=1, pre_tiles=(4, 256))
     env = os.environ.get("TTS_DECODER_TILES")
     if env:
         import json
@@ -182,7 +185,7 @@ class DecoderWeights:
     att_b: Tensor    #: [4 Ha] f32          b_ih + b_hh
     q_w: Tensor      #: [A, Ha]
     m_w: Tensor      #: [A, E]
-    loc_w: Tensor    #: [A, 2, KS] f32      location dense o location conv, stored tap-major
+    loc_w: Tensor    #: [A, 2, KS] f32      location dense o location conv
     v: Tensor        #: [A] f32
     dec_w: Tensor    #: [4 Hd, Ha + E + Hd]
     dec_b: Tensor    #: [4 Hd] f32
@@ -214,8 +217,9 @@ def prepare_weights(model: Tacotron2, dtype: torch.dtype, device: torch.device) 
         att_b=vec(d.attention_rnn.bias_ih + d.attention_rnn.bias_hh),
         q_w=mat(a.query_layer.linear_layer.weight),
         m_w=mat(a.memory_layer.linear_layer.weight),
-        # stored tap-major ([2, KS, A] memory, the values as [A, 2, KS]): coalesced kernel loads
-        loc_w=vec(loc).permute(1, 2, 0).contiguous().permute(2, 0, 1),
+        # row-major [A, 2, KS]: measured faster for location_energy2 than tap-major storage
+        # (H100 batch 8: 5.9 against 7.4 us; its rows are reused from L1; decoder_l2.json)
+        loc_w=vec(loc),
         v=vec(a.v.linear_layer.weight[0]),
         dec_w=mat(torch.cat((d.decoder_rnn.weight_ih, d.decoder_rnn.weight_hh), 1)),
         dec_b=vec(d.decoder_rnn.bias_ih + d.decoder_rnn.bias_hh),
@@ -745,23 +749,28 @@ class Tacotron2Engine:
             K.prenet(b.frame, w.pre_w1, w.pre_w2, b.pre2, p=p, seed=b.seed, step=b.drop_step, step_i=i,
                      bn=tl["prenet"][0], bb=tl["prenet"][1])
         else:   # the two layers as two launches (same masks)
+            pbn, pbk = tl.get("pre_tiles", (4, 256))[:2]
             K.linear_act(b.frame, w.pre_w1, b.pre1, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i,
-                         salt=0, pdl=pdl)
+                         salt=0, pdl=pdl, bn=pbn, bk=pbk)
             K.linear_act(b.pre1, w.pre_w2, b.pre2, relu=True, p=p, seed=b.seed, step=b.drop_step, step_i=i,
-                         salt=1, pdl=pdl)
+                         salt=1, pdl=pdl, bn=pbn, bk=pbk)
         pre = tl.get("pdl_pre", 1)
         K.lstm_cell2((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, ws=b.lstm_ws, pdl=pdl, pre=pre,
                      **lstm)
-        K.linear_act(ah_new, w.q_w, b.pq, bn=tl["query"][0], bk=tl["query"][1], pdl=pdl)
-        K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl["loc_bt"],
-                           pdl=pdl)
-        be, bt = tl["ctx"]
+        q = tl["query"]
+        K.linear_act(ah_new, w.q_w, b.pq, bn=q[0], bk=q[1], pdl=pdl, num_warps=q[2] if len(q) > 2 else 4)
+        loc = K.location_energy3 if tl.get("loc_k", 2) == 3 else K.location_energy2
+        loc(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl["loc_bt"], pdl=pdl)
+        cx = tl["ctx"]
         K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i,
-                            be=be, bt=min(bt, 1 << max(0, (b.t_in - 1).bit_length())), pdl=pdl)
+                            be=cx[0], bt=min(cx[1], 1 << max(0, (b.t_in - 1).bit_length())), pdl=pdl,
+                            num_warps=cx[2] if len(cx) > 2 else 4)
         K.lstm_cell2((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new, ws=b.lstm_ws, pdl=pdl, pre=pre,
                      **lstm)
+        pj = tl["proj"]
         K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
-                     b.mel_lengths, threshold, b.step, i, bn=tl["proj"][0], bk=tl["proj"][1], pdl=pdl)
+                     b.mel_lengths, threshold, b.step, i, bn=pj[0], bk=pj[1], pdl=pdl,
+                     num_warps=pj[2] if len(pj) > 2 else 4)
 
     def _step_torch(self, b: _Buffers, i: int, p: float, threshold: float) -> None:
         w, wd = self.w, self.dtype

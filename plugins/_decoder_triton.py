@@ -269,13 +269,14 @@ def _lstm2_w(k0, k_end, KT, w_ptr, rows, BK: tl.constexpr, EVICT: tl.constexpr =
 
 @triton.jit
 def _lstm2_chunk(acc, k0, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                 BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr, EVICT: tl.constexpr = ""):
+                 BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr, EVICT: tl.constexpr = "",
+                 XLO: tl.constexpr = True):
     w = _lstm2_w(k0, k_end, KT, w_ptr, rows, BK, EVICT)
-    return _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
+    return _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG, XLO)
 
 @triton.jit
 def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
-               BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
+               BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr, XLO: tl.constexpr = True):
     # acc += x[:, k0:k0 + BK] @ w^T with the chunk's weight tile w [R, BK] already loaded
     kk = k0 + tl.arange(0, BK)
     km = kk < k_end
@@ -291,10 +292,12 @@ def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
         x = _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk)   # [BB, BK]; w is 0 where kk >= k_end
     if DOT == 2:
         # transposed: acc [R, BB] += w @ x^T (w is the A operand as loaded, x^T the B operand)
+        # (XLO False: x rounded to float16, one product: as a plain fp16 GEMM would compute it)
         hi = x.to(tl.float16)
-        lo = (x - hi.to(tl.float32)).to(tl.float16)
         acc = tl.dot(w, tl.trans(hi), acc)
-        acc = tl.dot(w, tl.trans(lo), acc)
+        if XLO:
+            lo = (x - hi.to(tl.float32)).to(tl.float16)
+            acc = tl.dot(w, tl.trans(lo), acc)
     elif DOT:
         # x = hi + lo in fp16 (x keeps ~22 bits), w exact: two tensor-core products, f32 accumulation
         hi = x.to(tl.float16)
@@ -309,16 +312,16 @@ def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
 @triton.jit
 def _lstm2_rest(acc, I0: tl.constexpr, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
                 BK: tl.constexpr, NIT: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr,
-                STATIC: tl.constexpr, EVICT: tl.constexpr = ""):
+                STATIC: tl.constexpr, EVICT: tl.constexpr = "", XLO: tl.constexpr = True):
     # chunks I0 .. NIT - 1 of a program (static: unrolled)
     if STATIC:
         for i in tl.static_range(I0, NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG, EVICT)
+                               offs_b, B, BK, DOT, SEG, EVICT, XLO)
     else:
         for i in range(I0, NIT):
             acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG, EVICT)
+                               offs_b, B, BK, DOT, SEG, EVICT, XLO)
     return acc
 
 @triton.jit
@@ -346,7 +349,7 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
                       BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr, NIT: tl.constexpr,
                       SPLIT: tl.constexpr, DOT: tl.constexpr, STATIC: tl.constexpr,
                       SEG: tl.constexpr = False, PDL: tl.constexpr = 0, PRE: tl.constexpr = 1,
-                      EVICT: tl.constexpr = ""):
+                      EVICT: tl.constexpr = "", XLO: tl.constexpr = True):
     # grid (H / BH, cdiv(B, BB), SPLIT). Program (h, b, s): rows {i, f, g, o} x BH of the weight,
     # K range [s * KCH, (s + 1) * KCH) of the concatenated input, NIT chunks of BK.
     # SPLIT > 1: partial sums to ws[s], the last program of a tile (counter) adds them in
@@ -375,16 +378,16 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
         if PRE == 2:
             w1 = _lstm2_w(k_start + BK, k_end, KT, w_ptr, rows, BK, EVICT)
         _gdc_wait(PDL)
-        acc = _lstm2_mac(acc, w0, k_start, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
+        acc = _lstm2_mac(acc, w0, k_start, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG, XLO)
         if PRE == 2:
-            acc = _lstm2_mac(acc, w1, k_start + BK, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
+            acc = _lstm2_mac(acc, w1, k_start + BK, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG, XLO)
         acc = _lstm2_rest(acc, PRE, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                          BK, NIT, DOT, SEG, STATIC, EVICT)
+                          BK, NIT, DOT, SEG, STATIC, EVICT, XLO)
     else:
         # (the first chunk as a constexpr argument: a plain `i0 = 0` would be a tensor, which
         # tl.static_range rejects)
         acc = _lstm2_rest(acc, 0, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                          BK, NIT, DOT, SEG, STATIC, EVICT)
+                          BK, NIT, DOT, SEG, STATIC, EVICT, XLO)
     if DOT == 2:
         acc = tl.trans(acc)
     elif not DOT:
@@ -446,6 +449,42 @@ def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
     tl.store(out_ptr + b * T + offs_t, e, mask=tm)
 
 @triton.jit
+def location_energy3_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
+                            T, A, SWA, SWC, SWK,
+                            KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr, KP: tl.constexpr,
+                            PDL: tl.constexpr = 0):
+    # location_energy2 as one tensor-core product per program: the location features of BT
+    # positions are im2col [BT, 2 KS] (attention weights and their running sum, KS taps each)
+    # @ wl^T [2 KS, A], in tf32x3 (three tf32 products: float32 accuracy)
+    _gdc_start(PDL)
+    b = tl.program_id(0)
+    offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
+    offs_a = tl.arange(0, BA)
+    am = offs_a < A
+    tm = offs_t < T
+    PAD: tl.constexpr = (KS - 1) // 2
+    kc = tl.arange(0, KP)
+    ch = kc // KS
+    tap = kc - ch * KS
+    kv = kc < 2 * KS
+    wt = tl.load(wl_ptr + offs_a[None, :] * SWA + ch[:, None] * SWC + tap[:, None] * SWK,
+                 mask=kv[:, None] & am[None, :], other=0.0)                      # [KP, BA]
+    pm = tl.load(pm_ptr + (b * T + offs_t[:, None]) * A + offs_a[None, :],
+                 mask=tm[:, None] & am[None, :], other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + offs_a, mask=am, other=0.0).to(tl.float32)
+    n = tl.load(len_ptr + b)
+    _gdc_wait(PDL)
+    src = offs_t[:, None] + tap[None, :] - PAD                                    # [BT, KP]
+    sm = (src >= 0) & (src < T) & kv[None, :]
+    xa = tl.load(aw_ptr + b * T + src, mask=sm & (ch[None, :] == 0), other=0.0)
+    xc = tl.load(ac_ptr + b * T + src, mask=sm & (ch[None, :] == 1), other=0.0)
+    loc = tl.dot(xa + xc, wt, input_precision="tf32x3")                           # [BT, BA]
+    pq = tl.load(pq_ptr + b * A + offs_a, mask=am, other=0.0)
+    e = tl.sum(_tanh(loc + pq[None, :] + pm) * v[None, :], axis=1)
+    e = tl.where(offs_t < n, e, float("-inf"))
+    tl.store(out_ptr + b * T + offs_t, e, mask=tm)
+
+@triton.jit
 def prenet_kernel(x_ptr, w1_ptr, w2_ptr, out_ptr, B, P, seed_ptr, step_ptr, step_i, p,
                   K0: tl.constexpr, DROPOUT: tl.constexpr, BB: tl.constexpr, BP: tl.constexpr,
                   BN: tl.constexpr, BK0: tl.constexpr):
@@ -489,5 +528,5 @@ KERNELS = {
     "location_energy": location_energy_kernel, "attention_context": attention_context_kernel,
     "projection": projection_kernel,
     "lstm_cell2": lstm_cell2_kernel, "location_energy2": location_energy2_kernel,
-    "prenet": prenet_kernel,
+    "location_energy3": location_energy3_kernel, "prenet": prenet_kernel,
 }

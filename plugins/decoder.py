@@ -182,7 +182,7 @@ def _check_rows(*ts: Tensor) -> None:
 
 def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: float = 0.0,
                seed: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, salt: int = 0,
-               bn: int = 4, bk: int = 256, pdl: int = 0) -> Tensor:
+               bn: int = 4, bk: int = 256, pdl: int = 0, num_warps: int = 4) -> Tensor:
     """Kernel of ``linear_act_ref``; dropout masks from Philox(``seed``, step, salt, b, n).
 
     ``seed``/``step``: ``[1]`` int64 GPU scalars (needed when p > 0); the step used is
@@ -199,7 +199,7 @@ def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: floa
     grid = (math.ceil(n / bn), math.ceil(b / bb))
     k[grid](x, x.stride(0), kdim, w, out, out.stride(0), b, n,
             seed if seed is not None else dummy, step if step is not None else dummy, step_i,
-            float(p), salt, RELU=relu, DROPOUT=p > 0.0, BB=bb, BN=bn, BK=bk, **_pdl_kw(pdl))
+            float(p), salt, RELU=relu, DROPOUT=p > 0.0, BB=bb, BN=bn, BK=bk, num_warps=num_warps, **_pdl_kw(pdl))
     return out
 
 
@@ -234,7 +234,7 @@ def location_energy(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, p
 
 def attention_context(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Tensor, ctx: Tensor,
                       align: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, *,
-                      be: int = 64, bt: int = 32, pdl: int = 0) -> None:
+                      be: int = 64, bt: int = 32, pdl: int = 0, num_warps: int = 4) -> None:
     """Kernel of ``attention_context_ref``. ``align`` here is the whole record ``[B, steps, T]``,
     written at row ``step + step_i`` (needs ``step``)."""
     k = _kernels()["attention_context"]
@@ -244,12 +244,13 @@ def attention_context(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Te
     al = align if align is not None else ctx
     k[grid](energy, memory, att_w, att_cum, ctx, al, al.stride(0) if align is not None else 0,
             step if step is not None else ctx, step_i, t, e,
-            TB=_next_pow2(t), BT=bt, BE=be, ALIGN=align is not None, **_pdl_kw(pdl))
+            TB=_next_pow2(t), BT=bt, BE=be, ALIGN=align is not None, num_warps=num_warps, **_pdl_kw(pdl))
 
 
 def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, mel: Tensor,
                gate: Tensor, not_finished: Tensor, mel_lengths: Tensor, gate_threshold: float,
-               step: Tensor, step_i: int = 0, *, bn: int = 4, bk: int = 256, pdl: int = 0) -> None:
+               step: Tensor, step_i: int = 0, *, bn: int = 4, bk: int = 256, pdl: int = 0,
+               num_warps: int = 4) -> None:
     """Kernel of ``projection_ref``; ``mel [B, steps, n_frame]`` and ``gate [B, steps]`` are the
     whole records, written at step ``step + step_i``."""
     k = _kernels()["projection"]
@@ -259,7 +260,7 @@ def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, m
     grid = (math.ceil((nf + 1) / bn), math.ceil(batch / bb))
     k[grid](x1, x1.shape[1], x2, x2.shape[1], w, b, frame, mel, mel.stride(0), gate, gate.stride(0),
             not_finished, mel_lengths, step, step_i, float(gate_threshold), batch, nf,
-            BB=bb, BN=bn, BK=bk, **_pdl_kw(pdl))
+            BB=bb, BN=bn, BK=bk, num_warps=num_warps, **_pdl_kw(pdl))
 
 
 # ----------------------------------------------------------------------------- v2 kernels
@@ -276,7 +277,8 @@ def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int
 def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
                bh: int = 1, bk: int = 512, split: int = 1, num_warps: int = 4, dot: bool | int = False,
                static: bool = True, ws: tuple[Tensor, Tensor] | None = None, pdl: int = 0,
-               pre: int = 1, evict: str = "", num_stages: int | None = None) -> None:
+               pre: int = 1, evict: str = "", num_stages: int | None = None, bb: int | None = None,
+               xlo: bool = True) -> None:
     """Kernel of ``lstm_cell_ref`` (v2): rows of the four gates of ``bh`` hidden units per program,
     16-byte weight loads over K chunks of ``bk``, ``split`` programs over K (partials combined in
     fixed order by the last one, see ``lstm2_workspace``), ``dot``: tensor cores (float16 weights;
@@ -285,7 +287,9 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
     the A operand as loaded, no transpose of it). ``static``: K loop unrolled (all loads of a program issued up front).
     ``pdl``: programmatic dependent launch mode (``_pdl_kw``); ``pre`` (1 or 2): weight chunks
     loaded before its wait. ``evict``: L2 eviction policy of the weight loads ("", "evict_last",
-    "evict_first"). ``num_stages``: software-pipeline depth of the K loop (Triton's default when None)."""
+    "evict_first"). ``num_stages``: software-pipeline depth of the K loop (Triton's default when None).
+    ``bb``: batch rows per program (default 16 on tensor cores, else the batch's power of two).
+    ``xlo`` False (tensor cores only): x rounded to float16, one product instead of hi + lo."""
     if evict not in ("", "evict_last", "evict_first"):
         raise ValueError(f"evict must be '', 'evict_last' or 'evict_first', not {evict!r}")
     k = _kernels()["lstm_cell2"]
@@ -298,7 +302,9 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
     if hdim % bh:
         raise ValueError(f"hidden size {hdim} is not a multiple of bh={bh}")
     dot = int(dot) if w.dtype == torch.float16 and 4 * bh >= 16 else 0   # 2: transposed product
-    bb = 16 if dot else _bb(batch)
+    bb = int(bb) if bb else (16 if dot else _bb(batch))
+    if bb & (bb - 1):
+        raise ValueError(f"bb must be a power of two, got {bb}")
     kt = w.shape[1]
     kch = bk * math.ceil(math.ceil(kt / split) / bk)
     split = math.ceil(kt / kch)
@@ -321,7 +327,7 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
     k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, part, ws_split, cnt,
             batch, hdim, kch, BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=split, DOT=dot, STATIC=static,
             SEG=seg, num_warps=num_warps, **_pdl_kw(pdl), **({"EVICT": evict} if evict else {}),
-            **({"num_stages": int(num_stages)} if num_stages else {}), **({"PRE": max(1, min(int(pre), 2, nit))} if pdl else {}))
+            **({"num_stages": int(num_stages)} if num_stages else {}), **({} if xlo else {"XLO": False}), **({"PRE": max(1, min(int(pre), 2, nit))} if pdl else {}))
 
 
 def tap_major(w_loc: Tensor) -> Tensor:
@@ -340,6 +346,20 @@ def location_energy2(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, 
     grid = (batch, math.ceil(t / bt))
     k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, *w_loc.stride(), KS=ks, BT=bt, BA=_next_pow2(a),
             num_warps=num_warps, **_pdl_kw(pdl))
+    return out
+
+
+def location_energy3(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
+                     lengths: Tensor, out: Tensor, *, bt: int = 16, num_warps: int = 4, pdl: int = 0) -> Tensor:
+    """Kernel of ``location_energy_ref`` on tensor cores: per program, the im2col of ``bt``
+    positions [bt, 2 KS] @ ``w_loc`` [2 KS, A] in tf32x3 (float32 accuracy). ``w_loc [A, 2, KS]``
+    any strides; other tensors contiguous; lengths int32."""
+    k = _kernels()["location_energy3"]
+    batch, t = att_w.shape
+    a, _, ks = w_loc.shape
+    grid = (batch, math.ceil(t / bt))
+    k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, *w_loc.stride(), KS=ks, BT=bt,
+            BA=_next_pow2(a), KP=_next_pow2(2 * ks), num_warps=num_warps, **_pdl_kw(pdl))
     return out
 
 

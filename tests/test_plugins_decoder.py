@@ -77,12 +77,12 @@ def test_lstm_cell(dtype, batch):
     assert _err(h1, h2) < 1e-4 and _err(c1, c2) < 1e-4
 
 
-@pytest.mark.parametrize("kernel", ["location_energy", "location_energy2"])
+@pytest.mark.parametrize("kernel", ["location_energy", "location_energy2", "location_energy3"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("t", [7, 40])
 @pytest.mark.parametrize("tap_major", [False, True])
 def test_location_energy(kernel, dtype, t, tap_major):
-    """v1 and v2 (unrolled taps) location-energy kernels against their PyTorch twin, with the
+    """v1, v2 (unrolled taps) and v3 (tensor cores, tf32x3) location-energy kernels against their PyTorch twin, with the
     location weights contiguous or stored tap-major (the engine's layout)."""
     dev = _dev()
     batch, a, ks = 3, 16, 31
@@ -158,7 +158,9 @@ LSTM2_CONFIGS = [dict(bh=1, bk=64), dict(bh=2, bk=32, split=3), dict(bh=1, bk=32
                  # dot=2: the transposed tensor-core product (acc^T += w @ x^T)
                  dict(bh=4, bk=32, dot=2), dict(bh=8, bk=16, dot=2, split=2, static=False),
                  # L2 eviction hint on the weight loads (no effect on values)
-                 dict(bh=8, bk=16, dot=2, split=2, static=False, evict="evict_last")]
+                 dict(bh=8, bk=16, dot=2, split=2, static=False, evict="evict_last"),
+                 # an 8-row batch tile on tensor cores
+                 dict(bh=8, bk=16, dot=2, split=2, static=False, bb=8)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
@@ -276,6 +278,9 @@ def test_pdl_gemv_kernels_equal_plain_launches(pdl, dtype):
     outs = [torch.empty(batch, t, device=dev) for _ in range(2)]
     for out, mode in zip(outs, (0, pdl)):
         K.location_energy2(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=8, pdl=mode)
+    assert torch.equal(outs[0], outs[1])
+    for out, mode in zip(outs, (0, pdl)):
+        K.location_energy3(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=16, pdl=mode)
     assert torch.equal(outs[0], outs[1])
     memory = _w(batch, t, 96, dtype=dtype, dev=dev, scale=1.0)
     for bt in (16, 64):
