@@ -140,24 +140,28 @@ def decoder_tiles(batch: int, dtype: torch.dtype) -> dict:
     tensor-core product per program, tf32x3); ``query``/``proj``/``ctx`` may carry a third entry,
     the kernel's warps. ``TTS_DECODER_TILES`` (JSON, keys as here) overrides.
     """
-    if batch <= 2:      # H100: 33.1 us/step at batch 1 (decoder_v2_run2)
+    # location energy: one tf32x3 tensor-core product per 16 positions (loc_k 3), H100 4.1 against
+    # 5.6 us (batch 8) and 3.9 against 5.1 us (batch 1) for the FMA taps (tools/gpu/decoder_kernels.py)
+    query = (1, 1024)
+    if batch <= 2:      # H100: 28.4 us/step at batch 1 (decoder_kernels, 2026-11-22c)
         lstm = dict(bh=2, bk=512, split=1, num_warps=4, dot=False, static=False)
-        tiles = dict(loc_bt=4, ctx=(16, 128))
+        tiles = dict(loc_bt=16, loc_k=3, ctx=(16, 128))
     elif dtype == torch.float16 and batch <= 16:
-        # H100, batch 8, PDL 1 (tools/gpu/decoder_b8.py, benchmarks/README.md): 45.3 us/step decode,
-        # against 48.2 with the tiles below; the transposed tensor-core product, 16 hidden units
-        # per program, split-K 4
-        lstm = dict(bh=16, bk=128, split=4, num_warps=4, dot=2, static=False)
-        tiles = dict(loc_bt=4, ctx=(16, 128))
+        # H100, batch 8, PDL 1 (tools/gpu/decoder_kernels.py, benchmarks/README.md): 38.9 us/step
+        # decode against 48.4 with the tiles before. LSTM: the transposed tensor-core product,
+        # 16 hidden units per program, split-K 4, and an 8-row batch tile up to 8 rows (the x
+        # loads halve: 15.8 against 19.3 us per LSTM pair); 16-row buckets keep one 16-row tile
+        lstm = dict(bh=16, bk=128, split=4, num_warps=4, dot=2, static=False, bb=8 if batch <= 8 else 16)
+        tiles = dict(loc_bt=16, loc_k=3, ctx=(16, 128, 2))
+        query = (2, 1024, 4)
     elif dtype == torch.float16:    # H100: 48.5 us/step at batch 8 (the server's 32/64-row slot buckets)
         lstm = dict(bh=8, bk=128, split=2, num_warps=4, dot=True, static=False)
-        tiles = dict(loc_bt=8, ctx=(32, 128))
+        tiles = dict(loc_bt=16, loc_k=3, ctx=(32, 128))
     else:               # float32 weights: no tensor-core path (the config of run 2's fp32 batch-4 GPU test)
         lstm = dict(bh=1, bk=128, split=1, num_warps=4, dot=False, static=False)
-        tiles = dict(loc_bt=8, ctx=(32, 128))
+        tiles = dict(loc_bt=16, loc_k=3, ctx=(32, 128))
     # the fused prenet measured slower than two launches (7.4 vs 1.9 + 1.9 us + a gap): off
-    tiles.setdefault("loc_k", 2)
-    tiles.update(lstm=lstm, query=(1, 1024), proj=(1, 1024), prenet=None, pdl_pre=1, pre_tiles=(4, 256))
+    tiles.update(lstm=lstm, query=query, proj=(1, 1024), prenet=None, pdl_pre=1, pre_tiles=(4, 256))
     env = os.environ.get("TTS_DECODER_TILES")
     if env:
         import json

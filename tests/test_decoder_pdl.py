@@ -50,10 +50,13 @@ def test_pdl_code_paths_under_interpreter():
         t2, _, _ = random_models("tacotron2", "tiny", 0)
         # wide tiles (few programs: the interpreter runs them one by one); fp16 batch 3 = the
         # tensor-core split-K LSTM path with two weight chunks before the wait
-        cases = ((2, "fp32", dict(bh=8, bk=32, split=1, num_warps=4, dot=False, static=False), 1),
-                 (3, "fp16", dict(bh=8, bk=64, split=2, num_warps=4, dot=True, static=False), 2))
-        for bsz, prec, lstm, pre in cases:
-            os.environ["TTS_DECODER_TILES"] = json.dumps(dict(lstm=lstm, pdl_pre=pre, loc_bt=16,
+        # fp16 batch 3 again with the batch-8 default's switches: transposed product, 8-row batch
+        # tile, the tensor-core location energy (loc_k 3)
+        cases = ((2, "fp32", dict(bh=8, bk=32, split=1, num_warps=4, dot=False, static=False), 1, 2),
+                 (3, "fp16", dict(bh=8, bk=64, split=2, num_warps=4, dot=True, static=False), 2, 2),
+                 (3, "fp16", dict(bh=8, bk=64, split=2, num_warps=4, dot=2, static=False, bb=8), 1, 3))
+        for bsz, prec, lstm, pre, loc_k in cases:
+            os.environ["TTS_DECODER_TILES"] = json.dumps(dict(lstm=lstm, pdl_pre=pre, loc_bt=16, loc_k=loc_k,
                                                               query=[16, 64], proj=[32, 64]))
             g = torch.Generator().manual_seed(bsz)
             ids = torch.randint(1, 148, (bsz, 11), generator=g)
