@@ -118,7 +118,8 @@ class _Graphed:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            # the side stream of the inputs' device (torch.cuda.graph's default: the first device)
+            with torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"):
                 outs = self.fn(*static)
             entry = (graph, static, outs)
             self._graphs[key] = entry

@@ -716,7 +716,9 @@ class Tacotron2Engine:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+        # stream: a capture stream of this engine's device (torch.cuda.graph's default stream is
+        # made once, on the device current at the first capture in the process: cuda:0)
+        with torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"):
             self._steps(buf, p, threshold)
         buf.graph = graph
 

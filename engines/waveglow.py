@@ -326,7 +326,9 @@ def capture_graph(fn, device: torch.device, pool) -> tuple[torch.cuda.CUDAGraph,
         fn()
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+    # on `device`'s stream: torch.cuda.graph's default capture stream lives on the device that
+    # was current at the process's first capture (a second GPU's graph would capture nothing)
+    with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
         out = fn()
     return graph, out
 

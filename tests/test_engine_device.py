@@ -99,6 +99,12 @@ def test_engines_on_the_second_gpu_from_a_thread_on_the_first():
     from tts.engines import make_engine
 
     t2, wg, den = random_models("tacotron2", "tiny", 0)
+    # a first capture on cuda:0, as the server's first worker does: torch.cuda.graph's default
+    # capture stream is made then, on cuda:0 (two H200s: a cuda:1 engine that captured on it
+    # launched its Triton kernels on cuda:0 and its graph was empty)
+    a0 = make_engine("tacotron2", copy.deepcopy(t2).to("cuda:0"), device="cuda:0", precision="fp16", cache=None)
+    a0.infer(torch.randint(1, 100, (1, 20), device="cuda:0"), torch.tensor([20], device="cuda:0"),
+             max_decoder_steps=32)
     dev = torch.device("cuda:1")
     out = {}
 
@@ -109,8 +115,28 @@ def test_engines_on_the_second_gpu_from_a_thread_on_the_first():
         ids = torch.randint(1, 100, (1, 20), device=dev)
         res = a.infer(ids, torch.tensor([20], device=dev), max_decoder_steps=32)
         out["audio"] = v.infer(res.mel_postnet, 0.6)
+        out["graphs"] = len(a._buckets)
 
     th = threading.Thread(target=work)
     th.start()
     th.join()
     assert out["audio"].device == dev and bool(torch.isfinite(out["audio"].float()).all())
+
+
+def test_every_engine_graph_capture_names_its_stream():
+    """``torch.cuda.graph(..., stream=...)`` everywhere in the engines: without it the capture runs
+    on the process's default capture stream, made on whatever device was current at the first
+    capture (cuda:0), and a second GPU's engine captures an empty graph."""
+    import ast
+    from pathlib import Path
+
+    import tts.engines as pkg
+
+    calls = 0
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "graph"
+                    and ast.unparse(node.func.value) == "torch.cuda"):
+                calls += 1
+                assert any(k.arg == "stream" for k in node.keywords), f"{path.name}:{node.lineno} has no stream="
+    assert calls >= 5
