@@ -140,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,
                    help="exported voice file to start from when there is no checkpoint to resume")
-    t.add_argument("--graph", choices=["off", "on", "static"], default="off",
+    t.add_argument("--graph", choices=["auto", "off", "on", "static"], default="auto",
                    help="tacotron2: 'on' pads batches to static shape buckets and CUDA-graphs the "
                         "whole step per bucket (CUDA; on CPU it runs the static step eagerly), "
-                        "'static' the static step without capture, 'off' (default) the eager step")
+                        "'static' the static step without capture, 'off' the eager step; 'auto' "
+                        "(default): 'on' for tacotron2 on CUDA (H100: 0.28 against 1.41 s per step "
+                        "at batch 64, same losses), else 'off'")
     t.set_defaults(fn=_train)
 
     e = sub.add_parser("export", help="fp16 weights + voice.json into a voices folder")

@@ -109,13 +109,15 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     run continues on a new machine, where the full checkpoint could not travel; it is not
     bit-identical to an uninterrupted run.
 
-    ``graph`` (Tacotron2 only): ``"off"`` the eager step; ``"on"`` the static-shape step of
+    ``graph`` (Tacotron2 only): ``"auto"``: ``"on"`` on a CUDA device, else ``"off"``; ``"off"`` the eager step; ``"on"`` the static-shape step of
     ``tts.train.t2_static``, CUDA-graphed per shape bucket on a CUDA device (on CPU the same
     static step runs eagerly); ``"static"`` the static step without capture on any device.
     Checkpoints are the same in every mode.
     """
-    if graph not in ("off", "on", "static"):
-        raise ValueError(f"graph must be off, on or static, got {graph!r}")
+    if graph not in ("auto", "off", "on", "static"):
+        raise ValueError(f"graph must be auto, off, on or static, got {graph!r}")
+    if graph == "auto":     # the CUDA-graphed step where it exists (measured: benchmarks/README.md)
+        graph = "on" if kind == "tacotron2" and torch.device(device).type == "cuda" else "off"
     if graph != "off" and kind != "tacotron2":
         raise ValueError(f"--graph {graph} is implemented for tacotron2 only, not {kind}")
     out = Path(out_dir)
