@@ -11,13 +11,13 @@ interleaved rounds; mel difference to the default at dropout 0.
 Last line: ``BEST8 {...}``, the batch-8 tile dict to make the default.
 """
 import json
-import math
 import os
 import statistics
 import time
 import traceback
 
 import torch
+from graphtime import graph_time as _graph_time
 
 from tts.engines import tacotron2 as E
 from tts.models.tacotron2 import Tacotron2
@@ -47,22 +47,8 @@ def save():
 
 
 def graph_time(fn, n, reps=7):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn(); fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    g.replay(); torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); g.replay(); b.record(); b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / n)
-    return statistics.median(ts)
+    """us per call of fn: n calls captured in one graph, median of reps replays."""
+    return _graph_time(fn, n, reps)
 
 
 def sweep(kname, bs, variants, make, n=50):

@@ -27,6 +27,7 @@ import time
 import traceback
 
 import torch
+from graphtime import graph_time as _graph_time
 
 from tts.engines import tacotron2 as E
 from tts.models.tacotron2 import Tacotron2
@@ -53,22 +54,7 @@ def save():
 
 def graph_time(fn, n, reps=7):
     """us per call of fn: n calls captured in one graph, median of reps replays."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn(); fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    g.replay(); torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); g.replay(); b.record(); b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / n)
-    return statistics.median(ts)
+    return _graph_time(fn, n, reps)
 
 
 eng = E.Tacotron2Engine(t2, device=dev, precision="fp16", backend="triton")
