@@ -63,3 +63,16 @@ def test_lstm_cell2_evict_last_hint_reaches_the_ptx():
             pytest.skip(f"no CUDA toolchain: {exc}"[:200])
         raise
     assert "evict_last" in c.asm["ptx"] and "evict_last" not in plain.asm["ptx"]
+
+
+def test_lstm_cell2_rejects_a_bad_evict_or_batch_tile():
+    import torch
+
+    from tts.plugins import decoder as K
+    xs = tuple(torch.zeros(2, k) for k in (16, 16, 32))
+    w, b = torch.zeros(128, 64, dtype=torch.float16), torch.zeros(128)
+    c, h = torch.zeros(2, 32), torch.zeros(2, 32)
+    with pytest.raises(ValueError, match="evict"):
+        K.lstm_cell2(xs, w, b, c, h, bh=4, bk=16, evict="keep")
+    with pytest.raises(ValueError, match="power of two"):
+        K.lstm_cell2(xs, w, b, c, h, bh=4, bk=16, dot=2, bb=12)
