@@ -16,7 +16,7 @@ triton = pytest.importorskip("triton")
 
 
 def _compile(bh, bk, split=1, dot=False, static=True, pdl=0, pre=1, batch=8, segs=(256, 512, 1024), hdim=1024,
-             num_warps=4, evict=""):
+             num_warps=4, evict="", xlo=True, num_stages=None):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -28,13 +28,14 @@ def _compile(bh, bk, split=1, dot=False, static=True, pdl=0, pre=1, batch=8, seg
     nit = kch // bk
     const = dict(BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=math.ceil(kt / kch), DOT=dot, STATIC=static,
                  SEG=all(s % bk == 0 for s in segs), PDL=pdl, PRE=max(1, min(pre, 2, nit)) if pdl else 1,
-                 EVICT=evict)
+                 EVICT=evict, XLO=xlo)
     ptrs = {"x1": "*fp32", "x2": "*fp32", "x3": "*fp32", "w_ptr": "*fp16", "b_ptr": "*fp32", "c_ptr": "*fp32",
             "h_out": "*fp32", "ws_ptr": "*fp32", "cnt_ptr": "*i32"}
     names = k.arg_names
     sig = {n: "constexpr" if n in const else ptrs.get(n, "i32") for n in names}
     src = ASTSource(fn=k, signature=sig, constexprs={(names.index(n),): v for n, v in const.items()})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    opts = {"num_warps": num_warps, **({"num_stages": num_stages} if num_stages else {})}
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
 
 
 @pytest.mark.parametrize("pdl", [0, 1, 2])
@@ -76,3 +77,22 @@ def test_lstm_cell2_rejects_a_bad_evict_or_batch_tile():
         K.lstm_cell2(xs, w, b, c, h, bh=4, bk=16, evict="keep")
     with pytest.raises(ValueError, match="power of two"):
         K.lstm_cell2(xs, w, b, c, h, bh=4, bk=16, dot=2, bb=12)
+
+
+def test_lstm_cell2_xlo_off_halves_the_tensor_core_products_and_num_stages_compiles():
+    """``xlo=False``: x rounded to float16, one MMA per chunk instead of hi + lo; ``num_stages``
+    reaches the compiler (the batch-8 tile with a 2- and a 4-deep pipeline compiles for sm_90)."""
+    import re
+    try:
+        both = _compile(bh=16, bk=128, split=4, dot=2, static=False)
+        hi_only = _compile(bh=16, bk=128, split=4, dot=2, static=False, xlo=False)
+        for n in (2, 4):
+            _compile(bh=16, bk=128, split=4, dot=2, static=False, num_stages=n)
+    except RuntimeError as exc:
+        if "ptxas" in str(exc).lower():
+            pytest.skip(f"no CUDA toolchain: {exc}"[:200])
+        raise
+
+    def mmas(c):
+        return len(re.findall(r"\b(?:mma|wgmma)\.", c.asm["ptx"]))
+    assert mmas(hi_only) > 0 and 2 * mmas(hi_only) == mmas(both)

@@ -17,7 +17,7 @@ import time
 import traceback
 
 import torch
-from graphtime import graph_time as _graph_time
+from graphtime import graph_time
 
 from tts.engines import tacotron2 as E
 from tts.models.tacotron2 import Tacotron2
@@ -46,11 +46,6 @@ def save():
         json.dump(R, f, indent=1)
 
 
-def graph_time(fn, n, reps=7):
-    """us per call of fn: n calls captured in one graph, median of reps replays."""
-    return _graph_time(fn, n, reps)
-
-
 def sweep(kname, bs, variants, make, n=50):
     """variants: list of (label, kwargs); make(kwargs) -> fn. Records us per launch."""
     out = R["kernels"].setdefault(f"{kname}/b{bs}", [])
@@ -59,7 +54,7 @@ def sweep(kname, bs, variants, make, n=50):
             print(f"  (time budget: {kname} b{bs} {label} skipped)", flush=True)
             continue
         try:
-            us = graph_time(make(kw), n)
+            us = graph_time(make(kw), n, reps=7)
             out.append({"label": label, "kw": kw, "us": us})
             print(f"  {kname:8s} b{bs} {label:28s} {us:6.2f} us", flush=True)
         except Exception as exc:  # noqa: BLE001

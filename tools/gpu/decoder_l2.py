@@ -27,7 +27,7 @@ import time
 import traceback
 
 import torch
-from graphtime import graph_time as _graph_time
+from graphtime import graph_time
 
 from tts.engines import tacotron2 as E
 from tts.models.tacotron2 import Tacotron2
@@ -50,11 +50,6 @@ def left():
 def save():
     with open(OUTF, "w") as f:
         json.dump(R, f, indent=1)
-
-
-def graph_time(fn, n, reps=7):
-    """us per call of fn: n calls captured in one graph, median of reps replays."""
-    return _graph_time(fn, n, reps)
 
 
 eng = E.Tacotron2Engine(t2, device=dev, precision="fp16", backend="triton")
@@ -80,7 +75,7 @@ def lstm_pair(bs, cfg):
     def f():
         K.lstm_cell2((pre2, ctx, ah[0]), w.att_w, w.att_b, ac, ah[1], ws=ws, **cfg)
         K.lstm_cell2((ah[1], ctx, dh[0]), w.dec_w, w.dec_b, dc, dh[1], ws=ws, **cfg)
-    return graph_time(f, 40)
+    return graph_time(f, 40, reps=7)
 
 
 A8 = [("default", {}), ("evict_last", dict(evict="evict_last")), ("evict_first", dict(evict="evict_first")),
@@ -130,7 +125,7 @@ for lay, wl in (("row-major", wl_rm), ("tap-major", wl_tm)):
             if left() < 200:
                 break
             try:
-                us = graph_time(lambda: K.location_energy2(pq, wl, aw, acum, pm, w.v, lens, out, bt=bt, num_warps=nw), 50)
+                us = graph_time(lambda: K.location_energy2(pq, wl, aw, acum, pm, w.v, lens, out, bt=bt, num_warps=nw), 50, reps=7)
                 err = float((out - ref).abs().max())
                 R["B"].append({"layout": lay, "bt": bt, "num_warps": nw, "us": us, "err": err})
                 print(f"  {lay:9s} bt {bt:2d} warps {nw}: {us:5.2f} us  (err {err:.2g})", flush=True)
