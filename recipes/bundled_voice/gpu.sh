@@ -5,6 +5,8 @@
 # calls on a warm machine: it is an ignored build output).
 # STAGE:
 #   corpus          unpack Festival (dpkg -x), build the corpus from train.txt on all cores
+#                   (CORPUS_LIMIT: that many lines; CORPUS_OFFSET: after skipping that many)
+#   wgspeed         time WaveGlow's step variants, keep the fastest faithful one for `cont`
 #   train MINUTES   train FastSpeech, Tacotron2 and WaveGlow side by side on the GPU, each
 #                   resuming from its last checkpoint, for MINUTES minutes
 #   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB, see README)
@@ -27,8 +29,20 @@ corpus() {
   if [ ! -x $PREFIX/usr/bin/festival ]; then
     for f in .debs/*.deb; do dpkg -x "$f" $PREFIX; done
   fi
-  python3 -m tts.train corpus --texts .recipe_data/train.txt --out $W/corpus \
-    --shards 64 --jobs "$(nproc)" --festival-prefix $PREFIX ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT}
+  local texts=.recipe_data/train.txt
+  if [ -n "${CORPUS_OFFSET:-}" ]; then   # a different slice of train.txt per call: more variety
+    texts=$W/texts_slice.txt
+    tail -n +$((CORPUS_OFFSET + 1)) .recipe_data/train.txt > $texts
+  fi
+  python3 -m tts.train corpus --texts $texts --out $W/corpus \
+    --shards ${CORPUS_SHARDS:-64} --jobs "$(nproc)" --festival-prefix $PREFIX ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT}
+}
+
+# wgspeed: time WaveGlow's training step (float32, bf16 autocast, compiled; tools/gpu/wg_train_speed.py)
+# and write the fastest variant whose loss stays within 0.02 of float32's to $W/wg_settings.json,
+# which `cont waveglow` then uses.
+wgspeed() {
+  python3 tools/gpu/wg_train_speed.py --pick $W/wg_settings.json ${WG_SPEED_ARGS:-}
 }
 
 train() {
@@ -44,17 +58,33 @@ train() {
 }
 
 # cont MODEL MINUTES: one model alone, resuming its checkpoint or else starting from the exported file
-# in tts/voices (INIT overrides); BATCH overrides the batch size; GRAPH=on (tacotron2 only) takes the
-# static-shape CUDA-graphed step (tts/train/t2_static.py).
+# in tts/voices (INIT overrides); BATCH overrides the batch size; GRAPH (tacotron2 only; default auto =
+# the static-shape CUDA-graphed step of tts/train/t2_static.py on CUDA, falling back to the eager
+# step if it fails); SETTINGS a JSON of training settings (waveglow: else $W/wg_settings.json).
 cont() {
   local model=$1 m=$2 init
   case $model in
     fastspeech) init=${INIT:-tts/voices/slt/fastspeech.pt} ;;
     *) init=${INIT:-recipes/bundled_voice/partial/$model.pt} ;;   # not yet good enough to ship
   esac
-  python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
+  local settings=${SETTINGS:-}
+  if [ -z "$settings" ] && [ "$model" = waveglow ] && [ -f $W/wg_settings.json ]; then
+    settings=$(cat $W/wg_settings.json)
+  fi
+  local t0=$SECONDS
+  if ! python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
     --max-minutes "$m" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} ${GRAPH:+--graph $GRAPH} \
-    $( [ -f "$init" ] && echo --init-from "$init" ) > $W/train_$model.out 2>&1
+    ${settings:+--settings "$settings"} $( [ -f "$init" ] && echo --init-from "$init" ) > $W/train_$model.out 2>&1
+  then
+    tail -n 20 $W/train_$model.out
+    if [ "$model" = tacotron2 ] && [ "${GRAPH:-auto}" != off ]; then   # the eager step for what is left
+      local left; left=$(python3 -c "print(max(0.0, $m - ($SECONDS - $t0) / 60 - 0.2))")
+      echo "tacotron2: the graphed step failed; eager for $left more minutes"
+      python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
+        --max-minutes "$left" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} --graph off \
+        $( [ -f "$init" ] && echo --init-from "$init" ) >> $W/train_$model.out 2>&1
+    fi
+  fi
   tail -n 1 $W/train_$model.out
 }
 
@@ -82,6 +112,7 @@ pack() {
 
 case $STAGE in
   corpus) corpus ;;
+  wgspeed) wgspeed ;;
   train) train "$MIN" ;;
   pack) pack ;;
   cont) cont "$2" "${3:-8}" ;;

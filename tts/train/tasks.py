@@ -55,7 +55,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
                       amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900),
     "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
-                     segment_length=16000, sigma=1.0),
+                     segment_length=16000, sigma=1.0, compile=False),
 }
 
 
@@ -215,12 +215,32 @@ class WaveGlowTask(Task):
             self._mel = MelSpectrogram().to(device).eval()
         return self._mel
 
+    def loss_fn(self, model: nn.Module, device: torch.device):
+        """``(mel, audio) -> (loss, logs)``: DLE's loss, under bf16 autocast on CUDA when the
+        setting ``amp`` is on (the loss itself is summed in float32), compiled with
+        ``torch.compile`` when ``compile`` is on (static shapes: one graph for the run)."""
+        cache = self.__dict__.setdefault("_loss_fns", {})
+        key = (id(model), device.type)
+        if key in cache:
+            return cache[key]
+        sigma = float(self.settings["sigma"])
+        amp = bool(self.settings["amp"]) and device.type == "cuda"
+
+        def fn(mel: Tensor, audio: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                return losses.waveglow_loss(model, mel, audio, sigma)
+
+        if self.settings.get("compile"):
+            fn = torch.compile(fn, dynamic=False)
+        cache[key] = fn
+        return fn
+
     def train_step_loss(self, model, corpus, pool, rng, device, step):
         idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=self.settings["batch_size"])]
         audio = audio_segments(corpus, idx, int(self.settings["segment_length"]), rng).to(device)
         with torch.no_grad():
             mel = self.mel_fn(device)(audio)
-        return losses.waveglow_loss(model, mel, audio, float(self.settings["sigma"]))
+        return self.loss_fn(model, device)(mel, audio)
 
     def payload(self, model, optimizer, step):
         return {"iteration": step, "config": model.config.to_dict(), "state_dict": model.state_dict(),
