@@ -260,3 +260,58 @@ def test_init_from_exported_waveglow_restores_the_folded_weights(corpus_dir, tmp
         assert torch.allclose(m.state_dict()[k].half().float(), v.float(), atol=1e-3, rtol=1e-3), k
     r = train("waveglow", corpus_dir, tmp_path / "c", max_steps=5, init_from=f, **kw)
     assert (r.start_step, r.step) == (3, 5)
+
+
+def test_waveglow_compile_setting_wraps_the_loss_once_and_keeps_it(corpus_dir, monkeypatch):
+    """``compile``: the loss function goes through ``torch.compile`` (static shapes) once per
+    model; ``amp`` is off on CPU (bf16 autocast is for CUDA), so the loss is float32's."""
+    from tts.train.tasks import make_task
+
+    calls = []
+
+    def fake_compile(fn, **kw):
+        calls.append(kw)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    c = Corpus(corpus_dir)
+    losses = {}
+    for comp in (False, True):
+        task = make_task("waveglow", dict(SETTINGS["waveglow"], compile=comp, amp=True), TINY["waveglow"])
+        torch.manual_seed(0)
+        model = task.build_model().train()
+        pool = task.usable(c)
+        rng = np.random.default_rng(0)
+        dev = torch.device("cpu")
+        first = task.train_step_loss(model, c, pool, rng, dev, 0)[0]
+        second = task.train_step_loss(model, c, pool, rng, dev, 1)[0]
+        losses[comp] = (float(first), float(second))
+    assert calls == [{"dynamic": False}]          # once, for the compiled task only
+    assert losses[True] == losses[False]
+    assert all(np.isfinite(v) for v in losses[True])
+
+
+def test_wg_train_speed_picks_the_fastest_faithful_variant():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "wg_train_speed", Path(__file__).parents[1] / "tools" / "gpu" / "wg_train_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = {"variant": "eager", "s_per_step_median": 0.068, "loss": [0.005, -0.02, -0.054]}
+    amp = {"variant": "amp", "s_per_step_median": 0.04, "loss": [0.005, -0.021, -0.054]}
+    fast_wrong = {"variant": "compile+amp", "s_per_step_median": 0.02, "loss": [0.005, -0.5, -0.054]}
+    fast_nan = {"variant": "compile", "s_per_step_median": 0.01, "loss": [0.005, float("nan"), 0.0]}
+    assert mod.pick([base, amp, fast_wrong, fast_nan], 0.02) == {"amp": True, "compile": False}
+    assert mod.pick([base, fast_wrong], 0.02) == {"amp": False, "compile": False}
+    assert mod.pick([amp], 0.02) == {"amp": False, "compile": False}   # no float32 run to compare
+
+
+def test_train_cli_reports_user_mistakes_in_one_line(tmp_path, capsys):
+    from tts.train.__main__ import main
+    rc = main(["train", "waveglow", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "ck"),
+               "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("tts.train: error: ") and "none" in err and "Traceback" not in err
+    rc = main(["train", "waveglow", "--corpus", str(tmp_path), "--out", str(tmp_path / "ck"),
+               "--settings", "{not json"])
+    assert rc == 2 and "settings" in capsys.readouterr().err.lower()

@@ -19,6 +19,21 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from tts.errors import TTSError
+
+
+def _json_object(flag: str, text: str | None) -> dict | None:
+    """The JSON object given to ``flag``; a ``ValueError`` naming the flag if it is not one."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {text!r}")
+    return value
+
 
 def _corpus(args: argparse.Namespace) -> int:
     from tts.quality import read_transcripts
@@ -55,10 +70,10 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = json.loads(args.settings) if args.settings else {}
+    settings = _json_object("--settings", args.settings) or {}
     if args.batch_size:
         settings["batch_size"] = args.batch_size
-    model_cfg = json.loads(args.model_config) if args.model_config else None
+    model_cfg = _json_object("--model-config", args.model_config)
     r = train(args.model, args.corpus, args.out, resume=args.resume, max_steps=args.max_steps,
               max_minutes=args.max_minutes, device=args.device, seed=args.seed,
               log_every=args.log_every, save_minutes=args.save_minutes, settings=settings,
@@ -179,7 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return int(args.fn(args))
+    try:
+        return int(args.fn(args))
+    except (TTSError, ValueError, OSError, RuntimeError, FloatingPointError) as e:
+        # User mistakes (a missing corpus or checkpoint, a bad setting, no matplotlib) and a
+        # diverged run: one line naming what is wrong, no traceback (-v logs still show context).
+        if args.verbose:
+            logging.exception("tts.train %s failed", args.cmd if hasattr(args, "cmd") else "")
+        print(f"tts.train: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -141,7 +141,10 @@ def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
 
 def plot_losses(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:
     """One PNG per ``<kind>_log.csv`` in ``ckpt_dir`` (every logged loss term vs step)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("plotting needs matplotlib: pip install 'tts[train]' (or matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
