@@ -13,10 +13,11 @@
 #   all MINUTES     corpus, then train, then pack (one call)
 #   cont MODEL MIN  continue one model (on a new machine: from its exported file in tts/voices)
 #   pack-only M...  export just these models' fp16 files + loss logs into $OUT
+#   chunk [SECONDS] corpus if missing, WaveGlow + Tacotron2 until SECONDS into the call, pack-only
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
-W=build/bundled_voice
+W=${WORK_DIR:-build/bundled_voice}
 mkdir -p $W
 export PYTHONUNBUFFERED=1
 if ! python3 -c "import inflect, unidecode, soundfile" 2>/dev/null && [ ! -d /tmp/site ]; then
@@ -110,6 +111,23 @@ pack() {
   ls -la "$OUT"
 }
 
+# chunk SECONDS: one device call's worth of continued training (how the 2026-11-22 fourth-part
+# session ran): build the corpus unless this (warm) machine has it, then WaveGlow and Tacotron2 side
+# by side on the one GPU until SECONDS after the call began (555 for a 600 s call), then export both.
+# A warm machine keeps the corpus and the full checkpoints (optimizer state included), so chain the
+# next call right after this one returns; a cold one starts again from recipes/bundled_voice/partial.
+chunk() {
+  local until=$1
+  ls $W/corpus/shard_*/DONE >/dev/null 2>&1 || corpus > $W/corpus.log 2>&1 || { tail -20 $W/corpus.log; exit 1; }
+  tail -n 1 $W/corpus.log 2>/dev/null || true
+  local m; m=$(python3 -c "print(round(($until - $SECONDS) / 60, 2))")
+  echo "training for $m minutes"
+  (SETTINGS=${WG_SETTINGS:-'{"amp": true, "compile": true}'} cont waveglow "$m" &
+   SETTINGS= cont tacotron2 "$m"; wait)
+  pack_only waveglow tacotron2
+  tar -C $W -czf "$OUT/outs.tgz" train_waveglow.out train_tacotron2.out
+}
+
 case $STAGE in
   corpus) corpus ;;
   wgspeed) wgspeed ;;
@@ -117,6 +135,7 @@ case $STAGE in
   pack) pack ;;
   cont) cont "$2" "${3:-8}" ;;
   pack-only) shift; pack_only "$@" ;;
+  chunk) chunk "${2:-555}" ;;
   all) corpus; train "$MIN"; pack ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
