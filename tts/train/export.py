@@ -98,7 +98,7 @@ def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[
         specs.append((wg.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": f"../{name}/fastspeech.pt"},
                                   "vocoder": {"kind": "waveglow", "checkpoint": "waveglow.pt"},
                                   "defaults": FASTSPEECH_DEFAULTS,
-                                  "about": "FastSpeech + WaveGlow (not yet intelligible), " + ABOUT}))
+                                  "about": "FastSpeech + WaveGlow (below the quality gate so far), " + ABOUT}))
     written = []
     for folder, spec in specs:
         manifest = {"name": folder.name, "sample_rate": 22050, "frontend": "fastspeech", **spec}
