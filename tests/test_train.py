@@ -189,7 +189,9 @@ def test_export_loads_as_voices_and_speaks(corpus_dir, tmp_path):
     for kind in ("fastspeech", "tacotron2", "waveglow"):
         train(kind, corpus_dir, ck, max_steps=2, settings=SETTINGS[kind], model_config=TINY[kind])
     res = export_voices(ck, tmp_path / "voices", name="tiny", max_mib=30)
-    assert res["voices"] == ["tiny", "tiny-tacotron2", "tiny-waveglow"] and res["total_mib"] < 30
+    assert res["voices"] == ["tiny", "tiny-tacotron2", "tiny-waveglow", "tiny-tacotron2-waveglow"]
+    assert res["total_mib"] < 30
+    assert sorted(p.name for p in (tmp_path / "voices" / "tiny-tacotron2-waveglow").iterdir()) == ["voice.json"]
     fs = Voice.from_dir(tmp_path / "voices" / "tiny")
     assert fs.acoustic_kind == "fastspeech" and fs.frontend == "fastspeech"
     assert fs.vocoder_kind == "griffinlim" and fs.defaults.denoiser_strength == 0
@@ -204,6 +206,11 @@ def test_export_loads_as_voices_and_speaks(corpus_dir, tmp_path):
     t2 = Voice.from_dir(tmp_path / "voices" / "tiny-tacotron2")
     audio, _ = voice_speaker(t2, max_decoder_steps=20)("Go.")
     assert audio.size > 0
+    t2wg = Voice.from_dir(tmp_path / "voices" / "tiny-tacotron2-waveglow")
+    assert t2wg.acoustic_kind == "tacotron2" and t2wg.vocoder_kind == "waveglow"
+    assert t2wg.sources["waveglow"].endswith("tiny-waveglow/waveglow.pt")
+    audio, _ = voice_speaker(t2wg, max_decoder_steps=20)("Go.")
+    assert audio.size > 0 and np.isfinite(audio).all()
 
 
 def test_export_refuses_too_large(corpus_dir, tmp_path):

@@ -4,7 +4,9 @@
 # (voices.tar.partNN + logs.tgz) or from `gpu.sh pack-only ...` (MODEL.pt or MODEL.pt.partNN).
 # Puts FastSpeech into tts/voices/slt/ (the shipped voice: FastSpeech + Griffin-Lim), WaveGlow and
 # Tacotron2 into recipes/bundled_voice/partial/ (seeds for further training), logs into results/,
-# rewrites the manifest and runs the 100-sentence gate.
+# rewrites the manifest and runs the 100-sentence gate; then gates the partial models' voices
+# (FastSpeech + WaveGlow, Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow) on N_PARTIAL sentences
+# (default 20; 0 skips) with gate_partial.sh.
 set -euo pipefail
 SRC=${1:?folder with the files of gpu.sh pack or pack-only}
 cd "$(git rev-parse --show-toplevel)"
@@ -28,3 +30,4 @@ for m in tacotron2 waveglow; do [ -f $T/$m.pt ] && cp $T/$m.pt $R/partial/; done
 python3 -m tts.train manifests --out tts/voices --name slt
 du -ch tts/voices/*/* $R/partial/*.pt | tail -1
 python3 -m tts.train gate slt --texts ../shared/data/ljspeech/val.txt --n 100 --out $R/results/gate_slt.json
+bash $R/gate_partial.sh "${N_PARTIAL:-20}"
