@@ -116,14 +116,29 @@ pack() {
 # by side on the one GPU until SECONDS after the call began (555 for a 600 s call), then export both.
 # A warm machine keeps the corpus and the full checkpoints (optimizer state included), so chain the
 # next call right after this one returns; a cold one starts again from recipes/bundled_voice/partial.
+# On a cold machine the WaveGlow does not wait for the whole corpus: it starts once a quarter of
+# the shards are finished (a vocoder needs audio, not every text) and trains on those.
 chunk() {
-  local until=$1
-  ls $W/corpus/shard_*/DONE >/dev/null 2>&1 || corpus > $W/corpus.log 2>&1 || { tail -20 $W/corpus.log; exit 1; }
-  tail -n 1 $W/corpus.log 2>/dev/null || true
-  local m; m=$(python3 -c "print(round(($until - $SECONDS) / 60, 2))")
-  echo "training for $m minutes"
-  (SETTINGS=${WG_SETTINGS:-'{"amp": true, "compile": true}'} cont waveglow "$m" &
-   SETTINGS= cont tacotron2 "$m"; wait)
+  local until=$1 cpid="" wgpid
+  minutes_left() { python3 -c "print(round(max(0.1, ($until - $SECONDS) / 60), 2))"; }
+  if ! ls $W/corpus/shard_*/DONE >/dev/null 2>&1; then
+    corpus > $W/corpus.log 2>&1 &
+    cpid=$!
+    local need=$(( ${CORPUS_SHARDS:-64} / 4 )); [ $need -ge 1 ] || need=1
+    while kill -0 $cpid 2>/dev/null && [ "$(ls $W/corpus/shard_*/DONE 2>/dev/null | wc -l)" -lt $need ]; do
+      sleep 2
+    done
+  fi
+  echo "waveglow: $(ls $W/corpus/shard_*/DONE 2>/dev/null | wc -l) shards, $(minutes_left) minutes"
+  SETTINGS=${WG_SETTINGS:-'{"amp": true, "compile": true}'} cont waveglow "$(minutes_left)" &
+  wgpid=$!
+  if [ -n "$cpid" ]; then
+    wait $cpid || { tail -20 $W/corpus.log; kill $wgpid; exit 1; }
+    tail -n 1 $W/corpus.log
+  fi
+  echo "tacotron2: $(minutes_left) minutes"
+  SETTINGS= cont tacotron2 "$(minutes_left)"
+  wait $wgpid
   pack_only waveglow tacotron2
   tar -C $W -czf "$OUT/outs.tgz" train_waveglow.out train_tacotron2.out
 }
