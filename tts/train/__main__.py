@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    t.add_argument("--settings", default=None, help="JSON overriding training settings")
+    t.add_argument("--settings", default=None,
+                   help='JSON object overriding training settings (tts/train/tasks.py TRAIN_DEFAULTS), '
+                        'e.g. \'{"lr": 1e-4}\'; waveglow also takes "amp" (bf16 autocast on CUDA) '
+                        'and "compile" (torch.compile)')
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,
                    help="exported voice file to start from when there is no checkpoint to resume")
