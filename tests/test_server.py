@@ -412,3 +412,34 @@ def test_openssl_available_for_docs():
     if out.returncode != 0:
         pytest.skip("openssl CLI not installed")
     assert out.stdout.startswith(("OpenSSL", "LibreSSL"))
+
+
+def test_drain_refuses_new_calls_with_unavailable_while_running_ones_finish():
+    """Stopping: running calls (unary and streaming) complete; a call sent meanwhile, or right
+    after the last reply, is refused by the server with UNAVAILABLE (retryable), never
+    CANCELLED by the transport; after the port closes, calls are UNAVAILABLE too."""
+    slow = FakeSynthesizer(delay_s=0.4)
+    st = start({"fake": [slow]}, batcher=BatcherConfig(max_batch_size=1, max_queue_delay_s=0, max_queue_size=8))
+    try:
+        with TTSClient(f"{HOST}:{st.server.port}") as c:
+            pool = cf.ThreadPoolExecutor(4)
+            running = [pool.submit(c.synthesize, f"running call {i}") for i in range(2)]
+            streaming = pool.submit(lambda: list(c.stream("running stream")))
+            time.sleep(0.2)
+            stopping = cf.ThreadPoolExecutor(1).submit(lambda: st.call(st.server.stop(30.0), timeout=60))
+            time.sleep(0.1)
+            assert st.server._servicer.draining
+            code, details = code_of(lambda: c.synthesize("new during drain", timeout=10))
+            assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
+            code, _ = code_of(lambda: list(c.stream("new stream during drain", timeout=10)))
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert all(f.result(30).audio[:4] == b"RIFF" for f in running)
+            assert streaming.result(30)[-1].last
+            code, _ = code_of(lambda: c.synthesize("right after the last reply", timeout=10))
+            assert code == grpc.StatusCode.UNAVAILABLE
+            stopping.result(30)
+            assert st.server._servicer.inflight == 0
+            code, _ = code_of(lambda: c.synthesize("after stop", timeout=10))
+            assert code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        st.loop.call_soon_threadsafe(st.loop.stop)

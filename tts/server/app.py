@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name  # "tts.v1.TextToSpeech"
 
 
+#: Seconds the server keeps answering UNAVAILABLE after its last call finished, before it closes.
+DRAIN_LINGER_S = 0.5
+
+
 @dataclass(frozen=True)
 class TLSConfig:
     """PEM material for TLS; with ``client_ca`` clients must present a certificate it signed (mTLS)."""
@@ -107,6 +111,7 @@ class TTSServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._servicer: TextToSpeechServicer | None = None
         self._health = None
         self._metrics_http: MetricsHTTPServer | None = None
         self._stopped = asyncio.Event()
@@ -128,8 +133,8 @@ class TTSServer:
         ]
         server = grpc.aio.server(
             interceptors=[ServingInterceptor(tokens=cfg.auth_tokens, metrics=self.metrics)], options=options)
-        tts_pb2_grpc.add_TextToSpeechServicer_to_server(
-            TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics), server)
+        self._servicer = TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics)
+        tts_pb2_grpc.add_TextToSpeechServicer_to_server(self._servicer, server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -161,9 +166,19 @@ class TTSServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        grace = self.config.grace_s if grace is None else grace
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        await server.stop(self.config.grace_s if grace is None else grace)
+        if self._servicer is not None:
+            # Our own drain first: new synthesis calls get UNAVAILABLE from the servicer while the
+            # running ones finish. Stopping the transport with calls arriving would cancel them
+            # instead (CANCELLED, which clients do not retry). A short linger answers callers that
+            # raced the last reply the same way before the port closes.
+            await self._servicer.drain(grace)
+            await asyncio.sleep(min(DRAIN_LINGER_S, max(0.0, grace - (loop.time() - t0))))
+        await server.stop(max(0.0, grace - (loop.time() - t0)))
         await self.engine.close()
         if self._metrics_http is not None:
             self._metrics_http.close()

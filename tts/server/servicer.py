@@ -12,6 +12,7 @@ import time
 
 from tts.server.audio import Encoding, encode, output_rate, raw_bytes
 from tts.server.engine import ServingEngine
+from tts.server.errors import ShuttingDownError
 from tts.server.interceptors import request_id
 from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
 from tts.server.validation import validate_request
@@ -31,6 +32,38 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         self.engine = engine
         self.max_text_chars = max_text_chars
         self.metrics = metrics
+        self.draining = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _enter(self) -> None:
+        """Counts a synthesis call in; refuses it (UNAVAILABLE) once the server drains."""
+        if self.draining:
+            raise ShuttingDownError("server is shutting down and takes no new calls; retry elsewhere")
+        self._inflight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    @property
+    def inflight(self) -> int:
+        """Synthesis calls running now (unary and streaming)."""
+        return self._inflight
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new synthesis calls from now on (UNAVAILABLE, answered by this servicer, so a
+        caller never sees the transport cancel it) and wait up to ``timeout`` s for the running
+        ones to finish; True if they all did."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     def _validate(self, request, *, streaming: bool):
         req = validate_request(request, voices=self.engine.voice_names, default_voice=self.engine.default_voice,
@@ -39,6 +72,13 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         return req
 
     async def Synthesize(self, request, context):
+        self._enter()
+        try:
+            return await self._synthesize(request, context)
+        finally:
+            self._leave()
+
+    async def _synthesize(self, request, context):
         t0 = time.perf_counter()
         req = self._validate(request, streaming=False)
         out = await self.engine.synthesize(req.voice, req.text, req.options, deadline=_deadline(context))
@@ -60,6 +100,14 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 total_seconds=total, batch_size=out.batch_size))
 
     async def StreamingSynthesize(self, request, context):
+        self._enter()
+        try:
+            async for chunk in self._stream(request, context):
+                yield chunk
+        finally:
+            self._leave()
+
+    async def _stream(self, request, context):
         t0 = time.perf_counter()
         req = self._validate(request, streaming=True)
         src_rate = self.engine.sample_rate(req.voice)
