@@ -14,6 +14,9 @@
 #   cont MODEL MIN  continue one model (on a new machine: from its exported file in tts/voices)
 #   pack-only M...  export just these models' fp16 files + loss logs into $OUT
 #   chunk [SECONDS] corpus if missing, WaveGlow + Tacotron2 until SECONDS into the call, pack-only
+# Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
+# (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings JSON,
+# default {"amp": true, "compile": true}), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
@@ -40,7 +43,7 @@ corpus() {
 }
 
 # wgspeed: time WaveGlow's training step (float32, bf16 autocast, compiled; tools/gpu/wg_train_speed.py)
-# and write the fastest variant whose loss stays within 0.02 of float32's to $W/wg_settings.json,
+# and write the fastest variant whose losses track float32's (its --pick rule) to $W/wg_settings.json,
 # which `cont waveglow` then uses.
 wgspeed() {
   python3 tools/gpu/wg_train_speed.py --pick $W/wg_settings.json ${WG_SPEED_ARGS:-}
@@ -72,18 +75,19 @@ cont() {
   if [ -z "$settings" ] && [ "$model" = waveglow ] && [ -f $W/wg_settings.json ]; then
     settings=$(cat $W/wg_settings.json)
   fi
+  run() {   # run MINUTES GRAPH: one training process, appending to train_MODEL.out
+    python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
+      --max-minutes "$1" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} ${2:+--graph $2} \
+      ${settings:+--settings "$settings"} $( [ -f "$init" ] && echo --init-from "$init" ) >> $W/train_$model.out 2>&1
+  }
   local t0=$SECONDS
-  if ! python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
-    --max-minutes "$m" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} ${GRAPH:+--graph $GRAPH} \
-    ${settings:+--settings "$settings"} $( [ -f "$init" ] && echo --init-from "$init" ) > $W/train_$model.out 2>&1
-  then
+  : > $W/train_$model.out
+  if ! run "$m" "${GRAPH:-}"; then
     tail -n 20 $W/train_$model.out
     if [ "$model" = tacotron2 ] && [ "${GRAPH:-auto}" != off ]; then   # the eager step for what is left
       local left; left=$(python3 -c "print(max(0.0, $m - ($SECONDS - $t0) / 60 - 0.2))")
       echo "tacotron2: the graphed step failed; eager for $left more minutes"
-      python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
-        --max-minutes "$left" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} --graph off \
-        $( [ -f "$init" ] && echo --init-from "$init" ) >> $W/train_$model.out 2>&1
+      run "$left" off
     fi
   fi
   tail -n 1 $W/train_$model.out

@@ -97,7 +97,8 @@ def main() -> int:
     ap.add_argument("--utterances", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--pick", default=None, help="write the chosen settings JSON here")
-    ap.add_argument("--tolerance", type=float, default=0.02)
+    ap.add_argument("--tolerance", type=float, default=0.02,
+                    help="absolute loss difference allowed (plus 2 %%) over the first 10 steps")
     args = ap.parse_args()
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)

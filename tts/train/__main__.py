@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         # User mistakes (a missing corpus or checkpoint, a bad setting, no matplotlib) and a
         # diverged run: one line naming what is wrong, no traceback (-v logs still show context).
         if args.verbose:
-            logging.exception("tts.train %s failed", args.cmd if hasattr(args, "cmd") else "")
+            logging.exception("tts.train %s failed", args.cmd)
         print(f"tts.train: error: {e}", file=sys.stderr)
         return 2
 

@@ -26,8 +26,7 @@ MIB = 1024 * 1024
 #: Synthesis defaults of the WaveGlow voices' manifests. Tuned on 12 sentences that no model
 #: trained on (the last lines of train.txt; val.txt stays for the gate), FastSpeech + the
 #: 58 373-step WaveGlow, WER by sigma / denoiser strength: 0.45: 29.1 % / 40.7 % (0 / 0.02);
-#: 0.6: 28.6 % / 32.3 %; 0.75: 31.7 % / 33.3 %. The denoiser only hurts this WaveGlow behind
-#: the FastSpeech (behind the Tacotron2, 59.0 % without it and 55.5 % with 0.01 on val's first 20).
+#: 0.6: 28.6 % / 32.3 %; 0.75: 31.7 % / 33.3 %. Behind the FastSpeech the denoiser only hurts.
 FASTSPEECH_DEFAULTS = {"sigma": 0.6, "denoiser_strength": 0.0}
 #: Tacotron2 + the same WaveGlow: on val's first 20, 55.5 % with strength 0.01, 59.0 % without.
 TACOTRON2_WG_DEFAULTS = {"sigma": 0.6, "denoiser_strength": 0.01, "prenet_dropout": 0.5}

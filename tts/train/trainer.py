@@ -109,9 +109,10 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     run continues on a new machine, where the full checkpoint could not travel; it is not
     bit-identical to an uninterrupted run.
 
-    ``graph`` (Tacotron2 only): ``"auto"``: ``"on"`` on a CUDA device, else ``"off"``; ``"off"`` the eager step; ``"on"`` the static-shape step of
-    ``tts.train.t2_static``, CUDA-graphed per shape bucket on a CUDA device (on CPU the same
-    static step runs eagerly); ``"static"`` the static step without capture on any device.
+    ``graph`` (Tacotron2 only): ``"auto"``: ``"on"`` on a CUDA device, else ``"off"``;
+    ``"off"`` the eager step; ``"on"`` the static-shape step of ``tts.train.t2_static``,
+    CUDA-graphed per shape bucket on a CUDA device (on CPU the same static step runs eagerly);
+    ``"static"`` the static step without capture on any device.
     Checkpoints are the same in every mode.
     """
     if graph not in ("auto", "off", "on", "static"):
