@@ -60,3 +60,24 @@ def test_chunk_trains_both_models_and_packs_what_finish_reads(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+@pytest.mark.slow
+def test_chunk_takes_wgspeeds_pick_with_its_graph_flag(tmp_path):
+    """What ``gpu.sh wgspeed`` writes (``$W/wg_settings.json``, whose ``graph`` is the trainer's
+    ``--graph``, not a task setting) is what ``chunk`` trains WaveGlow with."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    out.mkdir()
+    _synthetic_corpus(work / "corpus")
+    (work / "wg_settings.json").write_text('{"segment_length": 4000, "amp": true, "graph": true}')
+    env = dict(os.environ, OUT=str(out), WORK_DIR=str(work), DEVICE="cpu", BATCH="2",
+               INIT=str(tmp_path / "absent.pt"))
+    env.pop("WG_SETTINGS", None)
+    r = subprocess.run(["bash", "recipes/bundled_voice/gpu.sh", "chunk", "20"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = (work / "train_waveglow.out").read_text()
+    assert '"graph": "on"' in log, log[-2000:]
+    ck = torch.load(work / "ckpt" / "waveglow_last.pt", map_location="cpu", weights_only=True)
+    settings = json.loads(ck["train"]["settings"])
+    assert settings["segment_length"] == 4000 and settings["amp"] is True and "graph" not in settings

@@ -165,6 +165,42 @@ def test_tacotron2_static_graph_step_trains_and_resumes(corpus_dir, tmp_path):
     assert r3.step == 1
 
 
+def test_waveglow_graph_step_equals_the_eager_step(corpus_dir, tmp_path):
+    """``--graph on`` for waveglow (tts/train/wg_static.py; on CPU the step runs eagerly on its
+    static buffer): the same batches, losses and weights as the eager trainer, step for step,
+    and a checkpoint that resumes in either mode."""
+    torch.set_num_threads(2)
+    kw = dict(settings=SETTINGS["waveglow"], model_config=TINY["waveglow"], log_every=1)
+    ra = train("waveglow", corpus_dir, tmp_path / "a", max_steps=6, graph="off", **kw)
+    train("waveglow", corpus_dir, tmp_path / "b", max_steps=3, graph="on", **kw)
+    rb = train("waveglow", corpus_dir, tmp_path / "b", max_steps=6, graph="off", **kw)
+    la = [r["loss"] for r in read_log(tmp_path / "a" / "waveglow_log.csv")]
+    lb = [r["loss"] for r in read_log(tmp_path / "b" / "waveglow_log.csv")]
+    assert len(la) == 6 and la == pytest.approx(lb, rel=1e-5, abs=1e-6)
+    assert la[-1] < la[0]
+    ca = torch.load(ra.checkpoint, weights_only=True)
+    cb = torch.load(rb.checkpoint, weights_only=True)
+    for k, v in ca["state_dict"].items():
+        torch.testing.assert_close(cb["state_dict"][k], v, rtol=1e-4, atol=1e-6)
+    rc = train("waveglow", corpus_dir, tmp_path / "c", max_steps=6, graph="on", **kw)
+    lc = [r["loss"] for r in read_log(tmp_path / "c" / "waveglow_log.csv")]
+    assert rc.step == 6 and lc == pytest.approx(la, rel=1e-5, abs=1e-6)
+
+
+def test_waveglow_graph_step_refuses_a_changed_batch_shape():
+    from tts.train.wg_static import WaveGlowGraphStep
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.Adam(model.parameters())
+    step = WaveGlowGraphStep(model, opt, torch.device("cpu"), lambda a: a,
+                             lambda mel, a: ((model(a) ** 2).mean(), {"loss": torch.zeros(())}),
+                             capture=False)
+    step.step(torch.ones(2, 4), 1e-3)
+    with pytest.raises(ValueError, match="batch shape"):
+        step.step(torch.ones(3, 4), 1e-3)
+    with pytest.raises(ValueError, match="CUDA"):
+        WaveGlowGraphStep(model, opt, torch.device("cpu"), lambda a: a, lambda m, a: None, capture=True)
+
+
 def test_resume_reproduces_uninterrupted_run(corpus_dir, tmp_path):
     kw = dict(settings=SETTINGS["fastspeech"], model_config=TINY["fastspeech"], log_every=1)
     train("fastspeech", corpus_dir, tmp_path / "a", max_steps=6, **kw)
@@ -308,9 +344,12 @@ def test_wg_train_speed_picks_the_fastest_faithful_variant():
     amp = {"variant": "amp", "s_per_step_median": 0.04, "loss": [0.005, -0.021, -0.054]}
     fast_wrong = {"variant": "compile+amp", "s_per_step_median": 0.02, "loss": [0.005, -0.5, -0.054]}
     fast_nan = {"variant": "compile", "s_per_step_median": 0.01, "loss": [0.005, float("nan"), 0.0]}
-    assert mod.pick([base, amp, fast_wrong, fast_nan], 0.02) == {"amp": True, "compile": False}
-    assert mod.pick([base, fast_wrong], 0.02) == {"amp": False, "compile": False}
-    assert mod.pick([amp], 0.02) == {"amp": False, "compile": False}   # no float32 run to compare
+    off = {"amp": False, "compile": False, "graph": False}
+    assert mod.pick([base, amp, fast_wrong, fast_nan], 0.02) == dict(off, amp=True)
+    assert mod.pick([base, fast_wrong], 0.02) == off
+    assert mod.pick([amp], 0.02) == off   # no float32 run to compare
+    graph_amp = {"variant": "graph+amp", "s_per_step_median": 0.03, "loss": [0.005, -0.0205, -0.054]}
+    assert mod.pick([base, amp, graph_amp], 0.02) == dict(off, amp=True, graph=True)
 
 
 def test_train_cli_reports_user_mistakes_in_one_line(tmp_path, capsys):

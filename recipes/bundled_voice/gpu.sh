@@ -16,7 +16,8 @@
 #   chunk [SECONDS] corpus if missing, WaveGlow + Tacotron2 until SECONDS into the call, pack-only
 # Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
 # (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings JSON,
-# default {"amp": true, "compile": true}), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
+# default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true}; a "graph" key
+# there is the trainer's --graph), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
@@ -71,9 +72,14 @@ cont() {
     fastspeech) init=${INIT:-tts/voices/slt/fastspeech.pt} ;;
     *) init=${INIT:-recipes/bundled_voice/partial/$model.pt} ;;   # not yet good enough to ship
   esac
-  local settings=${SETTINGS:-}
+  local settings=${SETTINGS:-} graph=${GRAPH:-}
   if [ -z "$settings" ] && [ "$model" = waveglow ] && [ -f $W/wg_settings.json ]; then
     settings=$(cat $W/wg_settings.json)
+  fi
+  if [ "$model" = waveglow ] && [ -n "$settings" ]; then   # wgspeed's "graph" is --graph, not a setting
+    local g; read -r g settings < <(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); g = d.pop("graph", None)
+print({True: "on", False: "off", None: "-"}[g], json.dumps(d))' "$settings")
+    [ -n "$graph" ] || [ "$g" = - ] || graph=$g
   fi
   run() {   # run MINUTES GRAPH: one training process, appending to train_MODEL.out
     python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
@@ -82,11 +88,11 @@ cont() {
   }
   local t0=$SECONDS
   : > $W/train_$model.out
-  if ! run "$m" "${GRAPH:-}"; then
+  if ! run "$m" "$graph"; then
     tail -n 20 $W/train_$model.out
-    if [ "$model" = tacotron2 ] && [ "${GRAPH:-auto}" != off ]; then   # the eager step for what is left
+    if { [ "$model" = tacotron2 ] && [ "${graph:-auto}" != off ]; } || { [ "$model" = waveglow ] && [ "$graph" = on ]; }; then
       local left; left=$(python3 -c "print(max(0.0, $m - ($SECONDS - $t0) / 60 - 0.2))")
-      echo "tacotron2: the graphed step failed; eager for $left more minutes"
+      echo "$model: the graphed step failed; eager for $left more minutes"   # for what is left
       run "$left" off
     fi
   fi
@@ -134,7 +140,9 @@ chunk() {
     done
   fi
   echo "waveglow: $(ls $W/corpus/shard_*/DONE 2>/dev/null | wc -l) shards, $(minutes_left) minutes"
-  SETTINGS=${WG_SETTINGS:-'{"amp": true, "compile": true}'} cont waveglow "$(minutes_left)" &
+  local wgs=${WG_SETTINGS:-}   # else what wgspeed picked on this machine, else the compiled bf16 step
+  [ -n "$wgs" ] || [ ! -f $W/wg_settings.json ] || wgs=$(cat $W/wg_settings.json)
+  SETTINGS=${wgs:-'{"amp": true, "compile": true}'} cont waveglow "$(minutes_left)" &
   wgpid=$!
   if [ -n "$cpid" ]; then
     wait $cpid || { tail -20 $W/corpus.log; kill $wgpid; exit 1; }

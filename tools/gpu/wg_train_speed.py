@@ -1,7 +1,8 @@
-"""WaveGlow training speed: the trainer's step in float32, under bf16 autocast, and compiled.
+"""WaveGlow training speed: the trainer's step in float32, under bf16 autocast, compiled, and
+as one CUDA graph (``graph``: ``tts/train/wg_static.py``), alone and combined.
 
 Run on the GPU machine: ``source tools/gpu/env.sh; python3 tools/gpu/wg_train_speed.py``
-(options: ``--variants eager,amp,compile,compile+amp --batch 24 --steps 40``).
+(options: ``--variants eager,amp,graph,graph+amp,compile+amp --batch 24 --steps 40``).
 
 The bundled voice's WaveGlow (``tts.train.tasks.MODEL_CONFIGS["waveglow"]``) trains on a
 synthetic corpus (harmonic tones with noise, 4 s each, written to /tmp in-process; no
@@ -10,7 +11,8 @@ variant: seconds per step (median after the first ``--skip`` steps, which includ
 the seconds of those first steps, the loss at the first and last step, peak memory. Writes
 ``$OUT/wg_train_speed.json`` after every variant.
 
-``--pick FILE`` writes the settings (``{"amp": ..., "compile": ...}``) of the fastest variant
+``--pick FILE`` writes the settings (``{"amp": ..., "compile": ..., "graph": ...}``; ``graph`` is the
+trainer's ``--graph``, the others are task settings) of the fastest variant
 whose losses stay finite and, over the first 10 steps, within ``--tolerance`` (0.02) + 2 % of
 the float32 eager run's, for
 ``gpu.sh cont waveglow``; the eager float32 step when nothing else qualifies.
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from tts.train.corpus import Corpus, Utterance, write_shard
+from tts.train.t2_static import make_optimizer
 from tts.train.tasks import make_task
 from tts.train.trainer import lr_at
 
@@ -60,18 +63,24 @@ def run(variant: str, batch: int, steps: int, skip: int, corpus: Corpus, seed: i
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = task.build_model().to(dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=task.settings["lr"])
+    graph = "graph" in variant
+    opt = make_optimizer(model, task.settings, dev, capturable=graph)
+    stepper = task.make_graph_step(model, opt, corpus, pool, dev, True) if graph else None
     torch.cuda.reset_peak_memory_stats(dev)
     times, loss_curve = [], []
     for step in range(steps):
         torch.cuda.synchronize(dev)
         t = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
-        loss, logs = task.train_step_loss(model, corpus, pool, rng, dev, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        lr = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
+        if stepper is not None:
+            logs = stepper.step(task.sample_batch(corpus, pool, rng), lr)
+        else:
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, logs = task.train_step_loss(model, corpus, pool, rng, dev, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         torch.cuda.synchronize(dev)
         times.append(time.perf_counter() - t)
         loss_curve.append(float(logs["loss"]))
@@ -82,7 +91,7 @@ def run(variant: str, batch: int, steps: int, skip: int, corpus: Corpus, seed: i
            "loss_first": loss_curve[0], "loss_last": loss_curve[-1],
            "loss": [round(x, 4) for x in loss_curve],
            "peak_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)}
-    del opt, model, task
+    del opt, model, task, stepper
     gc.collect()
     torch.cuda.empty_cache()
     return res
@@ -90,7 +99,7 @@ def run(variant: str, batch: int, steps: int, skip: int, corpus: Corpus, seed: i
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default="eager,amp,compile,compile+amp")
+    ap.add_argument("--variants", default="eager,amp,compile+amp,graph,graph+amp,graph+compile+amp")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--skip", type=int, default=5)
@@ -132,7 +141,7 @@ def main() -> int:
 def pick(runs: list[dict], tolerance: float) -> dict:
     """Settings of the fastest run whose losses track the float32 eager run's."""
     base = next((r for r in runs if r["variant"] == "eager"), None)
-    best = {"amp": False, "compile": False}
+    best = {"amp": False, "compile": False, "graph": False}
     if base is None:
         return best
     best_s = base["s_per_step_median"]
@@ -141,7 +150,7 @@ def pick(runs: list[dict], tolerance: float) -> dict:
               all(abs(a - b) <= tolerance + 0.02 * abs(b) for a, b in zip(r["loss"][:10], base["loss"])))
         if ok and r["s_per_step_median"] < best_s:
             best_s = r["s_per_step_median"]
-            best = {"amp": "amp" in r["variant"], "compile": "compile" in r["variant"]}
+            best = {k: k in r["variant"] for k in ("amp", "compile", "graph")}
     return best
 
 

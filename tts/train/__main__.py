@@ -78,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
               max_minutes=args.max_minutes, device=args.device, seed=args.seed,
               log_every=args.log_every, save_minutes=args.save_minutes, settings=settings,
               model_config=model_cfg, init_from=args.init_from, graph=args.graph)
-    print(json.dumps({"model": r.kind, "from_step": r.start_step, "step": r.step,
+    print(json.dumps({"model": r.kind, "graph": r.graph, "from_step": r.start_step, "step": r.step,
                       "seconds": round(r.seconds, 1), "losses": r.last_losses}))
     return 0
 
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="exported voice file to start from when there is no checkpoint to resume")
     t.add_argument("--graph", choices=["auto", "off", "on", "static"], default="auto",
                    help="tacotron2: 'on' pads batches to static shape buckets and CUDA-graphs the "
-                        "whole step per bucket (CUDA; on CPU it runs the static step eagerly), "
+                        "whole step per bucket (CUDA; on CPU it runs the static step eagerly); "
+                        "waveglow: 'on' CUDA-graphs its one-shape step; "
                         "'static' the static step without capture, 'off' the eager step; 'auto' "
                         "(default): 'on' for tacotron2 on CUDA (H100: 0.28 against 1.41 s per step "
                         "at batch 64, same losses), else 'off'")

@@ -100,6 +100,15 @@ class Task:
     def after_load(self, model: nn.Module) -> None:
         """Hook for tasks that attach training-only behaviour (dropout hooks)."""
 
+    def guide_weight(self, step: int) -> float:
+        """Weight of the attention guide at ``step`` (Tacotron2 only)."""
+        return 0.0
+
+    def make_graph_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, corpus: Corpus,
+                        pool: list[int], device: torch.device, capture: bool):
+        """The static-shape (CUDA-graphed) step, for the kinds that have one."""
+        raise ValueError(f"--graph is implemented for tacotron2 and waveglow, not {self.kind}")
+
 
 def mean_mel(corpus: Corpus, pool: list[int], n: int = 200) -> Tensor:
     """Per-band mean of the log-mel over (up to ``n`` of) the usable utterances: ``[n_mel]``."""
@@ -235,12 +244,25 @@ class WaveGlowTask(Task):
         cache[key] = fn
         return fn
 
-    def train_step_loss(self, model, corpus, pool, rng, device, step):
+    def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator) -> Tensor:
+        """``[batch_size, segment_length]`` audio (CPU), drawn as both steps draw it."""
         idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=self.settings["batch_size"])]
-        audio = audio_segments(corpus, idx, int(self.settings["segment_length"]), rng).to(device)
+        return audio_segments(corpus, idx, int(self.settings["segment_length"]), rng)
+
+    def train_step_loss(self, model, corpus, pool, rng, device, step):
+        audio = self.sample_batch(corpus, pool, rng)
+        cuda = device.type == "cuda"
+        audio = (audio.pin_memory() if cuda else audio).to(device, non_blocking=cuda)
         with torch.no_grad():
             mel = self.mel_fn(device)(audio)
         return self.loss_fn(model, device)(mel, audio)
+
+    def make_graph_step(self, model, optimizer, corpus, pool, device, capture):
+        """The whole step as one CUDA graph (``tts.train.wg_static``); setting ``graph_warmup`` (2)."""
+        from tts.train.wg_static import WaveGlowGraphStep
+        return WaveGlowGraphStep(model, optimizer, device, self.mel_fn(device), self.loss_fn(model, device),
+                                 capture=capture, warmup=int(self.settings.get("graph_warmup", 2)),
+                                 grad_clip=float(self.settings.get("grad_clip", 0.0)))
 
     def payload(self, model, optimizer, step):
         return {"iteration": step, "config": model.config.to_dict(), "state_dict": model.state_dict(),

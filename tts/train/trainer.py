@@ -40,6 +40,7 @@ class TrainResult:
     seconds: float
     last_losses: dict[str, float]
     checkpoint: Path
+    graph: str = "off"   # the step that ran: "off" (eager), "on" (CUDA graphs) or "static"
 
 
 def checkpoint_path(out_dir: str | os.PathLike[str], kind: str) -> Path:
@@ -119,8 +120,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         raise ValueError(f"graph must be auto, off, on or static, got {graph!r}")
     if graph == "auto":     # the CUDA-graphed step where it exists (measured: benchmarks/README.md)
         graph = "on" if kind == "tacotron2" and torch.device(device).type == "cuda" else "off"
-    if graph != "off" and kind != "tacotron2":
-        raise ValueError(f"--graph {graph} is implemented for tacotron2 only, not {kind}")
+    if graph != "off" and kind not in ("tacotron2", "waveglow"):
+        raise ValueError(f"--graph {graph} is implemented for tacotron2 and waveglow, not {kind}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -239,8 +240,9 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     if step > start_step and not logs:
         logs = {k: float(v) for k, v in tlogs.items()}
     seconds = time.monotonic() - t0
-    logger.info("%s: steps %d -> %d in %.1f s; last %s", kind, start_step, step, seconds, logs)
-    return TrainResult(kind, start_step, step, seconds, logs, ckpt_file)
+    logger.info("%s: steps %d -> %d in %.1f s (graph %s); last %s", kind, start_step, step, seconds,
+                graph, logs)
+    return TrainResult(kind, start_step, step, seconds, logs, ckpt_file, graph)
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
