@@ -159,7 +159,7 @@ def test_tacotron2_static_graph_step_trains_and_resumes(corpus_dir, tmp_path):
     with pytest.raises(ValueError):
         train("fastspeech", corpus_dir, tmp_path / "fs", max_steps=1, graph="on",
               settings=SETTINGS["fastspeech"], model_config=TINY["fastspeech"])
-    # "auto" (the CLI default): the graphed step only for tacotron2 on CUDA; fastspeech accepts it
+    # "auto" (the CLI default): the graphed step for tacotron2 and waveglow on CUDA; fastspeech accepts it
     r3 = train("fastspeech", corpus_dir, tmp_path / "fs", max_steps=1, graph="auto",
                settings=SETTINGS["fastspeech"], model_config=TINY["fastspeech"])
     assert r3.step == 1

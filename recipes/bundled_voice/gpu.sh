@@ -16,8 +16,8 @@
 #   chunk [SECONDS] corpus if missing, WaveGlow + Tacotron2 until SECONDS into the call, pack-only
 # Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
 # (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings JSON,
-# default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true}; a "graph" key
-# there is the trainer's --graph), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
+# default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true, "graph": true}; a "graph" key
+# there is the trainer's --graph), T2_SETTINGS (chunk's Tacotron2 settings JSON), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
@@ -63,9 +63,10 @@ train() {
 }
 
 # cont MODEL MINUTES: one model alone, resuming its checkpoint or else starting from the exported file
-# in tts/voices (INIT overrides); BATCH overrides the batch size; GRAPH (tacotron2 only; default auto =
-# the static-shape CUDA-graphed step of tts/train/t2_static.py on CUDA, falling back to the eager
-# step if it fails); SETTINGS a JSON of training settings (waveglow: else $W/wg_settings.json).
+# in tts/voices (INIT overrides); BATCH overrides the batch size; GRAPH (tacotron2 and waveglow;
+# default auto = the CUDA-graphed step of tts/train/t2_static.py or wg_static.py on CUDA, falling
+# back to the eager step if it fails); SETTINGS a JSON of training settings (waveglow: else
+# $W/wg_settings.json, whose "graph" key sets GRAPH unless GRAPH is set).
 cont() {
   local model=$1 m=$2 init
   case $model in
@@ -90,7 +91,7 @@ print({True: "on", False: "off", None: "-"}[g], json.dumps(d))' "$settings")
   : > $W/train_$model.out
   if ! run "$m" "$graph"; then
     tail -n 20 $W/train_$model.out
-    if { [ "$model" = tacotron2 ] && [ "${graph:-auto}" != off ]; } || { [ "$model" = waveglow ] && [ "$graph" = on ]; }; then
+    if [ "$model" != fastspeech ] && [ "${graph:-auto}" != off ]; then
       local left; left=$(python3 -c "print(max(0.0, $m - ($SECONDS - $t0) / 60 - 0.2))")
       echo "$model: the graphed step failed; eager for $left more minutes"   # for what is left
       run "$left" off
@@ -140,16 +141,16 @@ chunk() {
     done
   fi
   echo "waveglow: $(ls $W/corpus/shard_*/DONE 2>/dev/null | wc -l) shards, $(minutes_left) minutes"
-  local wgs=${WG_SETTINGS:-}   # else what wgspeed picked on this machine, else the compiled bf16 step
+  local wgs=${WG_SETTINGS:-}   # else what wgspeed picked on this machine, else the graphed compiled bf16 step
   [ -n "$wgs" ] || [ ! -f $W/wg_settings.json ] || wgs=$(cat $W/wg_settings.json)
-  SETTINGS=${wgs:-'{"amp": true, "compile": true}'} cont waveglow "$(minutes_left)" &
+  SETTINGS=${wgs:-'{"amp": true, "compile": true, "graph": true}'} cont waveglow "$(minutes_left)" &
   wgpid=$!
   if [ -n "$cpid" ]; then
     wait $cpid || { tail -20 $W/corpus.log; kill $wgpid; exit 1; }
     tail -n 1 $W/corpus.log
   fi
   echo "tacotron2: $(minutes_left) minutes"
-  SETTINGS= cont tacotron2 "$(minutes_left)"
+  SETTINGS=${T2_SETTINGS:-} cont tacotron2 "$(minutes_left)"
   wait $wgpid
   pack_only waveglow tacotron2
   tar -C $W -czf "$OUT/outs.tgz" train_waveglow.out train_tacotron2.out

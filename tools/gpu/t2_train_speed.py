@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from tts.train.corpus import Corpus, Utterance, write_shard
 from tts.train.tasks import make_task
-from tts.train.trainer import lr_at
+from tts.train.trainer import train_step
 
 T0 = time.monotonic()
 
@@ -79,22 +79,10 @@ def run(mode: str, batch: int, steps: int, corpus: Corpus, seed: int, lstm: str 
     for step in range(steps):
         torch.cuda.synchronize(dev)
         t = time.perf_counter()
-        lr = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
-        if stepper is not None:
-            before = (stepper.n_eager, stepper.n_captures)
-            logs = stepper.step(task.sample_batch(corpus, pool, rng), lr, task.guide_weight(step))
-            kinds.append("eager" if stepper.n_eager > before[0] else
-                         "capture" if stepper.n_captures > before[1] else "replay")
-        else:
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss, logs = task.train_step_loss(model, corpus, pool, rng, dev, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                                task.settings["grad_clip"])
-            opt.step()
-            kinds.append("eager")
+        before = (stepper.n_eager, stepper.n_captures) if stepper is not None else None
+        logs = train_step(task, model, opt, stepper, corpus, pool, rng, dev, step)
+        kinds.append("eager" if before is None or stepper.n_eager > before[0] else
+                     "capture" if stepper.n_captures > before[1] else "replay")
         torch.cuda.synchronize(dev)
         times.append(time.perf_counter() - t)
         loss_curve.append(float(logs["loss"]))

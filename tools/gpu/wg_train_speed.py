@@ -36,7 +36,7 @@ import torch
 from tts.train.corpus import Corpus, Utterance, write_shard
 from tts.train.t2_static import make_optimizer
 from tts.train.tasks import make_task
-from tts.train.trainer import lr_at
+from tts.train.trainer import train_step
 
 
 def build_corpus(root: Path, n: int, seed: int = 0) -> Corpus:
@@ -71,16 +71,7 @@ def run(variant: str, batch: int, steps: int, skip: int, corpus: Corpus, seed: i
     for step in range(steps):
         torch.cuda.synchronize(dev)
         t = time.perf_counter()
-        lr = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
-        if stepper is not None:
-            logs = stepper.step(task.sample_batch(corpus, pool, rng), lr)
-        else:
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss, logs = task.train_step_loss(model, corpus, pool, rng, dev, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        logs = train_step(task, model, opt, stepper, corpus, pool, rng, dev, step)
         torch.cuda.synchronize(dev)
         times.append(time.perf_counter() - t)
         loss_curve.append(float(logs["loss"]))

@@ -110,16 +110,17 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     run continues on a new machine, where the full checkpoint could not travel; it is not
     bit-identical to an uninterrupted run.
 
-    ``graph`` (Tacotron2 only): ``"auto"``: ``"on"`` on a CUDA device, else ``"off"``;
-    ``"off"`` the eager step; ``"on"`` the static-shape step of ``tts.train.t2_static``,
-    CUDA-graphed per shape bucket on a CUDA device (on CPU the same static step runs eagerly);
+    ``graph`` (Tacotron2 and WaveGlow): ``"auto"``: ``"on"`` on a CUDA device, else ``"off"``;
+    ``"off"`` the eager step; ``"on"`` the static-shape step of ``tts.train.t2_static`` (Tacotron2,
+    CUDA-graphed per shape bucket) or ``tts.train.wg_static`` (WaveGlow, one graph) on a CUDA
+    device (on CPU the same static step runs eagerly);
     ``"static"`` the static step without capture on any device.
     Checkpoints are the same in every mode.
     """
     if graph not in ("auto", "off", "on", "static"):
         raise ValueError(f"graph must be auto, off, on or static, got {graph!r}")
     if graph == "auto":     # the CUDA-graphed step where it exists (measured: benchmarks/README.md)
-        graph = "on" if kind == "tacotron2" and torch.device(device).type == "cuda" else "off"
+        graph = "on" if kind in ("tacotron2", "waveglow") and torch.device(device).type == "cuda" else "off"
     if graph != "off" and kind not in ("tacotron2", "waveglow"):
         raise ValueError(f"--graph {graph} is implemented for tacotron2 and waveglow, not {kind}")
     out = Path(out_dir)
@@ -208,19 +209,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
                 break
             if max_minutes is not None and time.monotonic() - t0 >= max_minutes * 60.0:
                 break
-            lr = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
-            if stepper is not None:
-                tlogs = stepper.step(task.sample_batch(corpus, pool, rng), lr, task.guide_weight(step))
-            else:
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                loss, tlogs = task.train_step_loss(model, corpus, pool, rng, dev, step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if task.settings.get("grad_clip", 0) > 0:
-                    tlogs["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                        model.parameters(), task.settings["grad_clip"]).detach()
-                opt.step()
+            tlogs = train_step(task, model, opt, stepper, corpus, pool, rng, dev, step)
             step += 1
             if step % log_every == 0 or step == start_step + 1:
                 # Reading the values synchronises a GPU: only on logging steps.
@@ -245,6 +234,27 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     return TrainResult(kind, start_step, step, seconds, logs, ckpt_file, graph)
 
 
+def train_step(task: Task, model: torch.nn.Module, opt: torch.optim.Optimizer, stepper: Any,
+               corpus: Corpus, pool: list[int], rng: np.random.Generator, dev: torch.device,
+               step: int) -> dict[str, torch.Tensor]:
+    """One training step at ``step`` (its learning rate from the warm-up schedule): through the
+    graphed/static ``stepper`` where there is one, else eagerly (clipping as the task says).
+    Returns the logged values as tensors (reading them synchronises a GPU)."""
+    lr = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
+    if stepper is not None:
+        return stepper.step(task.sample_batch(corpus, pool, rng), lr, task.guide_weight(step))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss, logs = task.train_step_loss(model, corpus, pool, rng, dev, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if task.settings.get("grad_clip", 0) > 0:
+        logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                           task.settings["grad_clip"]).detach()
+    opt.step()
+    return logs
+
+
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     """The rows of a ``<kind>_log.csv`` (JSON lines; ``#`` lines are headers)."""
     rows = []
@@ -254,4 +264,4 @@ def read_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     return rows
 
 
-__all__ = ["train", "TrainResult", "checkpoint_path", "read_log", "lr_at"]
+__all__ = ["train", "train_step", "TrainResult", "checkpoint_path", "read_log", "lr_at"]
