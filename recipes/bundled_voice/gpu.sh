@@ -15,9 +15,10 @@
 #   pack-only M...  export just these models' fp16 files + loss logs into $OUT
 #   chunk [SECONDS] corpus if missing, WaveGlow + Tacotron2 until SECONDS into the call, pack-only
 # Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
-# (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings JSON,
-# default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true, "graph": true}; a "graph" key
-# there is the trainer's --graph), T2_SETTINGS (chunk's Tacotron2 settings JSON), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
+# (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings
+# JSON, default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true,
+# "graph": true}; a "graph" key there is the trainer's --graph), T2_SETTINGS (chunk's Tacotron2
+# settings JSON), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
