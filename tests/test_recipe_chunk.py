@@ -65,13 +65,14 @@ if __name__ == "__main__":
 @pytest.mark.slow
 def test_chunk_takes_wgspeeds_pick_with_its_graph_flag(tmp_path):
     """What ``gpu.sh wgspeed`` writes (``$W/wg_settings.json``, whose ``graph`` is the trainer's
-    ``--graph``, not a task setting) is what ``chunk`` trains WaveGlow with."""
+    ``--graph``, not a task setting) is what ``chunk`` trains WaveGlow with; ``T2_SETTINGS`` is
+    what it trains Tacotron2 with."""
     work, out = tmp_path / "work", tmp_path / "out"
     out.mkdir()
     _synthetic_corpus(work / "corpus")
     (work / "wg_settings.json").write_text('{"segment_length": 4000, "amp": true, "graph": true}')
     env = dict(os.environ, OUT=str(out), WORK_DIR=str(work), DEVICE="cpu", BATCH="2",
-               INIT=str(tmp_path / "absent.pt"))
+               INIT=str(tmp_path / "absent.pt"), T2_SETTINGS='{"lr": 5e-4}')
     env.pop("WG_SETTINGS", None)
     r = subprocess.run(["bash", "recipes/bundled_voice/gpu.sh", "chunk", "20"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
@@ -81,3 +82,5 @@ def test_chunk_takes_wgspeeds_pick_with_its_graph_flag(tmp_path):
     ck = torch.load(work / "ckpt" / "waveglow_last.pt", map_location="cpu", weights_only=True)
     settings = json.loads(ck["train"]["settings"])
     assert settings["segment_length"] == 4000 and settings["amp"] is True and "graph" not in settings
+    t2 = torch.load(work / "ckpt" / "tacotron2_last.pt", map_location="cpu", weights_only=True)
+    assert json.loads(t2["train"]["settings"])["lr"] == 5e-4          # T2_SETTINGS reaches the Tacotron2

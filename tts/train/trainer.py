@@ -40,7 +40,7 @@ class TrainResult:
     seconds: float
     last_losses: dict[str, float]
     checkpoint: Path
-    graph: str = "off"   # the step that ran: "off" (eager), "on" (CUDA graphs) or "static"
+    graph: str = "off"   # the --graph mode with "auto" resolved ("on" runs eagerly on a CPU)
 
 
 def checkpoint_path(out_dir: str | os.PathLike[str], kind: str) -> Path:
