@@ -328,7 +328,7 @@ def test_waveglow_compile_setting_wraps_the_loss_once_and_keeps_it(corpus_dir, m
         dev = torch.device("cpu")
         first = task.train_step_loss(model, c, pool, rng, dev, 0)[0]
         second = task.train_step_loss(model, c, pool, rng, dev, 1)[0]
-        losses[comp] = (float(first), float(second))
+        losses[comp] = (float(first.detach()), float(second.detach()))
     assert calls == [{"dynamic": False}]          # once, for the compiled task only
     assert losses[True] == losses[False]
     assert all(np.isfinite(v) for v in losses[True])
