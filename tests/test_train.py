@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,47 @@ def test_init_from_exported_waveglow_restores_the_folded_weights(corpus_dir, tmp
         assert torch.allclose(m.state_dict()[k].half().float(), v.float(), atol=1e-3, rtol=1e-3), k
     r = train("waveglow", corpus_dir, tmp_path / "c", max_steps=5, init_from=f, **kw)
     assert (r.start_step, r.step) == (3, 5)
+
+
+def test_training_goes_on_from_a_grown_waveglow(corpus_dir, tmp_path):
+    """A grown export (``tts.train grow-waveglow``: new layers whose residual/skip convolutions
+    are zero, a shorter upsampler) seeds a run in its own architecture, with no NaN from the
+    weight norm of the zero rows; the first loss equals the export's own, and resuming keeps it."""
+    from tts.models.waveglow import WaveGlow
+    from tts.train.export import export_voices
+    from tts.train.grow import grow_waveglow
+    from tts.train.losses import waveglow_loss
+    kw = dict(settings=SETTINGS["waveglow"], log_every=1)
+    train("waveglow", corpus_dir, tmp_path / "a", max_steps=3, model_config=TINY["waveglow"], **kw)
+    export_voices(tmp_path / "a", tmp_path / "v", name="t", max_mib=30)
+    small = torch.load(tmp_path / "v" / "t-waveglow" / "waveglow.pt", weights_only=True)
+    grown = grow_waveglow(small, n_layers=4, upsample_kernel=768)
+    torch.save(grown, tmp_path / "g.pt")
+    r = train("waveglow", corpus_dir, tmp_path / "b", max_steps=5, init_from=tmp_path / "g.pt", **kw)
+    assert (r.start_step, r.step) == (3, 5)
+    ck = torch.load(tmp_path / "b" / "waveglow_last.pt", weights_only=True)
+    assert ck["config"]["WN_config"]["n_layers"] == 4 and ck["config"]["upsample_kernel"] == 768
+    rows = read_log(tmp_path / "b" / "waveglow_log.csv")
+    assert all(math.isfinite(row["loss"]) for row in rows)
+    m = WaveGlow(ck["config"])
+    m.load_state_dict(ck["state_dict"])
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    # the zero rows trained: a new layer's residual/skip convolution is no longer zero
+    assert m.WN[0].res_skip_layers[3].weight.abs().sum() > 0
+    # before any step, the seeded model is the grown export: same loss on the same batch
+    seeded = WaveGlow(grown["config"])
+    from tts.train.trainer import _unfold_weight_norm
+    seeded.load_state_dict(_unfold_weight_norm(seeded, {k: v.float() for k, v in grown["state_dict"].items()},
+                                               tmp_path / "g.pt"))
+    plain = WaveGlow(grown["config"], weight_norm=False)
+    plain.load_state_dict({k: v.float() for k, v in grown["state_dict"].items()})
+    torch.manual_seed(0)
+    audio = torch.randn(2, 2048) * 0.1
+    mel = torch.randn(2, 80, 8) - 5
+    l1, l2 = waveglow_loss(seeded, mel, audio, 1.0)[0], waveglow_loss(plain, mel, audio, 1.0)[0]
+    assert math.isfinite(float(l1.detach())) and abs(float(l1.detach()) - float(l2.detach())) < 1e-4
+    r = train("waveglow", corpus_dir, tmp_path / "b", max_steps=6, init_from=tmp_path / "g.pt", **kw)
+    assert (r.start_step, r.step) == (5, 6)          # resumed from its own checkpoint, same shape
 
 
 def test_waveglow_compile_setting_wraps_the_loss_once_and_keeps_it(corpus_dir, monkeypatch):

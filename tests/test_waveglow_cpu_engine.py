@@ -43,6 +43,11 @@ def _err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 TINY = WaveGlowConfig(n_flows=4, n_early_every=2, WN_config={"n_layers": 2, "n_channels": 16})
 
+#: The bundled WaveGlow after ``tts.train grow-waveglow`` (recipes/bundled_voice/README.md):
+#: 6 WN layers, a 512-sample (2-frame) upsampler.
+GROWN = WaveGlowConfig.from_dict(dict(copy.deepcopy(_bundled_config().to_dict()), upsample_kernel=512,
+                                      WN_config={"n_layers": 6, "kernel_size": 3, "n_channels": 64}))
+
 
 @pytest.mark.parametrize("dilated", ["taps", "im2col"])
 @pytest.mark.parametrize("batch,frames", [(1, 23), (2, 9)])
@@ -147,11 +152,11 @@ def test_cpu_synthesizer_vocoder_is_the_engine_unless_eager():
     assert a.shape == b.shape and float(abs(a - b).max()) < 1e-3
 
 
-@pytest.mark.parametrize("config", ["tiny", "bundled"])
+@pytest.mark.parametrize("config", ["tiny", "bundled", "grown"])
 @pytest.mark.parametrize("batch,frames", [(1, 23), (2, 9)])
 def test_fused_layout_twins_match_eager(config, batch, frames):
     """The phase-major ``fused`` layout (here its PyTorch twins: no Triton on the CPU)."""
-    wg = _random(TINY if config == "tiny" else _bundled_config())
+    wg = _random({"tiny": TINY, "bundled": _bundled_config(), "grown": GROWN}[config])
     eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="fused")
     assert eng.layout == "fused" and not eng.fused and not eng.use_graphs and not eng._gflows
     mel = torch.randn(batch, 80, frames)
@@ -212,11 +217,14 @@ def test_gpu_gemm_layout_matches_ncw_and_eager(precision, tol, dilated):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision,tol", [("fp32", 2e-3), ("fp16", 0.05)])
-def test_gpu_fused_layout_matches_gemm_and_eager(precision, tol):
-    """The Triton whole-layer kernels in CUDA graphs, several shapes, graph reuse."""
+@pytest.mark.parametrize("kernel", [1024, 512])
+def test_gpu_fused_layout_matches_gemm_and_eager(precision, tol, kernel):
+    """The Triton whole-layer kernels in CUDA graphs, several shapes, graph reuse; DLE's
+    upsampler and the grown bundled WaveGlow's shorter one (2 mel taps)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    wg = _random(WaveGlowConfig(n_flows=6, n_early_every=2, WN_config={"n_layers": 3, "n_channels": 64}))
+    wg = _random(WaveGlowConfig(n_flows=6, n_early_every=2, upsample_kernel=kernel,
+                                WN_config={"n_layers": 3, "n_channels": 64}))
     ref_model = copy.deepcopy(wg).cuda()
     fused = WaveGlowEngine(wg, device="cuda", precision=precision, layout="fused")
     gemm = WaveGlowEngine(wg, device="cuda", precision=precision, layout="gemm")
@@ -249,3 +257,22 @@ def test_graph_lru_keeps_recent_and_evicts_oldest():
     c[2] = "b"
     assert lru_lookup(c, 1, 2) == "a"            # 1 becomes the most recent
     assert lru_lookup(c, 3, 2) is None and list(c) == [1]   # 2 (the oldest) evicted to make room
+
+
+
+@pytest.mark.parametrize("config", [GROWN, WaveGlowConfig(n_flows=4, n_early_every=2, upsample_kernel=768,
+                                                          WN_config={"n_layers": 3, "n_channels": 16})],
+                         ids=["grown", "tiny-768"])
+@pytest.mark.parametrize("dilated", ["taps", "im2col"])
+def test_grown_configs_match_eager(config, dilated):
+    """A shorter upsampler (fewer mel taps in the composed conditioning GEMM) and more layers."""
+    wg = _random(config, seed=3)
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm", dilated=dilated)
+    assert eng._mel_taps == config.upsample_kernel // 256
+    mel = torch.randn(2, 80, 11)
+    z = torch.randn(2, 8, 11 * 32)
+    ref = wg.infer(mel, 0.8, z=z)
+    out = eng.infer(mel, 0.8, z=z)
+    assert _err(out, ref) < 1e-4 and float(ref.abs().max()) > 0.1
+    eager = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="ncw")
+    assert _err(eager.infer(mel, 0.8, z=z), ref) < 1e-4

@@ -23,7 +23,7 @@ import torch
 from tts.checkpoints import require_kind
 from tts.checkpoints.common import get_state_dict, load_into, read_checkpoint
 from tts.errors import CheckpointError, InvalidInputError
-from tts.models.waveglow import UPSAMPLE_KERNEL, WaveGlow, WaveGlowConfig, WNConfig
+from tts.models.waveglow import HOP_LENGTH, UPSAMPLE_KERNEL, WaveGlow, WaveGlowConfig, WNConfig
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,10 @@ def infer_waveglow_config(state_dict: Mapping[str, torch.Tensor],
     if up is None or up.dim() != 3:
         raise CheckpointError(path, "cannot infer the WaveGlow architecture: no 3-d upsample.weight")
     n_mel = int(up.shape[0])
-    if up.shape[2] != UPSAMPLE_KERNEL:
-        raise CheckpointError(path, f"upsample kernel is {up.shape[2]}, only {UPSAMPLE_KERNEL} "
-                                    "(DLE's WaveGlow) is supported")
+    kernel = int(up.shape[2])
+    if kernel < HOP_LENGTH or kernel % HOP_LENGTH:
+        raise CheckpointError(path, f"upsample kernel is {kernel}; it must be a multiple of "
+                                    f"{HOP_LENGTH} (DLE's WaveGlow has {UPSAMPLE_KERNEL})")
     convinv = {int(m.group(1)): state_dict[k] for k in state_dict
                if (m := _CONVINV_KEY.match(k))}
     n_flows = len(convinv)
@@ -77,7 +78,8 @@ def infer_waveglow_config(state_dict: Mapping[str, torch.Tensor],
             n_mel_channels=n_mel, n_flows=n_flows, n_group=n_group, n_early_every=n_early_every,
             n_early_size=n_early_size,
             WN_config=WNConfig(n_layers=n_layers, kernel_size=int(in0.shape[2]),
-                               n_channels=int(start.shape[0])))
+                               n_channels=int(start.shape[0])),
+            upsample_kernel=kernel)
     except InvalidInputError as exc:
         raise CheckpointError(path, f"shapes give an invalid WaveGlow architecture ({exc})") from exc
     expected = [config.flow_channels(k) for k in range(n_flows)]

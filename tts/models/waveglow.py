@@ -25,7 +25,7 @@ from tts.errors import InvalidInputError
 __all__ = ["WNConfig", "WaveGlowConfig", "WaveGlow", "WaveGlowTrace", "WaveGlowForwardOutput",
            "WeightNormConv1d", "UPSAMPLE_KERNEL", "HOP_LENGTH"]
 
-#: Kernel size of the mel upsampling ConvTranspose1d (DLE hard-codes it).
+#: Kernel size of DLE's mel upsampling ConvTranspose1d (DLE hard-codes it; ``WaveGlowConfig.upsample_kernel``).
 UPSAMPLE_KERNEL = 1024
 #: Audio samples per mel frame: the upsampling stride (DLE hard-codes it).
 HOP_LENGTH = 256
@@ -80,13 +80,20 @@ class WaveGlowConfig:
     """Channels output at each early output; even."""
     WN_config: WNConfig = field(default_factory=WNConfig)
     """The coupling network (``n_layers``, ``kernel_size``, ``n_channels``)."""
+    upsample_kernel: int = UPSAMPLE_KERNEL
+    """Kernel of the mel upsampler (``ConvTranspose1d``, stride 256): a multiple of 256; audio
+    frame t then reads mel frames ``t - upsample_kernel/256 + 1 .. t``. DLE hard-codes 1024 and
+    has no such key, so ``to_dict`` leaves it out at 1024."""
 
     def __post_init__(self) -> None:
         if isinstance(self.WN_config, Mapping):
             object.__setattr__(self, "WN_config", _wn_from_dict(self.WN_config))
         _check(isinstance(self.WN_config, WNConfig), "WN_config", "must be a WNConfig or a dict")
-        for name in ("n_mel_channels", "n_flows", "n_group", "n_early_every", "n_early_size"):
+        for name in ("n_mel_channels", "n_flows", "n_group", "n_early_every", "n_early_size",
+                     "upsample_kernel"):
             _check(_strict_int(getattr(self, name)), name, "must be an int")
+        _check(self.upsample_kernel >= HOP_LENGTH and self.upsample_kernel % HOP_LENGTH == 0,
+               "upsample_kernel", f"must be a positive multiple of {HOP_LENGTH}, got {self.upsample_kernel}")
         _check(self.n_mel_channels >= 1, "n_mel_channels", f"must be >= 1, got {self.n_mel_channels}")
         _check(self.n_flows >= 1, "n_flows", f"must be >= 1, got {self.n_flows}")
         _check(self.n_group >= 2 and self.n_group % 2 == 0, "n_group",
@@ -128,8 +135,12 @@ class WaveGlowConfig:
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """DLE's constructor kwargs (``WN_config`` as a nested dict)."""
-        return asdict(self)
+        """DLE's constructor kwargs (``WN_config`` as a nested dict); ``upsample_kernel`` only
+        where it is not DLE's 1024."""
+        d = asdict(self)
+        if d["upsample_kernel"] == UPSAMPLE_KERNEL:
+            del d["upsample_kernel"]
+        return d
 
 
 def _wn_from_dict(data: Any) -> WNConfig:
@@ -327,7 +338,7 @@ class WaveGlow(nn.Module):
         self.n_mel_channels = config.n_mel_channels
         self.n_remaining_channels = config.n_remaining_channels
         self.upsample = nn.ConvTranspose1d(config.n_mel_channels, config.n_mel_channels,
-                                           UPSAMPLE_KERNEL, stride=HOP_LENGTH)
+                                           config.upsample_kernel, stride=HOP_LENGTH)
         self.WN = nn.ModuleList()
         self.convinv = nn.ModuleList()
         wn = config.WN_config

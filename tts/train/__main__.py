@@ -5,6 +5,7 @@ Subcommands (each ``--help``):
 - ``corpus``   build corpus shards from an ``id|text`` file with the Festival teacher;
 - ``train``    train one model for a chunk (``--resume``, ``--max-minutes``, ``--max-steps``);
 - ``export``   write fp16 weights + ``voice.json`` manifests into a voices folder;
+- ``grow-waveglow``  more WN layers / a shorter upsampler for an exported WaveGlow (``tts.train.grow``);
 - ``plot``     loss curves (PNG) from the training logs;
 - ``gate``     the WER quality gate for a voice or the teacher.
 """
@@ -105,6 +106,51 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grow(args: argparse.Namespace) -> int:
+    import torch
+
+    from tts.train.grow import grow_waveglow, upsampler_error
+
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.is_file():
+        raise ValueError(f"{src}: no such file")
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+        ok = isinstance(ckpt, dict) and "config" in ckpt and "upsample.weight" in ckpt.get("state_dict", {})
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input error
+        raise ValueError(f"{src}: not a readable checkpoint ({e})") from None
+    if not ok:
+        raise ValueError(f"{src}: not an exported WaveGlow (tts.train export writes them)")
+    mels = fit = test = None
+    if args.mel_texts:
+        from tts.quality import read_transcripts
+        from tts.synthesizer import Synthesizer
+        from tts.voice import load_voice
+
+        texts = [t for _, t in read_transcripts(args.mel_texts, args.n)]
+        synth = Synthesizer(load_voice(args.voice))
+        with torch.no_grad():
+            mels = [torch.cat([m for m, _ in r.pieces], dim=-1).float().reshape(80, -1)
+                    for r in synth.acoustic(texts)]
+        cut = max(1, len(mels) * 3 // 4)
+        fit, test = mels[:cut], mels[cut:] or mels
+    grown = grow_waveglow(ckpt, n_layers=args.n_layers, upsample_kernel=args.upsample_kernel, mels=fit)
+    sd, gsd = ckpt["state_dict"], grown["state_dict"]
+    info = {"from": str(src), "to": str(dst), "config": grown["config"],
+            "parameters": sum(v.numel() for v in gsd.values()),
+            "parameters_before": sum(v.numel() for v in sd.values()),
+            "mib": round(sum(v.numel() * v.element_size() for v in gsd.values()) / 2**20, 2)}
+    if test is not None:
+        old = (sd["upsample.weight"], sd["upsample.bias"])
+        info["upsampler_error"] = round(upsampler_error(old, (gsd["upsample.weight"], gsd["upsample.bias"]), test), 4)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(grown, tmp)
+    tmp.replace(dst)
+    print(json.dumps(info, indent=1))
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from tts.train.export import plot_losses
 
@@ -176,6 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow"], default=None,
                    help="write just this model's fp16 file into OUT (a run that trained only it)")
     e.set_defaults(fn=_export)
+
+    gr = sub.add_parser("grow-waveglow", help="more WN layers / a shorter upsampler, from an "
+                                              "exported WaveGlow (tts/train/grow.py)")
+    gr.add_argument("src", help="exported WaveGlow (.pt), e.g. recipes/bundled_voice/partial/waveglow.pt")
+    gr.add_argument("dst", help="where to write the grown one (an --init-from file)")
+    gr.add_argument("--n-layers", type=int, default=None, help="WN layers per flow (>= the current)")
+    gr.add_argument("--upsample-kernel", type=int, default=None,
+                    help="upsampler kernel, a multiple of 256 below the current (DLE: 1024)")
+    gr.add_argument("--mel-texts", default=None,
+                    help="id|text file whose mels (from --voice's acoustic model) fit the shorter "
+                         "upsampler; without it the oldest taps are cut")
+    gr.add_argument("--n", type=int, default=160, help="lines of --mel-texts to use")
+    gr.add_argument("--voice", default="slt", help="voice whose acoustic model makes the mels")
+    gr.set_defaults(fn=_grow)
 
     mf = sub.add_parser("manifests", help="(re)write voice.json of the bundled voices whose files exist")
     mf.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")

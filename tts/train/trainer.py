@@ -58,19 +58,42 @@ def _set_rng(rng: np.random.Generator, blob: str) -> None:
 def _unfold_weight_norm(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path
                         ) -> dict[str, torch.Tensor]:
     """An exported WaveGlow has its weight norm folded (``.weight``); the training model has
-    ``weight_g``/``weight_v``. ``v = W``, ``g = ||W||`` gives back exactly ``W``."""
+    ``weight_g``/``weight_v``. ``v = W``, ``g = ||W||`` gives back exactly ``W``. An all-zero
+    row (output channel), as ``tts.train.grow`` leaves in new layers, gets ``g = 0`` and a fixed
+    random unit ``v`` (``v = 0`` would make ``g * v / ||v||`` NaN): still exactly zero, and
+    trainable."""
     want = model.state_dict()
     out = {}
+    gen = torch.Generator().manual_seed(0)
     for k in want:
-        if k.endswith(".weight_v") or k.endswith(".weight_g"):
+        if k.endswith(".weight_v"):
             base = k[: -len("_v")]
             if base not in sd:
                 raise ValueError(f"{path}: not an exported WaveGlow of this size (no {base})")
             w = sd[base].float()
-            out[k] = w if k.endswith("_v") else torch.linalg.vector_norm(w, dim=(1, 2), keepdim=True)
+            g = torch.linalg.vector_norm(w, dim=(1, 2), keepdim=True)
+            zero = g.flatten() == 0
+            v = w.clone()
+            if zero.any():
+                r = torch.randn((int(zero.sum()),) + tuple(w.shape[1:]), generator=gen)
+                v[zero] = r / torch.linalg.vector_norm(r, dim=(1, 2), keepdim=True)
+            out[k] = v
+            out[base + "_g"] = g
+        elif k.endswith(".weight_g"):
+            continue
         elif k in sd:
             out[k] = sd[k]
     return out
+
+
+def _stored_config(path: Path) -> dict[str, Any] | None:
+    """The ``config`` dict a checkpoint or export records, if any."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:   # unreadable: the load that follows names the problem
+        return None
+    cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
+    return dict(cfg) if isinstance(cfg, dict) else None
 
 
 def _init_from_export(task: Task, model: torch.nn.Module, kind: str, path: Path) -> int:
@@ -140,6 +163,14 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     np.random.seed(seed)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    ckpt_file = checkpoint_path(out, kind)
+    if kind == "waveglow" and not model_config:
+        # The architecture of the weights to be loaded: it may have been grown
+        # (``tts.train.grow``) past the default one.
+        src = ckpt_file if resume and ckpt_file.is_file() else init_from
+        stored = _stored_config(Path(src)) if src is not None and Path(src).is_file() else None
+        if stored is not None:
+            task.model_config = stored
     model = task.build_model()
     task.init_from_corpus(model, corpus, pool)
     model = model.to(dev)
@@ -155,7 +186,6 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     lr_tensor = opt.param_groups[0]["lr"]
     step = 0
     elapsed_before = 0.0
-    ckpt_file = checkpoint_path(out, kind)
     if resume and ckpt_file.is_file():
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         task.load_payload(model, ckpt)
