@@ -12,7 +12,7 @@ from tts.checkpoints import load_waveglow
 from tts.checkpoints.waveglow import infer_waveglow_config
 from tts.errors import InvalidInputError
 from tts.models.waveglow import WaveGlow, WaveGlowConfig
-from tts.train.grow import grow_waveglow, refit_upsampler, upsampler_error
+from tts.train.grow import grow_waveglow, refit_upsampler, upsample, upsampler_error
 
 CFG = dict(n_flows=4, n_early_every=2, WN_config=dict(n_layers=2, n_channels=16))
 
@@ -54,6 +54,16 @@ def test_upsample_kernel_config_round_trip_and_validation():
     for bad in (500, 0, 128, 512.0):
         with pytest.raises(InvalidInputError, match="upsample_kernel"):
             WaveGlowConfig.from_dict(dict(CFG, upsample_kernel=bad))
+
+
+@pytest.mark.parametrize("kernel", [1024, 512, 256])
+def test_upsample_gemm_equals_the_models_transposed_convolution(kernel):
+    m = WaveGlow(dict(CFG, upsample_kernel=kernel), weight_norm=False)
+    mel = _smooth_mels(1, 13, 8)[0]
+    ref = m.upsample(mel[None])[0, :, : 13 * 256]
+    out = upsample(m.upsample.weight.detach(), m.upsample.bias.detach(), mel)
+    assert out.shape == ref.shape == (80, 13 * 256)
+    torch.testing.assert_close(out.float(), ref.detach(), atol=1e-4, rtol=1e-4)
 
 
 def test_new_layers_leave_the_function_exactly_unchanged():
