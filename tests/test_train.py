@@ -403,3 +403,7 @@ def test_train_cli_reports_user_mistakes_in_one_line(tmp_path, capsys):
     rc = main(["train", "waveglow", "--corpus", str(tmp_path), "--out", str(tmp_path / "ck"),
                "--settings", "{not json"])
     assert rc == 2 and "settings" in capsys.readouterr().err.lower()
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")     # a slice past the end of train.txt
+    rc = main(["corpus", "--texts", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "empty.txt: no 'id|text' lines" in err and not (tmp_path / "c").exists()

@@ -39,6 +39,10 @@ corpus() {
   if [ -n "${CORPUS_OFFSET:-}" ]; then   # a different slice of train.txt per call: more variety
     texts=$W/texts_slice.txt
     tail -n +$((CORPUS_OFFSET + 1)) .recipe_data/train.txt > $texts
+    if [ ! -s $texts ]; then
+      echo "gpu.sh: CORPUS_OFFSET=$CORPUS_OFFSET is past the end of .recipe_data/train.txt ($(wc -l < .recipe_data/train.txt) lines)" >&2
+      exit 2
+    fi
   fi
   python3 -m tts.train corpus --texts $texts --out $W/corpus \
     --shards ${CORPUS_SHARDS:-64} --jobs "$(nproc)" --festival-prefix $PREFIX ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT}

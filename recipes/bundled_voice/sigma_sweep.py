@@ -3,8 +3,9 @@
     python3 recipes/bundled_voice/sigma_sweep.py VOICE_DIR LINE0 N 'SIGMA,STRENGTH;...' OUT.json
         [--texts ../shared/data/ljspeech/train.txt]
 
-The corpus slices of the GPU runs took train.txt lines 0-10499, so lines from 10500 on are
-unseen by every model, and val.txt stays for the gate. Each cell synthesizes lines
+The corpus slices of the GPU runs took train.txt lines 0-11999 (lines 12041-12200 only gave
+FastSpeech mels to fit the grown WaveGlow's upsampler), so lines 12000-12039 are unseen by
+every model, and val.txt stays for the gate. Each cell synthesizes lines
 ``LINE0 .. LINE0+N-1`` (seed 0), recognizes them with pocketsphinx and scores the WER;
 ``OUT.json`` is rewritten after every cell. How the manifest defaults of ``tts/train/export.py``
 were chosen (results: ``results/sigma_sweep_*.json``).

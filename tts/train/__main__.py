@@ -42,6 +42,8 @@ def _corpus(args: argparse.Namespace) -> int:
     from tts.train.festival import Festival
 
     items = read_transcripts(args.texts, args.limit)
+    if not items:    # e.g. a slice that starts past the end of train.txt
+        raise ValueError(f"{args.texts}: no 'id|text' lines to build a corpus from")
     fest = Festival.from_env(args.festival_prefix)
     if not fest.available():
         print(f"festival with voice {fest.voice} does not run (prefix {fest.prefix})", file=sys.stderr)
