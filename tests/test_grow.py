@@ -153,3 +153,22 @@ def test_cli_grows_a_file_and_reports_bad_input(tmp_path, capsys):
     assert main(["grow-waveglow", str(src), str(tmp_path / "x.pt"), "--upsample-kernel", "1000"]) == 2
     assert "multiple of 256" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_cli_fits_the_upsampler_on_the_mels_of_a_voice(tmp_path, capsys):
+    """``--mel-texts``: the bundled voice's FastSpeech makes the mels; 3/4 fit, 1/4 measure."""
+    from tts.train.__main__ import main
+    src = tmp_path / "wg.pt"
+    torch.save(_trained_like(), src)
+    texts = tmp_path / "t.txt"
+    texts.write_text("a|The quick brown fox jumps over the lazy dog.\nb|It was a bright cold day in April.\n"
+                     "c|Printing, in the only sense with which we are at present concerned.\n"
+                     "d|The clocks were striking thirteen.\n", encoding="utf-8")
+    args = ["grow-waveglow", str(src), str(tmp_path / "g.pt"), "--upsample-kernel", "512"]
+    assert main(args + ["--mel-texts", str(texts), "--n", "4", "--voice", "slt"]) == 0
+    fitted = json.loads(capsys.readouterr().out)["upsampler_error"]
+    assert main(args) == 0
+    assert "upsampler_error" not in json.loads(capsys.readouterr().out)   # nothing to measure it on
+    cut = torch.load(tmp_path / "g.pt", weights_only=True)["state_dict"]
+    assert torch.equal(cut["upsample.weight"], _trained_like()["state_dict"]["upsample.weight"][:, :, :512])
+    assert 0.0 < fitted < 0.5

@@ -132,8 +132,8 @@ def _grow(args: argparse.Namespace) -> int:
         texts = [t for _, t in read_transcripts(args.mel_texts, args.n)]
         synth = Synthesizer(load_voice(args.voice))
         with torch.no_grad():
-            mels = [torch.cat([m for m, _ in r.pieces], dim=-1).float().reshape(80, -1)
-                    for r in synth.acoustic(texts)]
+            mels = [torch.cat([m for m, _ in r.pieces], dim=-1).float() for r in synth.acoustic(texts)]
+            mels = [m.reshape(-1, m.shape[-1]) for m in mels]      # [n_mel, T]
         cut = max(1, len(mels) * 3 // 4)
         fit, test = mels[:cut], mels[cut:] or mels
     grown = grow_waveglow(ckpt, n_layers=args.n_layers, upsample_kernel=args.upsample_kernel, mels=fit)

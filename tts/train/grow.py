@@ -44,18 +44,19 @@ from tts.models.waveglow import HOP_LENGTH, WaveGlow, WaveGlowConfig
 __all__ = ["grow_waveglow", "refit_upsampler", "upsample", "upsampler_error"]
 
 
+def _history(m: Tensor, taps: int) -> Tensor:
+    """``m [n_mel, T]`` -> rows ``[x_J, x_{J-1}, ..., x_{J-taps+1}]`` ``[T - taps + 1, taps * n_mel]``:
+    every frame J that has ``taps - 1`` frames before it."""
+    t = m.shape[1]
+    return torch.cat([m[:, taps - 1 - r: t - r] for r in range(taps)], 0).T
+
+
 def _frames(mels: Sequence[Tensor], taps: int) -> Tensor:
-    """Rows ``[x_J, x_{J-1}, ..., x_{J-taps+1}]`` (each ``n_mel``) for every J with a full history."""
-    rows = []
-    for m in mels:
-        m = m.float()
-        t = m.shape[1]
-        if t < taps:
-            continue
-        rows.append(torch.cat([m[:, taps - 1 - r: t - r] for r in range(taps)], 0).T)
+    """``_history`` of every mel long enough, stacked, in float64."""
+    rows = [_history(m.double(), taps) for m in mels if m.shape[1] >= taps]
     if not rows:
         raise ValueError(f"no mel with at least {taps} frames to fit the upsampler on")
-    return torch.cat(rows, 0).double()
+    return torch.cat(rows, 0)
 
 
 def refit_upsampler(weight: Tensor, bias: Tensor, kernel: int,
@@ -90,9 +91,8 @@ def upsample(weight: Tensor, bias: Tensor, mel: Tensor) -> Tensor:
     convolution)."""
     n_mel, n_out, k = weight.shape
     taps = k // HOP_LENGTH
-    x = torch.nn.functional.pad(mel.double(), (taps - 1, 0))
     t = mel.shape[1]
-    cols = torch.cat([x[:, taps - 1 - r: taps - 1 - r + t] for r in range(taps)], 0).T   # [T, taps*n_mel]
+    cols = _history(torch.nn.functional.pad(mel.double(), (taps - 1, 0)), taps)   # [T, taps*n_mel]
     w = weight.double().reshape(n_mel, n_out, taps, HOP_LENGTH).permute(2, 0, 1, 3).reshape(taps * n_mel, -1)
     y = (cols @ w).reshape(t, n_out, HOP_LENGTH) + bias.double()[None, :, None]
     return y.permute(1, 0, 2).reshape(n_out, t * HOP_LENGTH)
