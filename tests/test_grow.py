@@ -148,6 +148,9 @@ def test_cli_grows_a_file_and_reports_bad_input(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["grow-waveglow", str(tmp_path / "junk.pt"), str(tmp_path / "x.pt")]) == 2
     assert "junk.pt: not a readable checkpoint" in capsys.readouterr().err
+    torch.save({"state_dict": {"embedding.weight": torch.zeros(2, 2)}}, tmp_path / "t2.pt")
+    assert main(["grow-waveglow", str(tmp_path / "t2.pt"), str(tmp_path / "x.pt")]) == 2
+    assert "t2.pt: not an exported WaveGlow" in capsys.readouterr().err
     assert main(["grow-waveglow", str(src), str(tmp_path / "x.pt"), "--n-layers", "1"]) == 2
     assert "only grow" in capsys.readouterr().err
     assert main(["grow-waveglow", str(src), str(tmp_path / "x.pt"), "--upsample-kernel", "1000"]) == 2

@@ -111,6 +111,7 @@ def _export(args: argparse.Namespace) -> int:
 def _grow(args: argparse.Namespace) -> int:
     import torch
 
+    from tts.train.export import _save
     from tts.train.grow import grow_waveglow, upsampler_error
 
     src, dst = Path(args.src), Path(args.dst)
@@ -145,10 +146,7 @@ def _grow(args: argparse.Namespace) -> int:
     if test is not None:
         old = (sd["upsample.weight"], sd["upsample.bias"])
         info["upsampler_error"] = round(upsampler_error(old, (gsd["upsample.weight"], gsd["upsample.bias"]), test), 4)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(grown, tmp)
-    tmp.replace(dst)
+    _save(grown, dst)
     print(json.dumps(info, indent=1))
     return 0
 
