@@ -407,3 +407,93 @@ def test_train_cli_reports_user_mistakes_in_one_line(tmp_path, capsys):
     rc = main(["corpus", "--texts", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert rc == 2 and "empty.txt: no 'id|text' lines" in err and not (tmp_path / "c").exists()
+
+
+# -- WaveGlow on ground-truth-aligned (GTA) FastSpeech mels -------------------------
+
+
+def test_aligned_segments_line_up_with_the_windows_own_mel(corpus_dir):
+    """A window that starts on a frame gets the utterance's mel frames from that frame on, and
+    those are the window's own mel (its inner frames: the edge frames of the window's own mel
+    see the STFT's reflect padding instead of the neighbouring audio)."""
+    from tts.models.stft import MelSpectrogram
+    from tts.train.data import SILENT_LOG_MEL, aligned_segments, frames_for
+    c = Corpus(corpus_dir)
+    items = [c[i] for i in range(len(c))]
+    audio, mel = aligned_segments([it.audio for it in items], [it.mel for it in items], 2048,
+                                  np.random.default_rng(3))
+    assert audio.shape == (8, 2048) and mel.shape == (8, 80, frames_for(2048)) == (8, 80, 9)
+    with torch.no_grad():
+        own = MelSpectrogram().eval()(audio)
+    assert own.shape == mel.shape
+    inner = slice(2, 7)   # frames whose 1024-sample window lies inside the 2048 samples
+    torch.testing.assert_close(mel[:, :, inner], own[:, :, inner], atol=0.02, rtol=0)
+    assert (mel[:, :, inner] - own[:, :, inner]).abs().max() < 0.02
+    # past the end of an utterance: zero audio, silent mel
+    short = np.full(700, 1000, np.int16)
+    a, m = aligned_segments([short], [np.zeros((3, 80), np.float16)], 2048, np.random.default_rng(0))
+    assert torch.all(a[0, :700] == 1000 / 32768) and torch.all(a[0, 700:] == 0)
+    assert torch.all(m[0, :, :3] == 0) and torch.allclose(m[0, :, 3:], torch.tensor(SILENT_LOG_MEL))
+
+
+def test_waveglow_trains_on_fastspeech_gta_mels(corpus_dir, tmp_path):
+    """The ``gta`` setting: the mels the vocoder trains on are the FastSpeech's, run with the
+    corpus durations (so they have the real mel's frames), windowed with the audio they belong
+    to; the graphed (static) step equals the eager one; the loss falls."""
+    from tts.checkpoints.fastspeech import load_fastspeech
+    from tts.train import losses
+    from tts.train.data import aligned_segments
+    from tts.train.export import export_acoustic
+    from tts.train.tasks import make_task
+    train("fastspeech", corpus_dir, tmp_path / "fs", max_steps=3, settings=SETTINGS["fastspeech"],
+          model_config=TINY["fastspeech"])
+    export_acoustic("fastspeech", tmp_path / "fs", tmp_path / "x")
+    fs_file = tmp_path / "x" / "fastspeech.pt"
+    settings = dict(SETTINGS["waveglow"], gta=str(fs_file))
+    task = make_task("waveglow", settings, TINY["waveglow"])
+    c = Corpus(corpus_dir)
+    pool = task.usable(c)
+    with pytest.raises(RuntimeError, match="prepare"):
+        task.sample_batch(c, pool, np.random.default_rng(0))
+    task.prepare(c, pool, torch.device("cpu"))
+    fs = load_fastspeech(fs_file)
+    with torch.no_grad():
+        for i in pool:
+            it = c[i]
+            ref = losses.fastspeech_forward(fs, torch.from_numpy(it.ids)[None],
+                                            torch.from_numpy(it.durations)[None], it.mel.shape[0]).mel[0]
+            got = task._gta_mels[i]
+            assert got.shape == it.mel.shape and got.dtype == np.float16
+            torch.testing.assert_close(torch.from_numpy(got).float(), ref, atol=0.02, rtol=0.005)
+            assert np.abs(got.astype(np.float32) - it.mel.astype(np.float32)).mean() > 0.1
+    # a batch: the FastSpeech mel at the frames of the audio window
+    audio, mel = task.sample_batch(c, pool, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=2)]
+    assert (rng.random(2) < 1.0).all()
+    a2, m2 = aligned_segments([c[i].audio for i in idx], [task._gta_mels[i] for i in idx], 2048, rng)
+    assert torch.equal(audio, a2) and torch.equal(mel, m2)
+    # gta_fraction 0: the corpus's own mels
+    real = make_task("waveglow", dict(settings, gta_fraction=0.0), TINY["waveglow"])
+    real.prepare(c, pool, torch.device("cpu"))
+    _, m0 = real.sample_batch(c, pool, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=2)]
+    rng.random(2)
+    _, m3 = aligned_segments([c[i].audio for i in idx], [c[i].mel for i in idx], 2048, rng)
+    assert torch.equal(m0, m3)
+    kw = dict(settings=settings, model_config=TINY["waveglow"], log_every=1)
+    train("waveglow", corpus_dir, tmp_path / "a", max_steps=8, graph="off", **kw)
+    train("waveglow", corpus_dir, tmp_path / "b", max_steps=8, graph="on", **kw)
+    la = [r["loss"] for r in read_log(tmp_path / "a" / "waveglow_log.csv")]
+    lb = [r["loss"] for r in read_log(tmp_path / "b" / "waveglow_log.csv")]
+    assert len(la) == 8 and la == pytest.approx(lb, rel=1e-5, abs=1e-6)
+    assert np.mean(la[-3:]) < np.mean(la[:3])
+
+
+def test_waveglow_gta_names_a_missing_fastspeech(corpus_dir, tmp_path):
+    from tts.errors import TTSError
+    with pytest.raises(TTSError, match="nope.pt"):
+        train("waveglow", corpus_dir, tmp_path, max_steps=1, model_config=TINY["waveglow"],
+              settings=dict(SETTINGS["waveglow"], gta=str(tmp_path / "nope.pt")))
+    assert not (tmp_path / "waveglow_last.pt").exists()

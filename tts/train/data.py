@@ -91,3 +91,37 @@ def audio_segments(corpus: Corpus, indices: list[int], segment_length: int,
         else:
             out[k, :len(a)] = a.astype(np.float32) / 32768.0
     return torch.from_numpy(out)
+
+
+#: The log-mel of silence (``log(clamp(x, 1e-5))``, NVIDIA's mel front end): what pads a mel window.
+SILENT_LOG_MEL = float(np.log(1e-5))
+
+
+def frames_for(segment_length: int, hop: int = 256) -> int:
+    """Mel frames covering ``segment_length`` samples, as the centred STFT frames a segment of
+    that length (``segment_length // hop + 1``)."""
+    return segment_length // hop + 1
+
+
+def aligned_segments(audios: list[np.ndarray], mels: list[np.ndarray], segment_length: int,
+                     rng: np.random.Generator, hop: int = 256) -> tuple[Tensor, Tensor]:
+    """Windows of audio with the utterance-level mel frames that belong to them, for a vocoder
+    trained on mels that are not computed from the audio window (ground-truth-aligned mels of an
+    acoustic model): ``audio [B, segment_length]`` float32 in [-1, 1) and
+    ``mel [B, n_mel, segment_length // hop + 1]`` float32.
+
+    Each window starts on a frame (sample ``hop * f``), so frame ``f`` of the utterance, centred
+    on that sample, is the window's first frame, as it is for the mel of the window itself.
+    Past the end of an utterance the audio is zero and the mel is silence."""
+    n_frames = frames_for(segment_length, hop)
+    n_mel = mels[0].shape[1]
+    audio_out = np.zeros((len(audios), segment_length), np.float32)
+    mel_out = np.full((len(audios), n_mel, n_frames), SILENT_LOG_MEL, np.float32)
+    for k, (a, m) in enumerate(zip(audios, mels)):
+        last = max(0, (len(a) - segment_length) // hop)
+        f = int(rng.integers(0, last + 1))
+        piece = a[f * hop:f * hop + segment_length]
+        audio_out[k, :len(piece)] = piece.astype(np.float32) / 32768.0
+        frames = np.asarray(m[f:f + n_frames], dtype=np.float32)
+        mel_out[k, :, :frames.shape[0]] = frames.T
+    return torch.from_numpy(audio_out), torch.from_numpy(mel_out)

@@ -26,7 +26,8 @@ from tts.models.tacotron2 import Tacotron2, Tacotron2Config
 from tts.models.waveglow import WaveGlow, WaveGlowConfig
 from tts.train import losses
 from tts.train.corpus import Corpus
-from tts.train.data import acoustic_batch, audio_segments, bucketed_indices, sort_by_length
+from tts.train.data import (acoustic_batch, aligned_segments, audio_segments, bucketed_indices,
+                             sort_by_length)
 
 #: Architecture of the bundled voice's models (sized for <= 30 MiB of fp16 weights in all,
 #: WaveGlow shared by both voices, and for faster-than-real-time synthesis on 2 CPU cores).
@@ -55,7 +56,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
                       amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900),
     "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
-                     segment_length=16000, sigma=1.0, compile=False),
+                     segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0),
 }
 
 
@@ -99,6 +100,9 @@ class Task:
 
     def after_load(self, model: nn.Module) -> None:
         """Hook for tasks that attach training-only behaviour (dropout hooks)."""
+
+    def prepare(self, corpus: Corpus, pool: list[int], device: torch.device) -> None:
+        """Work done once before the first step (WaveGlow: its ground-truth-aligned mels)."""
 
     def guide_weight(self, step: int) -> float:
         """Weight of the attention guide at ``step`` (Tacotron2 only)."""
@@ -244,17 +248,57 @@ class WaveGlowTask(Task):
         cache[key] = fn
         return fn
 
-    def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator) -> Tensor:
-        """``[batch_size, segment_length]`` audio (CPU), drawn as both steps draw it."""
+    def prepare(self, corpus: Corpus, pool: list[int], device: torch.device) -> None:
+        """With the setting ``gta`` (an exported FastSpeech file), the vocoder trains on that
+        FastSpeech's mels instead of the audio's own: ground-truth-aligned (GTA) mels, the
+        FastSpeech run on each utterance with the corpus durations (eval mode, float32), so its
+        frames line up with the real audio. A vocoder fine-tuned on them learns the acoustic
+        model's smoothed mels (the Tacotron2 paper trained its WaveNet so). Utterances longer
+        than the FastSpeech's ``max_seq_len`` keep their real mel."""
+        if not self.settings.get("gta"):
+            return
+        from tts.checkpoints.fastspeech import load_fastspeech
+        fs = load_fastspeech(str(self.settings["gta"])).to(device).eval()
+        limit = int(fs.config.max_seq_len)
+        mels: list[np.ndarray | None] = [None] * len(corpus)
+        with torch.no_grad():   # one utterance at a time: padding would change the last frames
+            for i in pool:
+                it = corpus.items[i]
+                if it.mel.shape[0] > limit or len(it.ids) > limit:
+                    continue
+                ids = torch.from_numpy(np.asarray(it.ids))[None].to(device)
+                dur = torch.from_numpy(np.asarray(it.durations))[None].to(device)
+                out = losses.fastspeech_forward(fs, ids, dur, it.mel.shape[0]).mel[0]
+                mels[i] = out.float().cpu().numpy().astype(np.float16)
+        self._gta_mels = mels
+        self._gta_corpus = id(corpus)
+
+    def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator
+                     ) -> Tensor | tuple[Tensor, Tensor]:
+        """``[batch_size, segment_length]`` audio (CPU), drawn as both steps draw it; with the
+        setting ``gta``, ``(audio, mel)``: frame-aligned windows (``data.aligned_segments``),
+        each item's mel the GTA one with probability ``gta_fraction``, else the corpus's own."""
         idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=self.settings["batch_size"])]
-        return audio_segments(corpus, idx, int(self.settings["segment_length"]), rng)
+        seg = int(self.settings["segment_length"])
+        if not self.settings.get("gta"):
+            return audio_segments(corpus, idx, seg, rng)
+        if getattr(self, "_gta_corpus", None) != id(corpus):
+            raise RuntimeError("WaveGlowTask.prepare must run before GTA batches are drawn")
+        use = rng.random(len(idx)) < float(self.settings.get("gta_fraction", 1.0))
+        mels = [self._gta_mels[i] if u and self._gta_mels[i] is not None else corpus[i].mel
+                for i, u in zip(idx, use)]
+        return aligned_segments([corpus[i].audio for i in idx], mels, seg, rng)
 
     def train_step_loss(self, model, corpus, pool, rng, device, step):
-        audio = self.sample_batch(corpus, pool, rng)
+        batch = self.sample_batch(corpus, pool, rng)
+        audio, mel = batch if isinstance(batch, tuple) else (batch, None)
         cuda = device.type == "cuda"
         audio = (audio.pin_memory() if cuda else audio).to(device, non_blocking=cuda)
-        with torch.no_grad():
-            mel = self.mel_fn(device)(audio)
+        if mel is None:
+            with torch.no_grad():
+                mel = self.mel_fn(device)(audio)
+        else:
+            mel = (mel.pin_memory() if cuda else mel).to(device, non_blocking=cuda)
         return self.loss_fn(model, device)(mel, audio)
 
     def make_graph_step(self, model, optimizer, corpus, pool, device, capture):

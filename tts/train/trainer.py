@@ -209,6 +209,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         torch.manual_seed(seed + step)
         logger.info("%s: initialised from %s at step %d", kind, init_from, step)
     start_step = step
+    task.prepare(corpus, pool, dev)
     stepper = task.make_graph_step(model, opt, corpus, pool, dev, capture) if graph != "off" else None
     t0 = time.monotonic()
     last_save = t0

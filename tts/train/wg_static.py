@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 
 class WaveGlowGraphStep:
-    """``step(audio, lr, guide_weight=0)``: one training step on ``audio [B, L]`` (CPU).
+    """``step(batch, lr, guide_weight=0)``: one training step on ``batch``, ``audio [B, L]``
+    (CPU), or ``(audio, mel)`` when the mel is given rather than computed from the audio
+    (``WaveGlowTask``'s GTA setting).
 
     ``loss_fn(mel, audio) -> (loss, logs)`` and ``mel_fn(audio) -> mel`` are the task's.
     With ``capture`` (CUDA) the first ``warmup`` steps run eagerly on a side stream (Adam's
@@ -46,6 +48,8 @@ class WaveGlowGraphStep:
             raise ValueError("capture needs at least one eager warm-up step (Adam's state)")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.audio: Tensor | None = None
+        self.mel: Tensor | None = None   # a given mel's static buffer
+        self.bufs: list[Tensor] | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.out: dict[str, Tensor] | None = None
         self.n_eager = 0
@@ -57,19 +61,26 @@ class WaveGlowGraphStep:
             self.lr = lr
             self.stream = torch.cuda.Stream(self.device)
 
-    def _load(self, audio: Tensor) -> Tensor:
-        if self.audio is None:
-            self.audio = torch.zeros(audio.shape, dtype=torch.float32, device=self.device)
-        if tuple(audio.shape) != tuple(self.audio.shape):
-            raise ValueError(f"the batch shape must not change between steps: "
-                             f"{tuple(audio.shape)} after {tuple(self.audio.shape)}")
+    def _load(self, batch: Tensor | tuple[Tensor, ...]) -> None:
+        tensors = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        if self.bufs is None:
+            self.bufs = [torch.zeros(t.shape, dtype=torch.float32, device=self.device) for t in tensors]
+            self.audio = self.bufs[0]
+            self.mel = self.bufs[1] if len(self.bufs) > 1 else None
+        shapes = [tuple(t.shape) for t in tensors]
+        static = [tuple(b.shape) for b in self.bufs]
+        if shapes != static:
+            raise ValueError(f"the batch shape must not change between steps: {shapes} after {static}")
         pin = self.device.type == "cuda"
-        self.audio.copy_(audio.pin_memory() if pin else audio, non_blocking=pin)
-        return self.audio
+        for buf, t in zip(self.bufs, tensors):
+            buf.copy_(t.pin_memory() if pin else t, non_blocking=pin)
 
     def _iteration(self) -> None:
-        with torch.no_grad():
-            mel = self.mel_fn(self.audio)
+        if self.mel is not None:
+            mel = self.mel
+        else:
+            with torch.no_grad():
+                mel = self.mel_fn(self.audio)
         loss, logs = self.loss_fn(mel, self.audio)
         loss.backward()
         if self.grad_clip > 0:
@@ -92,8 +103,9 @@ class WaveGlowGraphStep:
             self._iteration()
         self.n_eager += 1
 
-    def step(self, audio: Tensor, lr: float, guide_weight: float = 0.0) -> dict[str, Tensor]:
-        self._load(audio)
+    def step(self, batch: Tensor | tuple[Tensor, ...], lr: float, guide_weight: float = 0.0
+             ) -> dict[str, Tensor]:
+        self._load(batch)
         if not self.capture:
             for g in self.opt.param_groups:
                 g["lr"] = lr
