@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -497,3 +498,42 @@ def test_waveglow_gta_names_a_missing_fastspeech(corpus_dir, tmp_path):
         train("waveglow", corpus_dir, tmp_path, max_steps=1, model_config=TINY["waveglow"],
               settings=dict(SETTINGS["waveglow"], gta=str(tmp_path / "nope.pt")))
     assert not (tmp_path / "waveglow_last.pt").exists()
+
+
+def test_waveglow_sample_is_inference_with_gradients():
+    """``losses.waveglow_sample``: the training model's inverse pass draws what ``infer`` draws
+    from the same noise, and a loss on it reaches every coupling layer."""
+    from tts.train import losses
+    from tts.train.tasks import make_task
+    torch.manual_seed(0)
+    model = make_task("waveglow", {}, TINY["waveglow"]).build_model()
+    for p in model.parameters():     # no zero-initialised end layer: a coupling that does something
+        p.data.add_(0.01 * torch.randn_like(p))
+    mel = torch.randn(2, 80, 12) - 5
+    torch.manual_seed(7)
+    a = losses.waveglow_sample(model, mel, 12 * 256, 0.8)
+    inf = copy.deepcopy(model).remove_weight_norm().prepare_inference()
+    torch.manual_seed(7)
+    b = inf.infer(mel, sigma=0.8)
+    assert a.shape == b.shape == (2, 12 * 256)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    a.square().mean().backward()
+    for k in range(model.n_flows):
+        assert model.WN[k].end.weight.grad.abs().sum() > 0
+        assert model.convinv[k].conv.weight.grad.abs().sum() > 0
+
+
+def test_waveglow_spectral_term_in_the_graphed_and_eager_step(corpus_dir, tmp_path):
+    """The ``spec_weight`` setting adds the spectral loss of a drawn sample: logged as ``spec``
+    beside the likelihood ``ml``, ``loss = ml + spec_weight * spec``; the static (graphed) step
+    equals the eager one."""
+    settings = dict(SETTINGS["waveglow"], spec_weight=5.0, spec_sigma=0.9)
+    kw = dict(settings=settings, model_config=TINY["waveglow"], log_every=1)
+    train("waveglow", corpus_dir, tmp_path / "a", max_steps=6, graph="off", **kw)
+    train("waveglow", corpus_dir, tmp_path / "b", max_steps=6, graph="on", **kw)
+    ra, rb = read_log(tmp_path / "a" / "waveglow_log.csv"), read_log(tmp_path / "b" / "waveglow_log.csv")
+    assert len(ra) == 6 and set(ra[0]) == {"step", "seconds", "loss", "ml", "spec"}
+    for r in ra:
+        assert r["loss"] == pytest.approx(r["ml"] + 5.0 * r["spec"], rel=1e-5)
+        assert 0 < r["spec"] < 20
+    assert [r["loss"] for r in ra] == pytest.approx([r["loss"] for r in rb], rel=1e-5, abs=1e-6)

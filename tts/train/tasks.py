@@ -56,7 +56,8 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
                       amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900),
     "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
-                     segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0),
+                     segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0,
+                     spec_weight=0.0, spec_sigma=1.0),
 }
 
 
@@ -231,17 +232,30 @@ class WaveGlowTask(Task):
     def loss_fn(self, model: nn.Module, device: torch.device):
         """``(mel, audio) -> (loss, logs)``: DLE's loss, under bf16 autocast on CUDA when the
         setting ``amp`` is on (the loss itself is summed in float32), compiled with
-        ``torch.compile`` when ``compile`` is on (static shapes: one graph for the run)."""
+        ``torch.compile`` when ``compile`` is on (static shapes: one graph for the run).
+        With ``spec_weight > 0``, plus that times ``losses.waveglow_spectral_loss`` of a sample
+        drawn at ``spec_sigma`` (logged as ``spec``; the likelihood term as ``ml``)."""
         cache = self.__dict__.setdefault("_loss_fns", {})
         key = (id(model), device.type)
         if key in cache:
             return cache[key]
         sigma = float(self.settings["sigma"])
         amp = bool(self.settings["amp"]) and device.type == "cuda"
+        spec_weight = float(self.settings.get("spec_weight", 0.0))
+        spec_sigma = float(self.settings.get("spec_sigma", 1.0))
+        mel_fn = self.mel_fn(device)
 
         def fn(mel: Tensor, audio: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                return losses.waveglow_loss(model, mel, audio, sigma)
+                loss, logs = losses.waveglow_loss(model, mel, audio, sigma)
+            if spec_weight > 0:
+                # The sample in float32: bf16's rounding through eight inverse flows would
+                # be louder than the spectral valleys this term is about.
+                spec = losses.waveglow_spectral_loss(model, mel.float(), audio, mel_fn, spec_sigma)
+                logs = {"loss": (loss + spec_weight * spec).detach(), "ml": logs["loss"],
+                        "spec": spec.detach()}
+                loss = loss + spec_weight * spec
+            return loss, logs
 
         if self.settings.get("compile"):
             fn = torch.compile(fn, dynamic=False)
