@@ -23,12 +23,14 @@ LIMITS = {"fastspeech": TEACHER_WER_100 + 0.05 + 0.10}
 
 
 @pytest.mark.slow
-def test_bundled_voice_is_intelligible():
+@pytest.mark.parametrize("voice", ["slt", "slt-waveglow"])
+def test_bundled_voice_is_intelligible(voice):
+    """Both FastSpeech voices: ``slt`` (Griffin-Lim, the default) and ``slt-waveglow``."""
     pytest.importorskip("pocketsphinx", reason="pocketsphinx is a [dev] dependency of the quality gate")
     pytest.importorskip("jiwer", reason="jiwer is a [dev] dependency of the quality gate")
-    assert bundled_voices()[0] == "slt"
+    assert bundled_voices()[0] == "slt" and voice in bundled_voices()
     from tts.train.gate import run_gate
-    res = run_gate("slt", str(VAL), n=10)
+    res = run_gate(voice, str(VAL), n=10)
     assert res["wer"] <= LIMITS["fastspeech"], {k: res[k] for k in ("voice", "wer")}
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run HERE: bash recipes/bundled_voice/gate_partial.sh [N]   (finish.sh runs it with N_PARTIAL, default 20)
 # Gates the voices that the partial models make (recipes/bundled_voice/partial/, with the shipped
-# FastSpeech): FastSpeech + WaveGlow, Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow, each on the
+# FastSpeech, and the shipped WaveGlow where partial/ has none): FastSpeech + WaveGlow, Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow, each on the
 # first N sentences of val.txt (0: nothing), into results/gate_partial_VOICE_N.json, and prints
 # each WER with the steps its models were trained for.
 set -euo pipefail
@@ -13,6 +13,8 @@ if [ "$N_PARTIAL" -gt 0 ]; then
   mkdir -p $V/slt $V/slt-tacotron2 $V/slt-waveglow
   cp tts/voices/slt/fastspeech.pt $V/slt/
   for m in tacotron2 waveglow; do [ -f $R/partial/$m.pt ] && cp $R/partial/$m.pt $V/slt-$m/; done
+  # no partial WaveGlow: the shipped one (behind the partial Tacotron2)
+  [ -f $V/slt-waveglow/waveglow.pt ] || cp tts/voices/slt-waveglow/waveglow.pt $V/slt-waveglow/
   python3 -m tts.train manifests --out $V --name slt > /dev/null
   for v in slt-waveglow slt-tacotron2 slt-tacotron2-waveglow; do
     [ -f $V/$v/voice.json ] || continue
@@ -22,7 +24,10 @@ if [ "$N_PARTIAL" -gt 0 ]; then
 import json, sys, torch
 res = json.load(open(sys.argv[1]))
 name = res["voice"].rstrip("/").rsplit("/", 1)[-1]
-steps = {m: int(torch.load(f"{sys.argv[2]}/{m}.pt", map_location="cpu", weights_only=True)["iteration"])
+import os
+src = {m: f"{sys.argv[2]}/{m}.pt" if os.path.isfile(f"{sys.argv[2]}/{m}.pt") else f"tts/voices/slt-{m}/{m}.pt"
+       for m in ("tacotron2", "waveglow")}
+steps = {m: int(torch.load(src[m], map_location="cpu", weights_only=True)["iteration"])
          for m in ("tacotron2", "waveglow") if m in name}
 print(f"{name}: WER {100 * res['wer']:.1f} % on {res['n']} sentences, steps {steps}")
 PY

@@ -17,7 +17,9 @@
 # Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
 # (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings
 # JSON, default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true,
-# "graph": true}; a "graph" key there is the trainer's --graph), T2_SETTINGS (chunk's Tacotron2
+# "graph": true}; a "graph" key there is the trainer's --graph; "spec_weight"/"spec_sigma" add the
+# spectral term of a drawn sample, "gta"/"gta_fraction" train on a FastSpeech's aligned mels:
+# tts/train/tasks.py), T2_SETTINGS (chunk's Tacotron2
 # settings JSON), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
@@ -76,6 +78,9 @@ cont() {
   local model=$1 m=$2 init
   case $model in
     fastspeech) init=${INIT:-tts/voices/slt/fastspeech.pt} ;;
+    waveglow)   # a partial one being tried if carried, else the shipped one (slt-waveglow)
+      init=${INIT:-recipes/bundled_voice/partial/waveglow.pt}
+      [ -f "$init" ] || [ -n "${INIT:-}" ] || init=tts/voices/slt-waveglow/waveglow.pt ;;
     *) init=${INIT:-recipes/bundled_voice/partial/$model.pt} ;;   # not yet good enough to ship
   esac
   local settings=${SETTINGS:-} graph=${GRAPH:-}

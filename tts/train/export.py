@@ -107,7 +107,7 @@ def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[
         specs.append((wg.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": f"../{name}/fastspeech.pt"},
                                   "vocoder": {"kind": "waveglow", "checkpoint": "waveglow.pt"},
                                   "defaults": FASTSPEECH_DEFAULTS,
-                                  "about": "FastSpeech + WaveGlow (below the quality gate so far), " + ABOUT}))
+                                  "about": "FastSpeech + WaveGlow, " + ABOUT}))
     if t2.is_file() and wg.is_file():
         (out / f"{name}-tacotron2-waveglow").mkdir(exist_ok=True)
         specs.append((out / f"{name}-tacotron2-waveglow",
