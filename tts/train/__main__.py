@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--settings", default=None,
                    help='JSON object overriding training settings (tts/train/tasks.py TRAIN_DEFAULTS), '
                         'e.g. \'{"lr": 1e-4}\'; waveglow also takes "amp" (bf16 autocast on CUDA) '
-                        'and "compile" (torch.compile)')
+                        '"compile" (torch.compile), "spec_weight"/"spec_sigma" (spectral loss of a drawn '
+                        'sample) and "gta"/"gta_fraction" (train on an exported FastSpeech\'s aligned mels)')
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,
                    help="exported voice file to start from when there is no checkpoint to resume")

@@ -193,7 +193,6 @@ def waveglow_loss(model: WaveGlow, mel: Tensor, audio: Tensor, sigma: float = 1.
     return loss, {"loss": loss.detach()}
 
 
-
 def waveglow_sample(model: WaveGlow, mel: Tensor, n_samples: int, sigma: float) -> Tensor:
     """WaveGlow's inference direction with gradients: ``n_samples`` of audio ``[B, n_samples]``
     drawn from noise of scale ``sigma`` given ``mel [B, n_mel, T]`` (``256 * T >= n_samples``).
@@ -202,8 +201,6 @@ def waveglow_sample(model: WaveGlow, mel: Tensor, n_samples: int, sigma: float) 
     inverse 1x1 convolutions are computed on the fly in float32 (``linalg.inv_ex``: no host
     synchronisation, so the step stays capturable in a CUDA graph) and the weight-normed
     training layers are used, so that a loss on the audio trains the model."""
-    import torch.nn.functional as F
-
     spect = model.upsample(mel)[:, :, :n_samples]
     b = spect.size(0)
     spect = spect.unfold(2, model.n_group, model.n_group).permute(0, 2, 1, 3)
@@ -241,8 +238,6 @@ def waveglow_spectral_loss(model: WaveGlow, mel: Tensor, audio: Tensor, mel_fn, 
 
 def _log_mel(mel_fn, audio: Tensor) -> Tensor:
     """``mel_fn(audio)`` with a gradient that stays finite where a bin's magnitude is 0."""
-    import torch.nn.functional as F
-
     stft = mel_fn.stft_fn
     pad = stft.filter_length // 2
     x = F.pad(audio.unsqueeze(1), (pad, pad), mode="reflect")
