@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     t.add_argument("--settings", default=None,
                    help='JSON object overriding training settings (tts/train/tasks.py TRAIN_DEFAULTS), '
-                        'e.g. \'{"lr": 1e-4}\'; waveglow also takes "amp" (bf16 autocast on CUDA) '
+                        'e.g. \'{"lr": 1e-4}\'; waveglow also takes "amp" (bf16 autocast on CUDA), '
                         '"compile" (torch.compile), "spec_weight"/"spec_sigma" (spectral loss of a drawn '
                         'sample) and "gta"/"gta_fraction" (train on an exported FastSpeech\'s aligned mels)')
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
