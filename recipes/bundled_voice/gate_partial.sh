@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run HERE: bash recipes/bundled_voice/gate_partial.sh [N]   (finish.sh runs it with N_PARTIAL, default 20)
 # Gates the voices that the partial models make (recipes/bundled_voice/partial/, with the shipped
-# FastSpeech, and the shipped WaveGlow where partial/ has none): FastSpeech + WaveGlow, Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow, each on the
-# first N sentences of val.txt (0: nothing), into results/gate_partial_VOICE_N.json, and prints
-# each WER with the steps its models were trained for.
+# FastSpeech, and the shipped WaveGlow where partial/ has none): FastSpeech + WaveGlow,
+# Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow, each on the first N sentences of val.txt
+# (0: nothing), into results/gate_partial_VOICE_N.json, and prints each WER with the steps its
+# models were trained for.
 set -euo pipefail
 N_PARTIAL=${1:-20}
 cd "$(git rev-parse --show-toplevel)"
@@ -21,10 +22,9 @@ if [ "$N_PARTIAL" -gt 0 ]; then
     python3 -m tts.train gate $V/$v --texts ../shared/data/ljspeech/val.txt --n "$N_PARTIAL" \
       --out $R/results/gate_partial_${v}_${N_PARTIAL}.json > /dev/null
     python3 - "$R/results/gate_partial_${v}_${N_PARTIAL}.json" "$R/partial" <<'PY'
-import json, sys, torch
+import json, os, sys, torch
 res = json.load(open(sys.argv[1]))
 name = res["voice"].rstrip("/").rsplit("/", 1)[-1]
-import os
 src = {m: f"{sys.argv[2]}/{m}.pt" if os.path.isfile(f"{sys.argv[2]}/{m}.pt") else f"tts/voices/slt-{m}/{m}.pt"
        for m in ("tacotron2", "waveglow")}
 steps = {m: int(torch.load(src[m], map_location="cpu", weights_only=True)["iteration"])
