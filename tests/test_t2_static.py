@@ -5,6 +5,7 @@ step. (The CUDA-graph capture itself runs on a GPU: tools/gpu/t2_train_speed.py.
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -187,3 +188,61 @@ def test_restore_capturable_after_loading_an_eager_state():
     g = opt.param_groups[0]
     assert g["lr"] is lr and g["capturable"] is True
     assert all(opt.state[p]["step"].dtype == torch.float32 for p in g["params"])
+
+
+def test_self_feed_one_feeds_the_first_pass_predictions(no_dropout):
+    """self_feed=1: every input frame is the gradient-free teacher-forced pass's prediction."""
+    b = _batch([(7, 23), (11, 30)], seed=5)
+    m = _model(3)
+    mel = b.mel.transpose(1, 2)
+    memory = m.encode(b.ids, b.input_lengths)
+    first, _, _ = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, mel)
+    want = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, first.detach())
+    got = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, mel, self_feed=1.0)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w)
+    plain = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, mel, self_feed=0.0)
+    assert not torch.allclose(plain[0], got[0])  # the inputs did change
+    got[0].sum().backward()  # gradients flow through the second pass only
+    assert m.decoder.linear_projection.linear_layer.weight.grad is not None
+
+
+def test_self_feed_half_replaces_about_half_of_the_frames(monkeypatch):
+    seen = []
+    real_where = torch.where
+    monkeypatch.setattr(torch, "where", lambda c, *a: seen.append(c) or real_where(c, *a))
+    b = _batch([(20, 400), (20, 400)], seed=6)
+    m = _model(4)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        losses.tacotron2_forward(m, b.ids, b.input_lengths, b.mel.transpose(1, 2), self_feed=0.5)
+    masks = [c for c in seen if c.shape == (2, 1, 400)]
+    assert len(masks) == 1 and 0.4 < float(masks[0].float().mean()) < 0.6
+
+
+def test_self_feed_static_step_equals_the_eager_one(no_dropout):
+    b = _batch([(7, 23), (11, 30), (4, 12)], seed=7)
+    m_eager, m_static = _model(5), _model(5)
+    mel = b.mel.transpose(1, 2)
+    out = losses.tacotron2_forward(m_eager, b.ids, b.input_lengths, mel, self_feed=1.0)
+    prior = losses.duration_prior(b.durations, b.input_lengths, mel.shape[2])
+    loss_e, _ = losses.tacotron2_loss(out, mel, b.mel_lengths, prior, b.input_lengths, 0.7)
+    loss_e.backward()
+    loss_s, _ = static_loss(m_static, pad_batch(b, 32, 64), torch.tensor(0.7), "cudnn", self_feed=1.0)
+    loss_s.backward()
+    assert float(loss_s.detach()) == pytest.approx(float(loss_e.detach()), rel=1e-5)
+    ge, gs = _grads(m_eager), _grads(m_static)
+    for n in ge:
+        torch.testing.assert_close(gs[n], ge[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_self_feed_setting_is_checked_and_reaches_the_graph_step():
+    with pytest.raises(ValueError, match="self_feed"):
+        make_task("tacotron2", dict(self_feed=1.5), TINY)
+    task = make_task("tacotron2", dict(self_feed=0.25), TINY)
+    m = _model(0)
+    opt = make_optimizer(m, task.settings, torch.device("cpu"), capturable=False)
+    item = SimpleNamespace(mel=np.zeros((40, 80), np.float32), ids=np.ones(9, np.int64))
+    corpus = SimpleNamespace(items=[item, item])
+    st = task.make_graph_step(m, opt, corpus, [0, 1], torch.device("cpu"), capture=False)
+    assert st.self_feed == 0.25

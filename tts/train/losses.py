@@ -88,9 +88,10 @@ class Tacotron2TrainOutput:
     alignments: Tensor  # [B, T, T_in]
 
 
-def tacotron2_forward(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel: Tensor
-                      ) -> Tacotron2TrainOutput:
-    """Teacher forcing: ``mel [B, n_mel, T]`` ground truth; frame t is predicted from frame t-1.
+def tacotron2_forward(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel: Tensor,
+                      self_feed: float = 0.0) -> Tacotron2TrainOutput:
+    """Teacher forcing: ``mel [B, n_mel, T]`` ground truth; frame t is predicted from frame t-1
+    (``self_feed``: see ``teacher_forced_decode``).
 
     Needs ``n_frames_per_step == 1``. The prenet runs over all inputs at once with dropout 0.5
     (DLE keeps it on always); the rest is ``Decoder.step``'s arithmetic.
@@ -99,15 +100,33 @@ def tacotron2_forward(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel:
     if dec.n_frames_per_step != 1:
         raise ValueError("training supports n_frames_per_step == 1 only")
     memory = model.encode(ids, input_lengths)
-    mel_out, gates, aligns = teacher_forced_decode(dec, memory, input_lengths, mel)
+    mel_out, gates, aligns = teacher_forced_decode(dec, memory, input_lengths, mel, self_feed)
     return Tacotron2TrainOutput(mel=mel_out, mel_postnet=model.postnet_forward(mel_out),
                                 gate=gates, alignments=aligns)
 
 
-def teacher_forced_decode(dec: nn.Module, memory: Tensor, input_lengths: Tensor, mel: Tensor
-                          ) -> tuple[Tensor, Tensor, Tensor]:
+def teacher_forced_decode(dec: nn.Module, memory: Tensor, input_lengths: Tensor, mel: Tensor,
+                          self_feed: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """The decoder loop of ``tacotron2_forward`` over all ``T`` frames of ``mel [B, n_mel, T]``:
-    ``(mel_out [B, n_mel, T], gate logits [B, T], alignments [B, T, T_in])``."""
+    ``(mel_out [B, n_mel, T], gate logits [B, T], alignments [B, T, T_in])``.
+
+    ``self_feed`` > 0: parallel scheduled sampling (Duckworth et al., 2019), against the exposure
+    bias of teacher forcing (inference feeds the decoder its own frames). A first teacher-forced
+    pass without gradients predicts every frame; each input frame is then replaced by that
+    prediction with probability ``self_feed``, and the loop runs again on the mixture, with
+    gradients. The targets stay the real frames. Static shapes: CUDA-graph capturable.
+    """
+    if self_feed > 0.0:
+        with torch.no_grad():
+            first, _, _ = _decode_loop(dec, memory, input_lengths, mel)
+        own = torch.rand(mel.shape[0], 1, mel.shape[2], device=mel.device) < self_feed
+        mel = torch.where(own, first.to(mel.dtype), mel)
+    return _decode_loop(dec, memory, input_lengths, mel)
+
+
+def _decode_loop(dec: nn.Module, memory: Tensor, input_lengths: Tensor, mel: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """``teacher_forced_decode`` with the inputs ``mel`` as given."""
     state = dec.init_state(memory, input_lengths)
     b, n_mel, t = mel.shape
     prev = torch.cat([mel.new_zeros(b, n_mel, 1), mel[:, :, :-1]], dim=2).transpose(1, 2)  # [B, T, n_mel]

@@ -54,7 +54,8 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "fastspeech": dict(batch_size=32, lr=1e-3, warmup=1000, grad_clip=1.0, weight_decay=0.0,
                        amp=True),
     "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
-                      amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900),
+                      amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900,
+                      self_feed=0.0),
     "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
                      segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0,
                      spec_weight=0.0, spec_sigma=1.0),
@@ -197,12 +198,13 @@ class Tacotron2Task(Task):
             t_in_table=Tacotron2GraphStep.t_in_for_buckets(mel_len, in_len, mm, im),
             mel_multiple=mm, in_multiple=im, warmup=int(s.get("graph_warmup", 2)),
             warmup_per_bucket=int(s.get("graph_warmup_per_bucket", 0)),
-            lstm_impl=str(s.get("graph_lstm", "cudnn")))
+            lstm_impl=str(s.get("graph_lstm", "cudnn")), self_feed=float(s.get("self_feed", 0.0)))
 
     def train_step_loss(self, model, corpus, pool, rng, device, step):
         b = self.sample_batch(corpus, pool, rng).to(device)
         mel = b.mel.transpose(1, 2)  # [B, n_mel, T]
-        out = losses.tacotron2_forward(model, b.ids, b.input_lengths, mel)
+        out = losses.tacotron2_forward(model, b.ids, b.input_lengths, mel,
+                                       float(self.settings.get("self_feed", 0.0)))
         gw = self.guide_weight(step)
         prior = losses.duration_prior(b.durations, b.input_lengths, mel.shape[2]) if gw > 0 else None
         return losses.tacotron2_loss(out, mel, b.mel_lengths, prior, b.input_lengths, gw)
@@ -340,6 +342,8 @@ def make_task(kind: str, overrides: dict[str, Any] | None = None,
         raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(TASKS)}")
     settings = dict(TRAIN_DEFAULTS[kind])
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if kind == "tacotron2" and not 0.0 <= float(settings["self_feed"]) <= 1.0:
+        raise ValueError(f"self_feed must be in [0, 1], got {settings['self_feed']!r}")
     cfg = copy.deepcopy(MODEL_CONFIGS[kind])
     for k, v in (model_overrides or {}).items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
