@@ -134,7 +134,9 @@ pack() {
 
 # chunk SECONDS: one device call's worth of continued training (how the 2026-11-22 fourth-part
 # session ran): build the corpus unless this (warm) machine has it, then WaveGlow and Tacotron2 side
-# by side on the one GPU until SECONDS after the call began (555 for a 600 s call), then export both.
+# by side on the one GPU until SECONDS after the call began, then export both. For a 600 s call:
+# at most 530 on a cold machine, 500 on a warm one (the exports take about a minute; 545 on a warm
+# one ran out of time on 2026-11-22).
 # A warm machine keeps the corpus and the full checkpoints (optimizer state included), so chain the
 # next call right after this one returns; a cold one starts again from recipes/bundled_voice/partial.
 # On a cold machine the WaveGlow does not wait for the whole corpus: it starts once a quarter of
