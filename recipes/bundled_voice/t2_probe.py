@@ -1,7 +1,7 @@
 """Teacher forcing against free running: is a Tacotron2's fit the problem, or its inference?
 
-    python3 -m tts.train corpus --texts <(head -n 80 ../shared/data/ljspeech/val.txt) \
-        --out /tmp/val80 --shards 2 --jobs 2
+    head -n 80 ../shared/data/ljspeech/val.txt > /tmp/val80.txt
+    python3 -m tts.train corpus --texts /tmp/val80.txt --out /tmp/val80 --shards 2 --jobs 2
     python3 recipes/bundled_voice/t2_probe.py /tmp/val80 12 T2.pt [T2.pt ...] [--out OUT.json]
 
 For each Tacotron2 file, on the held-out corpus (Festival's audio of val.txt, our mel):
