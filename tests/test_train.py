@@ -500,6 +500,66 @@ def test_waveglow_gta_names_a_missing_fastspeech(corpus_dir, tmp_path):
     assert not (tmp_path / "waveglow_last.pt").exists()
 
 
+def test_tacotron2_learns_fastspeech_gta_mels(corpus_dir, tmp_path):
+    """Tacotron2's ``gta`` setting (knowledge distillation): each batch item's mel, its decoder
+    inputs and targets, is the FastSpeech's GTA mel (fraction 1) or the corpus's (fraction 0);
+    ids, durations and lengths (so the gate targets) stay the corpus's; the graphed step equals
+    both the eager and the graphed step learn from such batches; a bad fraction and a missing
+    file are named."""
+    from tts.errors import TTSError
+    from tts.train.data import acoustic_batch, bucketed_indices
+    from tts.train.export import export_acoustic
+    from tts.train.tasks import gta_mels, make_task
+    train("fastspeech", corpus_dir, tmp_path / "fs", max_steps=3, settings=SETTINGS["fastspeech"],
+          model_config=TINY["fastspeech"])
+    export_acoustic("fastspeech", tmp_path / "fs", tmp_path / "x")
+    fs_file = str(tmp_path / "x" / "fastspeech.pt")
+    settings = dict(SETTINGS["tacotron2"], gta=fs_file)
+    task = make_task("tacotron2", settings, TINY["tacotron2"])
+    c = Corpus(corpus_dir)
+    pool = task.usable(c)
+    with pytest.raises(RuntimeError, match="prepare"):
+        task.sample_batch(c, pool, np.random.default_rng(0))
+    task.prepare(c, pool, torch.device("cpu"))
+    ref = gta_mels(fs_file, c, pool, torch.device("cpu"))
+    assert all(ref[i] is not None and np.array_equal(task._gta_mels[i], ref[i]) for i in pool)
+    for seed in range(4):
+        b = task.sample_batch(c, pool, np.random.default_rng(seed))
+        idx = bucketed_indices(task.sorted_pool(c, pool), 2, np.random.default_rng(seed))
+        real = acoustic_batch(c, idx)
+        assert torch.equal(b.ids, real.ids) and torch.equal(b.durations, real.durations)
+        assert torch.equal(b.mel_lengths, real.mel_lengths)
+        for k, i in enumerate(idx):
+            t = int(real.mel_lengths[k])
+            want = torch.from_numpy(ref[i].astype(np.float32))
+            assert torch.equal(b.mel[k, :t], want) and not torch.equal(b.mel[k, :t], real.mel[k, :t])
+            assert torch.all(b.mel[k, t:] == 0)
+    own = make_task("tacotron2", dict(settings, gta_fraction=0.0), TINY["tacotron2"])
+    own.prepare(c, pool, torch.device("cpu"))
+    b0 = own.sample_batch(c, pool, np.random.default_rng(1))
+    rng = np.random.default_rng(1)
+    plain = make_task("tacotron2", SETTINGS["tacotron2"], TINY["tacotron2"])
+    idx = plain.sample_batch(c, pool, rng)
+    assert torch.equal(b0.mel, idx.mel) and torch.equal(b0.ids, idx.ids)
+    with pytest.raises(ValueError, match="replacement mels"):
+        acoustic_batch(c, [0], [np.zeros((3, 80), np.float16)])
+    with pytest.raises(ValueError, match="gta_fraction"):
+        make_task("tacotron2", dict(gta=fs_file, gta_fraction=2.0))
+    kw = dict(settings=dict(settings, self_feed=0.5, graph_mel_multiple=16, graph_in_multiple=8),
+              model_config=TINY["tacotron2"], log_every=1)
+    ra = train("tacotron2", corpus_dir, tmp_path / "a", max_steps=4, graph="off", **kw)
+    rb = train("tacotron2", corpus_dir, tmp_path / "b", max_steps=4, graph="on", **kw)
+    la = [r["loss"] for r in read_log(tmp_path / "a" / "tacotron2_log.csv")]
+    lb = [r["loss"] for r in read_log(tmp_path / "b" / "tacotron2_log.csv")]
+    # (the two steps draw different dropout masks and pad differently: both learn)
+    assert ra.step == rb.step == 4 and all(np.isfinite(la + lb))
+    assert la[-1] < la[0] and lb[-1] < lb[0]
+    with pytest.raises(TTSError, match="nope.pt"):
+        train("tacotron2", corpus_dir, tmp_path / "c", max_steps=1, model_config=TINY["tacotron2"],
+              settings=dict(settings, gta=str(tmp_path / "nope.pt")))
+    assert not (tmp_path / "c" / "tacotron2_last.pt").exists()
+
+
 def test_waveglow_sample_is_inference_with_gradients():
     """``losses.waveglow_sample``: the training model's inverse pass draws what ``infer`` draws
     from the same noise, and a loss on it reaches every coupling layer."""

@@ -7,7 +7,7 @@ would have drawn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -58,9 +58,15 @@ class AcousticBatch:
                                 self.mel_lengths)))
 
 
-def acoustic_batch(corpus: Corpus, indices: list[int]) -> AcousticBatch:
-    """Pad the items ``indices`` into one batch."""
+def acoustic_batch(corpus: Corpus, indices: list[int],
+                   mels: list[np.ndarray] | None = None) -> AcousticBatch:
+    """Pad the items ``indices`` into one batch (their mels replaced by ``mels`` where given:
+    each ``[T, n_mel]`` with its item's number of frames)."""
     items = [corpus[i] for i in indices]
+    if mels is not None:
+        if [m.shape[0] for m in mels] != [it.mel.shape[0] for it in items]:
+            raise ValueError("acoustic_batch: the replacement mels must have their items' frames")
+        items = [replace(it, mel=m) for it, m in zip(items, mels)]
     b = len(items)
     t_in = max(len(it.ids) for it in items)
     t = max(it.mel.shape[0] for it in items)

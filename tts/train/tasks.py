@@ -55,7 +55,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
                        amp=True),
     "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
                       amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900,
-                      self_feed=0.0),
+                      self_feed=0.0, gta=None, gta_fraction=1.0),
     "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
                      segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0,
                      spec_weight=0.0, spec_sigma=1.0),
@@ -122,6 +122,28 @@ def mean_mel(corpus: Corpus, pool: list[int], n: int = 200) -> Tensor:
     return torch.from_numpy(np.concatenate(frames).mean(axis=0))
 
 
+def gta_mels(fastspeech_file: str, corpus: Corpus, pool: list[int], device: torch.device
+             ) -> list[np.ndarray | None]:
+    """Ground-truth-aligned (GTA) mels: the exported FastSpeech ``fastspeech_file`` run on each
+    utterance of ``pool`` with the corpus durations (eval mode, float32), so its frames line up
+    with the real audio and mel; float16 ``[T, n_mel]``, ``None`` outside ``pool`` and for
+    utterances longer than the FastSpeech's ``max_seq_len``."""
+    from tts.checkpoints.fastspeech import load_fastspeech
+    fs = load_fastspeech(fastspeech_file).to(device).eval()
+    limit = int(fs.config.max_seq_len)
+    mels: list[np.ndarray | None] = [None] * len(corpus)
+    with torch.no_grad():   # one utterance at a time: padding would change the last frames
+        for i in pool:
+            it = corpus.items[i]
+            if it.mel.shape[0] > limit or len(it.ids) > limit:
+                continue
+            ids = torch.from_numpy(np.asarray(it.ids))[None].to(device)
+            dur = torch.from_numpy(np.asarray(it.durations))[None].to(device)
+            out = losses.fastspeech_forward(fs, ids, dur, it.mel.shape[0]).mel[0]
+            mels[i] = out.float().cpu().numpy().astype(np.float16)
+    return mels
+
+
 class FastSpeechTask(Task):
     def init_from_corpus(self, model, corpus, pool):
         with torch.no_grad():
@@ -177,10 +199,30 @@ class Tacotron2Task(Task):
         decay = int(self.settings["guide_decay_steps"])
         return w * max(0.05, 1.0 - step / decay) if decay > 0 else w
 
+    def prepare(self, corpus: Corpus, pool: list[int], device: torch.device) -> None:
+        """With the setting ``gta`` (an exported FastSpeech file), the Tacotron2 learns that
+        FastSpeech's ground-truth-aligned mels (``gta_mels``) instead of the audio's own, for
+        a fraction ``gta_fraction`` of the utterances of each batch: sequence-level knowledge
+        distillation (Kim & Rush, 2016), the FastSpeech paper's own recipe turned round. The
+        FastSpeech's mels are the conditional mean the teacher's frames scatter around; an
+        autoregressive decoder that reads its own outputs back drifts less on such targets.
+        Lengths, durations and gate targets stay the corpus's."""
+        if self.settings.get("gta"):
+            self._gta_mels = gta_mels(str(self.settings["gta"]), corpus, pool, device)
+            self._gta_corpus = id(corpus)
+
     def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator):
-        """The next batch (CPU), drawn as both the eager and the graphed step draw it."""
+        """The next batch (CPU), drawn as both the eager and the graphed step draw it; with the
+        setting ``gta``, each item's mel is the GTA one with probability ``gta_fraction``."""
         idx = bucketed_indices(self.sorted_pool(corpus, pool), self.settings["batch_size"], rng)
-        return acoustic_batch(corpus, idx)
+        if not self.settings.get("gta"):
+            return acoustic_batch(corpus, idx)
+        if getattr(self, "_gta_corpus", None) != id(corpus):
+            raise RuntimeError("Tacotron2Task.prepare must run before GTA batches are drawn")
+        use = rng.random(len(idx)) < float(self.settings.get("gta_fraction", 1.0))
+        mels = [self._gta_mels[i] if u and self._gta_mels[i] is not None else corpus[i].mel
+                for i, u in zip(idx, use)]
+        return acoustic_batch(corpus, idx, mels)
 
     def make_graph_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, corpus: Corpus,
                         pool: list[int], device: torch.device, capture: bool):
@@ -271,23 +313,9 @@ class WaveGlowTask(Task):
         frames line up with the real audio. A vocoder fine-tuned on them learns the acoustic
         model's smoothed mels (the Tacotron2 paper trained its WaveNet so). Utterances longer
         than the FastSpeech's ``max_seq_len`` keep their real mel."""
-        if not self.settings.get("gta"):
-            return
-        from tts.checkpoints.fastspeech import load_fastspeech
-        fs = load_fastspeech(str(self.settings["gta"])).to(device).eval()
-        limit = int(fs.config.max_seq_len)
-        mels: list[np.ndarray | None] = [None] * len(corpus)
-        with torch.no_grad():   # one utterance at a time: padding would change the last frames
-            for i in pool:
-                it = corpus.items[i]
-                if it.mel.shape[0] > limit or len(it.ids) > limit:
-                    continue
-                ids = torch.from_numpy(np.asarray(it.ids))[None].to(device)
-                dur = torch.from_numpy(np.asarray(it.durations))[None].to(device)
-                out = losses.fastspeech_forward(fs, ids, dur, it.mel.shape[0]).mel[0]
-                mels[i] = out.float().cpu().numpy().astype(np.float16)
-        self._gta_mels = mels
-        self._gta_corpus = id(corpus)
+        if self.settings.get("gta"):
+            self._gta_mels = gta_mels(str(self.settings["gta"]), corpus, pool, device)
+            self._gta_corpus = id(corpus)
 
     def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator
                      ) -> Tensor | tuple[Tensor, Tensor]:
@@ -342,8 +370,9 @@ def make_task(kind: str, overrides: dict[str, Any] | None = None,
         raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(TASKS)}")
     settings = dict(TRAIN_DEFAULTS[kind])
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if kind == "tacotron2" and not 0.0 <= float(settings["self_feed"]) <= 1.0:
-        raise ValueError(f"self_feed must be in [0, 1], got {settings['self_feed']!r}")
+    for key in ("self_feed", "gta_fraction"):
+        if key in settings and not 0.0 <= float(settings[key]) <= 1.0:
+            raise ValueError(f"{key} must be in [0, 1], got {settings[key]!r}")
     cfg = copy.deepcopy(MODEL_CONFIGS[kind])
     for k, v in (model_overrides or {}).items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
