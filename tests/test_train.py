@@ -463,7 +463,7 @@ def test_waveglow_trains_on_fastspeech_gta_mels(corpus_dir, tmp_path):
             it = c[i]
             ref = losses.fastspeech_forward(fs, torch.from_numpy(it.ids)[None],
                                             torch.from_numpy(it.durations)[None], it.mel.shape[0]).mel[0]
-            got = task._gta_mels[i]
+            got = task._gta_mels[0][i]
             assert got.shape == it.mel.shape and got.dtype == np.float16
             torch.testing.assert_close(torch.from_numpy(got).float(), ref, atol=0.02, rtol=0.005)
             assert np.abs(got.astype(np.float32) - it.mel.astype(np.float32)).mean() > 0.1
@@ -472,7 +472,7 @@ def test_waveglow_trains_on_fastspeech_gta_mels(corpus_dir, tmp_path):
     rng = np.random.default_rng(5)
     idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=2)]
     assert (rng.random(2) < 1.0).all()
-    a2, m2 = aligned_segments([c[i].audio for i in idx], [task._gta_mels[i] for i in idx], 2048, rng)
+    a2, m2 = aligned_segments([c[i].audio for i in idx], [task._gta_mels[0][i] for i in idx], 2048, rng)
     assert torch.equal(audio, a2) and torch.equal(mel, m2)
     # gta_fraction 0: the corpus's own mels
     real = make_task("waveglow", dict(settings, gta_fraction=0.0), TINY["waveglow"])
@@ -522,7 +522,7 @@ def test_tacotron2_learns_fastspeech_gta_mels(corpus_dir, tmp_path):
         task.sample_batch(c, pool, np.random.default_rng(0))
     task.prepare(c, pool, torch.device("cpu"))
     ref = gta_mels(fs_file, c, pool, torch.device("cpu"))
-    assert all(ref[i] is not None and np.array_equal(task._gta_mels[i], ref[i]) for i in pool)
+    assert all(ref[i] is not None and np.array_equal(task._gta_mels[0][i], ref[i]) for i in pool)
     for seed in range(4):
         b = task.sample_batch(c, pool, np.random.default_rng(seed))
         idx = bucketed_indices(task.sorted_pool(c, pool), 2, np.random.default_rng(seed))
@@ -558,6 +558,63 @@ def test_tacotron2_learns_fastspeech_gta_mels(corpus_dir, tmp_path):
         train("tacotron2", corpus_dir, tmp_path / "c", max_steps=1, model_config=TINY["tacotron2"],
               settings=dict(settings, gta=str(tmp_path / "nope.pt")))
     assert not (tmp_path / "c" / "tacotron2_last.pt").exists()
+
+
+def test_gta_mels_of_a_tacotron2_and_of_several_files(corpus_dir, tmp_path):
+    """``gta_mels`` of a Tacotron2: its teacher-forced postnet output on the real mels (prenet
+    dropout on, seeded: the same twice, and the caller's RNG left as it was), frame for frame
+    with the corpus; ``gta`` as a list: each item's mel from one of the files, both drawn; a
+    WaveGlow file is refused by name."""
+    from tts.checkpoints import load_tacotron2
+    from tts.train import losses
+    from tts.train.data import acoustic_batch, sort_by_length
+    from tts.train.export import export_acoustic
+    from tts.train.tasks import gta_mels, make_task
+    for kind in ("fastspeech", "tacotron2", "waveglow"):
+        train(kind, corpus_dir, tmp_path / kind, max_steps=2, settings=SETTINGS[kind],
+              model_config=TINY[kind])
+    export_acoustic("fastspeech", tmp_path / "fastspeech", tmp_path / "x")
+    export_acoustic("tacotron2", tmp_path / "tacotron2", tmp_path / "x")
+    fs_file, t2_file = str(tmp_path / "x" / "fastspeech.pt"), str(tmp_path / "x" / "tacotron2.pt")
+    c = Corpus(corpus_dir)
+    pool = list(range(len(c)))
+    cpu = torch.device("cpu")
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    got = gta_mels(t2_file, c, pool, cpu)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    again = gta_mels(t2_file, c, pool, cpu)
+    order = sort_by_length(np.array([c[i].mel.shape[0] for i in pool]), pool)   # one batch of 8
+    b = acoustic_batch(c, order)
+    t2 = load_tacotron2(t2_file).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ref = losses.tacotron2_forward(t2, b.ids, b.input_lengths,
+                                       b.mel.transpose(1, 2)).mel_postnet.transpose(1, 2)
+    for j, i in enumerate(order):
+        t = c[i].mel.shape[0]
+        assert got[i].shape == c[i].mel.shape and got[i].dtype == np.float16
+        assert np.array_equal(got[i], again[i])
+        torch.testing.assert_close(torch.from_numpy(got[i]).float(), ref[j, :t], atol=0.02, rtol=0.005)
+    # a list of files: each item's mel is one source's, and both sources are drawn
+    task = make_task("tacotron2", dict(SETTINGS["tacotron2"], gta=[fs_file, t2_file]),
+                     TINY["tacotron2"])
+    task.prepare(c, pool, cpu)
+    fs_mels = gta_mels(fs_file, c, pool, cpu)
+    seen = set()
+    for seed in range(6):
+        idx = [int(i) for i in np.random.default_rng(seed).permutation(pool)[:4]]
+        mels = task.pick_mels(c, idx, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        assert (rng.random(4) < 1.0).all()
+        src = rng.integers(0, 2, size=4)
+        for i, m, k in zip(idx, mels, src):
+            assert np.array_equal(m, (fs_mels, got)[int(k)][i])
+            seen.add(int(k))
+    assert seen == {0, 1}
+    export_acoustic("waveglow", tmp_path / "waveglow", tmp_path / "x")
+    with pytest.raises(ValueError, match="FastSpeech or Tacotron2"):
+        gta_mels(str(tmp_path / "x" / "waveglow.pt"), c, pool, cpu)
 
 
 def test_waveglow_sample_is_inference_with_gradients():

@@ -18,9 +18,10 @@
 # (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings
 # JSON, default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true,
 # "graph": true}; a "graph" key there is the trainer's --graph; "spec_weight"/"spec_sigma" add the
-# spectral term of a drawn sample, "gta"/"gta_fraction" train on a FastSpeech's aligned mels:
-# tts/train/tasks.py), T2_SETTINGS (chunk's Tacotron2
-# settings JSON), WG_SPEED_ARGS (wgspeed), WHL (wheel folder), OUT (exports).
+# spectral term of a drawn sample, "gta"/"gta_fraction" train on the aligned mels of exported
+# acoustic models (a FastSpeech, a Tacotron2, or a list): tts/train/tasks.py), T2_SETTINGS (chunk's
+# Tacotron2 settings JSON; "gta" there distils a FastSpeech), WG_SPEED_ARGS (wgspeed), WHL (wheel
+# folder), OUT (exports).
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)

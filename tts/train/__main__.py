@@ -201,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                    help='JSON object overriding training settings (tts/train/tasks.py TRAIN_DEFAULTS), '
                         'e.g. \'{"lr": 1e-4}\'; waveglow also takes "amp" (bf16 autocast on CUDA), '
                         '"compile" (torch.compile), "spec_weight"/"spec_sigma" (spectral loss of a drawn '
-                        'sample) and "gta"/"gta_fraction" (train on an exported FastSpeech\'s aligned mels); '
-                        'tacotron2 "self_feed" (the fraction of input frames replaced by its own '
-                        'predictions: parallel scheduled sampling) and "gta"/"gta_fraction" (learn an '
-                        'exported FastSpeech\'s aligned mels: knowledge distillation)')
+                        'sample) and "gta"/"gta_fraction" (train on the aligned mels of an exported '
+                        'FastSpeech or Tacotron2, or of a list of them); tacotron2 "self_feed" (the '
+                        'fraction of input frames replaced by its own predictions: parallel scheduled '
+                        'sampling) and "gta"/"gta_fraction" (learn an exported FastSpeech\'s aligned '
+                        'mels: knowledge distillation)')
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,
                    help="exported voice file to start from when there is no checkpoint to resume")

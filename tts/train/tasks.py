@@ -13,6 +13,7 @@ training scripts write), with the training state beside the weights:
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,35 @@ class Task:
     def prepare(self, corpus: Corpus, pool: list[int], device: torch.device) -> None:
         """Work done once before the first step (WaveGlow: its ground-truth-aligned mels)."""
 
+    def gta_files(self) -> list[str]:
+        """The setting ``gta``: one exported acoustic file, or a list of them (none: [])."""
+        g = self.settings.get("gta")
+        if not g:
+            return []
+        return [str(g)] if isinstance(g, (str, os.PathLike)) else [str(f) for f in g]
+
+    def prepare_gta(self, corpus: Corpus, pool: list[int], device: torch.device) -> None:
+        """Every ``gta`` file's GTA mels (``gta_mels``), kept for ``pick_mels``."""
+        files = self.gta_files()
+        if files:
+            self._gta_mels = [gta_mels(f, corpus, pool, device) for f in files]
+            self._gta_corpus = id(corpus)
+
+    def pick_mels(self, corpus: Corpus, idx: list[int], rng: np.random.Generator) -> list[np.ndarray]:
+        """The mels of the items ``idx``: with probability ``gta_fraction`` a GTA one (of a
+        ``gta`` file drawn uniformly when there are several), else the corpus's own (also where
+        that file has none for the item)."""
+        if getattr(self, "_gta_corpus", None) != id(corpus):
+            raise RuntimeError(f"{type(self).__name__}.prepare must run before GTA batches are drawn")
+        use = rng.random(len(idx)) < float(self.settings.get("gta_fraction", 1.0))
+        n = len(self._gta_mels)
+        src = rng.integers(0, n, size=len(idx)) if n > 1 else np.zeros(len(idx), np.int64)
+        out = []
+        for i, u, k in zip(idx, use, src):
+            m = self._gta_mels[int(k)][i] if u else None
+            out.append(corpus[i].mel if m is None else m)
+        return out
+
     def guide_weight(self, step: int) -> float:
         """Weight of the attention guide at ``step`` (Tacotron2 only)."""
         return 0.0
@@ -122,16 +152,40 @@ def mean_mel(corpus: Corpus, pool: list[int], n: int = 200) -> Tensor:
     return torch.from_numpy(np.concatenate(frames).mean(axis=0))
 
 
-def gta_mels(fastspeech_file: str, corpus: Corpus, pool: list[int], device: torch.device
-             ) -> list[np.ndarray | None]:
-    """Ground-truth-aligned (GTA) mels: the exported FastSpeech ``fastspeech_file`` run on each
-    utterance of ``pool`` with the corpus durations (eval mode, float32), so its frames line up
-    with the real audio and mel; float16 ``[T, n_mel]``, ``None`` outside ``pool`` and for
-    utterances longer than the FastSpeech's ``max_seq_len``."""
-    from tts.checkpoints.fastspeech import load_fastspeech
-    fs = load_fastspeech(fastspeech_file).to(device).eval()
-    limit = int(fs.config.max_seq_len)
+def gta_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.device,
+             batch_size: int = 16, seed: int = 0) -> list[np.ndarray | None]:
+    """Ground-truth-aligned (GTA) mels of an exported acoustic model, frame for frame with the
+    real audio and mel; float16 ``[T, n_mel]``, ``None`` outside ``pool`` (and, for a
+    FastSpeech, for utterances longer than its ``max_seq_len``).
+
+    - FastSpeech: run on each utterance with the corpus durations (eval mode, float32), one at a
+      time (padding would change the last frames).
+    - Tacotron2: teacher-forced on the real mels (the Tacotron2 paper's GTA mels for its
+      vocoder), eval mode with the prenet's dropout on as at inference (torch seed ``seed``), the
+      postnet's output; in length-sorted batches of ``batch_size``, padded as in training (the
+      decoder is causal; only the postnet's last two frames see the padding).
+    """
+    from tts.checkpoints import detect_kind, load_fastspeech, load_tacotron2
+    kind = detect_kind(acoustic_file)
     mels: list[np.ndarray | None] = [None] * len(corpus)
+    if kind == "tacotron2":
+        order = sort_by_length(np.array([it.mel.shape[0] for it in corpus.items]), pool)
+        gen = torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else [])
+        with torch.no_grad(), gen:   # building the model draws numbers too
+            t2 = load_tacotron2(acoustic_file).to(device).eval()
+            torch.manual_seed(seed)
+            for k in range(0, len(order), batch_size):
+                idx = order[k:k + batch_size]
+                b = acoustic_batch(corpus, idx).to(device)
+                out = losses.tacotron2_forward(t2, b.ids, b.input_lengths, b.mel.transpose(1, 2))
+                post = out.mel_postnet.float().transpose(1, 2).cpu().numpy()
+                for j, i in enumerate(idx):
+                    mels[i] = post[j, :corpus.items[i].mel.shape[0]].astype(np.float16)
+        return mels
+    if kind != "fastspeech":
+        raise ValueError(f"{acoustic_file}: gta needs a FastSpeech or Tacotron2 file, not a {kind}")
+    fs = load_fastspeech(acoustic_file).to(device).eval()
+    limit = int(fs.config.max_seq_len)
     with torch.no_grad():   # one utterance at a time: padding would change the last frames
         for i in pool:
             it = corpus.items[i]
@@ -207,22 +261,15 @@ class Tacotron2Task(Task):
         FastSpeech's mels are the conditional mean the teacher's frames scatter around; an
         autoregressive decoder that reads its own outputs back drifts less on such targets.
         Lengths, durations and gate targets stay the corpus's."""
-        if self.settings.get("gta"):
-            self._gta_mels = gta_mels(str(self.settings["gta"]), corpus, pool, device)
-            self._gta_corpus = id(corpus)
+        self.prepare_gta(corpus, pool, device)
 
     def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator):
         """The next batch (CPU), drawn as both the eager and the graphed step draw it; with the
-        setting ``gta``, each item's mel is the GTA one with probability ``gta_fraction``."""
+        setting ``gta``, each item's mel is a GTA one with probability ``gta_fraction``."""
         idx = bucketed_indices(self.sorted_pool(corpus, pool), self.settings["batch_size"], rng)
-        if not self.settings.get("gta"):
+        if not self.gta_files():
             return acoustic_batch(corpus, idx)
-        if getattr(self, "_gta_corpus", None) != id(corpus):
-            raise RuntimeError("Tacotron2Task.prepare must run before GTA batches are drawn")
-        use = rng.random(len(idx)) < float(self.settings.get("gta_fraction", 1.0))
-        mels = [self._gta_mels[i] if u and self._gta_mels[i] is not None else corpus[i].mel
-                for i, u in zip(idx, use)]
-        return acoustic_batch(corpus, idx, mels)
+        return acoustic_batch(corpus, idx, self.pick_mels(corpus, idx, rng))
 
     def make_graph_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, corpus: Corpus,
                         pool: list[int], device: torch.device, capture: bool):
@@ -307,30 +354,23 @@ class WaveGlowTask(Task):
         return fn
 
     def prepare(self, corpus: Corpus, pool: list[int], device: torch.device) -> None:
-        """With the setting ``gta`` (an exported FastSpeech file), the vocoder trains on that
-        FastSpeech's mels instead of the audio's own: ground-truth-aligned (GTA) mels, the
-        FastSpeech run on each utterance with the corpus durations (eval mode, float32), so its
-        frames line up with the real audio. A vocoder fine-tuned on them learns the acoustic
-        model's smoothed mels (the Tacotron2 paper trained its WaveNet so). Utterances longer
-        than the FastSpeech's ``max_seq_len`` keep their real mel."""
-        if self.settings.get("gta"):
-            self._gta_mels = gta_mels(str(self.settings["gta"]), corpus, pool, device)
-            self._gta_corpus = id(corpus)
+        """With the setting ``gta`` (an exported FastSpeech or Tacotron2 file, or a list of
+        them), the vocoder trains on those models' mels instead of the audio's own: ground-truth-
+        aligned (GTA) mels (``gta_mels``), so their frames line up with the real audio. A vocoder
+        fine-tuned on them learns the acoustic models' smoothed mels (the Tacotron2 paper trained
+        its WaveNet so). A list serves a vocoder shared by several acoustic models."""
+        self.prepare_gta(corpus, pool, device)
 
     def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator
                      ) -> Tensor | tuple[Tensor, Tensor]:
         """``[batch_size, segment_length]`` audio (CPU), drawn as both steps draw it; with the
         setting ``gta``, ``(audio, mel)``: frame-aligned windows (``data.aligned_segments``),
-        each item's mel the GTA one with probability ``gta_fraction``, else the corpus's own."""
+        each item's mel a GTA one with probability ``gta_fraction``, else the corpus's own."""
         idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=self.settings["batch_size"])]
         seg = int(self.settings["segment_length"])
-        if not self.settings.get("gta"):
+        if not self.gta_files():
             return audio_segments(corpus, idx, seg, rng)
-        if getattr(self, "_gta_corpus", None) != id(corpus):
-            raise RuntimeError("WaveGlowTask.prepare must run before GTA batches are drawn")
-        use = rng.random(len(idx)) < float(self.settings.get("gta_fraction", 1.0))
-        mels = [self._gta_mels[i] if u and self._gta_mels[i] is not None else corpus[i].mel
-                for i, u in zip(idx, use)]
+        mels = self.pick_mels(corpus, idx, rng)
         return aligned_segments([corpus[i].audio for i in idx], mels, seg, rng)
 
     def train_step_loss(self, model, corpus, pool, rng, device, step):
