@@ -280,6 +280,28 @@ def test_init_from_exported_file_continues_at_its_step(kind, corpus_dir, tmp_pat
     assert [row["step"] for row in read_log(tmp_path / "c" / f"{kind}_log.csv")] == [4, 5]
 
 
+def test_init_from_warms_the_fresh_optimizer_up_again(corpus_dir, tmp_path):
+    """A run started from an exported file has a fresh Adam: its learning rate warms up again from
+    that file's step (and a resumed run goes on with that warm-up), where a run from scratch warms
+    up from step 0."""
+    from tts.train.export import export_acoustic
+    kw = dict(settings=dict(SETTINGS["fastspeech"], warmup=10, lr=1e-3),
+              model_config=TINY["fastspeech"], log_every=1)
+
+    def last_lr(folder):
+        ck = torch.load(folder / "fastspeech_last.pt", weights_only=True)
+        return ck["optim"]["param_groups"][0]["lr"], ck["train"]["warmup_from"]
+
+    train("fastspeech", corpus_dir, tmp_path / "a", max_steps=12, **kw)
+    assert last_lr(tmp_path / "a") == (pytest.approx(1e-3), 0)     # step 12: warmed up
+    export_acoustic("fastspeech", tmp_path / "a", tmp_path / "x")
+    f = tmp_path / "x" / "fastspeech.pt"
+    train("fastspeech", corpus_dir, tmp_path / "b", max_steps=15, init_from=f, **kw)
+    assert last_lr(tmp_path / "b") == (pytest.approx(3e-4), 12)    # its 3rd step: 3/10 of the rate
+    train("fastspeech", corpus_dir, tmp_path / "b", max_steps=17, **kw)   # resumed
+    assert last_lr(tmp_path / "b") == (pytest.approx(5e-4), 12)
+
+
 def test_init_from_refuses_missing_files(corpus_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         train("tacotron2", corpus_dir, tmp_path / "t", max_steps=1, settings=SETTINGS["tacotron2"],

@@ -129,7 +129,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     ``init_from``: when there is no checkpoint to resume, start from the weights of an exported
     voice file (``tts.train export``'s fp16 ``tacotron2.pt``, ``fastspeech.pt`` or ``waveglow.pt``,
     whose folded weights are re-parametrised with weight norm) at the step it
-    records, with a fresh optimizer and the RNGs seeded from ``(seed, step)``. This is how a
+    records, with a fresh optimizer (whose learning-rate warm-up starts again there) and the
+    RNGs seeded from ``(seed, step)``. This is how a
     run continues on a new machine, where the full checkpoint could not travel; it is not
     bit-identical to an uninterrupted run.
 
@@ -185,6 +186,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
                                weight_decay=task.settings["weight_decay"])
     lr_tensor = opt.param_groups[0]["lr"]
     step = 0
+    warmup_from = 0   # the step the learning-rate warm-up counts from: where the optimizer began
     elapsed_before = 0.0
     if resume and ckpt_file.is_file():
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
@@ -197,6 +199,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
                 t2_static.restore_capturable(opt, lr_tensor)
         tr = ckpt["train"]
         step = int(tr["step"])
+        warmup_from = int(tr.get("warmup_from", 0))
         elapsed_before = float(tr.get("elapsed", 0.0))
         _set_rng(rng, tr["numpy_rng"])
         torch.set_rng_state(tr["torch_rng"])
@@ -205,6 +208,10 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         logger.info("%s: resumed from %s at step %d", kind, ckpt_file, step)
     elif init_from is not None:
         step = _init_from_export(task, model, kind, Path(init_from))
+        # A fresh Adam's first steps move every weight by about the learning rate whatever its
+        # gradient: warm up again, or a trained model is knocked off (a WaveGlow's loss went
+        # from -6.1 to +2.8 in one full-rate step).
+        warmup_from = step
         rng = np.random.default_rng([seed, step])
         torch.manual_seed(seed + step)
         logger.info("%s: initialised from %s at step %d", kind, init_from, step)
@@ -227,7 +234,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
             "step": step, "elapsed": elapsed_before + time.monotonic() - t0, "kind": kind,
             "numpy_rng": _rng_blob(rng), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-            "settings": json.dumps(task.settings), "seed": seed,
+            "settings": json.dumps(task.settings), "seed": seed, "warmup_from": warmup_from,
         }
         tmp = ckpt_file.with_suffix(".tmp")
         torch.save(payload, tmp)
@@ -240,7 +247,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
                 break
             if max_minutes is not None and time.monotonic() - t0 >= max_minutes * 60.0:
                 break
-            tlogs = train_step(task, model, opt, stepper, corpus, pool, rng, dev, step)
+            tlogs = train_step(task, model, opt, stepper, corpus, pool, rng, dev, step, warmup_from)
             step += 1
             if step % log_every == 0 or step == start_step + 1:
                 # Reading the values synchronises a GPU: only on logging steps.
@@ -267,11 +274,12 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
 
 def train_step(task: Task, model: torch.nn.Module, opt: torch.optim.Optimizer, stepper: Any,
                corpus: Corpus, pool: list[int], rng: np.random.Generator, dev: torch.device,
-               step: int) -> dict[str, torch.Tensor]:
-    """One training step at ``step`` (its learning rate from the warm-up schedule): through the
+               step: int, warmup_from: int = 0) -> dict[str, torch.Tensor]:
+    """One training step at ``step`` (its learning rate from the warm-up schedule, counted from
+    ``warmup_from``, the step the optimizer began at): through the
     graphed/static ``stepper`` where there is one, else eagerly (clipping as the task says).
     Returns the logged values as tensors (reading them synchronises a GPU)."""
-    lr = lr_at(step, task.settings["lr"], int(task.settings["warmup"]))
+    lr = lr_at(step - warmup_from, task.settings["lr"], int(task.settings["warmup"]))
     if stepper is not None:
         return stepper.step(task.sample_batch(corpus, pool, rng), lr, task.guide_weight(step))
     for g in opt.param_groups:
