@@ -112,6 +112,17 @@ def corpus_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def fastspeech_file(corpus_dir, tmp_path_factory) -> str:
+    """A tiny FastSpeech trained 3 steps on ``corpus_dir`` and exported (the ``gta`` tests' source)."""
+    from tts.train.export import export_acoustic
+    root = tmp_path_factory.mktemp("fs_export")
+    train("fastspeech", corpus_dir, root / "ck", max_steps=3, settings=SETTINGS["fastspeech"],
+          model_config=TINY["fastspeech"])
+    export_acoustic("fastspeech", root / "ck", root / "x")
+    return str(root / "x" / "fastspeech.pt")
+
+
 def test_corpus_reads_back(corpus_dir):
     c = Corpus(corpus_dir)
     assert len(c) == 8
@@ -459,19 +470,15 @@ def test_aligned_segments_line_up_with_the_windows_own_mel(corpus_dir):
     assert torch.all(m[0, :, :3] == 0) and torch.allclose(m[0, :, 3:], torch.tensor(SILENT_LOG_MEL))
 
 
-def test_waveglow_trains_on_fastspeech_gta_mels(corpus_dir, tmp_path):
+def test_waveglow_trains_on_fastspeech_gta_mels(corpus_dir, fastspeech_file, tmp_path):
     """The ``gta`` setting: the mels the vocoder trains on are the FastSpeech's, run with the
     corpus durations (so they have the real mel's frames), windowed with the audio they belong
     to; the graphed (static) step equals the eager one; the loss falls."""
     from tts.checkpoints.fastspeech import load_fastspeech
     from tts.train import losses
     from tts.train.data import aligned_segments
-    from tts.train.export import export_acoustic
     from tts.train.tasks import make_task
-    train("fastspeech", corpus_dir, tmp_path / "fs", max_steps=3, settings=SETTINGS["fastspeech"],
-          model_config=TINY["fastspeech"])
-    export_acoustic("fastspeech", tmp_path / "fs", tmp_path / "x")
-    fs_file = tmp_path / "x" / "fastspeech.pt"
+    fs_file = fastspeech_file
     settings = dict(SETTINGS["waveglow"], gta=str(fs_file))
     task = make_task("waveglow", settings, TINY["waveglow"])
     c = Corpus(corpus_dir)
@@ -522,7 +529,7 @@ def test_waveglow_gta_names_a_missing_fastspeech(corpus_dir, tmp_path):
     assert not (tmp_path / "waveglow_last.pt").exists()
 
 
-def test_tacotron2_learns_fastspeech_gta_mels(corpus_dir, tmp_path):
+def test_tacotron2_learns_fastspeech_gta_mels(corpus_dir, fastspeech_file, tmp_path):
     """Tacotron2's ``gta`` setting (knowledge distillation): each batch item's mel, its decoder
     inputs and targets, is the FastSpeech's GTA mel (fraction 1) or the corpus's (fraction 0);
     ids, durations and lengths (so the gate targets) stay the corpus's; the graphed step equals
@@ -530,12 +537,8 @@ def test_tacotron2_learns_fastspeech_gta_mels(corpus_dir, tmp_path):
     file are named."""
     from tts.errors import TTSError
     from tts.train.data import acoustic_batch, bucketed_indices
-    from tts.train.export import export_acoustic
     from tts.train.tasks import gta_mels, make_task
-    train("fastspeech", corpus_dir, tmp_path / "fs", max_steps=3, settings=SETTINGS["fastspeech"],
-          model_config=TINY["fastspeech"])
-    export_acoustic("fastspeech", tmp_path / "fs", tmp_path / "x")
-    fs_file = str(tmp_path / "x" / "fastspeech.pt")
+    fs_file = fastspeech_file
     settings = dict(SETTINGS["tacotron2"], gta=fs_file)
     task = make_task("tacotron2", settings, TINY["tacotron2"])
     c = Corpus(corpus_dir)
@@ -582,7 +585,7 @@ def test_tacotron2_learns_fastspeech_gta_mels(corpus_dir, tmp_path):
     assert not (tmp_path / "c" / "tacotron2_last.pt").exists()
 
 
-def test_gta_mels_of_a_tacotron2_and_of_several_files(corpus_dir, tmp_path):
+def test_gta_mels_of_a_tacotron2_and_of_several_files(corpus_dir, fastspeech_file, tmp_path):
     """``gta_mels`` of a Tacotron2: its teacher-forced postnet output on the real mels (prenet
     dropout on, seeded: the same twice, and the caller's RNG left as it was), frame for frame
     with the corpus; ``gta`` as a list: each item's mel from one of the files, both drawn; a
@@ -592,12 +595,11 @@ def test_gta_mels_of_a_tacotron2_and_of_several_files(corpus_dir, tmp_path):
     from tts.train.data import acoustic_batch, sort_by_length
     from tts.train.export import export_acoustic
     from tts.train.tasks import gta_mels, make_task
-    for kind in ("fastspeech", "tacotron2", "waveglow"):
+    for kind in ("tacotron2", "waveglow"):
         train(kind, corpus_dir, tmp_path / kind, max_steps=2, settings=SETTINGS[kind],
               model_config=TINY[kind])
-    export_acoustic("fastspeech", tmp_path / "fastspeech", tmp_path / "x")
     export_acoustic("tacotron2", tmp_path / "tacotron2", tmp_path / "x")
-    fs_file, t2_file = str(tmp_path / "x" / "fastspeech.pt"), str(tmp_path / "x" / "tacotron2.pt")
+    fs_file, t2_file = fastspeech_file, str(tmp_path / "x" / "tacotron2.pt")
     c = Corpus(corpus_dir)
     pool = list(range(len(c)))
     cpu = torch.device("cpu")
