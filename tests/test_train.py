@@ -230,6 +230,18 @@ def test_max_minutes_stops_a_chunk(corpus_dir, tmp_path):
     assert r.step == 0 and r.checkpoint.is_file()
 
 
+def test_until_deadline_counts_the_set_up(corpus_dir, tmp_path):
+    import time
+    # A deadline already past: the set-up runs, no step does, the checkpoint is still written.
+    r = train("fastspeech", corpus_dir, tmp_path, until=time.time(), settings=SETTINGS["fastspeech"],
+              model_config=TINY["fastspeech"])
+    assert r.step == 0 and r.checkpoint.is_file()
+    # A deadline ahead of a step cap: the cap decides.
+    r = train("fastspeech", corpus_dir, tmp_path, until=time.time() + 3600, max_steps=2,
+              settings=SETTINGS["fastspeech"], model_config=TINY["fastspeech"])
+    assert r.step == 2
+
+
 def test_export_loads_as_voices_and_speaks(corpus_dir, tmp_path):
     from tts.quality import voice_speaker
     from tts.train.export import export_voices

@@ -96,13 +96,16 @@ print({True: "on", False: "off", None: "-"}[g], json.dumps(d))' "$settings")
   run() {   # run MINUTES GRAPH: one training process, appending to train_MODEL.out
     python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
       --max-minutes "$1" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} ${2:+--graph $2} \
-      ${settings:+--settings "$settings"} $( [ -f "$init" ] && echo --init-from "$init" ) >> $W/train_$model.out 2>&1
+      ${settings:+--settings "$settings"} ${UNTIL:+--until $UNTIL} \
+      $( [ -f "$init" ] && echo --init-from "$init" ) >> $W/train_$model.out 2>&1
   }
   local t0=$SECONDS
   : > $W/train_$model.out
   if ! run "$m" "$graph"; then
     tail -n 20 $W/train_$model.out
-    if [ "$model" != fastspeech ] && [ "${graph:-auto}" != off ]; then
+    if [ -n "${UNTIL:-}" ] && [ "$(date +%s)" -ge "${UNTIL%.*}" ]; then
+      echo "$model: stopped at the deadline (UNTIL)"
+    elif [ "$model" != fastspeech ] && [ "${graph:-auto}" != off ]; then
       local left; left=$(python3 -c "print(max(0.0, $m - ($SECONDS - $t0) / 60 - 0.2))")
       echo "$model: the graphed step failed; eager for $left more minutes"   # for what is left
       run "$left" off
@@ -142,8 +145,18 @@ pack() {
 # next call right after this one returns; a cold one starts again from recipes/bundled_voice/partial.
 # On a cold machine the WaveGlow does not wait for the whole corpus: it starts once a quarter of
 # the shards are finished (a vocoder needs audio, not every text) and trains on those.
+#
+# Both trainers stop at the deadline UNTIL (SECONDS after the call began, set-up included: a
+# WaveGlow with GTA mels and a compiled step spends a minute or two before its first step, which
+# --max-minutes does not count). A watchdog sends SIGABRT to any trainer still running 25 s past
+# it (PYTHONFAULTHANDLER prints where it was into train_MODEL.out), so the exports always run:
+# on 2026-11-22 (eleventh part) a WaveGlow that had saved its checkpoint never exited, the call
+# timed out before its exports, and the machine was gone before the next call.
 chunk() {
-  local until=$1 cpid="" wgpid
+  local until=$1 cpid="" wgpid watchdog
+  export UNTIL=$(( $(date +%s) + until - SECONDS )) PYTHONFAULTHANDLER=1
+  ( sleep $(( until - SECONDS + 25 )); pkill -ABRT -f "tts.train train" || true ) &
+  watchdog=$!
   minutes_left() { python3 -c "print(round(max(0.1, ($until - $SECONDS) / 60), 2))"; }
   if ! ls $W/corpus/shard_*/DONE >/dev/null 2>&1; then
     corpus > $W/corpus.log 2>&1 &
@@ -164,7 +177,8 @@ chunk() {
   fi
   echo "tacotron2: $(minutes_left) minutes"
   SETTINGS=${T2_SETTINGS:-} cont tacotron2 "$(minutes_left)"
-  wait $wgpid
+  wait $wgpid || echo "waveglow: exit status $?"
+  kill $watchdog 2>/dev/null || true
   pack_only waveglow tacotron2
   tar -C $W -czf "$OUT/outs.tgz" train_waveglow.out train_tacotron2.out
 }

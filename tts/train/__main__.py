@@ -80,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
     r = train(args.model, args.corpus, args.out, resume=args.resume, max_steps=args.max_steps,
               max_minutes=args.max_minutes, device=args.device, seed=args.seed,
               log_every=args.log_every, save_minutes=args.save_minutes, settings=settings,
-              model_config=model_cfg, init_from=args.init_from, graph=args.graph)
+              model_config=model_cfg, init_from=args.init_from, graph=args.graph,
+              until=args.until)
     print(json.dumps({"model": r.kind, "graph": r.graph, "from_step": r.start_step, "step": r.step,
                       "seconds": round(r.seconds, 1), "losses": r.last_losses}))
     return 0
@@ -191,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="continue from OUT/<model>_last.pt if present")
     t.add_argument("--max-steps", type=int, default=None, help="stop at this total step")
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
+    t.add_argument("--until", type=float, default=None,
+                   help="start no step after this wall-clock time (Unix seconds; counts the set-up "
+                        "that --max-minutes does not)")
     t.add_argument("--save-minutes", type=float, default=3.0)
     t.add_argument("--device", default="cpu")
     t.add_argument("--seed", type=int, default=1234)

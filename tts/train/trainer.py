@@ -123,8 +123,13 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
           device: str = "cpu", seed: int = 1234, log_every: int = 10, save_minutes: float = 3.0,
           settings: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
           corpus: Corpus | None = None, init_from: str | os.PathLike[str] | None = None,
-          graph: str = "off") -> TrainResult:
+          graph: str = "off", until: float | None = None) -> TrainResult:
     """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring.
+
+    ``until``: a wall-clock deadline (Unix seconds, ``time.time()``): no step starts after it.
+    Unlike ``max_minutes``, whose clock starts at the first step, it also counts the set-up
+    (loading, GTA mels, graph capture and compilation), so a device call can be planned to the
+    second.
 
     ``init_from``: when there is no checkpoint to resume, start from the weights of an exported
     voice file (``tts.train export``'s fp16 ``tacotron2.pt``, ``fastspeech.pt`` or ``waveglow.pt``,
@@ -246,6 +251,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
             if max_steps is not None and step >= max_steps:
                 break
             if max_minutes is not None and time.monotonic() - t0 >= max_minutes * 60.0:
+                break
+            if until is not None and time.time() >= until:
                 break
             tlogs = train_step(task, model, opt, stepper, corpus, pool, rng, dev, step, warmup_from)
             step += 1
