@@ -150,8 +150,8 @@ pack() {
 # WaveGlow with GTA mels and a compiled step spends a minute or two before its first step, which
 # --max-minutes does not count). A watchdog sends SIGABRT to any trainer still running 25 s past
 # it (PYTHONFAULTHANDLER prints where it was into train_MODEL.out), so the exports always run:
-# on 2026-11-22 (eleventh part) a WaveGlow that had saved its checkpoint never exited, the call
-# timed out before its exports, and the machine was gone before the next call.
+# on 2026-11-22 (eleventh part) a WaveGlow ran past the call's end by its uncounted set-up, the
+# call timed out before its exports, and the machine was gone before the next call.
 chunk() {
   local until=$1 cpid="" wgpid watchdog
   export UNTIL=$(( $(date +%s) + until - SECONDS )) PYTHONFAULTHANDLER=1
