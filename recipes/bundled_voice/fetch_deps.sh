@@ -6,9 +6,7 @@
 #   .recipe_data/  the LJSpeech transcripts (../shared does not travel)
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-for d in /.debs/ /.whl/ /.recipe_data/; do
-  grep -qxF "$d" .git/info/exclude || echo "$d" >> .git/info/exclude
-done
+# (.gitignore ignores all three folders, so `run` carries them only when named in carry.)
 mkdir -p .debs .whl .recipe_data
 cp ../shared/data/ljspeech/train.txt ../shared/data/ljspeech/val.txt .recipe_data/
 # Festival, its lexicons, the teacher voice, and every shared library `ldd festival` names
