@@ -9,16 +9,19 @@ cd "$(git rev-parse --show-toplevel)"
 # (.gitignore ignores all three folders, so `run` carries them only when named in carry.)
 mkdir -p .debs .whl .recipe_data
 cp ../shared/data/ljspeech/train.txt ../shared/data/ljspeech/val.txt .recipe_data/
-# Festival, its lexicons, the teacher voice, and every shared library `ldd festival` names
-# except glibc/libstdc++/libgcc (the GPU image has newer ones).
+# Festival, its lexicons, the teacher voice, and the shared libraries `ldd festival` names that
+# the GPU image lacks. Not glibc/libstdc++/libgcc (the image has newer ones), nor the libraries
+# every Debian/Ubuntu image has for apt itself (libgcrypt20, libgpg-error0, liblz4-1, liblzma5,
+# libsystemd0, libzstd1): leaving those out keeps the tree that travels under 64 MiB (2026-11-22:
+# the corpus stage ran without them).
 PKGS="festival festvox-us-slt-hts festlex-cmu festlex-poslex libestools2.5 libasound2 libasound2-data
-  libasyncns0 libbsd0 libcap2 libdbus-1-3 libflac12 libgcrypt20 libgomp1 libgpg-error0 liblz4-1
-  liblzma5 libmd0 libmp3lame0 libmpg123-0 libogg0 libopus0 libpulse0 libsndfile1 libsystemd0
-  libtinfo6 libvorbis0a libvorbisenc2 libx11-6 libx11-xcb1 libxau6 libxcb1 libxdmcp6 libzstd1"
+  libasyncns0 libbsd0 libcap2 libdbus-1-3 libflac12 libgomp1 libmd0 libmp3lame0 libmpg123-0
+  libogg0 libopus0 libpulse0 libsndfile1 libtinfo6 libvorbis0a libvorbisenc2 libx11-6 libx11-xcb1
+  libxau6 libxcb1 libxdmcp6"
 apt-get update -qq
 (cd .debs && apt-get download $PKGS)
 # Wheels (pure Python, or manylinux for CPython 3.12) of the package's dependencies missing there.
 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .whl inflect more-itertools typeguard unidecode soundfile cffi pycparser
+  -d .whl inflect jaraco.functools more-itertools typeguard unidecode soundfile cffi pycparser
 du -sh .debs .whl .recipe_data
