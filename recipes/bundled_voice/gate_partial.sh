@@ -9,6 +9,12 @@
 # (about 7 minutes for two voices on 100 sentences on the 2-core machine).
 set -euo pipefail
 N_PARTIAL=${1:-20}
+VOICES=${VOICES:-slt-waveglow slt-tacotron2 slt-tacotron2-waveglow}
+for v in $VOICES; do   # checked before any work
+  case $v in slt-waveglow|slt-tacotron2|slt-tacotron2-waveglow) ;;
+    *) echo "gate_partial.sh: unknown voice '$v' in VOICES (slt-waveglow, slt-tacotron2, slt-tacotron2-waveglow)" >&2; exit 2 ;;
+  esac
+done
 cd "$(git rev-parse --show-toplevel)"
 R=recipes/bundled_voice
 if [ "$N_PARTIAL" -gt 0 ]; then
@@ -19,13 +25,7 @@ if [ "$N_PARTIAL" -gt 0 ]; then
   # no partial WaveGlow: the shipped one (behind the partial Tacotron2)
   [ -f $V/slt-waveglow/waveglow.pt ] || cp tts/voices/slt-waveglow/waveglow.pt $V/slt-waveglow/
   python3 -m tts.train manifests --out $V --name slt > /dev/null
-  VOICES=${VOICES:-slt-waveglow slt-tacotron2 slt-tacotron2-waveglow}
   pids=()
-  for v in $VOICES; do
-    case $v in slt-waveglow|slt-tacotron2|slt-tacotron2-waveglow) ;;
-      *) echo "gate_partial.sh: unknown voice '$v' in VOICES (slt-waveglow, slt-tacotron2, slt-tacotron2-waveglow)" >&2; exit 2 ;;
-    esac
-  done
   for v in $VOICES; do
     if [ ! -f $V/$v/voice.json ]; then echo "gate_partial.sh: no voice $v (partial/ lacks its model)" >&2; continue; fi
     OMP_NUM_THREADS=1 python3 -m tts.train gate $V/$v --texts ../shared/data/ljspeech/val.txt --n "$N_PARTIAL" \
