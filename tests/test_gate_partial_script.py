@@ -1,19 +1,40 @@
-"""``recipes/bundled_voice/gate_partial.sh``: a wrong name in ``VOICES`` is refused before any work."""
+"""``recipes/bundled_voice/gate_partial.sh``: wrong input is refused before any work."""
 
 import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "recipes/bundled_voice/results"
+
+
+def _run(tmp_path, args, **env):
+    before = sorted(RESULTS.iterdir())
+    r = subprocess.run(["bash", "recipes/bundled_voice/gate_partial.sh", *args], cwd=ROOT,
+                       env=dict(os.environ, TMPDIR=str(tmp_path / "tmp"), **env),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not (tmp_path / "tmp").exists() or list((tmp_path / "tmp").iterdir()) == []  # no voices built
+    assert sorted(RESULTS.iterdir()) == before
+    return r.stderr
 
 
 def test_unknown_voice_is_refused_before_any_work(tmp_path):
-    before = sorted((ROOT / "recipes/bundled_voice/results").iterdir())
-    r = subprocess.run(["bash", "recipes/bundled_voice/gate_partial.sh", "1"], cwd=ROOT,
-                       env=dict(os.environ, VOICES="slt-tacotron2 slt-nope", TMPDIR=str(tmp_path)),
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    assert "unknown voice 'slt-nope' in VOICES" in r.stderr
-    assert "Traceback" not in r.stderr and r.stdout == ""
-    assert list(tmp_path.iterdir()) == []   # no temporary voices were built
-    assert sorted((ROOT / "recipes/bundled_voice/results").iterdir()) == before
+    err = _run(tmp_path, ["1"], VOICES="slt-tacotron2 slt-nope")
+    assert "unknown voice 'slt-nope' in VOICES" in err
+
+
+@pytest.mark.parametrize("var", ["TACOTRON2", "WAVEGLOW"])
+def test_missing_model_file_is_named_before_any_work(tmp_path, var):
+    missing = tmp_path / "nope" / "model.pt"
+    err = _run(tmp_path, ["1"], **{var: str(missing), "RESULTS": str(tmp_path / "res")})
+    assert f"{var}={missing}: no such readable file" in err
+    assert not (tmp_path / "res").exists()   # checked before the results folder is made
+
+
+def test_sentence_count_must_be_a_number(tmp_path):
+    err = _run(tmp_path, ["ten"])
+    assert "N must be a whole number of sentences, not 'ten'" in err
