@@ -38,3 +38,8 @@ def test_missing_model_file_is_named_before_any_work(tmp_path, var):
 def test_sentence_count_must_be_a_number(tmp_path):
     err = _run(tmp_path, ["ten"])
     assert "N must be a whole number of sentences, not 'ten'" in err
+
+
+def test_seed_must_be_a_number(tmp_path):
+    err = _run(tmp_path, ["1"], SEED="-3")
+    assert "SEED must be a whole number, not '-3'" in err

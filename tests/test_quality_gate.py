@@ -31,6 +31,7 @@ def test_bundled_voice_is_intelligible(voice):
     assert bundled_voices()[0] == "slt" and voice in bundled_voices()
     from tts.train.gate import run_gate
     res = run_gate(voice, str(VAL), n=10)
+    assert res["seed"] == 0 and res["n"] == 10
     assert res["wer"] <= LIMITS["fastspeech"], {k: res[k] for k in ("voice", "wer")}
 
 

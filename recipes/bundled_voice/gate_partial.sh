@@ -10,6 +10,9 @@
 # TACOTRON2=FILE and WAVEGLOW=FILE gate other files than partial/'s (e.g. a call's files_at copy);
 # RESULTS=DIR (default recipes/bundled_voice/results) is where the JSONs go, e.g.
 #   TACOTRON2=/work/stage/c70/tacotron2.pt RESULTS=/tmp/g27000 bash recipes/bundled_voice/gate_partial.sh 100
+# SEED=K (default 0) draws other random numbers: the Tacotron2's prenet dropout (on at inference,
+# as in DLE) and the WaveGlow's noise. A score moves with it (recipe README, "fifteenth part"), so
+# compare files on more than one seed when they differ by a point or two.
 set -euo pipefail
 N_PARTIAL=${1:-20}
 VOICES=${VOICES:-slt-waveglow slt-tacotron2 slt-tacotron2-waveglow}
@@ -19,6 +22,8 @@ for v in $VOICES; do   # checked before any work
   esac
 done
 case $N_PARTIAL in ''|*[!0-9]*) echo "gate_partial.sh: N must be a whole number of sentences, not '$N_PARTIAL'" >&2; exit 2 ;; esac
+SEED=${SEED:-0}
+case $SEED in ''|*[!0-9]*) echo "gate_partial.sh: SEED must be a whole number, not '$SEED'" >&2; exit 2 ;; esac
 for m in TACOTRON2 WAVEGLOW; do   # a named file must exist (and be readable) before any work
   f=${!m:-}
   if [ -n "$f" ] && [ ! -r "$f" ]; then echo "gate_partial.sh: $m=$f: no such readable file" >&2; exit 2; fi
@@ -41,7 +46,7 @@ if [ "$N_PARTIAL" -gt 0 ]; then
   pids=()
   for v in $VOICES; do
     if [ ! -f $V/$v/voice.json ]; then echo "gate_partial.sh: no voice $v (partial/ lacks its model)" >&2; continue; fi
-    OMP_NUM_THREADS=1 python3 -m tts.train gate $V/$v --texts ../shared/data/ljspeech/val.txt --n "$N_PARTIAL" \
+    OMP_NUM_THREADS=1 python3 -m tts.train gate $V/$v --texts ../shared/data/ljspeech/val.txt --n "$N_PARTIAL" --seed "$SEED" \
       --out "$RESULTS/gate_partial_${v}_${N_PARTIAL}.json" > /dev/null &
     pids+=($!)
   done

@@ -43,7 +43,8 @@ def run_gate(voice: str, texts: str, *, n: int = 100, out: str | None = None,
         from tts.voice import load_voice
         speak = voice_speaker(load_voice(voice), seed=seed)
     res = evaluate(speak, [t for _, t in items], recognizer=Recognizer())
-    result = {"voice": voice, "n": len(items), "wer": res.wer, **res.as_dict()}
+    result = {"voice": voice, "n": len(items), "wer": res.wer,
+              **({} if voice == "teacher" else {"seed": seed}), **res.as_dict()}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1), encoding="utf-8")
