@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--n", type=int, default=100)
     g.add_argument("--out", default=None, help="write the full result JSON here")
     g.add_argument("--festival-prefix", default=None)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the voice's random draws (Tacotron2 prenet dropout, WaveGlow noise); "
+                        "recorded in the result (default 0)")
     g.set_defaults(fn=_gate)
 
     args = ap.parse_args(argv)
