@@ -11,8 +11,8 @@
 # RESULTS=DIR (default recipes/bundled_voice/results) is where the JSONs go, e.g.
 #   TACOTRON2=/work/stage/c70/tacotron2.pt RESULTS=/tmp/g27000 bash recipes/bundled_voice/gate_partial.sh 100
 # SEED=K (default 0) draws other random numbers: the Tacotron2's prenet dropout (on at inference,
-# as in DLE) and the WaveGlow's noise. A score moves with it (recipe README, "fifteenth part"), so
-# compare files on more than one seed when they differ by a point or two.
+# as in DLE) and the WaveGlow's noise. A score moves with it by up to 2.6 points (recipe README,
+# "sixteenth part": one seed is worth about +-0.9), so compare files on the mean of four seeds.
 set -euo pipefail
 N_PARTIAL=${1:-20}
 VOICES=${VOICES:-slt-waveglow slt-tacotron2 slt-tacotron2-waveglow}
