@@ -35,17 +35,21 @@ export PYTHONPATH=/tmp/site:$ROOT
 PREFIX=/tmp/festival
 
 corpus() {
-  if [ ! -x $PREFIX/usr/bin/festival ]; then
-    for f in .debs/*.deb; do dpkg -x "$f" $PREFIX; done
+  local texts=$W/train.txt   # fetch_deps.sh gzips the transcripts so that the carry stays small
+  if [ -f .recipe_data/train.txt.gz ]; then python3 -c "import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), sys.stdout.buffer)" .recipe_data/train.txt.gz > $texts
+  elif [ -f .recipe_data/train.txt ]; then cp .recipe_data/train.txt $texts
+  else echo "gpu.sh: no .recipe_data/train.txt.gz: run recipes/bundled_voice/fetch_deps.sh and carry .recipe_data" >&2; exit 2
   fi
-  local texts=.recipe_data/train.txt
   if [ -n "${CORPUS_OFFSET:-}" ]; then   # a different slice of train.txt per call: more variety
+    tail -n +$((CORPUS_OFFSET + 1)) $W/train.txt > $W/texts_slice.txt
     texts=$W/texts_slice.txt
-    tail -n +$((CORPUS_OFFSET + 1)) .recipe_data/train.txt > $texts
     if [ ! -s $texts ]; then
-      echo "gpu.sh: CORPUS_OFFSET=$CORPUS_OFFSET is past the end of .recipe_data/train.txt ($(wc -l < .recipe_data/train.txt) lines)" >&2
+      echo "gpu.sh: CORPUS_OFFSET=$CORPUS_OFFSET is past the end of train.txt ($(wc -l < $W/train.txt) lines)" >&2
       exit 2
     fi
+  fi
+  if [ ! -x $PREFIX/usr/bin/festival ]; then
+    for f in .debs/*.deb; do dpkg -x "$f" $PREFIX; done
   fi
   python3 -m tts.train corpus --texts $texts --out $W/corpus \
     --shards ${CORPUS_SHARDS:-64} --jobs "$(nproc)" --festival-prefix $PREFIX ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT}
