@@ -43,3 +43,16 @@ def test_sentence_count_must_be_a_number(tmp_path):
 def test_seed_must_be_a_number(tmp_path):
     err = _run(tmp_path, ["1"], SEED="-3")
     assert "SEED must be a whole number, not '-3'" in err
+
+
+def test_uninstalled_package_is_named_before_any_work(tmp_path):
+    # a python3 without site-packages: `tts` still imports from the checkout, its engines do not
+    # (pyproject.toml maps the engines/ folder to tts.engines only in an install)
+    import sys
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    err = _run(tmp_path, ["1"], PATH=f"{bin_dir}:{os.environ['PATH']}",
+               TACOTRON2=str(ROOT / "recipes/bundled_voice/partial/tacotron2.pt"))
+    assert "tts package is not installed here" in err and "bash install.sh" in err

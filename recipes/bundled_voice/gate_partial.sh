@@ -29,6 +29,12 @@ for m in TACOTRON2 WAVEGLOW; do   # a named file must exist (and be readable) be
   if [ -n "$f" ] && [ ! -r "$f" ]; then echo "gate_partial.sh: $m=$f: no such readable file" >&2; exit 2; fi
   if [ -n "$f" ]; then printf -v "$m" '%s' "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"; fi
 done
+# the package must be installed (bash install.sh): from the checkout alone `tts` imports but its
+# engines (package dir engines/, mapped to tts.engines by pyproject.toml) do not, and every WaveGlow
+# voice would fail minutes in
+if ! (cd "$(git rev-parse --show-toplevel)" && python3 -c "import tts.engines, tts.train" 2>/dev/null); then
+  echo "gate_partial.sh: the tts package is not installed here (tts.engines does not import): run bash install.sh" >&2; exit 2
+fi
 if [ -n "${RESULTS:-}" ]; then mkdir -p "$RESULTS"; RESULTS=$(cd "$RESULTS" && pwd); fi
 cd "$(git rev-parse --show-toplevel)"
 R=recipes/bundled_voice
