@@ -246,3 +246,57 @@ def test_self_feed_setting_is_checked_and_reaches_the_graph_step():
     corpus = SimpleNamespace(items=[item, item])
     st = task.make_graph_step(m, opt, corpus, [0, 1], torch.device("cpu"), capture=False)
     assert st.self_feed == 0.25
+
+
+def test_self_feed_passes_feed_the_kth_pass_predictions(no_dropout):
+    """self_feed_passes=2: the inputs are the predictions of a pass that was fed the first's."""
+    b = _batch([(7, 23), (11, 30)], seed=8)
+    m = _model(6)
+    mel = b.mel.transpose(1, 2)
+    memory = m.encode(b.ids, b.input_lengths)
+    with torch.no_grad():
+        first, _, _ = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, mel)
+        second, _, _ = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, first)
+    want = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, second)
+    got = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, mel, self_feed=1.0,
+                                       self_feed_passes=2)
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w)
+    one = losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, mel, self_feed=1.0)
+    assert not torch.allclose(one[0], got[0])  # a second generation of inputs is a different one
+    with pytest.raises(ValueError, match="self_feed_passes"):
+        losses.teacher_forced_decode(m.decoder, memory, b.input_lengths, mel, 1.0, 0)
+
+
+def test_self_feed_passes_static_step_equals_the_eager_one(no_dropout):
+    b = _batch([(7, 23), (11, 30), (4, 12)], seed=9)
+    m_eager, m_static = _model(7), _model(7)
+    mel = b.mel.transpose(1, 2)
+    out = losses.tacotron2_forward(m_eager, b.ids, b.input_lengths, mel, self_feed=1.0, self_feed_passes=3)
+    prior = losses.duration_prior(b.durations, b.input_lengths, mel.shape[2])
+    loss_e, _ = losses.tacotron2_loss(out, mel, b.mel_lengths, prior, b.input_lengths, 0.7)
+    loss_e.backward()
+    loss_s, _ = static_loss(m_static, pad_batch(b, 32, 64), torch.tensor(0.7), "cudnn", self_feed=1.0,
+                            self_feed_passes=3)
+    loss_s.backward()
+    assert float(loss_s.detach()) == pytest.approx(float(loss_e.detach()), rel=1e-5)
+    ge, gs = _grads(m_eager), _grads(m_static)
+    for n in ge:  # float32 round-off through four decoder loops: a few 1e-6 on gradients near 1
+        torch.testing.assert_close(gs[n], ge[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_self_feed_passes_setting_is_checked(bad):
+    with pytest.raises(ValueError, match="self_feed_passes"):
+        make_task("tacotron2", dict(self_feed=0.5, self_feed_passes=bad), TINY)
+
+
+def test_self_feed_passes_reach_the_graph_step_and_default_to_one():
+    m = _model(0)
+    item = SimpleNamespace(mel=np.zeros((40, 80), np.float32), ids=np.ones(9, np.int64))
+    corpus = SimpleNamespace(items=[item, item])
+    for overrides, want in ((dict(self_feed=0.5), 1), (dict(self_feed=0.5, self_feed_passes=2), 2)):
+        task = make_task("tacotron2", overrides, TINY)
+        opt = make_optimizer(m, task.settings, torch.device("cpu"), capturable=False)
+        st = task.make_graph_step(m, opt, corpus, [0, 1], torch.device("cpu"), capture=False)
+        assert st.self_feed_passes == want

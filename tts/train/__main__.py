@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                         'sample) and "gta"/"gta_fraction" (train on the aligned mels of an exported '
                         'FastSpeech or Tacotron2, or of a list of them); tacotron2 "self_feed" (the '
                         'fraction of input frames replaced by its own predictions: parallel scheduled '
-                        'sampling) and "gta"/"gta_fraction" (learn an exported FastSpeech\'s aligned '
+                        'sampling; "self_feed_passes" K: predictions of the K-th gradient-free pass, '
+                        'each fed the one before) and "gta"/"gta_fraction" (learn an exported FastSpeech\'s aligned '
                         'mels: knowledge distillation)')
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,

@@ -89,9 +89,9 @@ class Tacotron2TrainOutput:
 
 
 def tacotron2_forward(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel: Tensor,
-                      self_feed: float = 0.0) -> Tacotron2TrainOutput:
+                      self_feed: float = 0.0, self_feed_passes: int = 1) -> Tacotron2TrainOutput:
     """Teacher forcing: ``mel [B, n_mel, T]`` ground truth; frame t is predicted from frame t-1
-    (``self_feed``: see ``teacher_forced_decode``).
+    (``self_feed``, ``self_feed_passes``: see ``teacher_forced_decode``).
 
     Needs ``n_frames_per_step == 1``. The prenet runs over all inputs at once with dropout 0.5
     (DLE keeps it on always); the rest is ``Decoder.step``'s arithmetic.
@@ -100,13 +100,15 @@ def tacotron2_forward(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel:
     if dec.n_frames_per_step != 1:
         raise ValueError("training supports n_frames_per_step == 1 only")
     memory = model.encode(ids, input_lengths)
-    mel_out, gates, aligns = teacher_forced_decode(dec, memory, input_lengths, mel, self_feed)
+    mel_out, gates, aligns = teacher_forced_decode(dec, memory, input_lengths, mel, self_feed,
+                                                   self_feed_passes)
     return Tacotron2TrainOutput(mel=mel_out, mel_postnet=model.postnet_forward(mel_out),
                                 gate=gates, alignments=aligns)
 
 
 def teacher_forced_decode(dec: nn.Module, memory: Tensor, input_lengths: Tensor, mel: Tensor,
-                          self_feed: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+                          self_feed: float = 0.0, self_feed_passes: int = 1
+                          ) -> tuple[Tensor, Tensor, Tensor]:
     """The decoder loop of ``tacotron2_forward`` over all ``T`` frames of ``mel [B, n_mel, T]``:
     ``(mel_out [B, n_mel, T], gate logits [B, T], alignments [B, T, T_in])``.
 
@@ -115,12 +117,21 @@ def teacher_forced_decode(dec: nn.Module, memory: Tensor, input_lengths: Tensor,
     pass without gradients predicts every frame; each input frame is then replaced by that
     prediction with probability ``self_feed``, and the loop runs again on the mixture, with
     gradients. The targets stay the real frames. Static shapes: CUDA-graph capturable.
+
+    ``self_feed_passes`` K > 1: the predictions mixed in are those of the K-th gradient-free pass,
+    pass k fed pass k-1's predictions (a Jacobi iteration of the autoregression, which converges
+    to the free-running output): inputs K generations of self-dependence deep. At inference the
+    second generation is where intelligibility starts to go (recipe README, eighteenth part).
     """
+    if self_feed_passes < 1:
+        raise ValueError(f"self_feed_passes must be at least 1, got {self_feed_passes!r}")
     if self_feed > 0.0:
         with torch.no_grad():
-            first, _, _ = _decode_loop(dec, memory, input_lengths, mel)
+            own_mel = mel
+            for _ in range(self_feed_passes):
+                own_mel, _, _ = _decode_loop(dec, memory, input_lengths, own_mel)
         own = torch.rand(mel.shape[0], 1, mel.shape[2], device=mel.device) < self_feed
-        mel = torch.where(own, first.to(mel.dtype), mel)
+        mel = torch.where(own, own_mel.to(mel.dtype), mel)
     return _decode_loop(dec, memory, input_lengths, mel)
 
 

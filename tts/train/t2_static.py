@@ -161,8 +161,8 @@ def postnet_static(model: Tacotron2, mel: Tensor, extent: Tensor) -> Tensor:
 
 
 def tacotron2_forward_static(model: Tacotron2, ids: Tensor, input_lengths: Tensor, mel: Tensor,
-                             mel_lengths: Tensor, lstm_impl: str = "cudnn", self_feed: float = 0.0
-                             ) -> losses.Tacotron2TrainOutput:
+                             mel_lengths: Tensor, lstm_impl: str = "cudnn", self_feed: float = 0.0,
+                             self_feed_passes: int = 1) -> losses.Tacotron2TrainOutput:
     """``losses.tacotron2_forward`` on a batch padded to a bucket (``ids [B, T_in]``,
     ``mel [B, n_mel, T]``): equal to it at the real frames and symbols, no host syncs."""
     dec = model.decoder
@@ -172,17 +172,19 @@ def tacotron2_forward_static(model: Tacotron2, ids: Tensor, input_lengths: Tenso
     ext_in = (torch.arange(t_in, device=ids.device) < input_lengths.max()).to(mel.dtype)[None, None]
     ext_mel = (torch.arange(t, device=mel.device) < mel_lengths.max()).to(mel.dtype)[None, None]
     memory = encode_static(model, ids, input_lengths, ext_in, lstm_impl)
-    mel_out, gates, aligns = losses.teacher_forced_decode(dec, memory, input_lengths, mel, self_feed)
+    mel_out, gates, aligns = losses.teacher_forced_decode(dec, memory, input_lengths, mel, self_feed,
+                                                          self_feed_passes)
     return losses.Tacotron2TrainOutput(mel=mel_out, mel_postnet=postnet_static(model, mel_out, ext_mel),
                                        gate=gates, alignments=aligns)
 
 
 def static_loss(model: Tacotron2, b: AcousticBatch, guide_weight: float | Tensor,
-                lstm_impl: str = "cudnn", self_feed: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+                lstm_impl: str = "cudnn", self_feed: float = 0.0, self_feed_passes: int = 1
+                ) -> tuple[Tensor, dict[str, Tensor]]:
     """Forward and loss of a bucket-padded batch (``Tacotron2Task``'s loss)."""
     mel = b.mel.transpose(1, 2)
     out = tacotron2_forward_static(model, b.ids, b.input_lengths, mel, b.mel_lengths, lstm_impl,
-                                   self_feed)
+                                   self_feed, self_feed_passes)
     use_guide = isinstance(guide_weight, Tensor) or guide_weight > 0
     prior = losses.duration_prior(b.durations, b.input_lengths, mel.shape[2]) if use_guide else None
     return losses.tacotron2_loss(out, mel, b.mel_lengths, prior, b.input_lengths, guide_weight)
@@ -237,7 +239,8 @@ class Tacotron2GraphStep:
     def __init__(self, model: Tacotron2, optimizer: torch.optim.Optimizer, device: torch.device, *,
                  grad_clip: float, use_guide: bool, capture: bool, t_in_table: dict[int, int] | None = None,
                  mel_multiple: int = 64, in_multiple: int = 32, warmup: int = 2,
-                 warmup_per_bucket: int = 0, lstm_impl: str = "cudnn", self_feed: float = 0.0) -> None:
+                 warmup_per_bucket: int = 0, lstm_impl: str = "cudnn", self_feed: float = 0.0,
+                 self_feed_passes: int = 1) -> None:
         self.model, self.opt, self.device = model, optimizer, torch.device(device)
         self.grad_clip, self.use_guide = float(grad_clip), bool(use_guide)
         self.capture = bool(capture)
@@ -250,6 +253,7 @@ class Tacotron2GraphStep:
         self.warmup, self.warmup_per_bucket = int(warmup), int(warmup_per_bucket)
         self.lstm_impl = lstm_impl
         self.self_feed = float(self_feed)
+        self.self_feed_passes = int(self_feed_passes)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.buffers: dict[tuple[int, int], AcousticBatch] = {}
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
@@ -306,7 +310,7 @@ class Tacotron2GraphStep:
     def _iteration(self, buf: AcousticBatch) -> None:
         """Forward, backward, clipping, Adam; logs into ``self.out`` (allocated on first use)."""
         loss, logs = static_loss(self.model, buf, self.gw if self.use_guide else 0.0, self.lstm_impl,
-                                 self.self_feed)
+                                 self.self_feed, self.self_feed_passes)
         loss.backward()
         if self.grad_clip > 0:
             logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip,

@@ -56,7 +56,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
                        amp=True),
     "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
                       amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900,
-                      self_feed=0.0, gta=None, gta_fraction=1.0),
+                      self_feed=0.0, self_feed_passes=1, gta=None, gta_fraction=1.0),
     "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
                      segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0,
                      spec_weight=0.0, spec_sigma=1.0),
@@ -287,13 +287,15 @@ class Tacotron2Task(Task):
             t_in_table=Tacotron2GraphStep.t_in_for_buckets(mel_len, in_len, mm, im),
             mel_multiple=mm, in_multiple=im, warmup=int(s.get("graph_warmup", 2)),
             warmup_per_bucket=int(s.get("graph_warmup_per_bucket", 0)),
-            lstm_impl=str(s.get("graph_lstm", "cudnn")), self_feed=float(s.get("self_feed", 0.0)))
+            lstm_impl=str(s.get("graph_lstm", "cudnn")), self_feed=float(s.get("self_feed", 0.0)),
+            self_feed_passes=int(s.get("self_feed_passes", 1)))
 
     def train_step_loss(self, model, corpus, pool, rng, device, step):
         b = self.sample_batch(corpus, pool, rng).to(device)
         mel = b.mel.transpose(1, 2)  # [B, n_mel, T]
         out = losses.tacotron2_forward(model, b.ids, b.input_lengths, mel,
-                                       float(self.settings.get("self_feed", 0.0)))
+                                       float(self.settings.get("self_feed", 0.0)),
+                                       int(self.settings.get("self_feed_passes", 1)))
         gw = self.guide_weight(step)
         prior = losses.duration_prior(b.durations, b.input_lengths, mel.shape[2]) if gw > 0 else None
         return losses.tacotron2_loss(out, mel, b.mel_lengths, prior, b.input_lengths, gw)
@@ -413,6 +415,10 @@ def make_task(kind: str, overrides: dict[str, Any] | None = None,
     for key in ("self_feed", "gta_fraction"):
         if key in settings and not 0.0 <= float(settings[key]) <= 1.0:
             raise ValueError(f"{key} must be in [0, 1], got {settings[key]!r}")
+    if "self_feed_passes" in settings:
+        v = settings["self_feed_passes"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"self_feed_passes must be a whole number of passes >= 1, got {v!r}")
     cfg = copy.deepcopy(MODEL_CONFIGS[kind])
     for k, v in (model_overrides or {}).items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
