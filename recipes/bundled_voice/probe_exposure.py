@@ -14,9 +14,8 @@ mels that the free-running gate never sees:
 
 Prenet dropout is on in every pass, as at inference (torch seed 0). ``TEXTS=FILE`` replaces
 ``../shared/data/ljspeech/val.txt`` (the tests use ``tests/fixtures/ljspeech_val_100.txt``, its
-first 100 lines). Run from the repository root
-with the package installed (``bash install.sh``); one run of 100 sentences takes 5-10 minutes on
-one core.
+first 100 lines). Run from the repository root with the package installed (``bash install.sh``);
+100 sentences took 6 minutes for ``fs`` and ``j1`` and 14 for ``j5`` (three runs sharing 2 cores).
 """
 
 from __future__ import annotations
