@@ -2,7 +2,8 @@
 ``.recipe_data/`` (gzipped so that the tree that travels to the GPU stays under 64 MiB). Its text
 stage runs before Festival is needed, so these run here without Festival: the transcripts are
 unpacked whole into the work folder, an offset past their end is refused naming the line count,
-and a missing ``.recipe_data`` is refused naming the command that makes it."""
+so is a slice shorter than ``CORPUS_LIMIT`` (twentieth part: lines 12 000-14 999 held only 500, and
+two branches trained on them many times over without a word), and a missing ``.recipe_data`` is refused naming the command that makes it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,18 @@ def test_gzipped_transcripts_are_unpacked_and_an_offset_past_their_end_is_refuse
     assert "CORPUS_OFFSET=3 is past the end of train.txt (3 lines)" in r.stderr
     assert "Traceback" not in r.stderr
     assert (tmp_path / "work" / "train.txt").read_text().splitlines() == LINES
+
+
+def test_a_slice_shorter_than_the_limit_is_refused_naming_the_largest_offset(tmp_path):
+    (tmp_path / ".recipe_data").mkdir()
+    with gzip.open(tmp_path / ".recipe_data" / "train.txt.gz", "wt") as f:
+        f.write("\n".join(LINES) + "\n")
+    r = _corpus(tmp_path, CORPUS_OFFSET="2", CORPUS_LIMIT="2")
+    assert r.returncode == 2, r.stderr
+    assert ("CORPUS_OFFSET=2 leaves 1 of train.txt's 3 lines, fewer than CORPUS_LIMIT=2: "
+            "pick an offset at most 1") in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "work" / "corpus").exists()
 
 
 def test_missing_transcripts_name_fetch_deps(tmp_path):
