@@ -632,6 +632,24 @@ def test_gta_mels_of_a_tacotron2_and_of_several_files(corpus_dir, fastspeech_fil
         assert got[i].shape == c[i].mel.shape and got[i].dtype == np.float16
         assert np.array_equal(got[i], again[i])
         torch.testing.assert_close(torch.from_numpy(got[i]).float(), ref[j, :t], atol=0.02, rtol=0.005)
+    # gta_generation 3: the third self-fed generation, still frame for frame with the corpus
+    third = gta_mels(t2_file, c, pool, cpu, generation=3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ref3 = losses.tacotron2_forward(t2, b.ids, b.input_lengths, b.mel.transpose(1, 2), self_feed=1.0,
+                                        self_feed_passes=2).mel_postnet.transpose(1, 2)
+    for j, i in enumerate(order):
+        t = c[i].mel.shape[0]
+        assert third[i].shape == c[i].mel.shape
+        torch.testing.assert_close(torch.from_numpy(third[i]).float(), ref3[j, :t], atol=0.02, rtol=0.005)
+    assert max(float(np.abs(third[i].astype(np.float32) - got[i].astype(np.float32)).max()) for i in pool) > 0.05
+    task3 = make_task("waveglow", dict(SETTINGS["waveglow"], gta=t2_file, gta_generation=3), TINY["waveglow"])
+    task3.prepare(c, pool, cpu)
+    for i in pool:
+        assert np.array_equal(task3._gta_mels[0][i], third[i])
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="gta_generation must be a whole number >= 1"):
+            make_task("waveglow", dict(gta=t2_file, gta_generation=bad))
     # a list of files: each item's mel is one source's, and both sources are drawn
     task = make_task("tacotron2", dict(SETTINGS["tacotron2"], gta=[fs_file, t2_file]),
                      TINY["tacotron2"])

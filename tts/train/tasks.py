@@ -56,9 +56,10 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
                        amp=True),
     "tacotron2": dict(batch_size=64, lr=1e-3, warmup=500, grad_clip=1.0, weight_decay=1e-6,
                       amp=False, guide_weight=1.0, guide_decay_steps=6000, max_frames=900,
-                      self_feed=0.0, self_feed_passes=1, gta=None, gta_fraction=1.0),
+                      self_feed=0.0, self_feed_passes=1, gta=None, gta_fraction=1.0, gta_generation=1),
     "waveglow": dict(batch_size=24, lr=2e-4, warmup=200, grad_clip=0.0, weight_decay=0.0, amp=False,
                      segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0,
+                     gta_generation=1,
                      spec_weight=0.0, spec_sigma=1.0),
 }
 
@@ -118,7 +119,8 @@ class Task:
         """Every ``gta`` file's GTA mels (``gta_mels``), kept for ``pick_mels``."""
         files = self.gta_files()
         if files:
-            self._gta_mels = [gta_mels(f, corpus, pool, device) for f in files]
+            gen = int(self.settings.get("gta_generation", 1))
+            self._gta_mels = [gta_mels(f, corpus, pool, device, generation=gen) for f in files]
             self._gta_corpus = id(corpus)
 
     def pick_mels(self, corpus: Corpus, idx: list[int], rng: np.random.Generator) -> list[np.ndarray]:
@@ -153,7 +155,7 @@ def mean_mel(corpus: Corpus, pool: list[int], n: int = 200) -> Tensor:
 
 
 def gta_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.device,
-             batch_size: int = 16, seed: int = 0) -> list[np.ndarray | None]:
+             batch_size: int = 16, seed: int = 0, generation: int = 1) -> list[np.ndarray | None]:
     """Ground-truth-aligned (GTA) mels of an exported acoustic model, frame for frame with the
     real audio and mel; float16 ``[T, n_mel]``, ``None`` outside ``pool`` (and, for a
     FastSpeech, for utterances longer than its ``max_seq_len``).
@@ -164,6 +166,10 @@ def gta_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.
       vocoder), eval mode with the prenet's dropout on as at inference (torch seed ``seed``), the
       postnet's output; in length-sorted batches of ``batch_size``, padded as in training (the
       decoder is causal; only the postnet's last two frames see the padding).
+      ``generation`` K > 1 (setting ``gta_generation``): the K-th generation instead, each pass
+      teacher-forced on the last one's decoder frames (``teacher_forced_decode`` with
+      ``self_feed`` 1.0 and K - 1 passes): still frame for frame with the audio, but as the
+      Tacotron2's own inputs make it at inference. A FastSpeech has one generation only.
     """
     from tts.checkpoints import detect_kind, load_fastspeech, load_tacotron2
     kind = detect_kind(acoustic_file)
@@ -177,7 +183,9 @@ def gta_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.
             for k in range(0, len(order), batch_size):
                 idx = order[k:k + batch_size]
                 b = acoustic_batch(corpus, idx).to(device)
-                out = losses.tacotron2_forward(t2, b.ids, b.input_lengths, b.mel.transpose(1, 2))
+                out = losses.tacotron2_forward(t2, b.ids, b.input_lengths, b.mel.transpose(1, 2),
+                                               self_feed=1.0 if generation > 1 else 0.0,
+                                               self_feed_passes=max(1, generation - 1))
                 post = out.mel_postnet.float().transpose(1, 2).cpu().numpy()
                 for j, i in enumerate(idx):
                     mels[i] = post[j, :corpus.items[i].mel.shape[0]].astype(np.float16)
@@ -415,10 +423,10 @@ def make_task(kind: str, overrides: dict[str, Any] | None = None,
     for key in ("self_feed", "gta_fraction"):
         if key in settings and not 0.0 <= float(settings[key]) <= 1.0:
             raise ValueError(f"{key} must be in [0, 1], got {settings[key]!r}")
-    if "self_feed_passes" in settings:
-        v = settings["self_feed_passes"]
+    for key in ("self_feed_passes", "gta_generation"):
+        v = settings.get(key, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"self_feed_passes must be a whole number of passes >= 1, got {v!r}")
+            raise ValueError(f"{key} must be a whole number >= 1, got {v!r}")
     cfg = copy.deepcopy(MODEL_CONFIGS[kind])
     for k, v in (model_overrides or {}).items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
