@@ -3,7 +3,8 @@
 stage runs before Festival is needed, so these run here without Festival: the transcripts are
 unpacked whole into the work folder, an offset past their end is refused naming the line count,
 so is a slice shorter than ``CORPUS_LIMIT`` (twentieth part: lines 12 000-14 999 held only 500, and
-two branches trained on them many times over without a word), and a missing ``.recipe_data`` is refused naming the command that makes it."""
+two branches trained on them many times over without a word), and a missing ``.recipe_data`` is
+refused naming the command that makes it."""
 
 from __future__ import annotations
 

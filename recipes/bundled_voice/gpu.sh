@@ -47,9 +47,9 @@ corpus() {
       echo "gpu.sh: CORPUS_OFFSET=$CORPUS_OFFSET is past the end of train.txt ($(wc -l < $W/train.txt) lines)" >&2
       exit 2
     fi
-    local left; left=$(wc -l < $texts)
+    local left total; left=$(wc -l < $texts); total=$(wc -l < $W/train.txt)
     if [ -n "${CORPUS_LIMIT:-}" ] && [ "$left" -lt "$CORPUS_LIMIT" ]; then   # a short slice overfits quietly
-      echo "gpu.sh: CORPUS_OFFSET=$CORPUS_OFFSET leaves $left of train.txt's $(wc -l < $W/train.txt) lines, fewer than CORPUS_LIMIT=$CORPUS_LIMIT: pick an offset at most $(( $(wc -l < $W/train.txt) - CORPUS_LIMIT ))" >&2
+      echo "gpu.sh: CORPUS_OFFSET=$CORPUS_OFFSET leaves $left of train.txt's $total lines, fewer than CORPUS_LIMIT=$CORPUS_LIMIT: pick an offset at most $((total - CORPUS_LIMIT))" >&2
       exit 2
     fi
   fi
