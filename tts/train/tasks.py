@@ -121,7 +121,7 @@ class Task:
         if files:
             gen = int(self.settings.get("gta_generation", 1))
             # a Tacotron2's decoder loop costs about the same per step at batch 16 or 64: fewer
-            # batches on a GPU (3 self-fed passes over 1 500 utterances: about 4 minutes at 16)
+            # batches on a GPU (3 self-fed passes over 1 500 utterances: by estimate 4 minutes at 16)
             bs = 64 if device.type == "cuda" else 16
             self._gta_mels = [gta_mels(f, corpus, pool, device, batch_size=bs, generation=gen)
                               for f in files]
