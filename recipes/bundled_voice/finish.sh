@@ -3,7 +3,8 @@
 # FILES_AT: the folder where the device tool put $OUT's files, from `gpu.sh pack`
 # (voices.tar.partNN + logs.tgz) or from `gpu.sh pack-only ...` (MODEL.pt or MODEL.pt.partNN).
 # Puts FastSpeech into tts/voices/slt/ (the shipped voice: FastSpeech + Griffin-Lim), WaveGlow and
-# Tacotron2 into recipes/bundled_voice/partial/ (seeds for further training), logs into results/,
+# Tacotron2 into recipes/bundled_voice/partial/ (seeds for further training), logs into results/
+# (the loss logs gzipped: results/logs/*.csv.gz),
 # rewrites the manifest and runs the 100-sentence gate; then gates the partial models' voices
 # (FastSpeech + WaveGlow, Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow) on N_PARTIAL sentences
 # (default 20; 0 skips) with gate_partial.sh.
@@ -17,12 +18,20 @@ if ls "$SRC"/voices.tar.part* >/dev/null 2>&1; then
   tar -C $T -xf $T/voices.tar                 # voices/slt{,-tacotron2,-waveglow}/MODEL.pt
   for f in $T/voices/*/*.pt; do cp "$f" $T/; done
   mkdir -p $R/results && tar -C $R/results -xzf "$SRC/logs.tgz"
+  # the loss logs are kept gzipped in results/logs (tts.train plot and read_log read .csv.gz)
+  tar -tzf "$SRC/logs.tgz" | { grep -E '^(\./)?logs/[^/]*\.csv$' || true; } | while read -r f; do
+    gzip -9 -n -f "$R/results/$f"
+  done
 else
   for m in fastspeech tacotron2 waveglow; do
     if ls "$SRC"/$m.pt.part* >/dev/null 2>&1; then cat "$SRC"/$m.pt.part* > $T/$m.pt
     elif [ -f "$SRC/$m.pt" ]; then cp "$SRC/$m.pt" $T/; fi
   done
-  mkdir -p $R/results/logs && cp "$SRC"/*_log_continued.csv $R/results/logs/ 2>/dev/null || true
+  mkdir -p $R/results/logs
+  for f in "$SRC"/*_log_continued.csv; do   # kept gzipped (gzip -9 -n), as every log in results/logs
+    [ -f "$f" ] || continue
+    gzip -9 -n -c "$f" > "$R/results/logs/$(basename "$f").gz"
+  done
 fi
 mkdir -p tts/voices/slt $R/partial
 [ -f $T/fastspeech.pt ] && cp $T/fastspeech.pt tts/voices/slt/

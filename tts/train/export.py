@@ -156,7 +156,10 @@ def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
 
 
 def plot_losses(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """One PNG per ``<kind>_log.csv`` in ``ckpt_dir`` (every logged loss term vs step)."""
+    """One PNG per ``<kind>_log.csv`` in ``ckpt_dir`` (every logged loss term vs step).
+
+    A gzipped ``<kind>_log.csv.gz`` is read too; where a kind has both, the plain file is
+    plotted (once)."""
     try:
         import matplotlib
     except ImportError:
@@ -169,11 +172,15 @@ def plot_losses(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for log in sorted(Path(ckpt_dir).glob("*_log.csv")):
+    logs: dict[str, Path] = {}
+    for log in Path(ckpt_dir).glob("*_log.csv.gz"):
+        logs[log.name[:-len("_log.csv.gz")]] = log
+    for log in Path(ckpt_dir).glob("*_log.csv"):
+        logs[log.name[:-len("_log.csv")]] = log  # the plain file wins over a gzipped one
+    for kind, log in sorted(logs.items()):
         rows = read_log(log)
         if not rows:
             continue
-        kind = log.name[:-len("_log.csv")]
         keys = [k for k in rows[-1] if k not in ("step", "seconds", "grad_norm")]
         fig, ax = plt.subplots(figsize=(7, 4))
         for k in keys:

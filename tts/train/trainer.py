@@ -11,6 +11,7 @@ and always leaves a checkpoint. Losses go to ``out_dir/<kind>_log.csv``
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -302,9 +303,23 @@ def train_step(task: Task, model: torch.nn.Module, opt: torch.optim.Optimizer, s
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
-    """The rows of a ``<kind>_log.csv`` (JSON lines; ``#`` lines are headers)."""
+    """The rows of a ``<kind>_log.csv`` (JSON lines; ``#`` lines are headers).
+
+    The file may be gzipped (``<kind>_log.csv.gz``, as the logs kept in the recipes are): it is
+    recognised by its content, whatever its name. A plain path that does not exist is read from
+    ``path + ".gz"`` where that exists."""
+    p = Path(path)
+    if not p.exists() and p.suffix != ".gz" and p.with_name(p.name + ".gz").is_file():
+        p = p.with_name(p.name + ".gz")
+    with open(p, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if gzipped:
+        with gzip.open(p, "rt", encoding="utf-8") as f:
+            text = f.read()
+    else:
+        text = p.read_text(encoding="utf-8")
     rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if line and not line.startswith("#"):
             rows.append(json.loads(line))
     return rows
