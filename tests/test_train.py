@@ -6,6 +6,7 @@ import copy
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -669,6 +670,103 @@ def test_gta_mels_of_a_tacotron2_and_of_several_files(corpus_dir, fastspeech_fil
     export_acoustic("waveglow", tmp_path / "waveglow", tmp_path / "x")
     with pytest.raises(ValueError, match="FastSpeech or Tacotron2"):
         gta_mels(str(tmp_path / "x" / "waveglow.pt"), c, pool, cpu)
+
+
+def test_dtw_warp_matches_a_brute_force_path_and_undoes_a_stretch():
+    """``dtw``: the batched wavefront's paths cost what a plain O(NM) loop's best path costs
+    (padding of shorter items never enters), and warping a mel stretched two-fold (with
+    repeats) back onto the original's frames recovers it."""
+    from tts.train.dtw import backtrack, dtw_moves, warp_onto
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(int(rng.integers(3, 25)), 5)).astype(np.float32) for _ in range(4)]
+    ys = [rng.normal(size=(int(rng.integers(3, 25)), 5)).astype(np.float32) for _ in range(4)]
+    xb = torch.zeros(4, max(len(a) for a in xs), 5)
+    yb = torch.zeros(4, max(len(a) for a in ys), 5)
+    for k in range(4):
+        xb[k, :len(xs[k])], yb[k, :len(ys[k])] = torch.from_numpy(xs[k]), torch.from_numpy(ys[k])
+    moves = dtw_moves(xb, yb).numpy()
+    for k in range(4):
+        x, y = xs[k].astype(np.float64), ys[k].astype(np.float64)
+        cost = np.linalg.norm(x[:, None] - y[None], axis=-1)
+        acc = np.full((len(x) + 1, len(y) + 1), np.inf)
+        acc[0, 0] = 0.0
+        for i in range(1, len(x) + 1):
+            for j in range(1, len(y) + 1):
+                acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
+        pi, pj = backtrack(moves[k], len(x), len(y))
+        assert (pi[0], pj[0], pi[-1], pj[-1]) == (0, 0, len(x) - 1, len(y) - 1)
+        assert set(np.diff(pi)) <= {0, 1} and set(np.diff(pj)) <= {0, 1}
+        assert ((np.diff(pi) + np.diff(pj)) > 0).all()
+        assert cost[pi, pj].sum() == pytest.approx(acc[-1, -1], rel=1e-5)
+    x = rng.normal(size=(40, 80)).astype(np.float32)
+    stretched = np.repeat(x, 2, axis=0) + 0.01 * rng.normal(size=(80, 80)).astype(np.float32)
+    back, same = warp_onto([x, x], [stretched, x])
+    assert back.shape == x.shape and same.shape == x.shape
+    assert float(np.abs(back - x).max()) < 0.05 and np.array_equal(same, x)
+    with pytest.raises(ValueError, match="2 targets but 1 mels"):
+        warp_onto([x, x], [x])
+
+
+def test_gta_generation_free_warps_the_free_running_mel_onto_the_audio(corpus_dir, tmp_path,
+                                                                         monkeypatch):
+    """``gta_generation`` "free": each item's mel is the Tacotron2's free-running postnet mel
+    (inference: its own length) warped onto the audio's frames; items whose gate never fired,
+    or whose free mel is under half or over twice the audio's length, get none (the WaveGlow
+    then reads the real mel). A Tacotron2 task refuses the setting by name."""
+    from tts.models.tacotron2 import Tacotron2
+    from tts.train.export import export_acoustic
+    from tts.train.tasks import gta_mels, make_task
+    train("tacotron2", corpus_dir, tmp_path / "t2", max_steps=2, settings=SETTINGS["tacotron2"],
+          model_config=TINY["tacotron2"])
+    export_acoustic("tacotron2", tmp_path / "t2", tmp_path / "x")
+    t2_file = str(tmp_path / "x" / "tacotron2.pt")
+    c = Corpus(corpus_dir)
+    pool = list(range(len(c)))
+    cpu = torch.device("cpu")
+    # the real model, two steps trained: its gate fires at once or never, so no item is kept
+    real = gta_mels(t2_file, c, pool, cpu, generation="free")
+    assert real == [None] * len(c)
+    # a stand-in free run: item k's mel stretched 1.5x (or 3x, for one item: dropped), + noise
+    by_ids = {tuple(c[i].ids): i for i in pool}
+    far = pool[3]
+    calls = []
+
+    def fake_infer(self, ids, lengths, *, max_decoder_steps=None, generator=None, **kw):
+        items = [by_ids[tuple(ids[k, :int(lengths[k])].tolist())] for k in range(ids.shape[0])]
+        calls.append((items, max_decoder_steps))
+        mels = []
+        for i in items:
+            m = np.asarray(c[i].mel, np.float32)
+            f = 3.0 if i == far else 1.5
+            t = np.minimum((np.arange(int(len(m) * f)) / f).astype(int), len(m) - 1)
+            mels.append(m[t] + 0.01 * np.random.default_rng(i).normal(size=(len(t), m.shape[1])))
+        n = max(len(m) for m in mels)
+        post = torch.zeros(len(mels), m.shape[1], n)
+        for k, m in enumerate(mels):
+            post[k, :, :len(m)] = torch.from_numpy(m.T.astype(np.float32))
+        return SimpleNamespace(mel_postnet=post, mel_lengths=torch.tensor([len(m) for m in mels]))
+
+    monkeypatch.setattr(Tacotron2, "infer", fake_infer)
+    got = gta_mels(t2_file, c, pool, cpu, generation="free", batch_size=4)
+    assert [len(items) for items, _ in calls] == [4, 4]   # length-sorted batches of 4
+    assert sorted(i for items, _ in calls for i in items) == pool
+    for items, limit in calls:   # up to twice the batch's longest audio, plus 20 frames
+        assert limit == 2 * max(c[i].mel.shape[0] for i in items) + 20
+    for i in pool:
+        if i == far:
+            assert got[i] is None
+            continue
+        assert got[i].shape == c[i].mel.shape and got[i].dtype == np.float16
+        assert float(np.abs(got[i].astype(np.float32) - c[i].mel).mean()) < 0.02
+    task = make_task("waveglow", dict(SETTINGS["waveglow"], gta=t2_file, gta_generation="free"),
+                     TINY["waveglow"])
+    task.prepare(c, pool, cpu)
+    for i in pool:
+        assert (task._gta_mels[0][i] is None) == (i == far)
+    with pytest.raises(ValueError, match='"free" is for a vocoder'):
+        make_task("tacotron2", dict(gta=t2_file, gta_generation="free"))
+    with pytest.raises(ValueError, match='whole number >= 1 or "free"'):
+        make_task("waveglow", dict(gta=t2_file, gta_generation="frei"))
 
 
 def test_waveglow_sample_is_inference_with_gradients():

@@ -13,6 +13,7 @@ training scripts write), with the training state beside the weights:
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from tts.train import losses
 from tts.train.corpus import Corpus
 from tts.train.data import (acoustic_batch, aligned_segments, audio_segments, bucketed_indices,
                              sort_by_length)
+
+logger = logging.getLogger(__name__)
 
 #: Architecture of the bundled voice's models (sized for <= 30 MiB of fp16 weights in all,
 #: WaveGlow shared by both voices, and for faster-than-real-time synthesis on 2 CPU cores).
@@ -119,7 +122,8 @@ class Task:
         """Every ``gta`` file's GTA mels (``gta_mels``), kept for ``pick_mels``."""
         files = self.gta_files()
         if files:
-            gen = int(self.settings.get("gta_generation", 1))
+            gen = self.settings.get("gta_generation", 1)
+            gen = gen if gen == "free" else int(gen)
             # a Tacotron2's decoder loop costs about the same per step at batch 16 or 64: fewer
             # batches on a GPU (3 self-fed passes over 1 500 utterances: by estimate 4 minutes at 16)
             bs = 64 if device.type == "cuda" else 16
@@ -159,7 +163,8 @@ def mean_mel(corpus: Corpus, pool: list[int], n: int = 200) -> Tensor:
 
 
 def gta_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.device,
-             batch_size: int = 16, seed: int = 0, generation: int = 1) -> list[np.ndarray | None]:
+             batch_size: int = 16, seed: int = 0, generation: int | str = 1
+             ) -> list[np.ndarray | None]:
     """Ground-truth-aligned (GTA) mels of an exported acoustic model, frame for frame with the
     real audio and mel; float16 ``[T, n_mel]``, ``None`` outside ``pool`` (and, for a
     FastSpeech, for utterances longer than its ``max_seq_len``).
@@ -173,11 +178,18 @@ def gta_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.
       ``generation`` K > 1 (setting ``gta_generation``): the K-th generation instead, each pass
       teacher-forced on the last one's decoder frames (``teacher_forced_decode`` with
       ``self_feed`` 1.0 and K - 1 passes): still frame for frame with the audio, but as the
-      Tacotron2's own inputs make it at inference. A FastSpeech has one generation only.
+      Tacotron2's own inputs make it at inference. ``generation`` "free": the Tacotron2 run
+      free, as at inference (its own stop gate, up to twice the audio's frames plus 20; prenet
+      dropout on, torch seed ``seed``), its postnet mel warped onto the audio's frames
+      (``dtw.warp_onto``, against the real mel); ``None`` where the gate never fired or the
+      free mel is under half or over twice the audio's length. A FastSpeech has one generation
+      only (with the corpus durations its free mel is its GTA one).
     """
     from tts.checkpoints import detect_kind, load_fastspeech, load_tacotron2
     kind = detect_kind(acoustic_file)
     mels: list[np.ndarray | None] = [None] * len(corpus)
+    if kind == "tacotron2" and generation == "free":
+        return _free_warped_mels(acoustic_file, corpus, pool, device, batch_size, seed)
     if kind == "tacotron2":
         order = sort_by_length(np.array([it.mel.shape[0] for it in corpus.items]), pool)
         gen = torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else [])
@@ -207,6 +219,37 @@ def gta_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.
             dur = torch.from_numpy(np.asarray(it.durations))[None].to(device)
             out = losses.fastspeech_forward(fs, ids, dur, it.mel.shape[0]).mel[0]
             mels[i] = out.float().cpu().numpy().astype(np.float16)
+    return mels
+
+
+def _free_warped_mels(acoustic_file: str, corpus: Corpus, pool: list[int], device: torch.device,
+                      batch_size: int, seed: int) -> list[np.ndarray | None]:
+    """``gta_mels`` with ``generation`` "free" (see there), in length-sorted batches."""
+    from tts.checkpoints import load_tacotron2
+    from tts.train.dtw import warp_onto
+    mels: list[np.ndarray | None] = [None] * len(corpus)
+    order = sort_by_length(np.array([it.mel.shape[0] for it in corpus.items]), pool)
+    devices = [torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        t2 = load_tacotron2(acoustic_file).to(device).eval()
+        gen = torch.Generator(device=device).manual_seed(seed)
+        for k in range(0, len(order), batch_size):
+            idx = order[k:k + batch_size]
+            b = acoustic_batch(corpus, idx).to(device)
+            limit = 2 * int(b.mel_lengths.max()) + 20
+            out = t2.infer(b.ids, b.input_lengths, max_decoder_steps=limit, generator=gen)
+            post = out.mel_postnet.float().transpose(1, 2).cpu().numpy()
+            lengths = out.mel_lengths.cpu().numpy()
+            keep = [(j, i) for j, i in enumerate(idx)
+                    if 0 < lengths[j] < limit
+                    and 0.5 <= lengths[j] / corpus.items[i].mel.shape[0] <= 2.0]
+            warped = warp_onto([np.asarray(corpus.items[i].mel, np.float32) for _, i in keep],
+                               [post[j, :lengths[j]] for j, _ in keep], device)
+            for (_, i), w in zip(keep, warped):
+                mels[i] = w.astype(np.float16)
+    logger.info("%s: free-running mels of %d of %d utterances warped onto the audio (the rest: "
+                "gate never fired, or length off by over 2x)", acoustic_file,
+                sum(m is not None for m in mels), len(pool))
     return mels
 
 
@@ -429,8 +472,13 @@ def make_task(kind: str, overrides: dict[str, Any] | None = None,
             raise ValueError(f"{key} must be in [0, 1], got {settings[key]!r}")
     for key in ("self_feed_passes", "gta_generation"):
         v = settings.get(key, 1)
+        if key == "gta_generation" and v == "free":
+            if kind != "waveglow":
+                raise ValueError(f'gta_generation "free" is for a vocoder (waveglow), not a {kind}')
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{key} must be a whole number >= 1, got {v!r}")
+            extra = ' or "free"' if key == "gta_generation" else ""
+            raise ValueError(f"{key} must be a whole number >= 1{extra}, got {v!r}")
     cfg = copy.deepcopy(MODEL_CONFIGS[kind])
     for k, v in (model_overrides or {}).items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
