@@ -6,7 +6,7 @@ the cheapest monotone path between the two (Euclidean distance of log-mel frames
 (1, 1), (1, 0), (0, 1)): each audio frame takes the mean of the free frames the path pairs it
 with. A vocoder can then learn, on the real audio, the mels it will be fed at inference.
 
-``dtw_paths`` runs a whole padded batch at once, one anti-diagonal of the cost table per step
+``dtw_moves`` runs a whole padded batch at once, one anti-diagonal of the cost table per step
 (every cell of a diagonal depends only on the two before it), on the batch's device.
 """
 
