@@ -12,6 +12,9 @@
 #   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB, see README)
 #   all MINUTES     corpus, then train, then pack (one call)
 #   cont MODEL MIN  continue one model (on a new machine: from its exported file in tts/voices)
+#                   A warm machine keeps $W: there `cont` resumes $W/ckpt whatever INIT says, and
+#                   `corpus` keeps the corpus it built whatever CORPUS_OFFSET now says (recipe
+#                   README, twenty-third part); begin with `rm -rf build/bundled_voice` to start afresh.
 #   pack-only M...  export just these models' fp16 files + loss logs into $OUT
 #   chunk [SECONDS] corpus if missing, WaveGlow + Tacotron2 until SECONDS into the call, pack-only
 # Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
