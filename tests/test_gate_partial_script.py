@@ -54,5 +54,5 @@ def test_uninstalled_package_is_named_before_any_work(tmp_path):
     (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
     (bin_dir / "python3").chmod(0o755)
     err = _run(tmp_path, ["1"], PATH=f"{bin_dir}:{os.environ['PATH']}",
-               TACOTRON2=str(ROOT / "recipes/bundled_voice/partial/tacotron2.pt"))
+               TACOTRON2=str(ROOT / "tts/voices/slt-tacotron2/tacotron2.pt"))
     assert "tts package is not installed here" in err and "bash install.sh" in err

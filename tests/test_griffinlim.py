@@ -111,7 +111,7 @@ def test_pass_through_denoiser_keeps_audio():
 
 def test_bundled_default_voice_is_fastspeech_on_griffinlim():
     from tts.voice import bundled_voices, load_voice
-    assert bundled_voices() == ["slt", "slt-waveglow"]     # the first is the default
+    assert bundled_voices() == ["slt", "slt-tacotron2", "slt-tacotron2-waveglow", "slt-waveglow"]  # the first is the default
     v = load_voice("slt")
     assert (v.acoustic_kind, v.vocoder_kind, v.n_mel, v.sample_rate) == ("fastspeech", "griffinlim", 80, 22050)
     assert v.describe()["vocoder"] == "griffinlim" and isinstance(v.denoiser, PassThroughDenoiser)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "bundled_voice" / "probe_exposure.py"
-SEED = ROOT / "recipes" / "bundled_voice" / "partial" / "tacotron2.pt"
+SEED = ROOT / "tts" / "voices" / "slt-tacotron2" / "tacotron2.pt"
 VAL = ROOT / "tests" / "fixtures" / "ljspeech_val_100.txt"
 
 

@@ -3,7 +3,8 @@
 # FILES_AT: the folder where the device tool put $OUT's files, from `gpu.sh pack`
 # (voices.tar.partNN + logs.tgz) or from `gpu.sh pack-only ...` (MODEL.pt or MODEL.pt.partNN).
 # Puts FastSpeech into tts/voices/slt/ (the shipped voice: FastSpeech + Griffin-Lim), WaveGlow and
-# Tacotron2 into recipes/bundled_voice/partial/ (seeds for further training), logs into results/
+# Tacotron2 into recipes/bundled_voice/partial/ (candidates, and seeds for further training; one that
+# beats the shipped file in tts/voices/slt-waveglow or slt-tacotron2 replaces it by hand), logs into results/
 # (the loss logs gzipped: results/logs/*.csv.gz),
 # rewrites the manifest and runs the 100-sentence gate; then gates the partial models' voices
 # (FastSpeech + WaveGlow, Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow) on N_PARTIAL sentences
@@ -37,6 +38,6 @@ mkdir -p tts/voices/slt $R/partial
 [ -f $T/fastspeech.pt ] && cp $T/fastspeech.pt tts/voices/slt/
 for m in tacotron2 waveglow; do [ -f $T/$m.pt ] && cp $T/$m.pt $R/partial/; done
 python3 -m tts.train manifests --out tts/voices --name slt
-du -ch tts/voices/*/* $R/partial/*.pt | tail -1
+du -ch tts/voices/*/* $(ls $R/partial/*.pt 2>/dev/null) | tail -1
 python3 -m tts.train gate slt --texts ../shared/data/ljspeech/val.txt --n 100 --out $R/results/gate_slt.json
 bash $R/gate_partial.sh "${N_PARTIAL:-20}"

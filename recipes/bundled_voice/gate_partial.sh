@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run HERE: bash recipes/bundled_voice/gate_partial.sh [N]   (finish.sh runs it with N_PARTIAL, default 20)
 # Gates the voices that the partial models make (recipes/bundled_voice/partial/, with the shipped
-# FastSpeech, and the shipped WaveGlow where partial/ has none): FastSpeech + WaveGlow,
+# FastSpeech, and the shipped Tacotron2 or WaveGlow where partial/ has none): FastSpeech + WaveGlow,
 # Tacotron2 + Griffin-Lim, Tacotron2 + WaveGlow, each on the first N sentences of val.txt
 # (0: nothing), into results/gate_partial_VOICE_N.json, and prints each WER with the steps its
 # models were trained for. VOICES (default: all three) picks some of them, e.g.
@@ -40,6 +40,7 @@ cd "$(git rev-parse --show-toplevel)"
 R=recipes/bundled_voice
 RESULTS=${RESULTS:-$R/results}
 T2=${TACOTRON2:-$R/partial/tacotron2.pt}
+[ -f "$T2" ] || T2=tts/voices/slt-tacotron2/tacotron2.pt   # no partial Tacotron2: the shipped one
 WG=${WAVEGLOW:-$R/partial/waveglow.pt}
 [ -f "$WG" ] || WG=tts/voices/slt-waveglow/waveglow.pt   # no partial WaveGlow: the shipped one
 if [ "$N_PARTIAL" -gt 0 ]; then

@@ -94,7 +94,10 @@ cont() {
     waveglow)   # a partial one being tried if carried, else the shipped one (slt-waveglow)
       init=${INIT:-recipes/bundled_voice/partial/waveglow.pt}
       [ -f "$init" ] || [ -n "${INIT:-}" ] || init=tts/voices/slt-waveglow/waveglow.pt ;;
-    *) init=${INIT:-recipes/bundled_voice/partial/$model.pt} ;;   # not yet good enough to ship
+    tacotron2)  # a partial one being tried if carried, else the shipped one (slt-tacotron2)
+      init=${INIT:-recipes/bundled_voice/partial/tacotron2.pt}
+      [ -f "$init" ] || [ -n "${INIT:-}" ] || init=tts/voices/slt-tacotron2/tacotron2.pt ;;
+    *) echo "gpu.sh cont: unknown model '$model' (fastspeech, tacotron2, waveglow)" >&2; return 2 ;;
   esac
   local settings=${SETTINGS:-} graph=${GRAPH:-}
   if [ -z "$settings" ] && [ "$model" = waveglow ] && [ -f $W/wg_settings.json ]; then
@@ -154,7 +157,8 @@ pack() {
 # at most 530 on a cold machine, 500 on a warm one (the exports take about a minute; 545 on a warm
 # one ran out of time on 2026-11-22).
 # A warm machine keeps the corpus and the full checkpoints (optimizer state included), so chain the
-# next call right after this one returns; a cold one starts again from recipes/bundled_voice/partial.
+# next call right after this one returns; a cold one starts again from recipes/bundled_voice/partial,
+# or where that has no file, from the shipped one in tts/voices.
 # On a cold machine the WaveGlow does not wait for the whole corpus: it starts once a quarter of
 # the shards are finished (a vocoder needs audio, not every text) and trains on those.
 #

@@ -1,6 +1,6 @@
 """How smooth are the acoustic models' mels? Per-band statistics over time, real against predicted.
 
-    python3 recipes/bundled_voice/mel_stats.py /tmp/val80 20 recipes/bundled_voice/partial/tacotron2.pt
+    python3 recipes/bundled_voice/mel_stats.py /tmp/val80 20 tts/voices/slt-tacotron2/tacotron2.pt
 
 On the first N utterances of a held-out corpus (``tts.train corpus`` of val.txt, as for
 ``t2_probe.py``): the teacher's mels, the shipped FastSpeech's and the Tacotron2's free-running

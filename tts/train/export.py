@@ -114,7 +114,7 @@ def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[
                       {"acoustic": {"kind": "tacotron2", "checkpoint": f"../{name}-tacotron2/tacotron2.pt"},
                        "vocoder": {"kind": "waveglow", "checkpoint": f"../{name}-waveglow/waveglow.pt"},
                        "defaults": TACOTRON2_WG_DEFAULTS,
-                       "about": "Tacotron2 + WaveGlow (below the quality gate so far), " + ABOUT}))
+                       "about": "Tacotron2 + WaveGlow, " + ABOUT}))
     written = []
     for folder, spec in specs:
         manifest = {"name": folder.name, "sample_rate": 22050, "frontend": "fastspeech", **spec}
