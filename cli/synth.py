@@ -152,7 +152,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 if r.hit_max_steps:
                     entry["hit_max_decoder_steps"] = r.hit_max_steps
                     print(f"{PROG}: warning: line {n}: reached max decoder steps "
-                          f"({resolved.max_decoder_steps}) before the stop gate; audio may be cut",
+                          f"({resolved.max_decoder_steps}) before the stop gate: the audio may be cut short, "
+                          "or run on past the text",
                           file=sys.stderr)
                 if args.save_mel:
                     entry["mel_file"] = f"{n}.mel.npy"

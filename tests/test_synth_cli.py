@@ -174,6 +174,24 @@ def test_unknown_characters_are_dropped_with_a_warning(tmp_path, capsys):
     assert "line 1: not spoken (no symbol): '*#'" in err
 
 
+def test_a_decoder_that_does_not_stop_is_reported_per_line(tmp_path, capsys):
+    # the bundled Tacotron2 with a decoder limit far below the 20-odd frames it needs: the line is
+    # still written, and both stderr and the report say that it ran to the limit
+    phrases = write_phrases(tmp_path / "p.txt", ["Hello there.", "Good morning to you all."])
+    out = tmp_path / "out"
+    code, _, err = run_cli([str(phrases), "--out", str(out), "--voice", "slt-tacotron2",
+                            "--max-decoder-steps", "12"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] and report["written"] == 2
+    assert [u["mel_frames"] for u in report["utterances"]] == [12, 12]
+    assert [u["hit_max_decoder_steps"] for u in report["utterances"]] == [1, 1]
+    for n in (1, 2):
+        assert (f"line {n}: reached max decoder steps (12) before the stop gate: the audio may be cut "
+                "short, or run on past the text") in err
+        assert read_wav(out / f"{n}.wav")[0].size == 12 * 256
+
+
 # ---------------------------------------------------------------- bad input
 
 
