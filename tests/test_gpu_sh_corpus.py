@@ -2,9 +2,9 @@
 ``.recipe_data/`` (gzipped so that the tree that travels to the GPU stays under 64 MiB). Its text
 stage runs before Festival is needed, so these run here without Festival: the transcripts are
 unpacked whole into the work folder, an offset past their end is refused naming the line count,
-so is a slice shorter than ``CORPUS_LIMIT`` (twentieth part: lines 12 000-14 999 held only 500, and
-two branches trained on them many times over without a word), and a missing ``.recipe_data`` is
-refused naming the command that makes it. ``gpu.sh cont`` refuses a model it does not know."""
+so is a slice shorter than ``CORPUS_LIMIT`` (it would train on a few sentences many times over
+without a word), and a missing ``.recipe_data`` is refused naming the command that makes it.
+``gpu.sh cont`` refuses a model it does not know."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def test_missing_transcripts_name_fetch_deps(tmp_path):
 
 
 def test_cont_refuses_an_unknown_model_before_any_work(tmp_path):
-    # cont starts a model from its candidate in partial/ or else its shipped file; a model it does
-    # not know is named, with the three it does, before any training starts
+    # cont starts a model from INIT or else its shipped file; a model it does not know is named,
+    # with the three it does, before any training starts
     e = dict(os.environ, WORK_DIR=str(tmp_path / "work"))
     r = subprocess.run(["bash", str(ROOT / "recipes" / "bundled_voice" / "gpu.sh"), "cont", "tacotron", "1"],
                        cwd=tmp_path, env=e, capture_output=True, text=True, timeout=120)

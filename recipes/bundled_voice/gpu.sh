@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE through the device tool, from the repository root:
-#   bash recipes/bundled_voice/gpu.sh STAGE [MINUTES]
-# with carry [".debs", ".whl", ".recipe_data"] (and "build/bundled_voice" is kept between
-# calls on a warm machine: it is an ignored build output).
+# Run ON THE GPU MACHINE (through the device tool), from the repository root:
+#   bash recipes/bundled_voice/gpu.sh STAGE [ARGS]
+# with carry [".debs", ".whl", ".recipe_data"] (made once by fetch_deps.sh). build/bundled_voice
+# (corpus and full checkpoints) is an ignored build folder: it survives between calls only while
+# the machine stays warm.
 # STAGE:
 #   corpus          unpack Festival (dpkg -x), build the corpus from train.txt on all cores
 #                   (CORPUS_LIMIT: that many lines; CORPUS_OFFSET: after skipping that many)
-#   wgspeed         time WaveGlow's step variants, keep the fastest faithful one for `cont`
-#   train MINUTES   train FastSpeech, Tacotron2 and WaveGlow side by side on the GPU, each
-#                   resuming from its last checkpoint, for MINUTES minutes
-#   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB, see README)
+#   train MINUTES   train FastSpeech, Tacotron2 and WaveGlow side by side from scratch (or resuming
+#                   their checkpoints in $W/ckpt)
+#   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB)
 #   all MINUTES     corpus, then train, then pack (one call)
-#   cont MODEL MIN  continue one model (on a new machine: from its exported file in tts/voices)
-#                   A warm machine keeps $W: there `cont` resumes $W/ckpt whatever INIT says, and
-#                   `corpus` keeps the corpus it built whatever CORPUS_OFFSET now says (recipe
-#                   README, twenty-third part); begin with `rm -rf build/bundled_voice` to start afresh.
+#   cont MODEL MIN  continue one model: resume $W/ckpt if this (warm) machine has it, else start
+#                   from INIT (default: its shipped file in tts/voices) at the step it records
 #   pack-only M...  export just these models' fp16 files + loss logs into $OUT
-#   chunk [SECONDS] corpus if missing, WaveGlow + Tacotron2 until SECONDS into the call, pack-only
+#   chunk SECONDS   corpus if missing, WaveGlow + Tacotron2 side by side until SECONDS into the
+#                   call, then pack-only both
+#   chunk --steps N the same, each model exactly N steps (no wall-clock budget)
+# Budgets: MINUTES / SECONDS are wall-clock; STEPS=N (train, cont; `chunk --steps N` sets it) makes
+# each trainer take exactly N steps instead; TO_STEP=K stops a trainer at total step K (with either
+# budget: how the recipe ends a stage at the step the shipped files record).
+# A warm machine keeps $W: `cont` then resumes $W/ckpt whatever INIT says, and `corpus` keeps the
+# corpus it built whatever CORPUS_OFFSET now says: begin a call with `rm -rf build/bundled_voice`
+# to start afresh.
 # Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
-# (corpus), DEVICE, BATCH, GRAPH, INIT, SETTINGS (cont), WG_SETTINGS (chunk's WaveGlow settings
-# JSON, default: $W/wg_settings.json as wgspeed wrote it, else {"amp": true, "compile": true,
-# "graph": true}; a "graph" key there is the trainer's --graph; "spec_weight"/"spec_sigma" add the
-# spectral term of a drawn sample, "gta"/"gta_fraction" train on the aligned mels of exported
-# acoustic models (a FastSpeech, a Tacotron2, or a list): tts/train/tasks.py), T2_SETTINGS (chunk's
-# Tacotron2 settings JSON; "gta" there distils a FastSpeech), WG_SPEED_ARGS (wgspeed), WHL (wheel
-# folder), OUT (exports).
+# (corpus), DEVICE (default cuda), BATCH, GRAPH (auto|on|off|static), INIT, SETTINGS (cont: a JSON of
+# training settings, tts/train/tasks.py; for waveglow a "graph" key there is the trainer's --graph),
+# WG_SETTINGS / T2_SETTINGS (chunk's SETTINGS for each model; WaveGlow's default
+# {"amp": true, "compile": true, "graph": true}), THREADS (torch CPU threads per trainer: 4 in
+# train, 6 in cont), LOG_EVERY (default 50), WHL (wheel folder), OUT (exports).
 set -euo pipefail
 STAGE=${1:?stage}; MIN=${2:-8}
 ROOT=$(pwd)
@@ -63,11 +67,11 @@ corpus() {
     --shards ${CORPUS_SHARDS:-64} --jobs "$(nproc)" --festival-prefix $PREFIX ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT}
 }
 
-# wgspeed: time WaveGlow's training step (float32, bf16 autocast, compiled; tools/gpu/wg_train_speed.py)
-# and write the fastest variant whose losses track float32's (its --pick rule) to $W/wg_settings.json,
-# which `cont waveglow` then uses.
-wgspeed() {
-  python3 tools/gpu/wg_train_speed.py --pick $W/wg_settings.json ${WG_SPEED_ARGS:-}
+# budget MINUTES: the trainer's budget arguments: STEPS steps, else MINUTES of training; TO_STEP caps
+# the total step either way
+budget() {
+  if [ -n "${STEPS:-}" ]; then echo "--steps $STEPS"; else echo "--max-minutes $1"; fi
+  if [ -n "${TO_STEP:-}" ]; then echo "--max-steps $TO_STEP"; fi
 }
 
 train() {
@@ -75,42 +79,35 @@ train() {
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
   for model in fastspeech tacotron2 waveglow; do
     python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
-      --max-minutes "$m" --threads 4 --log-every 50 > $W/train_$model.out 2>&1 &
+      $(budget "$m") --threads ${THREADS:-4} --log-every ${LOG_EVERY:-50} > $W/train_$model.out 2>&1 &
   done
   wait
   for f in $W/train_*.out; do echo "$f"; tail -n 2 "$f"; done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
 }
 
-# cont MODEL MINUTES: one model alone, resuming its checkpoint or else starting from the exported file
-# in tts/voices (INIT overrides); BATCH overrides the batch size; GRAPH (tacotron2 and waveglow;
-# default auto = the CUDA-graphed step of tts/train/t2_static.py or wg_static.py on CUDA, falling
-# back to the eager step if it fails); SETTINGS a JSON of training settings (waveglow: else
-# $W/wg_settings.json, whose "graph" key sets GRAPH unless GRAPH is set).
+# cont MODEL MINUTES: one model alone, resuming its checkpoint or else starting from the exported
+# file INIT (default: the shipped one in tts/voices); BATCH overrides the batch size; GRAPH
+# (tacotron2 and waveglow; default auto = the CUDA-graphed step of tts/train/t2_static.py or
+# wg_static.py on CUDA, with the eager step for what is left of MINUTES if it fails); SETTINGS a
+# JSON of training settings.
 cont() {
   local model=$1 m=$2 init
   case $model in
     fastspeech) init=${INIT:-tts/voices/slt/fastspeech.pt} ;;
-    waveglow)   # a partial one being tried if carried, else the shipped one (slt-waveglow)
-      init=${INIT:-recipes/bundled_voice/partial/waveglow.pt}
-      [ -f "$init" ] || [ -n "${INIT:-}" ] || init=tts/voices/slt-waveglow/waveglow.pt ;;
-    tacotron2)  # a partial one being tried if carried, else the shipped one (slt-tacotron2)
-      init=${INIT:-recipes/bundled_voice/partial/tacotron2.pt}
-      [ -f "$init" ] || [ -n "${INIT:-}" ] || init=tts/voices/slt-tacotron2/tacotron2.pt ;;
+    waveglow)   init=${INIT:-tts/voices/slt-waveglow/waveglow.pt} ;;
+    tacotron2)  init=${INIT:-tts/voices/slt-tacotron2/tacotron2.pt} ;;
     *) echo "gpu.sh cont: unknown model '$model' (fastspeech, tacotron2, waveglow)" >&2; return 2 ;;
   esac
   local settings=${SETTINGS:-} graph=${GRAPH:-}
-  if [ -z "$settings" ] && [ "$model" = waveglow ] && [ -f $W/wg_settings.json ]; then
-    settings=$(cat $W/wg_settings.json)
-  fi
-  if [ "$model" = waveglow ] && [ -n "$settings" ]; then   # wgspeed's "graph" is --graph, not a setting
+  if [ "$model" = waveglow ] && [ -n "$settings" ]; then   # a "graph" key is --graph, not a setting
     local g; read -r g settings < <(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); g = d.pop("graph", None)
 print({True: "on", False: "off", None: "-"}[g], json.dumps(d))' "$settings")
     [ -n "$graph" ] || [ "$g" = - ] || graph=$g
   fi
   run() {   # run MINUTES GRAPH: one training process, appending to train_MODEL.out
     python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
-      --max-minutes "$1" --threads 6 --log-every 50 ${BATCH:+--batch-size $BATCH} ${2:+--graph $2} \
+      $(budget "$1") --threads ${THREADS:-6} --log-every ${LOG_EVERY:-50} ${BATCH:+--batch-size $BATCH} ${2:+--graph $2} \
       ${settings:+--settings "$settings"} ${UNTIL:+--until $UNTIL} \
       $( [ -f "$init" ] && echo --init-from "$init" ) >> $W/train_$model.out 2>&1
   }
@@ -118,7 +115,10 @@ print({True: "on", False: "off", None: "-"}[g], json.dumps(d))' "$settings")
   : > $W/train_$model.out
   if ! run "$m" "$graph"; then
     tail -n 20 $W/train_$model.out
-    if [ -n "${UNTIL:-}" ] && [ "$(date +%s)" -ge "${UNTIL%.*}" ]; then
+    if [ -n "${STEPS:-}" ]; then
+      echo "$model: failed with a step budget (no eager fallback: run it again with GRAPH=off)"
+      return 1
+    elif [ -n "${UNTIL:-}" ] && [ "$(date +%s)" -ge "${UNTIL%.*}" ]; then
       echo "$model: stopped at the deadline (UNTIL)"
     elif [ "$model" != fastspeech ] && [ "${graph:-auto}" != off ]; then
       local left; left=$(python3 -c "print(max(0.0, $m - ($SECONDS - $t0) / 60 - 0.2))")
@@ -151,29 +151,30 @@ pack() {
   ls -la "$OUT"
 }
 
-# chunk SECONDS: one device call's worth of continued training (how the 2026-11-22 fourth-part
-# session ran): build the corpus unless this (warm) machine has it, then WaveGlow and Tacotron2 side
-# by side on the one GPU until SECONDS after the call began, then export both. For a 600 s call:
-# at most 530 on a cold machine, 500 on a warm one (the exports take about a minute; 545 on a warm
-# one ran out of time on 2026-11-22).
-# A warm machine keeps the corpus and the full checkpoints (optimizer state included), so chain the
-# next call right after this one returns; a cold one starts again from recipes/bundled_voice/partial,
-# or where that has no file, from the shipped one in tts/voices.
+# chunk SECONDS | chunk --steps N: one device call's worth of training of WaveGlow and Tacotron2
+# side by side on the one GPU: build the corpus unless this (warm) machine has it, train, export
+# both. With SECONDS both trainers stop at the deadline UNTIL (SECONDS after the call began, set-up
+# included: a WaveGlow with GTA mels and a compiled step spends a minute or two before its first
+# step, which --max-minutes would not count); for a 600 s call at most 530 on a cold machine, 500 on
+# a warm one (the exports take about a minute). A watchdog sends SIGABRT to a trainer still running
+# 25 s past the deadline (PYTHONFAULTHANDLER prints where it was into train_MODEL.out), so the
+# exports always run. With --steps N each trainer takes exactly N steps.
 # On a cold machine the WaveGlow does not wait for the whole corpus: it starts once a quarter of
 # the shards are finished (a vocoder needs audio, not every text) and trains on those.
-#
-# Both trainers stop at the deadline UNTIL (SECONDS after the call began, set-up included: a
-# WaveGlow with GTA mels and a compiled step spends a minute or two before its first step, which
-# --max-minutes does not count). A watchdog sends SIGABRT to any trainer still running 25 s past
-# it (PYTHONFAULTHANDLER prints where it was into train_MODEL.out), so the exports always run:
-# on 2026-11-22 (eleventh part) a WaveGlow ran past the call's end by its uncounted set-up, the
-# call timed out before its exports, and the machine was gone before the next call.
 chunk() {
-  local until=$1 cpid="" wgpid watchdog
-  export UNTIL=$(( $(date +%s) + until - SECONDS )) PYTHONFAULTHANDLER=1
-  ( sleep $(( until - SECONDS + 25 )); pkill -ABRT -f "tts.train train" || true ) &
-  watchdog=$!
-  minutes_left() { python3 -c "print(round(max(0.1, ($until - $SECONDS) / 60), 2))"; }
+  local until="" cpid="" wgpid watchdog=""
+  if [ "${1:-}" = --steps ]; then
+    export STEPS=${2:?chunk --steps N}
+  else
+    until=${1:-500}
+    export UNTIL=$(( $(date +%s) + until - SECONDS )) PYTHONFAULTHANDLER=1
+    ( sleep $(( until - SECONDS + 25 )); pkill -ABRT -f "tts.train train" || true ) &
+    watchdog=$!
+  fi
+  left() {   # what each trainer has left: minutes until the deadline, or the step budget
+    if [ -n "$until" ]; then python3 -c "print(round(max(0.1, ($until - $SECONDS) / 60), 2))"; else echo 0; fi
+  }
+  say() { if [ -n "$until" ]; then echo "$(left) minutes"; else echo "$STEPS steps"; fi; }
   if ! ls $W/corpus/shard_*/DONE >/dev/null 2>&1; then
     corpus > $W/corpus.log 2>&1 &
     cpid=$!
@@ -182,31 +183,30 @@ chunk() {
       sleep 2
     done
   fi
-  echo "waveglow: $(ls $W/corpus/shard_*/DONE 2>/dev/null | wc -l) shards, $(minutes_left) minutes"
-  local wgs=${WG_SETTINGS:-}   # else what wgspeed picked on this machine, else the graphed compiled bf16 step
-  [ -n "$wgs" ] || [ ! -f $W/wg_settings.json ] || wgs=$(cat $W/wg_settings.json)
-  SETTINGS=${wgs:-'{"amp": true, "compile": true, "graph": true}'} cont waveglow "$(minutes_left)" &
+  echo "waveglow: $(ls $W/corpus/shard_*/DONE 2>/dev/null | wc -l) shards, $(say)"
+  SETTINGS=${WG_SETTINGS:-'{"amp": true, "compile": true, "graph": true}'} cont waveglow "$(left)" &
   wgpid=$!
   if [ -n "$cpid" ]; then
     wait $cpid || { tail -20 $W/corpus.log; kill $wgpid; exit 1; }
     tail -n 1 $W/corpus.log
   fi
-  echo "tacotron2: $(minutes_left) minutes"
-  SETTINGS=${T2_SETTINGS:-} cont tacotron2 "$(minutes_left)"
-  wait $wgpid || echo "waveglow: exit status $?"
-  kill $watchdog 2>/dev/null || true
+  echo "tacotron2: $(say)"
+  local status=0
+  SETTINGS=${T2_SETTINGS:-} cont tacotron2 "$(left)" || status=$?
+  wait $wgpid || { status=$?; echo "waveglow: exit status $status"; }
+  [ -z "$watchdog" ] || kill $watchdog 2>/dev/null || true
   pack_only waveglow tacotron2
   tar -C $W -czf "$OUT/outs.tgz" train_waveglow.out train_tacotron2.out
+  return $status
 }
 
 case $STAGE in
   corpus) corpus ;;
-  wgspeed) wgspeed ;;
   train) train "$MIN" ;;
   pack) pack ;;
   cont) cont "$2" "${3:-8}" ;;
   pack-only) shift; pack_only "$@" ;;
-  chunk) chunk "${2:-555}" ;;
+  chunk) shift; chunk "$@" ;;
   all) corpus; train "$MIN"; pack ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac

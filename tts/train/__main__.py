@@ -3,7 +3,7 @@
 Subcommands (each ``--help``):
 
 - ``corpus``   build corpus shards from an ``id|text`` file with the Festival teacher;
-- ``train``    train one model for a chunk (``--resume``, ``--max-minutes``, ``--max-steps``);
+- ``train``    train one model for a chunk (``--resume``; ``--steps``, ``--max-steps``, ``--max-minutes``, ``--until``);
 - ``export``   write fp16 weights + ``voice.json`` manifests into a voices folder;
 - ``grow-waveglow``  more WN layers / a shorter upsampler for an exported WaveGlow (``tts.train.grow``);
 - ``plot``     loss curves (PNG) from the training logs;
@@ -81,7 +81,7 @@ def _train(args: argparse.Namespace) -> int:
               max_minutes=args.max_minutes, device=args.device, seed=args.seed,
               log_every=args.log_every, save_minutes=args.save_minutes, settings=settings,
               model_config=model_cfg, init_from=args.init_from, graph=args.graph,
-              until=args.until)
+              until=args.until, steps=args.steps)
     print(json.dumps({"model": r.kind, "graph": r.graph, "from_step": r.start_step, "step": r.step,
                       "seconds": round(r.seconds, 1), "losses": r.last_losses}))
     return 0
@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--corpus", required=True)
     t.add_argument("--out", required=True, help="checkpoint/log folder")
     t.add_argument("--resume", action="store_true", help="continue from OUT/<model>_last.pt if present")
+    t.add_argument("--steps", type=int, default=None,
+                   help="take at most this many steps in this chunk (from where it starts)")
     t.add_argument("--max-steps", type=int, default=None, help="stop at this total step")
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
     t.add_argument("--until", type=float, default=None,
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gr = sub.add_parser("grow-waveglow", help="more WN layers / a shorter upsampler, from an "
                                               "exported WaveGlow (tts/train/grow.py)")
-    gr.add_argument("src", help="exported WaveGlow (.pt), e.g. recipes/bundled_voice/partial/waveglow.pt")
+    gr.add_argument("src", help="exported WaveGlow (.pt), e.g. tts/voices/slt-waveglow/waveglow.pt")
     gr.add_argument("dst", help="where to write the grown one (an --init-from file)")
     gr.add_argument("--n-layers", type=int, default=None, help="WN layers per flow (>= the current)")
     gr.add_argument("--upsample-kernel", type=int, default=None,

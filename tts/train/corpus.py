@@ -232,6 +232,37 @@ def write_shard(folder: Path, utts: Sequence[Utterance], stats: dict) -> None:
     (folder / "DONE").write_text("ok\n", encoding="utf-8")
 
 
+def write_tone_corpus(root: str | os.PathLike[str], n: int = 4, seconds: float = 1.0,
+                      seed: int = 0) -> Path:
+    """A one-shard corpus of ``n`` harmonic tones with a little noise, ``seconds`` long each,
+    without Festival: for smoke runs and speed measurements of the trainers (the recipe's
+    ``gpu.sh`` included). Each utterance's text is ``"a tone."``, its frames shared evenly among
+    the symbols; its mel is the real mel of its audio. Returns ``root``; a finished shard already
+    there is kept."""
+    from tts.text.symbols import SYMBOL_TO_ID
+
+    root = Path(root)
+    if not (root / "shard_000" / "DONE").is_file():
+        rng = np.random.default_rng(seed)
+        mm = MelMaker()
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        text = "a tone."
+        utts = []
+        for k in range(n):
+            f0 = rng.uniform(120, 260)
+            wave = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 12))
+            wave = 0.2 * wave / np.abs(wave).max() + 0.01 * rng.standard_normal(t.size)
+            audio = (wave * 32767).astype(np.int16)
+            n_frames = 1 + len(audio) // HOP
+            durations = np.diff(np.linspace(0, n_frames, len(text) + 1).round().astype(int))
+            utts.append(Utterance(uid=f"tone{k}", text=text, symbols=text,
+                                  ids=[SYMBOL_TO_ID[c] for c in text],
+                                  durations=[int(d) for d in durations], audio=audio,
+                                  mel=mm(audio).astype(np.float16)))
+        write_shard(root / "shard_000", utts, {"utterances": n})
+    return root
+
+
 def build_shard(items: Sequence[tuple[str, str]], folder: str | os.PathLike[str], festival: Festival,
                 *, batch: int = FESTIVAL_BATCH) -> dict:
     """Speak ``(uid, text)`` items with the teacher and write one shard; skips a finished shard.

@@ -1,11 +1,12 @@
-"""The training loop: resumable, time-limited chunks with atomic checkpoints and a loss log.
+"""The training loop: resumable chunks (a step or a time budget) with atomic checkpoints and a loss log.
 
 ``train(kind, corpus_dir, out_dir, ...)`` trains one model. With
 ``resume=True`` it continues from ``out_dir/<kind>_last.pt`` (weights,
 optimizer, step, and the RNG states, so the continued run draws the same
-batches as an uninterrupted one would). It stops after ``max_steps`` total
-steps or ``max_minutes`` of wall time in this chunk, whichever comes first,
-and always leaves a checkpoint. Losses go to ``out_dir/<kind>_log.csv``
+batches as an uninterrupted one would). It stops after ``steps`` steps in this
+chunk, at ``max_steps`` total steps, after ``max_minutes`` of wall time in this
+chunk or at the wall-clock deadline ``until``, whichever comes first, and
+always leaves a checkpoint. Losses go to ``out_dir/<kind>_log.csv``
 (appended, one line per ``log_every`` steps).
 """
 
@@ -124,8 +125,11 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
           device: str = "cpu", seed: int = 1234, log_every: int = 10, save_minutes: float = 3.0,
           settings: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
           corpus: Corpus | None = None, init_from: str | os.PathLike[str] | None = None,
-          graph: str = "off", until: float | None = None) -> TrainResult:
+          graph: str = "off", until: float | None = None, steps: int | None = None) -> TrainResult:
     """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring.
+
+    ``steps``: at most this many steps in this chunk, counted from where it starts (a resumed
+    checkpoint's step, an ``init_from`` file's, or 0); ``max_steps`` is a total step instead.
 
     ``until``: a wall-clock deadline (Unix seconds, ``time.time()``): no step starts after it.
     Unlike ``max_minutes``, whose clock starts at the first step, it also counts the set-up
@@ -149,6 +153,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     """
     if graph not in ("auto", "off", "on", "static"):
         raise ValueError(f"graph must be auto, off, on or static, got {graph!r}")
+    if steps is not None and steps < 0:
+        raise ValueError(f"steps must be at least 0, got {steps}")
     if graph == "auto":     # the CUDA-graphed step where it exists (measured: benchmarks/README.md)
         graph = "on" if kind in ("tacotron2", "waveglow") and torch.device(device).type == "cuda" else "off"
     if graph != "off" and kind not in ("tacotron2", "waveglow"):
@@ -222,6 +228,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         torch.manual_seed(seed + step)
         logger.info("%s: initialised from %s at step %d", kind, init_from, step)
     start_step = step
+    if steps is not None:
+        max_steps = start_step + steps if max_steps is None else min(max_steps, start_step + steps)
     task.prepare(corpus, pool, dev)
     stepper = task.make_graph_step(model, opt, corpus, pool, dev, capture) if graph != "off" else None
     t0 = time.monotonic()
