@@ -108,14 +108,15 @@ def test_plot_cli_on_gz(tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.skipif(not LOGS.is_dir(), reason="no recipe logs in this checkout")
-def test_recipe_logs_are_gzipped_and_readable() -> None:
-    assert not list(LOGS.glob("*.csv")), "results/logs keeps its loss logs gzipped (gzip -9 -n)"
-    gz = sorted(LOGS.glob("*_log*.csv.gz"))
-    assert gz
-    rows = read_log(LOGS / "tacotron2_log_restart21_B.csv.gz")
-    assert rows[0]["step"] == 51401 and rows[0]["seconds"] == 5.29
-    assert rows[-1]["step"] == 52000
-    for p in gz:
-        rows = read_log(p)
-        assert rows and all("step" in r and "loss" in r for r in rows), p.name
+def test_recipe_logs_are_the_shipped_models_whole_training() -> None:
+    """One gzipped log per shipped model, from its first step to (the last logged step before) the
+    step its file records."""
+    assert sorted(p.name for p in LOGS.iterdir()) == ["fastspeech_log.csv.gz", "tacotron2_log.csv.gz",
+                                                      "waveglow_log.csv.gz"]
+    for kind, last in (("fastspeech", 29200), ("tacotron2", 51950), ("waveglow", 170150)):
+        rows = read_log(LOGS / f"{kind}_log.csv.gz")
+        steps = [r["step"] for r in rows]
+        assert steps[0] == 1 and steps[-1] == last and steps == sorted(set(steps)), kind
+        seconds = [r["seconds"] for r in rows]
+        assert seconds == sorted(seconds), kind        # the machines' clocks are added up
+        assert all("loss" in r for r in rows), kind

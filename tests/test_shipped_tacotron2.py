@@ -1,10 +1,8 @@
 """The shipped Tacotron2 (voices ``slt-tacotron2`` and ``slt-tacotron2-waveglow``), which is also the
-file that the next GPU session continues from (``gpu.sh cont tacotron2`` falls back to it).
+file that further training continues from (``gpu.sh cont tacotron2`` falls back to it).
 
-Until it passed the quality gate (recipe README, "twenty-fourth part") it was tracked as
-``recipes/bundled_voice/partial/tacotron2.pt``: an earlier, git-ignored one was lost with its
-checkout ("twelfth part"). These tests hold it to what the voices and the recipe rely on: it is
-there, ``--init-from`` takes it at the step it records, and it aligns when it runs free.
+These tests hold it to what the voices and the recipe rely on: it is tracked, ``--init-from`` takes
+it at the step it records, and it aligns when it runs free.
 """
 
 from pathlib import Path

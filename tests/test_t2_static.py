@@ -1,6 +1,6 @@
 """The static-shape Tacotron2 training step (tts/train/t2_static.py): padding to a bucket changes
 neither the loss nor the gradients; the graph-step object's eager fallback trains like the eager
-step. (The CUDA-graph capture itself runs on a GPU: tools/gpu/t2_train_speed.py.)"""
+step. (The CUDA-graph capture itself runs on a GPU.)"""
 
 from __future__ import annotations
 

@@ -423,24 +423,6 @@ def test_waveglow_compile_setting_wraps_the_loss_once_and_keeps_it(corpus_dir, m
     assert all(np.isfinite(v) for v in losses[True])
 
 
-def test_wg_train_speed_picks_the_fastest_faithful_variant():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "wg_train_speed", Path(__file__).parents[1] / "tools" / "gpu" / "wg_train_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    base = {"variant": "eager", "s_per_step_median": 0.068, "loss": [0.005, -0.02, -0.054]}
-    amp = {"variant": "amp", "s_per_step_median": 0.04, "loss": [0.005, -0.021, -0.054]}
-    fast_wrong = {"variant": "compile+amp", "s_per_step_median": 0.02, "loss": [0.005, -0.5, -0.054]}
-    fast_nan = {"variant": "compile", "s_per_step_median": 0.01, "loss": [0.005, float("nan"), 0.0]}
-    off = {"amp": False, "compile": False, "graph": False}
-    assert mod.pick([base, amp, fast_wrong, fast_nan], 0.02) == dict(off, amp=True)
-    assert mod.pick([base, fast_wrong], 0.02) == off
-    assert mod.pick([amp], 0.02) == off   # no float32 run to compare
-    graph_amp = {"variant": "graph+amp", "s_per_step_median": 0.03, "loss": [0.005, -0.0205, -0.054]}
-    assert mod.pick([base, amp, graph_amp], 0.02) == dict(off, amp=True, graph=True)
-
-
 def test_train_cli_reports_user_mistakes_in_one_line(tmp_path, capsys):
     from tts.train.__main__ import main
     rc = main(["train", "waveglow", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "ck"),
