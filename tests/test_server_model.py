@@ -78,6 +78,20 @@ def client(server):
         yield c
 
 
+class StepRecorder:
+    """Rows per decoder step of a scheduler while in the ``with`` block (its ``on_step`` hook)."""
+
+    def __init__(self, sched):
+        self.sched, self.sizes = sched, []
+
+    def __enter__(self):
+        self.sched.on_step = lambda index, rows: self.sizes.append(len(rows))
+        return self
+
+    def __exit__(self, *exc):
+        self.sched.on_step = None
+
+
 def unary(client, text, voice="t2", **opts):
     r = client.synthesize(text, voice=voice, encoding="FLOAT32", options={**DET, **opts})
     return decode(r.audio, Encoding.FLOAT32), r
@@ -108,24 +122,20 @@ def test_t2_concurrent_calls_equal_single_requests(client, synths):
 def test_short_request_overtakes_long_one(server, client):
     """Continuous batching: a short call that starts after a long one finishes first."""
     sched = server.server.engine.schedulers["t2"][0]
-    done: dict[str, float] = {}
-    with cf.ThreadPoolExecutor(2) as pool:
+    done: list[str] = []
+    with cf.ThreadPoolExecutor(2) as pool, StepRecorder(sched) as rec:
         def run(name, text):
             unary(client, text, max_decoder_steps=80)
-            done[name] = time.perf_counter()
+            done.append(name)
 
-        n0 = len(sched.step_sizes)
         long_f = pool.submit(run, "long", LONG)
-        while len(sched.step_sizes) < n0 + 5:            # the long one is decoding
+        while len(rec.sizes) < 5:                        # the long one is decoding
             time.sleep(0.002)
-        started_short = time.perf_counter()
         short_f = pool.submit(run, "short", SHORT)
         short_f.result(60)
         long_f.result(60)
-    assert done["short"] < done["long"]
-    assert done["short"] > started_short
-    sizes = sched.step_sizes[n0:]
-    assert sizes[0] == 1 and 2 in sizes and sizes[-1] == 1     # joined, then left
+    assert done == ["short", "long"]
+    assert rec.sizes[0] == 1 and 2 in rec.sizes and rec.sizes[-1] == 1     # joined, then left
 
 
 def test_long_text_is_split_and_spoken_whole(client, synths):
@@ -238,11 +248,10 @@ def test_slots_unary_and_concurrent_calls_equal_single_requests(slot_client, slo
     assert len(got) == len(wants[0].audio) and np.abs(got - wants[0].audio).max() < 1e-5
     assert r.normalized_text == wants[0].normalized_text
     sched = slot_server.server.engine.schedulers["t2"][0]
-    n0 = len(sched.step_sizes)
-    with cf.ThreadPoolExecutor(len(texts)) as pool:
+    with cf.ThreadPoolExecutor(len(texts)) as pool, StepRecorder(sched) as rec:
         gots = list(pool.map(lambda t: unary(slot_client, t), texts))
     assert max(r.timings.batch_size for _, r in gots) > 1             # rows shared replays
-    assert max(sched.step_sizes[n0:]) > 1
+    assert max(rec.sizes) > 1
     for (got, _), want in zip(gots, wants):
         assert len(got) == len(want.audio)
         assert np.abs(got - want.audio).max() < 1e-5
@@ -263,37 +272,44 @@ def test_slots_long_text_split_and_streamed_equal_unary(slot_client, synths):
 
 def test_slots_short_request_overtakes_long_one(slot_server, slot_client):
     sched = slot_server.server.engine.schedulers["t2"][0]
-    done: dict[str, float] = {}
-    with cf.ThreadPoolExecutor(2) as pool:
+    done: list[str] = []
+    with cf.ThreadPoolExecutor(2) as pool, StepRecorder(sched) as rec:
         def run(name, text):
             unary(slot_client, text, max_decoder_steps=80)
-            done[name] = time.perf_counter()
+            done.append(name)
 
-        n0 = len(sched.step_sizes)
         long_f = pool.submit(run, "long", LONG)
-        while len(sched.step_sizes) < n0 + 2:            # the long one is decoding (2 replays)
+        while len(rec.sizes) < 2:                        # the long one is decoding (2 replays)
             time.sleep(0.002)
         short_f = pool.submit(run, "short", SHORT)
         short_f.result(60)
         long_f.result(60)
-    assert done["short"] < done["long"]
-    sizes = sched.step_sizes[n0:]
-    assert sizes[0] == 1 and 2 in sizes and sizes[-1] == 1
+    assert done == ["short", "long"]
+    assert rec.sizes[0] == 1 and 2 in rec.sizes and rec.sizes[-1] == 1
 
 
 def test_slots_equal_length_pieces_share_vocoder_calls(slot_server, synths):
     """Requests finishing together with equal frame counts are vocoded in one batched call; the
     audio is that of each request alone."""
+    from test_server_scheduler import hold_decode_thread
+
     sched = slot_server.server.engine.schedulers["t2"][0]
     want = synths["t2"].synthesize(SHORT, SynthesisOptions(**DET)).audio
+    jobs = []
 
     async def main():
         opts = SynthesisOptions(**DET)
-        return await asyncio.gather(*(sched.synthesize(SHORT, opts) for _ in range(4)))
+        with hold_decode_thread(sched):         # all four queue first, so they join (and finish) together
+            tasks = [asyncio.ensure_future(sched.synthesize(SHORT, opts)) for _ in range(4)]
+            await asyncio.sleep(0)
+        return await asyncio.gather(*tasks)
 
-    n0 = len(sched.vocoder_batch_sizes)
-    outs = asyncio.run(main())          # straight to the server's scheduler, from a loop of our own
-    assert max(sched.vocoder_batch_sizes[n0:]) > 1
+    sched.vocoder_stage.on_job = jobs.append
+    try:
+        outs = asyncio.run(main())      # straight to the server's scheduler, from a loop of our own
+    finally:
+        sched.vocoder_stage.on_job = None
+    assert [len(j.pieces) for j in jobs] == [4]
     for o in outs:
         assert len(o.result.audio) == len(want)
         assert np.abs(o.result.audio - want).max() < 1e-5
@@ -324,10 +340,10 @@ def test_slots_deadline_and_failing_replay_free_their_rows(synths, monkeypatch):
         with pytest.raises(DeadlineExpiredError):
             await sched.synthesize(LONG, opts, deadline=time.monotonic() + 0.2)
         for _ in range(200):                                        # the decode thread frees its slot
-            if sched._sd.n_active == 0:
+            if sched.decoder.sd.n_active == 0:
                 break
             await asyncio.sleep(0.01)
-        assert sched._sd.n_active == 0 and calls["n"] >= 4          # it had joined, then left
+        assert sched.decoder.sd.n_active == 0 and calls["n"] >= 4   # it had joined, then left
         calls["fail_at"], calls["sleep"] = calls["n"] + 3, 0.0
         res = await asyncio.gather(*(sched.synthesize(t, opts) for t in (SHORT, LONG)), return_exceptions=True)
         after = await sched.synthesize(SHORT, opts)
@@ -340,4 +356,4 @@ def test_slots_deadline_and_failing_replay_free_their_rows(synths, monkeypatch):
     assert all(isinstance(r, RuntimeError) and "simulated" in str(r) for r in res)
     want = synths["t2"].synthesize(SHORT, SynthesisOptions(**DET)).audio
     assert len(after.result.audio) == len(want) and np.abs(after.result.audio - want).max() < 1e-5
-    assert sched._sd.n_active == 0
+    assert sched.decoder.sd.n_active == 0 and len(sched.decoder) == 0

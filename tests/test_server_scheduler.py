@@ -1,0 +1,306 @@
+"""The Tacotron2 scheduler's fairness, deadlines and queue bound, on CPU with the reference voice.
+
+Every bound is counted in decoder steps (replays for the slot decoder),
+vocoder jobs or calls, never in seconds: the scheduler's ``on_step`` and
+the vocoder stage's ``on_job`` hooks record what ran, and deadlines are
+read on a clock the test drives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tts.options import SynthesisOptions
+from tts.server.admission import AdmissionPolicy, plan_admission
+from tts.server.errors import DeadlineExpiredError, QueueFullError
+from tts.server.scheduler import TacotronScheduler
+
+pytestmark = pytest.mark.timeout(240)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "reference"
+DET = dict(prenet_dropout=0.0, sigma=0.0)
+SHORT = "Hello there."
+LONG = "A much longer sentence that should take the decoder many more steps to finish speaking."
+#: Ten pieces (max_piece_chars = 256) whose gate never fires: a call that would hold every row.
+HOG_TEXT = " ".join([LONG] * 20)
+HOG = SynthesisOptions(gate_threshold=0.999, max_decoder_steps=100_000, **DET)
+DECODERS = [{"decoder": "eager"}, {"decoder": "slots", "steps_per_replay": 4}]
+
+
+@pytest.fixture(scope="module")
+def synth():
+    from tts.synthesizer import Synthesizer
+    from tts.voice import Voice
+
+    voice = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
+                                   waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt", name="t2")
+    return Synthesizer(voice, max_batch=16)
+
+
+class Trace:
+    """Per decoder step: {call seq: rows of that call} (the scheduler's ``on_step`` hook)."""
+
+    def __init__(self, sched: TacotronScheduler):
+        self.steps: list[dict[int, int]] = []
+        self.arrival: dict[int, int] = {}
+        sched.on_step = self._record
+
+    def _record(self, index: int, rows) -> None:
+        assert index == len(self.steps)
+        rec: dict[int, int] = {}
+        for r in rows:
+            rec[r.call.seq] = rec.get(r.call.seq, 0) + 1
+            self.arrival[r.call.seq] = r.call.arrival_step
+        self.steps.append(rec)
+
+    def indices(self, seq: int) -> list[int]:
+        return [i for i, rec in enumerate(self.steps) if seq in rec]
+
+
+@contextlib.contextmanager
+def hold_decode_thread(sched: TacotronScheduler):
+    """The decode thread waits between steps for the length of the block (calls queue, none joins)."""
+    entered, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=sched.run_on_decode_thread, args=(lambda: (entered.set(), release.wait()),))
+    t.start()
+    entered.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        t.join()
+
+
+@contextlib.contextmanager
+def running(sched: TacotronScheduler):
+    sched.start()
+    try:
+        yield sched
+    finally:
+        sched.close()
+
+
+async def until(cond, tries: int = 5000) -> None:
+    """Yields to the loop until ``cond()`` holds (bounded number of tries)."""
+    for _ in range(tries):
+        if cond():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition never held")
+
+
+# ----------------------------------------------------------------------------- admission policy (pure)
+
+def _call(seq, pieces, *, running=0, streaming=False, p=0.0):
+    """A call with ``pieces`` pieces waiting (after ``running`` pieces that decode as rows)."""
+    return SimpleNamespace(seq=seq, todo=deque(range(running, running + pieces)), streaming=streaming,
+                           prenet_dropout=p)
+
+
+def _rows(call, n, steps=(10,)):
+    return [SimpleNamespace(call=call, piece=i, steps=steps[i % len(steps)]) for i in range(n)]
+
+
+def test_admission_round_robin_share_reserve_and_eviction():
+    pol = AdmissionPolicy(max_rows=8, share=2)
+    lone = _call(0, 8)
+    assert plan_admission(pol, [lone], [], None).join == [lone] * 6           # `share` rows stay free
+    a, b = _call(0, 2, running=6), _call(1, 1)
+    plan = plan_admission(pol, [a, b], _rows(a, 6), 0.0)
+    assert plan.join == [b] and plan.evict == []                             # fewest rows first; 1 left free
+    a, c, b = _call(0, 0, running=6), _call(1, 0, running=2), _call(2, 1)
+    rows = _rows(a, 6, steps=(50, 3, 40, 60, 70, 80)) + _rows(c, 2)
+    plan = plan_admission(pol, [b], rows, 0.0)
+    assert plan.join == [b] and plan.evict == [rows[1]]                     # A's row with fewest steps
+    s, u = _call(0, 0, running=4, streaming=True), _call(1, 0, running=4, streaming=True)
+    plan = plan_admission(pol, [_call(2, 1)], _rows(s, 4) + _rows(u, 4), 0.0)
+    assert plan.join == [] and plan.evict == []                             # streaming rows never leave
+    unary, stream = _call(0, 3), _call(1, 3, streaming=True)
+    plan = plan_admission(AdmissionPolicy(max_rows=2, share=1), [unary, stream], [], None)
+    assert plan.join == [stream, unary]                                      # streams first among equals
+    x, y, z = _call(0, 1, p=0.5), _call(1, 1), _call(2, 1)
+    assert plan_admission(pol, [x, y], _rows(z, 1), 0.0).join == []          # drain before another dropout
+    assert plan_admission(pol, [x, y], [], None).join == [x]
+    with pytest.raises(ValueError):
+        AdmissionPolicy(max_rows=4, share=5)
+
+
+# ----------------------------------------------------------------------------- fairness
+
+@pytest.mark.parametrize("kw", DECODERS, ids=["eager", "slots"])
+def test_short_call_joins_at_once_and_finishes_under_a_row_hog(synth, kw):
+    """A ten-piece call whose gate never fires (max_decoder_steps 100 000) holds at most
+    max_rows - share rows; a short call sent while it decodes joins within one step, finishes
+    first with its single-request audio; cancelling the hog frees its rows at the next step."""
+    sched = TacotronScheduler(synth, max_rows=4, **kw)
+    trace = Trace(sched)
+    want = synth.synthesize(SHORT, SynthesisOptions(**DET)).audio
+
+    async def main():
+        hog = asyncio.ensure_future(sched.synthesize(HOG_TEXT, HOG))
+        await until(lambda: len(trace.steps) >= 3)
+        short = await sched.synthesize(SHORT, SynthesisOptions(**DET))
+        assert not hog.done()
+        hog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hog
+        cancelled_at = sched.steps_done
+        await until(lambda: len(sched.decoder) == 0)
+        return short, cancelled_at
+
+    with running(sched):
+        short, cancelled_at = asyncio.run(main())
+    assert short.queue_steps <= 1
+    assert np.abs(short.result.audio - want).max() < 1e-5 and len(short.result.audio) == len(want)
+    hog_rows = [rec.get(0, 0) for rec in trace.steps]
+    assert max(hog_rows) == 3                                  # 4 rows, share 1: one stays free
+    assert max(trace.indices(0)) <= cancelled_at               # no step for it after the cancel
+    assert len(trace.indices(1)) < len(trace.indices(0))
+
+
+# ----------------------------------------------------------------------------- deadlines
+
+@pytest.mark.parametrize("kw", DECODERS, ids=["eager", "slots"])
+def test_deadline_stops_decoding_at_the_next_step(synth, kw):
+    """The clock counts decoder steps: a call whose deadline is step 10 takes steps 0..9 only."""
+    box = {}
+    sched = TacotronScheduler(synth, max_rows=4, clock=lambda: float(box["s"].steps_done), **kw)
+    box["s"] = sched
+    trace = Trace(sched)
+
+    async def main():
+        with pytest.raises(DeadlineExpiredError):
+            await sched.synthesize(HOG_TEXT, HOG, deadline=10.0)
+        await until(lambda: len(sched.decoder) == 0)
+
+    with running(sched):
+        asyncio.run(main())
+    assert trace.indices(0) == list(range(10))
+    assert sched.vocoder_stage.pending == 0
+
+
+def test_deadline_passed_while_queued_for_the_vocoder_skips_its_vocoding(synth, monkeypatch):
+    now = [0.0]
+    sched = TacotronScheduler(synth, max_rows=4, decoder="eager", clock=lambda: now[0])
+    stage = sched.vocoder_stage
+    jobs, started, release = [], threading.Event(), threading.Event()
+    real = stage._vocode
+
+    def held(batch):
+        started.set()
+        release.wait()                       # the vocoder is busy with the first call
+        return real(batch)
+
+    monkeypatch.setattr(stage, "_vocode", held)
+    stage.on_job = jobs.append
+    opts = SynthesisOptions(**DET)
+
+    async def main():
+        first = asyncio.ensure_future(sched.synthesize(SHORT, opts))
+        await until(started.is_set)
+        late = asyncio.ensure_future(sched.synthesize(LONG, opts, deadline=5.0))
+        await until(lambda: stage.pending == 1)          # decoded, queued for the vocoder
+        now[0] = 10.0
+        release.set()
+        with pytest.raises(DeadlineExpiredError):
+            await late
+        return await first
+
+    with running(sched):
+        out = asyncio.run(main())
+    assert len(out.result.audio) > 0
+    assert [p for j in jobs for p in j.pieces] == [(0, 0)]    # the late call's piece never ran
+
+
+# ----------------------------------------------------------------------------- queue bound
+
+def test_max_queue_refuses_exactly_the_excess(synth):
+    sched = TacotronScheduler(synth, max_rows=4, max_queue=4, decoder="eager")
+    assert sched.step_sizes.maxlen == 1024 and sched.vocoder_batch_sizes.maxlen == 1024
+
+    async def main():
+        with hold_decode_thread(sched):
+            tasks = [asyncio.ensure_future(sched.synthesize(SHORT, SynthesisOptions(**DET))) for _ in range(16)]
+            await asyncio.sleep(0)
+            assert sched.queue_depth == 4
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    with running(sched):
+        res = asyncio.run(main())
+    assert sum(isinstance(r, QueueFullError) for r in res) == 12
+    assert all(len(r.result.audio) > 0 for r in res if not isinstance(r, Exception))
+    assert sched.queue_depth == 0
+
+
+def test_serving_engine_passes_max_queue_size_to_the_scheduler(synth):
+    from tts.server.batcher import BatcherConfig
+    from tts.server.engine import ServingEngine
+
+    engine = ServingEngine({"t2": [synth]}, batcher=BatcherConfig(max_queue_size=4),
+                           scheduler_options={"decoder": "eager"})
+
+    async def main():
+        await engine.start()
+        try:
+            sched = engine.schedulers["t2"][0]
+            assert sched.max_queue == 4
+            with hold_decode_thread(sched):
+                tasks = [asyncio.ensure_future(engine.synthesize("t2", SHORT, SynthesisOptions(**DET)))
+                         for _ in range(16)]
+                await asyncio.sleep(0)
+            return await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await engine.close()
+
+    res = asyncio.run(main())
+    assert sum(isinstance(r, QueueFullError) for r in res) == 12
+    assert sum(not isinstance(r, Exception) for r in res) == 4
+
+
+# ----------------------------------------------------------------------------- streams beside unary calls
+
+def test_streams_progress_while_unary_calls_run(synth):
+    """Three four-piece unary calls take two rows each (8 rows, share 2); two streams sent then
+    join within one step, hear audio before any unary call is done, and the vocoder never runs
+    two unary batches in a row while a streaming job waits."""
+    sched = TacotronScheduler(synth, max_rows=8, decoder="eager")
+    trace = Trace(sched)
+    jobs = []
+    sched.vocoder_stage.on_job = jobs.append
+    events: list[str] = []
+
+    async def unary(i):
+        await sched.synthesize(" ".join([LONG] * 8), SynthesisOptions(**DET))
+        events.append(f"unary {i} done")
+
+    async def stream(i):
+        async for piece in sched.stream(LONG, SynthesisOptions(**DET), chunk_frames=16, first_chunk_frames=4):
+            if len(piece.audio) and f"stream {i} audio" not in events:
+                events.append(f"stream {i} audio")
+
+    async def main():
+        with hold_decode_thread(sched):                     # the three join together
+            tasks = [asyncio.ensure_future(unary(i)) for i in range(3)]
+            await asyncio.sleep(0)
+        await until(lambda: len(trace.steps) >= 5)
+        assert trace.steps[0] == {0: 2, 1: 2, 2: 2}
+        tasks += [asyncio.ensure_future(stream(i)) for i in range(2)]
+        await asyncio.gather(*tasks)
+
+    with running(sched):
+        asyncio.run(main())
+    for seq in (3, 4):                                      # the streams
+        assert trace.indices(seq)[0] - trace.arrival[seq] <= 1
+    first_unary = min(events.index(f"unary {i} done") for i in range(3))
+    assert events.index("stream 0 audio") < first_unary and events.index("stream 1 audio") < first_unary
+    assert {j.kind for j in jobs} == {"unary", "stream"}
+    for j1, j2 in zip(jobs, jobs[1:]):
+        assert not (j1.kind == j2.kind == "unary" and j2.streams_waiting > 0)

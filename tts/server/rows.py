@@ -1,0 +1,267 @@
+"""Row decoders: the Tacotron2 decoder batch that rows join and leave between steps.
+
+One interface (``RowDecoder``), two implementations:
+
+- ``StepRowDecoder``: the model's eager step API (``Decoder.step``, or the
+  engine's ``StepDecoder``), one step per call; rows join with
+  ``DecoderState.concat`` and leave with ``DecoderState.select`` (the input
+  length narrows when the longest row has left).
+- ``SlotRowDecoder``: ``tts.engines.tacotron2.SlotDecoder``, static slots of a
+  (rows, input length) bucket, K steps per call (one CUDA-graph replay on the
+  GPU, the PyTorch twin on the CPU). The host reads the K frames and gates
+  once per replay, so a row may run up to K - 1 steps past its stop gate
+  (the caller discards them). The decoder moves to a bigger or smaller
+  bucket as rows come and go; live rows move unchanged. On CUDA it decodes
+  on a high-priority stream of its own (``thread_context``), so vocoder work
+  on the default stream does not queue in front of its replays.
+
+Every row is encoded alone (the encoder's convolutions see padding, so a
+row encoded alone gives exactly the single-request result). Rows are named
+by keys of the caller's choosing (the scheduler's ``Row`` objects).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: Row decoder kinds of ``make_row_decoder``.
+DECODERS = ("auto", "eager", "slots")
+
+
+@dataclass
+class RowStart:
+    """A row to join: its key, token ids and gate threshold."""
+
+    key: Hashable
+    ids: list[int]
+    gate_threshold: float
+
+
+@dataclass
+class RowFrames:
+    """What one ``RowDecoder.step`` made for one row."""
+
+    #: ``[n_mel, n]`` decoder frames (n = the decoder's ``steps_per_call``), float32.
+    frames: torch.Tensor
+    #: Index in ``frames`` of the first step whose gate fired (the row's threshold), or None.
+    stop: int | None
+
+
+class RowDecoder(Protocol):
+    """A decoder batch whose rows join and leave between steps."""
+
+    #: Decoder steps each ``step`` advances every row.
+    steps_per_call: int
+
+    def __len__(self) -> int:
+        """Rows decoding."""
+
+    def join(self, rows: Sequence[RowStart]) -> None:
+        """Encodes each row alone and starts it from the go frame."""
+
+    def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
+        """Advances every row ``steps_per_call`` steps; new frames and stop flag per key."""
+
+    def leave(self, keys: Sequence[Hashable]) -> None:
+        """Drops rows (their state is freed)."""
+
+    def reset(self) -> None:
+        """Drops every row (after a failed step)."""
+
+    def thread_context(self) -> contextlib.AbstractContextManager:
+        """Entered once by the thread that drives the decoder."""
+
+
+def _memory(acoustic, ids: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output ``[1, T, E]`` and lengths ``[1]`` of one row's ids."""
+    t = torch.tensor([ids], dtype=torch.long, device=device)
+    lengths = torch.tensor([len(ids)], dtype=torch.long, device=device)
+    return acoustic.encode(t, lengths), lengths
+
+
+class StepRowDecoder:
+    """Rows in a ``DecoderState``, one ``Decoder.step`` per ``step`` (see module doc)."""
+
+    steps_per_call = 1
+
+    def __init__(self, acoustic, device) -> None:
+        self.acoustic = acoustic
+        self.device = device
+        self._keys: list[Hashable] = []
+        self._lengths: list[int] = []
+        self._thresholds: list[float] = []
+        self._state = None
+        self._prev: torch.Tensor | None = None     # [B, n_mel] the last frames
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def thread_context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def join(self, rows: Sequence[RowStart]) -> None:
+        from tts.models.tacotron2 import DecoderState
+
+        if not rows:
+            return
+        dec = self.acoustic.decoder
+        states, prevs = ([self._state], [self._prev]) if self._state is not None else ([], [])
+        for r in rows:
+            memory, lengths = _memory(self.acoustic, r.ids, self.device)
+            st = dec.init_state(memory, lengths)
+            states.append(st)
+            prevs.append(dec.go_frame(st))
+            self._keys.append(r.key)
+            self._lengths.append(len(r.ids))
+            self._thresholds.append(float(r.gate_threshold))
+        self._state = DecoderState.concat(states)
+        self._prev = torch.cat(prevs, 0)
+
+    def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
+        out = self.acoustic.decoder.step(self._state, self._prev, prenet_dropout=prenet_dropout)
+        self._prev = out.frame
+        fired = torch.sigmoid(out.gate_logit.float()).cpu().tolist()
+        return {k: RowFrames(out.frame[i].unsqueeze(1), 0 if fired[i] > self._thresholds[i] else None)
+                for i, k in enumerate(self._keys)}
+
+    def leave(self, keys: Sequence[Hashable]) -> None:
+        gone = set(keys)
+        keep = [i for i, k in enumerate(self._keys) if k not in gone]
+        if len(keep) == len(self._keys):
+            return
+        if not keep:
+            self.reset()
+            return
+        self._keys = [self._keys[i] for i in keep]
+        self._lengths = [self._lengths[i] for i in keep]
+        self._thresholds = [self._thresholds[i] for i in keep]
+        self._state = self._state.select(keep)
+        self._prev = self._prev.index_select(0, torch.as_tensor(keep, device=self._prev.device))
+        longest = max(self._lengths)
+        if longest < self._state.max_input_length:
+            self._state = self._state.narrow_inputs(longest)
+
+    def reset(self) -> None:
+        self._keys, self._lengths, self._thresholds = [], [], []
+        self._state, self._prev = None, None
+
+
+class SlotRowDecoder:
+    """Rows in the slots of a ``SlotDecoder``, K steps per ``step`` (see module doc).
+
+    Args:
+        engine: the ``Tacotron2Engine`` whose ``slots`` hand out the decoders.
+        acoustic: what encodes the rows (the synthesizer's acoustic module).
+        steps_per_replay: K.
+    """
+
+    def __init__(self, engine, acoustic, device, steps_per_replay: int) -> None:
+        self.engine = engine
+        self.acoustic = acoustic
+        self.device = device
+        self.steps_per_call = int(steps_per_replay)
+        self.sd = None                                   # the SlotDecoder in use (kept while idle)
+        self._slot: dict[Hashable, int] = {}
+        self._length: dict[Hashable, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def thread_context(self) -> contextlib.AbstractContextManager:
+        dev = torch.device(self.device)
+        if dev.type != "cuda":
+            return contextlib.nullcontext()
+        # the decoder's replays are short and latency-bound: a high-priority stream of their own
+        return torch.cuda.stream(torch.cuda.Stream(dev, priority=-1))
+
+    def _fit(self, n: int, longest: int) -> None:
+        """Moves to the bucket of ``n`` rows of ``longest`` inputs (grow or shrink), live rows first."""
+        from tts.engines.tacotron2 import slot_buckets
+
+        if n == 0:
+            return                                       # keep the decoder (all slots free) for the next rows
+        want = slot_buckets(n, longest)
+        if self.sd is None:
+            self.sd = self.engine.slots(*want, steps_per_replay=self.steps_per_call)
+            return
+        if want == (self.sd.rows, self.sd.t_in):
+            return
+        keys = list(self._slot)
+        self.sd = self.sd.resized(*want, keep=[self._slot[k] for k in keys])
+        self._slot = {k: j for j, k in enumerate(keys)}
+
+    def join(self, rows: Sequence[RowStart]) -> None:
+        if not rows:
+            return
+        self._fit(len(self._slot) + len(rows), max([len(r.ids) for r in rows] + list(self._length.values())))
+        for r, slot in zip(rows, self.sd.free_slots()):
+            memory, _ = _memory(self.acoustic, r.ids, self.device)
+            self.sd.join(slot, memory, len(r.ids), gate_threshold=r.gate_threshold)
+            self._slot[r.key] = slot
+            self._length[r.key] = len(r.ids)
+
+    def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
+        out = self.sd.run(prenet_dropout)
+        return {k: RowFrames(out.frames[s].t().contiguous(), out.stop[s]) for k, s in self._slot.items()}
+
+    def leave(self, keys: Sequence[Hashable]) -> None:
+        for k in keys:
+            if k in self._slot:
+                self.sd.leave(self._slot.pop(k))
+                del self._length[k]
+        self._fit(len(self._slot), max(self._length.values(), default=1))
+
+    def reset(self) -> None:
+        if self.sd is not None:
+            self.sd.reset()
+        self._slot.clear()
+        self._length.clear()
+
+    def warmup(self, max_rows: int, input_lengths: Sequence[int], prenet_dropout: float) -> int:
+        """Captures the graphs of every rows bucket up to ``max_rows`` and the input-length buckets
+        of ``input_lengths``; returns how many. Only while no row decodes; a no-op without graphs."""
+        from tts.engines.tacotron2 import slot_buckets
+
+        if self._slot or not self.engine.use_graphs:
+            return 0
+        top, _ = slot_buckets(max_rows, 1)
+        n = 0
+        for t in sorted({slot_buckets(1, x)[1] for x in input_lengths}):
+            rows = 1
+            while rows <= top:
+                self.engine.slots(rows, t, steps_per_replay=self.steps_per_call).capture(prenet_dropout)
+                rows, n = rows * 2, n + 1
+        self.sd = None
+        return n
+
+
+def make_row_decoder(acoustic, device, decoder: str = "auto", steps_per_replay: int = 16) -> RowDecoder:
+    """The row decoder for a synthesizer's acoustic module.
+
+    ``"slots"``: the slot decoder (on an eager module: the engine's PyTorch twin in float32 on its
+    device); ``"eager"``: the step API; ``"auto"``: slots where ``acoustic`` is the fast engine on
+    CUDA, else eager.
+    """
+    from tts.engines.tacotron2 import Tacotron2Engine
+
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if steps_per_replay < 1:
+        raise ValueError(f"steps_per_replay must be >= 1, got {steps_per_replay}")
+    fast = isinstance(acoustic, Tacotron2Engine) and acoustic.device.type == "cuda"
+    if decoder == "eager" or (decoder == "auto" and not fast):
+        return StepRowDecoder(acoustic, device)
+    engine = acoustic
+    if not isinstance(acoustic, Tacotron2Engine):
+        dev = torch.device(device)
+        engine = Tacotron2Engine(acoustic, device=dev, precision="fp32",
+                                 backend="auto" if dev.type == "cuda" else "torch")
+    return SlotRowDecoder(engine, acoustic, device, steps_per_replay)

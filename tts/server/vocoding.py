@@ -1,0 +1,265 @@
+"""The vocoder stage of the Tacotron2 scheduler: one thread runs every postnet/WaveGlow/denoiser call.
+
+Two kinds of work reach it:
+
+- unary pieces (``add_pieces``), each as soon as its row has finished
+  decoding: postnet over the decoder frames, WaveGlow, denoiser, as
+  ``Synthesizer`` does for one request. When every piece of a call is
+  vocoded, the call is resolved with its ``SynthesisResult``.
+- streaming jobs (``run_stream``): a ``MelStreamer`` push or finish of one
+  call, awaited by that call's coroutine.
+
+Work is cut small and taken in turns, so no call holds the thread for
+long: streaming jobs and unary batches alternate while both wait, and the
+next unary piece is one of the call with the fewest pieces vocoded so far
+(then the piece that became ready first). Pieces of unseeded calls with
+equal frame count, sigma and denoiser strength share one batched call of at
+most ``max_batch`` pieces (a power of two, so few graph shapes); unequal
+lengths are never padded together, because padding changes WaveGlow's
+output near the end. A seeded call's pieces go alone, in order, through the
+call's own generator. Before each call the stage drops the work of calls
+that were cancelled, failed or whose deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tts.server.errors import DeadlineExpiredError, ShuttingDownError
+from tts.server.types import ScheduledOutcome
+from tts.server.work import Call, settle
+from tts.streaming import HOP
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VocoderJob:
+    """One unit of the stage's work, as ``VocoderStage.on_job`` sees it before it runs."""
+
+    #: ``"unary"`` or ``"stream"``.
+    kind: str
+    #: (call ``seq``, piece) of each piece in a unary batch; (call ``seq``, -1) for a streaming job.
+    pieces: tuple[tuple[int, int], ...]
+    #: Streaming jobs still queued when this one was picked.
+    streams_waiting: int
+
+
+@dataclass(eq=False)
+class _StreamJob:
+    call: Call
+    fn: Callable[[], object]
+    future: asyncio.Future
+
+
+class VocoderStage:
+    """The scheduler's vocoder thread (see module doc).
+
+    Args:
+        synth: the ``tts.synthesizer.Synthesizer`` whose modules run here.
+        max_batch: most pieces in one batched unary call.
+        clock: the clock deadlines are read on (``time.monotonic``).
+    """
+
+    def __init__(self, synth, *, max_batch: int = 16, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.synth = synth
+        self.acoustic, self.vocoder = synth.acoustic_module, synth.vocoder_module
+        self.denoiser, self.dtype = synth.denoiser_module, synth.vocoder_dtype
+        self.device = synth.device
+        self.max_batch = int(max_batch)
+        self.clock = clock
+        if hasattr(self.vocoder, "max_graphs"):   # unary batch shapes and streaming windows share its LRU
+            self.vocoder.max_graphs = max(int(self.vocoder.max_graphs), 12)
+        self._cond = threading.Condition()
+        self._pieces: list[tuple[int, Call, int]] = []       # (ready order, call, piece), unary
+        self._streams: deque[_StreamJob] = deque()
+        self._ready = itertools.count()
+        self._stream_turn = True
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        #: Pieces per unary vocoder call, the latest 1024 (tests and metrics read it).
+        self.batch_sizes: deque[int] = deque(maxlen=1024)
+        #: Called on the stage's thread with each ``VocoderJob`` before it runs (tracing, tests).
+        self.on_job: Callable[[VocoderJob], None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Unary pieces and streaming jobs queued."""
+        with self._cond:
+            return len(self._pieces) + len(self._streams)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._thread is None:
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name="t2-vocoder", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Finishes the queued work, then stops the thread (blocking)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    # ------------------------------------------------------------------ work in
+    def add_pieces(self, pieces: list[tuple[Call, int]]) -> None:
+        """Queues unary (call, piece)s, all at once (their decoder mels are in ``call.mels[piece]``)."""
+        with self._cond:
+            self._pieces.extend((next(self._ready), call, piece) for call, piece in pieces)
+            self._cond.notify()
+
+    def run_stream(self, call: Call, fn: Callable[[], object]) -> asyncio.Future:
+        """Queues ``fn()`` for streaming ``call``; the future (of the running loop) gets its result."""
+        fut = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._closing or self._thread is None:
+                fut.set_exception(ShuttingDownError("server is shutting down"))
+                return fut
+            self._streams.append(_StreamJob(call, fn, fut))
+            self._cond.notify()
+        return fut
+
+    # ---------------------------------------------------------------- thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._has_work():
+                    self._cond.wait()
+                if not self._has_work():
+                    return
+                job = self._pick()
+            if job is None:
+                continue
+            if self.on_job is not None:
+                self.on_job(job[0])
+            if isinstance(job[1], _StreamJob):
+                self._run_stream(job[1])
+            else:
+                self._run_unary(job[1])
+
+    def _has_work(self) -> bool:
+        return bool(self._streams) or any(self._eligible(c, i) for _, c, i in self._pieces)
+
+    @staticmethod
+    def _eligible(call: Call, piece: int) -> bool:
+        return call.generator is None or piece == len(call.audio)    # seeded: pieces in order
+
+    def _pick(self) -> tuple[VocoderJob, object] | None:
+        """Under the lock: the next job (a ``_StreamJob`` or a unary batch), dead calls' work dropped."""
+        now = self.clock()
+        self._pieces = [e for e in self._pieces if e[1].alive(now)]
+        ready = [e for e in self._pieces if self._eligible(e[1], e[2])]
+        if self._streams and (self._stream_turn or not ready):
+            self._stream_turn = False
+            job = self._streams.popleft()
+            return VocoderJob("stream", ((job.call.seq, -1),), len(self._streams)), job
+        self._stream_turn = True
+        if not ready:
+            return None
+        order = sorted(ready, key=lambda e: (len(e[1].audio), e[0]))
+        first = order[0]
+        if first[1].generator is not None:
+            batch = [first]
+        else:
+            key = self._group(first)
+            same = [e for e in order if e[1].generator is None and self._group(e) == key]
+            batch = same[:1 << (min(self.max_batch, len(same)).bit_length() - 1)]
+        for e in batch:
+            self._pieces.remove(e)
+        pieces = tuple((c.seq, i) for _, c, i in batch)
+        return VocoderJob("unary", pieces, len(self._streams)), [(c, i) for _, c, i in batch]
+
+    @staticmethod
+    def _group(entry: tuple[int, Call, int]) -> tuple:
+        _, c, i = entry
+        return c.mels[i][0].shape[-1], c.opts.sigma, c.opts.denoiser_strength
+
+    def _run_stream(self, job: _StreamJob) -> None:
+        call = job.call
+        if job.future.done():
+            return
+        if not call.alive(self.clock()):
+            expired = call.deadline is not None and self.clock() >= call.deadline
+            exc = DeadlineExpiredError("deadline passed during synthesis") if expired else asyncio.CancelledError()
+            call.later(settle, job.future, None, exc)
+            return
+        try:
+            result, exc = job.fn(), None
+        except Exception as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            result, exc = None, e
+        call.later(settle, job.future, result, exc)
+
+    def _run_unary(self, batch: list[tuple[Call, int]]) -> None:
+        try:
+            self._vocode(batch)
+        except Exception as exc:  # noqa: BLE001 - resolved, never left hanging
+            logger.exception("vocoding failed")
+            for call, _ in batch:
+                call.fail(exc)
+            return
+        for call in dict.fromkeys(c for c, _ in batch):
+            if len(call.audio) == len(call.pieces) and not call.failed:
+                self._finish(call)
+
+    def _vocode(self, batch: list[tuple[Call, int]]) -> None:
+        """One postnet/WaveGlow/denoiser call over pieces of equal frame count: ``[B, n_mel, T]``."""
+        o = batch[0][0].opts
+        with torch.inference_mode():
+            mel = torch.stack([call.mels[i][0] for call, i in batch]).to(self.device)
+            t0 = time.perf_counter()
+            post = self.acoustic.postnet_forward(mel).float()
+            t1 = time.perf_counter()
+            audio = self.vocoder.infer(post.to(self.dtype), sigma=o.sigma, generator=batch[0][0].generator).float()
+            t2 = time.perf_counter()
+            if o.denoiser_strength:
+                audio = self.denoiser(audio, strength=o.denoiser_strength).reshape(len(batch), -1)
+            audio = audio.cpu()
+            post = post.cpu()
+            t3 = time.perf_counter()
+        self.batch_sizes.append(len(batch))
+        for j, (call, i) in enumerate(batch):
+            n = call.mels.pop(i)[1]
+            call.audio[i] = (audio[j, :HOP * n], post[j])
+            tm = call.voc_seconds
+            tm[0], tm[1], tm[2] = tm[0] + t1 - t0, tm[1] + t2 - t1, tm[2] + t3 - t2
+
+    def _finish(self, call: Call) -> None:
+        """Every piece of ``call`` is vocoded: its result."""
+        from tts.synthesizer import StageTimings, SynthesisResult
+
+        try:
+            n = len(call.pieces)
+            post_s, voc_s, den_s = call.voc_seconds
+            acoustic = max(0.0, call.acoustic_done - (call.started_perf or call.acoustic_done)) + post_s
+            timings = StageTimings(text=call.text_seconds, acoustic=acoustic, vocoder=voc_s, denoiser=den_s,
+                                   total=call.text_seconds + acoustic + voc_s + den_s)
+            result = SynthesisResult(
+                text=call.text, normalized_text=" ".join(call.cleaned),
+                audio=torch.cat([call.audio[i][0] for i in range(n)]).numpy().astype(np.float32),
+                sample_rate=self.synth.sample_rate,
+                mel=torch.cat([call.audio[i][1] for i in range(n)], dim=-1).numpy().astype(np.float32),
+                timings=timings, dropped=call.dropped, pieces=n, hit_max_steps=call.hit_max)
+            outcome = ScheduledOutcome(
+                result=result, queue_seconds=max(0.0, (call.started or call.enqueued) - call.enqueued),
+                batch_size=call.max_batch, queue_steps=max(0, (call.join_step or 0) - call.arrival_step))
+        except Exception as exc:  # noqa: BLE001 - resolved, never left hanging
+            logger.exception("vocoding failed")
+            call.fail(exc)
+            return
+        call.audio.clear()
+        call.resolve(outcome)

@@ -1,0 +1,142 @@
+"""The units of work of the Tacotron2 scheduler: a call and its rows.
+
+A ``Call`` is one unary or streaming synthesis. Its text is cut into pieces
+(at most ``Synthesizer.max_piece_chars`` characters each); each piece
+decodes as one ``Row`` of the decoder batch. The decode thread and the
+vocoder thread update a call; the event loop that made it only awaits it:
+every result, error and streaming event reaches that loop through
+``call_soon_threadsafe`` (``Call.post``, ``Call.fail``, ``Call.resolve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from tts.options import SynthesisOptions
+from tts.server.errors import DeadlineExpiredError
+
+
+@dataclass(eq=False)
+class Call:
+    """One synthesis call inside the scheduler."""
+
+    #: Arrival order (per scheduler).
+    seq: int
+    text: str
+    #: The call's options merged over the voice defaults (no ``None``).
+    opts: SynthesisOptions
+    #: Token ids per piece, in order.
+    pieces: list[list[int]]
+    #: Cleaned text per piece.
+    cleaned: list[str]
+    loop: asyncio.AbstractEventLoop
+    #: ``clock()`` value after which the call fails with ``DeadlineExpiredError``, or None.
+    deadline: float | None
+    streaming: bool
+    #: Streaming events ``(kind, piece, payload)``: ``("frames", i, mel [n_mel, k])``,
+    #: ``("end", i, audio_frames)``, ``("error", -1, exc)``.
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    #: Unary completion (a ``ScheduledOutcome``), None for streaming.
+    done: asyncio.Future | None = None
+    dropped: str = ""
+    text_seconds: float = 0.0
+    #: Scheduler step counter and monotonic time at arrival and when its first row joined.
+    arrival_step: int = 0
+    enqueued: float = field(default_factory=time.monotonic)
+    join_step: int | None = None
+    started: float | None = None
+    started_perf: float | None = None
+    acoustic_done: float = 0.0
+    #: Pieces not decoding yet, lowest first (an evicted piece comes back here).
+    todo: deque = field(default_factory=deque)
+    #: Set once every piece has joined the batch at least once (the queue bound counts calls without it).
+    admitted: bool = False
+    decoded: int = 0
+    max_batch: int = 0
+    hit_max: int = 0
+    cancelled: bool = False
+    failed: bool = False
+    #: Unary: piece -> (decoder mel [n_mel, T], audio frames) waiting for the vocoder.
+    mels: dict = field(default_factory=dict)
+    #: Unary: piece -> (audio float32 CPU [256 * audio_frames], post-net mel float32 CPU [n_mel, T]).
+    audio: dict = field(default_factory=dict)
+    #: Seconds in postnet, vocoder, denoiser (summed over its vocoder calls).
+    voc_seconds: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    #: Seeded calls: the generator every vocoder call of this call draws from, pieces in order.
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        self.todo.extend(range(len(self.pieces)))
+
+    @property
+    def prenet_dropout(self) -> float:
+        return float(self.opts.prenet_dropout)
+
+    def alive(self, now: float) -> bool:
+        """False once cancelled or failed; a passed deadline fails the call here (once)."""
+        if self.cancelled or self.failed:
+            return False
+        if self.deadline is not None and now >= self.deadline:
+            self.fail(DeadlineExpiredError("deadline passed during synthesis"))
+            return False
+        return True
+
+    # -------------------------------------------------------- to the event loop
+    def later(self, fn, *args) -> None:
+        """Runs ``fn(*args)`` on the call's event loop (from any thread)."""
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:   # the caller's loop is closed: nobody waits for this call any more
+            self.cancelled = True
+
+    def post(self, event: tuple) -> None:
+        """Streaming: hands ``event`` to the call's coroutine."""
+        self.later(self.events.put_nowait, event)
+
+    def fail(self, exc: BaseException) -> None:
+        """Ends the call with ``exc`` (the first failure wins)."""
+        if self.failed:
+            return
+        self.failed = True
+        if self.streaming:
+            self.post(("error", -1, exc))
+        else:
+            self.later(settle, self.done, None, exc)
+
+    def resolve(self, outcome: object) -> None:
+        self.later(settle, self.done, outcome, None)
+
+
+@dataclass(eq=False)
+class Row:
+    """One piece of a call, decoding."""
+
+    call: Call
+    piece: int
+    #: Decoder frames so far, chunks ``[n_mel, n]`` in order.
+    frames: list = field(default_factory=list)
+    steps: int = 0
+    #: Streaming: steps already delivered and chunks already sent.
+    sent: int = 0
+    sent_chunks: int = 0
+
+    @property
+    def ids(self) -> list[int]:
+        return self.call.pieces[self.piece]
+
+
+def settle(fut: asyncio.Future | None, result: object, exc: BaseException | None) -> None:
+    """Sets ``fut``'s result or exception (``CancelledError`` cancels it); no-op once it is done."""
+    if fut is None or fut.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        fut.cancel()
+    elif exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
