@@ -16,6 +16,7 @@ import sys
 
 from tts.cli.common import (add_voice_arguments, engine_cache_from_args, positive_int, run_main,
                             voice_from_args)
+from tts.options import DEFAULT_MAX_TEXT_CHARS
 
 PROG = "tts-server"
 TOKEN_ENV = "TTS_AUTH_TOKEN"
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes sent as soon as they are reached")
     g.add_argument("--max-queue-size", type=positive_int, default=256,
                    help="most waiting requests; more get RESOURCE_EXHAUSTED")
-    g.add_argument("--max-text-chars", type=positive_int, default=10_000, help="longest accepted text")
+    g.add_argument("--max-text-chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS, help="longest accepted text")
     g.add_argument("--no-continuous-batching", action="store_true",
                    help="batch Tacotron2 requests whole instead of joining/leaving the decoder batch per step")
     g.add_argument("--stream-chunk-frames", type=positive_int, default=32, help="mel frames per streamed chunk")

@@ -21,11 +21,14 @@ from typing import Any
 from tts.cli.common import (add_option_arguments, add_voice_arguments, engine_cache_from_args,
                             options_from_args, positive_int, run_main, voice_from_args)
 from tts.errors import InvalidInputError, TTSError
+from tts.options import DEFAULT_MAX_TEXT_CHARS
 
 logger = logging.getLogger(__name__)
 
 PROG = "tts-synth"
 STAGES = ("text", "acoustic", "vocoder", "denoiser")
+#: --format -> (tts.audio encoding, file suffix).
+FORMATS = {"wav": ("WAV", ".wav"), "wav-float": ("WAV_FLOAT32", ".wav"), "flac": ("FLAC", ".flac")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=positive_int, default=1, metavar="N",
                    help="phrases per batch (default 1: each phrase alone, exactly as NVIDIA's reference "
                         "renders it; larger batches are faster on a GPU)")
+    g.add_argument("--format", choices=sorted(FORMATS), default="wav",
+                   help="audio file format: wav (16-bit PCM), wav-float (32-bit float: the audio exactly) "
+                        "or flac (16-bit)")
     g.add_argument("--save-mel", action="store_true",
                    help="also write N.mel.npy: the post-net mel [n_mel, T] float32")
-    g.add_argument("--max-chars", type=positive_int, default=20_000, metavar="N",
-                   help="longest phrase accepted, in characters (default 20000); longer lines are an error. "
+    g.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS, metavar="N",
+                   help=f"longest phrase accepted, in characters (default {DEFAULT_MAX_TEXT_CHARS}); longer lines "
+                        "are an error. "
                         "Long phrases are split at sentence/clause boundaries and rendered whole")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from tts.audio import write_atomic, write_npy, write_wav
+    from tts.audio import encode, write_atomic, write_npy
     from tts.report import LatencyStats, environment, format_table, rtf
     from tts.synthesizer import Synthesizer
 
@@ -112,11 +119,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     synth = Synthesizer(voice, device=args.device, precision=args.precision, max_batch=args.batch,
                         max_text_chars=args.max_chars, engine=args.engine,
                         engine_cache=engine_cache_from_args(args))
-    for n, text in phrases:
+    plans = {}
+    for n, text in phrases:     # every line planned (and checked) once, before any audio is made
         try:
-            synth.check_text(text)
+            plans[n] = synth.plan(text)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{args.phrases}: line {n}: {exc}", field="phrases") from None
+    encoding, suffix = FORMATS[args.format]
 
     resolved = options.merged_over(voice.defaults)
     utterances: list[dict[str, Any]] = []
@@ -130,7 +139,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         for i in range(0, len(phrases), args.batch):
             group = phrases[i:i + args.batch]
             try:
-                results = synth.synthesize_batch([t for _, t in group], options)
+                results = synth.synthesize_batch([plans[n] for n, _ in group], options)
             except TTSError as exc:
                 for n, _ in group:
                     failures.append({"line": n, "error": str(exc)})
@@ -141,8 +150,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             for s in (*STAGES, "total"):
                 stage_times[s].append(getattr(t, s))
             for (n, text), r in zip(group, results):
-                wav = f"{n}.wav"
-                write_wav(out / wav, r.audio, r.sample_rate)
+                wav = f"{n}{suffix}"
+                write_atomic(out / wav, encode(r.audio, r.sample_rate, encoding))
                 entry = {"line": n, "file": wav, "chars": len(text), "normalized_text": r.normalized_text,
                          "audio_seconds": r.audio_seconds, "mel_frames": int(r.mel.shape[-1]),
                          "pieces": r.pieces, "latency_s": t.total}

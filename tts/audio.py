@@ -20,7 +20,7 @@ from tts.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 #: Encodings offered by the CLI and the gRPC API (names of the proto enum).
-ENCODINGS = ("WAV", "LINEAR_PCM16", "FLOAT32", "FLAC", "OGG_OPUS")
+ENCODINGS = ("WAV", "WAV_FLOAT32", "LINEAR_PCM16", "FLOAT32", "FLAC", "OGG_OPUS")
 
 #: Sample rates the Opus codec accepts.
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -47,7 +47,7 @@ def encode(audio: np.ndarray, sample_rate: int, encoding: str = "WAV") -> bytes:
     """Encode mono float audio as ``encoding`` (one of ``ENCODINGS``).
 
     ``LINEAR_PCM16`` and ``FLOAT32`` are headerless little-endian samples; WAV
-    is 16-bit PCM; FLAC is 16-bit; OGG_OPUS needs a rate in ``OPUS_RATES``
+    is 16-bit PCM, WAV_FLOAT32 32-bit float (the audio exactly); FLAC is 16-bit; OGG_OPUS needs a rate in ``OPUS_RATES``
     (resample first).
     """
     if encoding == "LINEAR_PCM16":
@@ -58,6 +58,8 @@ def encode(audio: np.ndarray, sample_rate: int, encoding: str = "WAV") -> bytes:
     buf = io.BytesIO()
     if encoding == "WAV":
         sf.write(buf, to_pcm16(audio), sample_rate, format="WAV", subtype="PCM_16")
+    elif encoding == "WAV_FLOAT32":
+        sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, format="WAV", subtype="FLOAT")
     elif encoding == "FLAC":
         sf.write(buf, to_pcm16(audio), sample_rate, format="FLAC", subtype="PCM_16")
     elif encoding == "OGG_OPUS":

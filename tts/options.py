@@ -91,6 +91,10 @@ class SynthesisOptions:
 
 
 #: The defaults of a voice that states none: NVIDIA DeepLearningExamples' inference defaults.
+#: Longest text one request (or one phrase line) may have, in characters: the one default of the
+#: CLI's ``--max-chars``, the server's ``--max-text-chars`` and ``Synthesizer(max_text_chars=)``.
+DEFAULT_MAX_TEXT_CHARS = 10_000
+
 REFERENCE_DEFAULTS = SynthesisOptions(
     sigma=0.9, denoiser_strength=0.01, speed=1.0, max_decoder_steps=2000,
     gate_threshold=0.5, prenet_dropout=0.5, seed=None)

@@ -1,11 +1,20 @@
 """Text in, audio out, for one or many utterances.
 
-The synthesizer owns batching for the CLI (the server's scheduler reuses it),
-splits long text into pieces the acoustic model handles, and times every
-stage. Data flow of one call::
+The one pipeline of the project: ``tts-synth``, the server (its dynamic
+batcher and, through the stage functions, its Tacotron2 scheduler) and
+``tts-bench`` all run text through it. It plans text once (split, clean,
+encode: ``plan``), batches pieces, and times every stage. Data flow::
 
-    texts -> tts.text ids (pieces) -> acoustic model -> mel [B, n_mel, T]
-          -> WaveGlow -> audio [B, 256*T] -> denoiser -> float32 audio per text
+    texts -> plan (pieces of ids) -> acoustic model -> mel [B, n_mel, T]
+          -> vocoder -> audio [B, 256*T] -> denoiser -> float32 audio per text
+
+Batching never changes a piece's audio: a piece gives the same result alone
+and in any batch (to float rounding). So Tacotron2 encodes each piece alone
+(its encoder's convolutions would see another piece's padding) and runs its
+postnet on each piece's own frames; FastSpeech (whose reference layers do not
+mask padding) batches only pieces of equal length; the vocoder and denoiser
+batch only pieces of equal length, since padding would change the audio near
+the end.
 
 Timings of a call are wall-clock seconds per stage with the device
 synchronised at each stage boundary; every result of one call carries that
@@ -27,13 +36,13 @@ import numpy as np
 import torch
 
 from tts.errors import InvalidInputError
-from tts.options import REFERENCE_DEFAULTS, SynthesisOptions
+from tts.options import DEFAULT_MAX_TEXT_CHARS, REFERENCE_DEFAULTS, SynthesisOptions
 from tts.voice import Voice
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SynthesisOptions", "StageTimings", "SynthesisResult", "AcousticResult", "Synthesizer", "PRECISIONS",
-           "REFERENCE_DEFAULTS"]
+__all__ = ["SynthesisOptions", "StageTimings", "SynthesisResult", "AcousticResult", "TextPlan", "Synthesizer",
+           "PRECISIONS", "REFERENCE_DEFAULTS", "DEFAULT_MAX_TEXT_CHARS"]
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -112,6 +121,24 @@ class _Piece:
     hit_max: bool = False
 
 
+@dataclass(frozen=True)
+class TextPlan:
+    """One text, planned: what each piece will speak. Made once per request (``Synthesizer.plan``)."""
+
+    #: The input text.
+    text: str
+    #: Per speakable piece, in order: (piece text, symbol ids).
+    pieces: tuple[tuple[str, tuple[int, ...]], ...]
+    #: Per speakable piece: the cleaned text it speaks.
+    cleaned: tuple[str, ...]
+    #: Characters of the input that have no symbol and are not spoken.
+    dropped: str = ""
+
+    @property
+    def normalized_text(self) -> str:
+        return " ".join(self.cleaned)
+
+
 @dataclass
 class _Plan:
     texts: list[str]
@@ -132,7 +159,7 @@ class Synthesizer:
     """
 
     def __init__(self, voice: Voice, *, device: str = "cpu", precision: str = "fp32",
-                 max_batch: int = 8, max_text_chars: int = 20_000, max_piece_chars: int = 256,
+                 max_batch: int = 8, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_piece_chars: int = 256,
                  engine: str = "auto", engine_cache: Any = "auto") -> None:
         if engine not in ENGINES:
             raise InvalidInputError(f"engine must be one of {list(ENGINES)}, got {engine!r}", field="engine")
@@ -174,10 +201,15 @@ class Synthesizer:
 
     # ------------------------------------------------------------------ public
 
-    def check_text(self, text: object) -> None:
-        """Raise InvalidInputError(field="text") for text this synthesizer will not speak."""
+    def check_text(self, text: object) -> TextPlan:
+        """Raise InvalidInputError(field="text") for text this synthesizer will not speak; else its plan."""
+        return self.plan(text)
+
+    def plan(self, text: object) -> TextPlan:
+        """Validates and plans one text (split into pieces, cleaned, encoded): the only text work of a
+        request. Raises InvalidInputError(field="text") for text this synthesizer will not speak."""
         self._check_shape(text)
-        self._plan([text])
+        return self._plan_one(text)
 
     def _check_shape(self, text: object) -> None:
         if not isinstance(text, str):
@@ -188,31 +220,30 @@ class Synthesizer:
             raise InvalidInputError(f"text is {len(text)} characters long; the maximum is "
                                     f"{self.max_text_chars}", field="text")
 
-    def synthesize(self, text: str, options: SynthesisOptions | None = None) -> SynthesisResult:
+    def synthesize(self, text: str | TextPlan, options: SynthesisOptions | None = None) -> SynthesisResult:
         """One text -> one result."""
         return self.synthesize_batch([text], options)[0]
 
-    def synthesize_batch(self, texts: Sequence[str], options: SynthesisOptions | None = None
+    def synthesize_batch(self, texts: Sequence[str | TextPlan], options: SynthesisOptions | None = None
                          ) -> list[SynthesisResult]:
-        """Several texts with the same options -> one result each, in order.
+        """Several texts (or their plans) with the same options -> one result each, in order.
 
         Every text is validated before any work is done, so a bad text fails
-        the call without partial results.
+        the call without partial results. Each result equals that text's result alone.
         """
         if isinstance(texts, str):
             raise InvalidInputError("texts must be a list of strings, not one string", field="text")
         if not texts:
             return []
         opts = (options or SynthesisOptions()).merged_over(self.voice.defaults)
-        for t in texts:
-            self._check_shape(t)
         timings = StageTimings()
         start = time.perf_counter()
+        plans = [t if isinstance(t, TextPlan) else self.plan(t) for t in texts]
         with torch.inference_mode():
-            plan = self._plan(list(texts))
+            plan = self._pieces(plans)
             t1 = self._now()
             timings.text = t1 - start
-            generator = self._generator(opts.seed)
+            generator = self._generators(opts.seed, len(plans))
             plan.pieces = self._run_acoustic(plan.pieces, opts, generator)
             t2 = self._now()
             timings.acoustic = t2 - t1
@@ -226,17 +257,17 @@ class Synthesizer:
             timings.total = t4 - start
         return results
 
-    def acoustic(self, texts: Sequence[str], options: SynthesisOptions | None = None) -> list[AcousticResult]:
+    def acoustic(self, texts: Sequence[str | TextPlan], options: SynthesisOptions | None = None
+                 ) -> list[AcousticResult]:
         """Only the text and acoustic stages (for callers that vocode themselves, e.g. streaming).
 
         The mels are exactly those ``synthesize_batch`` vocodes for the same texts and options.
         """
         opts = (options or SynthesisOptions()).merged_over(self.voice.defaults)
-        for t in texts:
-            self._check_shape(t)
+        plans = [t if isinstance(t, TextPlan) else self.plan(t) for t in texts]
         with torch.inference_mode():
-            plan = self._plan(list(texts))
-            plan.pieces = self._run_acoustic(plan.pieces, opts, self._generator(opts.seed))
+            plan = self._pieces(plans)
+            plan.pieces = self._run_acoustic(plan.pieces, opts, self._generators(opts.seed, len(plans)))
         per_utt: list[list[tuple[torch.Tensor, int]]] = [[] for _ in texts]
         for p in sorted(plan.pieces, key=lambda p: p.key):
             per_utt[p.utt].append((p.mel, p.audio_len))
@@ -276,31 +307,39 @@ class Synthesizer:
         enc = encode(piece, self.voice.frontend)
         return list(enc.ids), enc.cleaned, enc.dropped
 
-    def _plan(self, texts: list[str]) -> _Plan:
-        plan = _Plan(texts)
-        for i, text in enumerate(texts):
-            cleaned, dropped = [], []
-            for k, piece in enumerate(self._split(text)):
-                ids, clean, drop = self._encode(piece)
-                dropped.append(drop)
-                if _speakable(ids):
-                    plan.pieces.append(_Piece(i, (k,), piece, ids))
-                    cleaned.append(clean.strip())
-            if not cleaned:
-                raise InvalidInputError(
-                    "text has nothing speakable: none of its characters is in the voice's symbol set"
-                    + (f" (text {i + 1} of {len(texts)})" if len(texts) > 1 else ""), field="text")
-            plan.cleaned.append(cleaned)
-            plan.dropped.append("".join(dropped))
-            if plan.dropped[-1]:   # reported to the caller in SynthesisResult.dropped
-                logger.debug("text %d: characters with no symbol were not spoken: %r", i,
-                               plan.dropped[-1])
+    def _plan_one(self, text: str) -> TextPlan:
+        pieces, cleaned, dropped = [], [], []
+        for piece in self._split(text):
+            ids, clean, drop = self._encode(piece)
+            dropped.append(drop)
+            if _speakable(ids):
+                pieces.append((piece, tuple(ids)))
+                cleaned.append(clean.strip())
+        if not pieces:
+            raise InvalidInputError("text has nothing speakable: none of its characters is in the voice's "
+                                    "symbol set", field="text")
+        plan = TextPlan(text, tuple(pieces), tuple(cleaned), "".join(dropped))
+        if plan.dropped:   # reported to the caller in SynthesisResult.dropped
+            logger.debug("characters with no symbol were not spoken: %r", plan.dropped)
         return plan
 
-    def _batches(self, pieces: list[_Piece]) -> list[list[_Piece]]:
-        # Longest first, so each batch holds pieces of similar length (least padding).
-        order = sorted(pieces, key=lambda p: -len(p.ids))
-        return [order[i:i + self.max_batch] for i in range(0, len(order), self.max_batch)]
+    def _pieces(self, plans: list[TextPlan]) -> _Plan:
+        plan = _Plan([p.text for p in plans])
+        for i, tp in enumerate(plans):
+            plan.pieces.extend(_Piece(i, (k,), text, list(ids)) for k, (text, ids) in enumerate(tp.pieces))
+            plan.cleaned.append(list(tp.cleaned))
+            plan.dropped.append(tp.dropped)
+        return plan
+
+    def _batches(self, pieces: list[_Piece], size=lambda p: len(p.ids), *, equal: bool = False,
+                 by_text: bool = False) -> list[list[_Piece]]:
+        """Batches of at most ``max_batch`` pieces, longest first (least padding). With ``equal`` only
+        pieces of equal ``size`` share a batch (no padding at all); with ``by_text`` only pieces of
+        one text (seeded calls: each text draws its noise from its own generator)."""
+        groups: dict[tuple, list[_Piece]] = {}
+        for p in sorted(pieces, key=lambda p: -size(p)):
+            groups.setdefault((size(p) if equal else None, p.utt if by_text else None), []).append(p)
+        return [g[i:i + self.max_batch] for g in groups.values() for i in range(0, len(g), self.max_batch)]
 
     def _autocast(self):
         if self.precision == "fp16":
@@ -308,27 +347,41 @@ class Synthesizer:
         return nullcontext()
 
     def _run_acoustic(self, pieces: list[_Piece], opts: SynthesisOptions,
-                      generator: torch.Generator | None) -> list[_Piece]:
+                      generators: list[torch.Generator] | None) -> list[_Piece]:
         """Make every piece's mel; returns the pieces (FastSpeech may split some further)."""
         if self.voice.acoustic_kind == "fastspeech":
             return self._fastspeech_all(pieces, opts)
-        for batch in self._batches(pieces):
+        for batch in self._batches(pieces, by_text=generators is not None and opts.prenet_dropout > 0):
             ids, lengths = _pad_ids([p.ids for p in batch], self.device)
             with self._autocast():
-                self._tacotron2(batch, ids, lengths, opts, generator)
+                self._tacotron2(batch, ids, lengths, opts, generators and generators[batch[0].utt])
         return pieces
 
     def _tacotron2(self, batch: list[_Piece], ids: torch.Tensor, lengths: torch.Tensor,
                    opts: SynthesisOptions, generator: torch.Generator | None) -> None:
-        out = self._acoustic.infer(ids, lengths, max_decoder_steps=opts.max_decoder_steps,
-                                   gate_threshold=opts.gate_threshold,
-                                   prenet_dropout=opts.prenet_dropout, generator=generator)
-        t_out = out.mel_postnet.shape[-1]
+        """Each piece encoded alone (``[1, T_in, E]``), the memories decoded together (attention masks
+        the padding), and the postnet run on each piece's own frames: the result of a piece does not
+        depend on the others in its batch."""
+        acoustic = self._acoustic
+        if len(batch) == 1:
+            memory = acoustic.encode(ids, lengths)
+        else:
+            rows = [acoustic.encode(ids[b:b + 1, :len(p.ids)], lengths[b:b + 1]) for b, p in enumerate(batch)]
+            memory = torch.zeros(len(batch), ids.shape[1], rows[0].shape[-1], device=self.device,
+                                 dtype=rows[0].dtype)
+            for b, row in enumerate(rows):
+                memory[b, :row.shape[1]] = row[0]
+        decode = acoustic.decode if hasattr(acoustic, "decode") else acoustic.decoder.infer
+        out = decode(memory, lengths, max_decoder_steps=opts.max_decoder_steps, gate_threshold=opts.gate_threshold,
+                     prenet_dropout=opts.prenet_dropout, generator=generator)
+        t_out = out.mel.shape[-1]
+        dtype = next(iter(acoustic.parameters())).dtype if isinstance(acoustic, torch.nn.Module) else None
         for b, piece in enumerate(batch):
             n = int(out.mel_lengths[b])
             piece.hit_max = n >= opts.max_decoder_steps
             keep = min(n + 1, t_out)            # the frame on which the gate fired is kept, as DLE does
-            piece.mel = out.mel_postnet[b, :, :keep].float()
+            mel = out.mel[b:b + 1, :, :keep]
+            piece.mel = acoustic.postnet_forward(mel if dtype is None else mel.to(dtype))[0].float()
             piece.audio_len = HOP * n
 
     def _fastspeech_all(self, pieces: list[_Piece], opts: SynthesisOptions) -> list[_Piece]:
@@ -339,7 +392,7 @@ class Synthesizer:
         while todo:
             fits = [p for p in todo if max_len is None or len(p.ids) <= max_len]
             todo = [q for p in todo if p not in fits for q in self._halve(p)]
-            for batch in self._batches(fits):
+            for batch in self._batches(fits, equal=True):     # the reference does not mask padding
                 ids, _ = _pad_ids([p.ids for p in batch], self.device)
                 with self._autocast():
                     out = self._acoustic.infer(ids, alpha=1.0 / opts.speed)
@@ -368,9 +421,10 @@ class Synthesizer:
         return out
 
     def _run_vocoder(self, pieces: list[_Piece], opts: SynthesisOptions,
-                     generator: torch.Generator | None) -> None:
+                     generators: list[torch.Generator] | None) -> None:
         dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        for batch in self._batches(pieces):
+        for batch in self._batches(pieces, lambda p: p.mel.shape[-1], equal=True, by_text=generators is not None):
+            generator = generators and generators[batch[0].utt]
             frames = [p.mel.shape[-1] for p in batch]
             longest = max(frames)
             mel = torch.full((len(batch), batch[0].mel.shape[0], longest), MEL_SILENCE,
@@ -384,7 +438,7 @@ class Synthesizer:
     def _run_denoiser(self, pieces: list[_Piece], opts: SynthesisOptions) -> None:
         if opts.denoiser_strength == 0:
             return
-        for batch in self._batches(pieces):
+        for batch in self._batches(pieces, lambda p: p.audio.shape[-1], equal=True):
             longest = max(p.audio.shape[-1] for p in batch)
             audio = torch.zeros(len(batch), longest, device=self.device, dtype=torch.float32)
             for b, p in enumerate(batch):
@@ -415,10 +469,11 @@ class Synthesizer:
             return module.eval()
         return copy.deepcopy(module).to(self.device).eval()
 
-    def _generator(self, seed: int | None) -> torch.Generator | None:
+    def _generators(self, seed: int | None, n: int) -> list[torch.Generator] | None:
+        """One generator per text, each seeded with ``seed``: a text draws the same noise alone or in a batch."""
         if seed is None:
             return None
-        return torch.Generator(device=self.device).manual_seed(seed)
+        return [torch.Generator(device=self.device).manual_seed(seed) for _ in range(n)]
 
     def _now(self) -> float:
         if self.device.type == "cuda":

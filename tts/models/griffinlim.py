@@ -108,9 +108,12 @@ class GriffinLim(nn.Module):
         # STFT frames of `length` samples with center=True: length // hop + 1 (one more than T).
         n_frames = length // self.hop_length + 1
         mag = torch.cat([mag, mag[..., -1:].expand(b, mag.size(1), n_frames - t)], dim=-1)
-        if generator is None:               # deterministic by default: the same mel, the same audio
-            generator = torch.Generator(device=mag.device).manual_seed(0)
-        phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=torch.float32)
+        # Each row's phases are drawn on their own, so a row's audio does not depend on its batch;
+        # without a generator every row starts from seed 0 (the same mel, the same audio).
+        gens = [generator] * b if generator is not None else [
+            torch.Generator(device=mag.device).manual_seed(0) for _ in range(b)]
+        phase = torch.stack([torch.rand(mag.shape[1:], generator=g, device=mag.device, dtype=torch.float32)
+                             for g in gens])
         spec = torch.polar(mag, 2 * torch.pi * phase)
         for _ in range(self.n_iter):
             audio = self._istft(spec, length)

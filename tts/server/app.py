@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from tts.options import DEFAULT_MAX_TEXT_CHARS
 from tts.server.batcher import BatcherConfig
 from tts.server.engine import ServingEngine
 from tts.server.interceptors import ServingInterceptor
@@ -64,7 +65,7 @@ class ServerConfig:
     #: Address the metrics endpoint binds.
     metrics_host: str = "0.0.0.0"
     #: Longest accepted request text, characters.
-    max_text_chars: int = 10_000
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     #: Largest gRPC message received / sent, bytes.
     max_receive_bytes: int = 1 << 20
     max_send_bytes: int = 64 << 20

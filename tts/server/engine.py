@@ -38,7 +38,8 @@ class SynthItem:
     """One unary request as the batcher carries it."""
 
     voice: str
-    text: str
+    #: The text, or its ``tts.synthesizer.TextPlan`` (planned once, when the request was validated).
+    text: object
     options: SynthesisOptions
     #: Acoustic model only (streaming): the result carries the mel, the audio is vocoded in chunks.
     mel_only: bool = False
@@ -146,8 +147,8 @@ class ServingEngine:
                 if getattr(synths[0].voice, "acoustic_kind", "") == "tacotron2" and hasattr(synths[0], "device"):
                     from tts.server.scheduler import TacotronScheduler
 
-                    self.schedulers[name] = [TacotronScheduler(s, metrics=self.metrics, **self.scheduler_options)
-                                             for s in synths]
+                    opts = {"max_queue": self.batcher.config.max_queue_size, **self.scheduler_options}
+                    self.schedulers[name] = [TacotronScheduler(s, metrics=self.metrics, **opts) for s in synths]
             for ss in self.schedulers.values():
                 for s in ss:
                     s.start()
@@ -174,9 +175,10 @@ class ServingEngine:
                 sched.warmup()              # the slot decoder's graphs (no-op without them)
 
     # --------------------------------------------------------------- checks
-    def check_text(self, voice: str, text: str) -> None:
-        """Raises InvalidInputError(field='text') for text the voice cannot speak."""
-        self.synthesizers[voice][0].check_text(text)
+    def check_text(self, voice: str, text: str):
+        """Raises InvalidInputError(field='text') for text the voice cannot speak; returns the text's
+        plan (``tts.synthesizer.TextPlan``: the request's only text planning), or None from a fake."""
+        return self.synthesizers[voice][0].check_text(text)
 
     # ------------------------------------------------------------------ unary
     def _scheduler_for(self, voice: str, options: SynthesisOptions):
@@ -189,12 +191,13 @@ class ServingEngine:
             return None   # reproducible dropout masks need a batch of its own
         return min(scheds, key=lambda s: s.load)
 
-    async def synthesize(self, voice: str, text: str, options: SynthesisOptions,
+    async def synthesize(self, voice: str, text, options: SynthesisOptions,
                          deadline: float | None = None) -> Outcome:
-        """Synthesizes one text whole; ``deadline`` is a ``time.monotonic()`` value."""
+        """Synthesizes one text (``str`` or its ``TextPlan`` from ``check_text``) whole; ``deadline``
+        is a ``time.monotonic()`` value."""
         sched = self._scheduler_for(voice, options)
         if sched is not None:
-            out = await sched.synthesize(text, options, deadline=deadline)
+            out = await sched.synthesize(_text_of(text), options, deadline=deadline)
             if self.metrics is not None:
                 self.metrics.batch_size.labels("decoder").observe(out.batch_size)
             return Outcome(result=out.result, queue_seconds=out.queue_seconds, batch_size=out.batch_size,
@@ -219,18 +222,23 @@ class ServingEngine:
             self.metrics.observe_batch("synthesize", size, seconds)
 
     # -------------------------------------------------------------- streaming
-    async def stream(self, voice: str, text: str, options: SynthesisOptions,
+    async def stream(self, voice: str, text, options: SynthesisOptions,
                      deadline: float | None = None) -> AsyncIterator[StreamPiece]:
-        """Yields audio pieces as they are vocoded; their concatenation is the utterance."""
-        sched = self._scheduler_for(voice, options)
+        """Yields audio pieces as they are vocoded; their concatenation is the utterance (``text``: a
+        ``str`` or its ``TextPlan``). A vocoder that cannot work in chunks (Griffin-Lim finds each
+        phase from the whole spectrogram) makes the whole audio first, then sends it in chunks."""
+        sched = self._scheduler_for(voice, options) if self._vocodes_in_chunks(voice) else None
         if sched is not None:
-            async for piece in sched.stream(text, options, deadline=deadline, chunk_frames=self.stream_chunk_frames,
+            async for piece in sched.stream(_text_of(text), options, deadline=deadline, chunk_frames=self.stream_chunk_frames,
                                             overlap_frames=self.stream_overlap_frames,
                                             first_chunk_frames=self.stream_first_chunk_frames):
                 yield piece
             return
         async for piece in self._stream_whole_mel(voice, text, options, deadline):
             yield piece
+
+    def _vocodes_in_chunks(self, voice: str) -> bool:
+        return getattr(getattr(self.synthesizers[voice][0], "voice", None), "vocoder_kind", "") != "griffinlim"
 
     async def _stream_whole_mel(self, voice, text, options, deadline) -> AsyncIterator[StreamPiece]:
         """The acoustic model runs whole (through the batcher), then the mel is vocoded chunk by chunk.
@@ -240,8 +248,9 @@ class ServingEngine:
         without model modules (test fakes) send their unary audio in chunks.
         """
         synth = self.synthesizers[voice][0]
-        out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=True), key=(voice, options, "mel"),
-                                        deadline=deadline)
+        mel_only = self._vocodes_in_chunks(voice)
+        out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only),
+                                        key=(voice, options, "mel" if mel_only else "audio"), deadline=deadline)
         result = out.result
         if getattr(result, "audio", None) is not None and len(result.audio):
             audio = np.asarray(result.audio, dtype=np.float32)
@@ -263,3 +272,7 @@ class ServingEngine:
                         break
                     yield StreamPiece(audio=chunk)
         yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=result.normalized_text, last=True)
+
+
+def _text_of(text) -> str:
+    return getattr(text, "text", text)

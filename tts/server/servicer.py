@@ -68,8 +68,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     def _validate(self, request, *, streaming: bool):
         req = validate_request(request, voices=self.engine.voice_names, default_voice=self.engine.default_voice,
                                max_text_chars=self.max_text_chars, streaming=streaming)
-        self.engine.check_text(req.voice, req.text)
-        return req
+        plan = self.engine.check_text(req.voice, req.text)
+        return req, (req.text if plan is None else plan)
 
     async def Synthesize(self, request, context):
         self._enter()
@@ -80,8 +80,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def _synthesize(self, request, context):
         t0 = time.perf_counter()
-        req = self._validate(request, streaming=False)
-        out = await self.engine.synthesize(req.voice, req.text, req.options, deadline=_deadline(context))
+        req, text = self._validate(request, streaming=False)
+        out = await self.engine.synthesize(req.voice, text, req.options, deadline=_deadline(context))
         result = out.result
         t_enc = time.perf_counter()
         encoded = await asyncio.to_thread(encode, result.audio, result.sample_rate, req.encoding, req.sample_rate_hz)
@@ -109,13 +109,13 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def _stream(self, request, context):
         t0 = time.perf_counter()
-        req = self._validate(request, streaming=True)
+        req, text = self._validate(request, streaming=True)
         src_rate = self.engine.sample_rate(req.voice)
         rate = output_rate(src_rate, req.sample_rate_hz, req.encoding)
         resampler = _StreamResampler(src_rate, rate)
         offset = 0
         first = True
-        async for piece in self.engine.stream(req.voice, req.text, req.options, deadline=_deadline(context)):
+        async for piece in self.engine.stream(req.voice, text, req.options, deadline=_deadline(context)):
             samples = resampler.push(piece.audio, final=piece.last)
             if len(samples) == 0 and not piece.last:
                 continue
