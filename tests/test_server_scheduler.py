@@ -166,6 +166,46 @@ def test_short_call_joins_at_once_and_finishes_under_a_row_hog(synth, kw):
     assert len(trace.indices(1)) < len(trace.indices(0))
 
 
+def test_a_long_piece_is_vocoded_in_chunks_that_interleave_with_other_calls(synth, monkeypatch):
+    """A 400-frame piece with ``vocoder_frames=64`` takes seven vocoder jobs; a short call whose
+    piece is ready after the first one is vocoded next; the long audio equals the synthesizer's."""
+    sched = TacotronScheduler(synth, max_rows=4, decoder="eager", vocoder_frames=64)
+    stage = sched.vocoder_stage
+    jobs, entered, release = [], threading.Event(), threading.Event()
+    real = stage._run_long
+
+    def held(e):
+        entered.set()
+        release.wait()                       # until the short call's piece is queued too
+        real(e)
+
+    monkeypatch.setattr(stage, "_run_long", held)
+    stage.on_job = jobs.append
+    long_opts = SynthesisOptions(gate_threshold=0.999, max_decoder_steps=400, **DET)
+    done: list[str] = []
+
+    async def run(name, text, opts):
+        out = await sched.synthesize(text, opts)
+        done.append(name)
+        return out
+
+    async def main():
+        long = asyncio.ensure_future(run("long", LONG, long_opts))
+        await until(entered.is_set)
+        short = asyncio.ensure_future(run("short", SHORT, SynthesisOptions(**DET)))
+        await until(lambda: stage.pending == 2)
+        release.set()
+        return await long, await short
+
+    with running(sched):
+        long, short = asyncio.run(main())
+    assert [j.pieces for j in jobs] == [((0, 0),), ((1, 0),)] + [((0, 0),)] * 6
+    assert done == ["short", "long"]
+    want = synth.synthesize(LONG, long_opts).audio
+    assert len(long.result.audio) == len(want) == 256 * 400
+    assert np.abs(long.result.audio - want).max() < 1e-5
+
+
 # ----------------------------------------------------------------------------- deadlines
 
 @pytest.mark.parametrize("kw", DECODERS, ids=["eager", "slots"])

@@ -84,12 +84,14 @@ class TacotronScheduler:
         decoder: ``"slots"``, ``"eager"`` or ``"auto"`` (``tts.server.rows.make_row_decoder``).
         steps_per_replay: decoder steps per slot-decoder replay (K).
         vocoder_batch: most pieces in one batched unary vocoder call.
+        vocoder_frames: unary pieces longer than this are vocoded in chunks of it, one per vocoder job.
         clock: the clock deadlines are compared with (``time.monotonic``).
     """
 
     def __init__(self, synth, *, max_rows: int | None = None, max_queue: int = 256, rows_per_call: int | None = None,
                  deliver_every: int = 4, metrics=None, decoder: str = "auto", steps_per_replay: int = 16,
-                 vocoder_batch: int = 16, clock: Callable[[], float] = time.monotonic) -> None:
+                 vocoder_batch: int = 16, vocoder_frames: int = 2048,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.synth = synth
         self.acoustic = synth.acoustic_module
         if int(self.acoustic.config.n_frames_per_step) != 1:
@@ -104,7 +106,7 @@ class TacotronScheduler:
         self.clock = clock
         self.decoder = make_row_decoder(self.acoustic, self.device, decoder, steps_per_replay)
         self.steps_per_replay = int(steps_per_replay)
-        self.vocoder_stage = VocoderStage(synth, max_batch=vocoder_batch, clock=clock)
+        self.vocoder_stage = VocoderStage(synth, max_batch=vocoder_batch, max_frames=vocoder_frames, clock=clock)
         self._inbox: queue.Queue = queue.Queue()
         self._waiting: list[Call] = []        # live calls with pieces not decoding, in arrival order
         self._rows: list[Row] = []

@@ -5,13 +5,16 @@ Two kinds of work reach it:
 - unary pieces (``add_pieces``), each as soon as its row has finished
   decoding: postnet over the decoder frames, WaveGlow, denoiser, as
   ``Synthesizer`` does for one request. When every piece of a call is
-  vocoded, the call is resolved with its ``SynthesisResult``.
+  vocoded, the call is resolved with its ``SynthesisResult``. A piece of
+  more than ``max_frames`` frames (a stop gate that never fired) is
+  vocoded in overlapping chunks of ``max_frames``, one chunk per job, as
+  streaming does (``tts.streaming.MelStreamer``).
 - streaming jobs (``run_stream``): a ``MelStreamer`` push or finish of one
   call, awaited by that call's coroutine.
 
 Work is cut small and taken in turns, so no call holds the thread for
-long: streaming jobs and unary batches alternate while both wait, and the
-next unary piece is one of the call with the fewest pieces vocoded so far
+long: streaming jobs and unary jobs alternate while both wait, and the
+next unary job is for the call that has had the fewest vocoder jobs so far
 (then the piece that became ready first). Pieces of unseeded calls with
 equal frame count, sigma and denoiser strength share one batched call of at
 most ``max_batch`` pieces (a power of two, so few graph shapes); unequal
@@ -38,7 +41,7 @@ import torch
 from tts.server.errors import DeadlineExpiredError, ShuttingDownError
 from tts.server.types import ScheduledOutcome
 from tts.server.work import Call, settle
-from tts.streaming import HOP
+from tts.streaming import HOP, MelStreamer, StreamConfig, make_vocode
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,24 @@ class VocoderJob:
 
 
 @dataclass(eq=False)
+class _Queued:
+    """A unary piece waiting for (or, when long, part way through) the vocoder."""
+
+    ready: int
+    call: Call
+    piece: int
+    #: A long piece: its streamer, post-net mel ``[n_mel, T]``, frames pushed and audio chunks so far.
+    streamer: MelStreamer | None = None
+    post: torch.Tensor | None = None
+    pushed: int = 0
+    chunks: list | None = None
+
+    @property
+    def frames(self) -> int:
+        return self.call.mels[self.piece][0].shape[-1]
+
+
+@dataclass(eq=False)
 class _StreamJob:
     call: Call
     fn: Callable[[], object]
@@ -68,22 +89,25 @@ class VocoderStage:
     Args:
         synth: the ``tts.synthesizer.Synthesizer`` whose modules run here.
         max_batch: most pieces in one batched unary call.
+        max_frames: longer pieces are vocoded in chunks of this many frames, one per job.
         clock: the clock deadlines are read on (``time.monotonic``).
     """
 
-    def __init__(self, synth, *, max_batch: int = 16, clock: Callable[[], float] = time.monotonic) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    def __init__(self, synth, *, max_batch: int = 16, max_frames: int = 2048,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_batch < 1 or max_frames < 1:
+            raise ValueError(f"max_batch and max_frames must be >= 1, got {max_batch}, {max_frames}")
         self.synth = synth
         self.acoustic, self.vocoder = synth.acoustic_module, synth.vocoder_module
         self.denoiser, self.dtype = synth.denoiser_module, synth.vocoder_dtype
         self.device = synth.device
         self.max_batch = int(max_batch)
+        self.max_frames = int(max_frames)
         self.clock = clock
         if hasattr(self.vocoder, "max_graphs"):   # unary batch shapes and streaming windows share its LRU
             self.vocoder.max_graphs = max(int(self.vocoder.max_graphs), 12)
         self._cond = threading.Condition()
-        self._pieces: list[tuple[int, Call, int]] = []       # (ready order, call, piece), unary
+        self._pieces: list[_Queued] = []
         self._streams: deque[_StreamJob] = deque()
         self._ready = itertools.count()
         self._stream_turn = True
@@ -120,7 +144,7 @@ class VocoderStage:
     def add_pieces(self, pieces: list[tuple[Call, int]]) -> None:
         """Queues unary (call, piece)s, all at once (their decoder mels are in ``call.mels[piece]``)."""
         with self._cond:
-            self._pieces.extend((next(self._ready), call, piece) for call, piece in pieces)
+            self._pieces.extend(_Queued(next(self._ready), call, piece) for call, piece in pieces)
             self._cond.notify()
 
     def run_stream(self, call: Call, fn: Callable[[], object]) -> asyncio.Future:
@@ -149,45 +173,54 @@ class VocoderStage:
                 self.on_job(job[0])
             if isinstance(job[1], _StreamJob):
                 self._run_stream(job[1])
+            elif isinstance(job[1], _Queued):
+                self._run_long(job[1])
             else:
                 self._run_unary(job[1])
 
     def _has_work(self) -> bool:
-        return bool(self._streams) or any(self._eligible(c, i) for _, c, i in self._pieces)
+        return bool(self._streams) or any(self._eligible(e) for e in self._pieces)
 
     @staticmethod
-    def _eligible(call: Call, piece: int) -> bool:
-        return call.generator is None or piece == len(call.audio)    # seeded: pieces in order
+    def _eligible(e: _Queued) -> bool:
+        return e.call.generator is None or e.piece == len(e.call.audio)    # seeded: pieces in order
 
     def _pick(self) -> tuple[VocoderJob, object] | None:
-        """Under the lock: the next job (a ``_StreamJob`` or a unary batch), dead calls' work dropped."""
+        """Under the lock: the next job (a ``_StreamJob``, a long piece's ``_Queued`` or a unary batch),
+        after dropping the work of dead calls."""
         now = self.clock()
-        self._pieces = [e for e in self._pieces if e[1].alive(now)]
-        ready = [e for e in self._pieces if self._eligible(e[1], e[2])]
+        self._pieces = [e for e in self._pieces if e.call.alive(now)]
+        ready = [e for e in self._pieces if self._eligible(e)]
         if self._streams and (self._stream_turn or not ready):
             self._stream_turn = False
             job = self._streams.popleft()
+            job.call.voc_jobs += 1
             return VocoderJob("stream", ((job.call.seq, -1),), len(self._streams)), job
         self._stream_turn = True
         if not ready:
             return None
-        order = sorted(ready, key=lambda e: (len(e[1].audio), e[0]))
+        order = sorted(ready, key=lambda e: (e.call.voc_jobs, e.ready))
         first = order[0]
-        if first[1].generator is not None:
+        if first.frames > self.max_frames:
+            first.call.voc_jobs += 1
+            return VocoderJob("unary", ((first.call.seq, first.piece),), len(self._streams)), first
+        if first.call.generator is not None:
             batch = [first]
         else:
             key = self._group(first)
-            same = [e for e in order if e[1].generator is None and self._group(e) == key]
+            same = [e for e in order if e.call.generator is None and e.frames <= self.max_frames
+                    and self._group(e) == key]
             batch = same[:1 << (min(self.max_batch, len(same)).bit_length() - 1)]
         for e in batch:
             self._pieces.remove(e)
-        pieces = tuple((c.seq, i) for _, c, i in batch)
-        return VocoderJob("unary", pieces, len(self._streams)), [(c, i) for _, c, i in batch]
+        for call in dict.fromkeys(e.call for e in batch):
+            call.voc_jobs += 1
+        pieces = tuple((e.call.seq, e.piece) for e in batch)
+        return VocoderJob("unary", pieces, len(self._streams)), [(e.call, e.piece) for e in batch]
 
     @staticmethod
-    def _group(entry: tuple[int, Call, int]) -> tuple:
-        _, c, i = entry
-        return c.mels[i][0].shape[-1], c.opts.sigma, c.opts.denoiser_strength
+    def _group(e: _Queued) -> tuple:
+        return e.frames, e.call.opts.sigma, e.call.opts.denoiser_strength
 
     def _run_stream(self, job: _StreamJob) -> None:
         call = job.call
@@ -215,6 +248,44 @@ class VocoderStage:
         for call in dict.fromkeys(c for c, _ in batch):
             if len(call.audio) == len(call.pieces) and not call.failed:
                 self._finish(call)
+
+    def _run_long(self, e: _Queued) -> None:
+        """One job of a long piece: (first) its postnet, then the audio of up to ``max_frames`` frames."""
+        call = e.call
+        try:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                if e.streamer is None:
+                    e.post = self.acoustic.postnet_forward(call.mels[e.piece][0][None].to(self.device)).float()[0]
+                    o = call.opts
+                    vocode = make_vocode(self.vocoder, self.denoiser, sigma=o.sigma,
+                                         denoiser_strength=o.denoiser_strength, generator=call.generator,
+                                         dtype=self.dtype)
+                    cfg = StreamConfig(chunk_frames=self.max_frames, first_chunk_frames=self.max_frames)
+                    e.streamer, e.chunks = MelStreamer(vocode, None, cfg), []
+                t1 = time.perf_counter()
+                n = min(self.max_frames, e.post.shape[-1] - e.pushed)
+                e.chunks += e.streamer.push(e.post[:, e.pushed:e.pushed + n])
+                e.pushed += n
+                done = e.pushed == e.post.shape[-1]
+                if done:
+                    e.chunks += e.streamer.finish(call.mels[e.piece][1])
+                t2 = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 - resolved, never left hanging
+            logger.exception("vocoding failed")
+            call.fail(exc)
+            return
+        call.voc_seconds[0] += t1 - t0
+        call.voc_seconds[1] += t2 - t1
+        if not done:
+            return
+        with self._cond:
+            if e in self._pieces:
+                self._pieces.remove(e)
+        call.mels.pop(e.piece)
+        call.audio[e.piece] = (torch.from_numpy(np.concatenate(e.chunks)), e.post.cpu())
+        if len(call.audio) == len(call.pieces) and not call.failed:
+            self._finish(call)
 
     def _vocode(self, batch: list[tuple[Call, int]]) -> None:
         """One postnet/WaveGlow/denoiser call over pieces of equal frame count: ``[B, n_mel, T]``."""

@@ -65,6 +65,8 @@ class Call:
     mels: dict = field(default_factory=dict)
     #: Unary: piece -> (audio float32 CPU [256 * audio_frames], post-net mel float32 CPU [n_mel, T]).
     audio: dict = field(default_factory=dict)
+    #: Vocoder jobs run for this call (the vocoder stage serves the call with the fewest first).
+    voc_jobs: int = 0
     #: Seconds in postnet, vocoder, denoiser (summed over its vocoder calls).
     voc_seconds: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
     #: Seeded calls: the generator every vocoder call of this call draws from, pieces in order.
