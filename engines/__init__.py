@@ -11,14 +11,22 @@ every device: they are FFTs, with nothing to fold, fuse or capture.
 Engines (each imported lazily):
 
 - ``tacotron2``: ``Tacotron2Engine`` (static buffers, fused Triton decoder
-  step, K steps per CUDA-graph replay);
-- ``waveglow``: ``WaveGlowEngine`` (folded weights, fused gates, CUDA graph
-  per shape) and ``DenoiserEngine``;
+  step, K steps per CUDA-graph replay) and ``SlotDecoder`` (continuous
+  batching); its parts: ``tacotron2_builder`` (prepared weights),
+  ``tacotron2_encoder`` (encoder and postnet graphs), ``tacotron2_step`` (the
+  decoder state and step), ``slot_decoder``;
+- ``waveglow``: ``WaveGlowEngine`` (folded and composed weights, fused WN
+  layers, CUDA graph per shape; weights from ``waveglow_builder``);
+- ``denoiser``: ``DenoiserEngine`` (CUDA graph per shape);
 - ``fastspeech``: ``FastSpeechEngine`` (one CUDA graph per length bucket,
   ``select_bucket`` a pure function);
 - ``cache``: the on-disk engine cache (``EngineCache``; ``use_cache`` makes
   one active for the engines built inside a block, ``$TTS_ENGINE_CACHE``
   names the folder or turns it off).
+
+Shared helpers: ``_graphs`` (the one CUDA-graph capture and the LRU of
+captured graphs), ``_device`` (entry points run with the engine's device
+current), ``_env`` (every environment variable the engines and kernels read).
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ def make_engine(kind: str, module: torch.nn.Module, *, device: torch.device | st
         from tts.engines.waveglow import WaveGlowEngine
         return WaveGlowEngine(module, device=dev, precision=precision, cache=cache, **options)
     if kind == "denoiser":
-        from tts.engines.waveglow import DenoiserEngine
+        from tts.engines.denoiser import DenoiserEngine
         return DenoiserEngine(module, device=dev)
     from tts.engines.fastspeech import FastSpeechEngine
     return FastSpeechEngine(module, device=dev, precision=precision, **options)

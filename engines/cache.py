@@ -24,7 +24,8 @@ truncated, tampered) is never used: it is logged and rebuilt.
 
 Where: ``$TTS_ENGINE_CACHE`` if set (``off``/``0``/``none`` disables the
 cache), else ``$XDG_CACHE_HOME/tts-serve/engines``, else
-``~/.cache/tts-serve/engines``; read when a cache is made, never at import.
+``~/.cache/tts-serve/engines``; read when a cache is made, never at import
+(``tts.engines._env`` documents every variable the engines read).
 """
 
 from __future__ import annotations
@@ -47,23 +48,23 @@ from typing import Any
 
 import torch
 
+from tts.engines import _env
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["EngineKey", "EngineCache", "weights_hash", "default_cache_dir", "cache_from_env",
            "active_cache", "use_cache", "ENV_VAR", "FORMAT_VERSION"]
 
 #: Environment variable naming the cache folder (or ``off`` to disable it).
-ENV_VAR = "TTS_ENGINE_CACHE"
+ENV_VAR = _env.ENGINE_CACHE
 #: Bumped whenever the payload layout of any engine changes (part of every key).
 FORMAT_VERSION = 1
 MAGIC = b"TTS-ENGINE-CACHE\n"
-_OFF = {"", "0", "off", "none", "false", "no"}
 
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/tts-serve/engines`` or ``~/.cache/tts-serve/engines`` (env read now)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tts-serve" / "engines"
+    return Path(_env.user_cache_home()) / "tts-serve" / "engines"
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -249,14 +250,14 @@ class EngineCache:
 
     def activate_triton(self) -> Path | None:
         """Point Triton's compile cache into this cache (unless the user set ``TRITON_CACHE_DIR``)."""
-        if os.environ.get("TRITON_CACHE_DIR"):
+        if _env.triton_cache_dir():
             return None
         d = self.triton_dir()
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError:
             return None
-        os.environ["TRITON_CACHE_DIR"] = str(d)
+        _env.set_triton_cache_dir(str(d))
         return d
 
 
@@ -272,8 +273,8 @@ def _to_cpu(x: Any) -> Any:
 
 def cache_from_env() -> EngineCache | None:
     """The cache ``$TTS_ENGINE_CACHE`` names (None when it says ``off``), else the default folder."""
-    v = os.environ.get(ENV_VAR)
-    if v is not None and v.strip().lower() in _OFF:
+    v = _env.engine_cache_setting()
+    if v is not None and v.strip().lower() in _env.CACHE_OFF:
         return None
     return EngineCache(v) if v else EngineCache()
 

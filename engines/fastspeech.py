@@ -21,17 +21,16 @@ batch arithmetic (the eager model's own modules).
 from __future__ import annotations
 
 import copy
+import logging
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-import logging
-
 from tts.engines._device import on_device
+from tts.engines._graphs import LRU, GraphPool, capture
 from tts.errors import InvalidInputError
 from tts.models.fastspeech import FastSpeech, FastSpeechOutput
 
@@ -99,34 +98,19 @@ class _Graphed:
     def __init__(self, fn: Callable[..., tuple[Tensor, ...]], use_graphs: bool, max_graphs: int = 16) -> None:
         self.fn = fn
         self.use_graphs = use_graphs
-        self.max_graphs = max_graphs
-        self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
-        self._pool = None
+        self._graphs: LRU[tuple] = LRU(max_graphs)
+        self._pool = GraphPool()
+
+    def _capture(self, inputs: tuple[Tensor, ...]) -> tuple:
+        static = [x.clone() for x in inputs]
+        graph, outs = capture(lambda: self.fn(*static), inputs[0].device, pool=self._pool)
+        return graph, static, outs
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         if not self.use_graphs:
             return self.fn(*inputs)
         key = tuple((tuple(x.shape), x.dtype) for x in inputs)
-        entry = self._graphs.get(key)
-        if entry is None:
-            static = [x.clone() for x in inputs]
-            stream = torch.cuda.Stream(inputs[0].device)
-            stream.wait_stream(torch.cuda.current_stream(inputs[0].device))
-            with torch.cuda.stream(stream):
-                self.fn(*static)
-            torch.cuda.current_stream(inputs[0].device).wait_stream(stream)
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            # the side stream of the inputs' device (torch.cuda.graph's default: the first device)
-            with torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"):
-                outs = self.fn(*static)
-            entry = (graph, static, outs)
-            self._graphs[key] = entry
-            while len(self._graphs) > self.max_graphs:
-                self._graphs.popitem(last=False)
-        self._graphs.move_to_end(key)
-        graph, static, outs = entry
+        graph, static, outs = self._graphs.get_or_make(key, lambda: self._capture(inputs))
         for s, x in zip(static, inputs):
             s.copy_(x)
         graph.replay()

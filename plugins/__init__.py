@@ -1,16 +1,14 @@
 """Custom GPU kernels for the hot loops, each with a pure-PyTorch twin.
 
 - ``tts.plugins.decoder``: the fused Tacotron2 decoder step (Triton).
-- ``tts.plugins.encoder``: one step of the Tacotron2 encoder's bidirectional LSTM (Triton).
 - ``tts.plugins.waveglow``: WaveGlow's gated activation and whole coupling layers (Triton).
 
-Triton is imported only when a kernel is first launched, except under ``TRITON_INTERPRET=1``
-(kernels on CPU tensors, for tests), where ``interpreter_compat`` runs at import.
+Triton is imported only when a kernel is first launched; each kernel loader first calls
+``interpreter_compat`` (a no-op outside Triton's CPU interpreter, ``TRITON_INTERPRET=1``).
+This package reads no environment variables (``tts.engines._env`` documents them).
 """
 
 from __future__ import annotations
-
-import os
 
 
 def interpreter_compat() -> bool:
@@ -39,7 +37,3 @@ def interpreter_compat() -> bool:
     patched._tts_compat = True
     interp._patch_lang_tensor = patched
     return True
-
-
-if os.environ.get("TRITON_INTERPRET") == "1":
-    interpreter_compat()

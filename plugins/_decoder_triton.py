@@ -1,4 +1,5 @@
-"""Triton kernels of the Tacotron2 decoder step (imported lazily by ``tts.plugins.decoder``)."""
+"""Triton kernels of the Tacotron2 decoder step (imported lazily by ``tts.plugins.decoder``, where
+each kernel's launch wrapper and PyTorch twin are)."""
 
 import triton
 import triton.language as tl
@@ -9,26 +10,20 @@ def _tanh(x):
     return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
 
-# Programmatic dependent launch (PDL, sm_90+): kernels of the v2 step take a constexpr PDL
-# (0: off; 1: wait, then let the next kernel launch; 2: let the next kernel launch at once, then
-# wait) and are launched with launch_pdl=True when it is on. A kernel reads only model weights
-# (and buffers that are constant within a CUDA graph: memory, pm, lengths) before _gdc_wait, and
-# every program calls _gdc_wait on every path before it reads state or writes anything. So when a
-# program passes its wait, every earlier kernel has completed (each of them waited on its own
-# predecessor before it could complete), and no write-after-read hazard between nodes remains.
-# Off (PDL=0) both are no-ops. PDL=3: the kernels' PDL code paths (prologue loads first) without
-# the griddepcontrol instructions, for the interpreter (no inline asm there) and tests.
-
-@triton.jit
-def _gdc_start(PDL: tl.constexpr):
-    if PDL == 2:
-        tl.extra.cuda.gdc_launch_dependents()
+# Programmatic dependent launch (PDL, sm_90+): the step's kernels take a constexpr PDL (0: off;
+# 1: wait for the predecessor, then let the next kernel launch) and are launched with
+# launch_pdl=True when it is 1. A kernel reads only model weights (and buffers that are constant
+# within a CUDA graph: memory, pm, lengths) before _gdc_wait, and every program calls _gdc_wait on
+# every path before it reads state or writes anything. So when a program passes its wait, every
+# earlier kernel has completed (each of them waited on its own predecessor before it could
+# complete), and no write-after-read hazard between nodes remains. PDL=0: _gdc_wait is a no-op.
+# PDL=3: the kernels' PDL code paths (prologue loads first) without the griddepcontrol
+# instructions, for the interpreter (no inline asm there) and tests.
 
 @triton.jit
 def _gdc_wait(PDL: tl.constexpr):
-    if PDL == 1 or PDL == 2:
-        tl.extra.cuda.gdc_wait()
     if PDL == 1:
+        tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
 
 @triton.jit
@@ -72,7 +67,6 @@ def _acc_chunk0(acc, w0, x_ptr, sx, K, offs_b, B, BK: tl.constexpr):
 def linear_act_kernel(x_ptr, sx, K, w_ptr, out_ptr, so, B, N, seed_ptr, step_ptr, step_i, p,
                       salt, RELU: tl.constexpr, DROPOUT: tl.constexpr,
                       BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr = 0):
-    _gdc_start(PDL)
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
     offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
     acc = tl.zeros((BB, BN), dtype=tl.float32)
@@ -95,77 +89,10 @@ def linear_act_kernel(x_ptr, sx, K, w_ptr, out_ptr, so, B, N, seed_ptr, step_ptr
     tl.store(out_ptr + offs_b[:, None] * so + offs_n[None, :], acc, mask=m)
 
 @triton.jit
-def lstm_cell_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, B, H,
-                     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr):
-    offs_h = tl.program_id(0) * BH + tl.arange(0, BH)
-    offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
-    KT = K1 + K2 + K3
-    acc_i = tl.zeros((BB, BH), dtype=tl.float32)
-    acc_f = tl.zeros((BB, BH), dtype=tl.float32)
-    acc_g = tl.zeros((BB, BH), dtype=tl.float32)
-    acc_o = tl.zeros((BB, BH), dtype=tl.float32)
-    acc_i = _acc_segment(acc_i, x1, K1, K1, w_ptr, KT, 0, offs_b, B, offs_h, H, BK)
-    acc_f = _acc_segment(acc_f, x1, K1, K1, w_ptr + H * KT, KT, 0, offs_b, B, offs_h, H, BK)
-    acc_g = _acc_segment(acc_g, x1, K1, K1, w_ptr + 2 * H * KT, KT, 0, offs_b, B, offs_h, H, BK)
-    acc_o = _acc_segment(acc_o, x1, K1, K1, w_ptr + 3 * H * KT, KT, 0, offs_b, B, offs_h, H, BK)
-    acc_i = _acc_segment(acc_i, x2, K2, K2, w_ptr, KT, K1, offs_b, B, offs_h, H, BK)
-    acc_f = _acc_segment(acc_f, x2, K2, K2, w_ptr + H * KT, KT, K1, offs_b, B, offs_h, H, BK)
-    acc_g = _acc_segment(acc_g, x2, K2, K2, w_ptr + 2 * H * KT, KT, K1, offs_b, B, offs_h, H, BK)
-    acc_o = _acc_segment(acc_o, x2, K2, K2, w_ptr + 3 * H * KT, KT, K1, offs_b, B, offs_h, H, BK)
-    c3 = K1 + K2
-    acc_i = _acc_segment(acc_i, x3, K3, K3, w_ptr, KT, c3, offs_b, B, offs_h, H, BK)
-    acc_f = _acc_segment(acc_f, x3, K3, K3, w_ptr + H * KT, KT, c3, offs_b, B, offs_h, H, BK)
-    acc_g = _acc_segment(acc_g, x3, K3, K3, w_ptr + 2 * H * KT, KT, c3, offs_b, B, offs_h, H, BK)
-    acc_o = _acc_segment(acc_o, x3, K3, K3, w_ptr + 3 * H * KT, KT, c3, offs_b, B, offs_h, H, BK)
-    hm = offs_h < H
-    bi = tl.load(b_ptr + offs_h, mask=hm, other=0.0)
-    bf = tl.load(b_ptr + H + offs_h, mask=hm, other=0.0)
-    bg = tl.load(b_ptr + 2 * H + offs_h, mask=hm, other=0.0)
-    bo = tl.load(b_ptr + 3 * H + offs_h, mask=hm, other=0.0)
-    ig = tl.sigmoid(acc_i + bi[None, :])
-    fg = tl.sigmoid(acc_f + bf[None, :])
-    gg = _tanh(acc_g + bg[None, :])
-    og = tl.sigmoid(acc_o + bo[None, :])
-    m = (offs_b[:, None] < B) & hm[None, :]
-    ptr = offs_b[:, None] * H + offs_h[None, :]
-    c = tl.load(c_ptr + ptr, mask=m, other=0.0)
-    c_new = fg * c + ig * gg
-    tl.store(c_ptr + ptr, c_new, mask=m)
-    tl.store(h_out + ptr, og * _tanh(c_new), mask=m)
-
-@triton.jit
-def location_energy_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
-                           T, A, KS, PAD,
-                           BT: tl.constexpr, BA: tl.constexpr):
-    b = tl.program_id(0)
-    offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
-    offs_a = tl.arange(0, BA)
-    am = offs_a < A
-    acc = tl.zeros((BT, BA), dtype=tl.float32)
-    for j in range(0, KS):
-        src = offs_t + j - PAD
-        sm = (src >= 0) & (src < T)
-        w0 = tl.load(aw_ptr + b * T + src, mask=sm, other=0.0)
-        w1 = tl.load(ac_ptr + b * T + src, mask=sm, other=0.0)
-        k0 = tl.load(wl_ptr + offs_a * (2 * KS) + j, mask=am, other=0.0).to(tl.float32)
-        k1 = tl.load(wl_ptr + offs_a * (2 * KS) + KS + j, mask=am, other=0.0).to(tl.float32)
-        acc += w0[:, None] * k0[None, :] + w1[:, None] * k1[None, :]
-    tm = offs_t < T
-    pq = tl.load(pq_ptr + b * A + offs_a, mask=am, other=0.0)
-    pm = tl.load(pm_ptr + (b * T + offs_t[:, None]) * A + offs_a[None, :],
-                 mask=tm[:, None] & am[None, :], other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + offs_a, mask=am, other=0.0).to(tl.float32)
-    e = tl.sum(_tanh(acc + pq[None, :] + pm) * v[None, :], axis=1)
-    n = tl.load(len_ptr + b)
-    e = tl.where(offs_t < n, e, float("-inf"))
-    tl.store(out_ptr + b * T + offs_t, e, mask=tm)
-
-@triton.jit
 def attention_context_kernel(e_ptr, mem_ptr, aw_ptr, ac_ptr, ctx_ptr, al_ptr, al_stride_b,
                              step_ptr, step_i, T, E,
                              TB: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
                              ALIGN: tl.constexpr, PDL: tl.constexpr = 0):
-    _gdc_start(PDL)
     b = tl.program_id(0)
     pe = tl.program_id(1)
     offs_all = tl.arange(0, TB)
@@ -211,7 +138,6 @@ def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stri
                       gate_ptr, gate_stride_b, nf_ptr, len_ptr, step_ptr, step_i, threshold,
                       B, NF,
                       BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr = 0):
-    _gdc_start(PDL)
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
     offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
     N = NF + 1
@@ -245,9 +171,9 @@ def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stri
         tl.store(len_ptr + offs_b, ln + nf, mask=bm)
 
 
-# ----------------------------------------------------------------------------- v2 kernels
-# (default since the H100 run of benchmarks/README.md "Decoder kernels v2"; the v1 kernels above
-# stay for A/B: engine option kernels="v1" or TTS_DECODER_KERNELS=v1)
+# ----------------------------------------------------------------------------- LSTM cell
+# A program owns the rows {i, f, g, o} x BH of the concatenated weight [4H, K1 + K2 + K3] and
+# streams them in chunks of BK; the cell update is fused into the epilogue.
 
 @triton.jit
 def _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk):
@@ -262,21 +188,19 @@ def _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk):
     return v.to(tl.float32)
 
 @triton.jit
-def _lstm2_w(k0, k_end, KT, w_ptr, rows, BK: tl.constexpr, EVICT: tl.constexpr = ""):
+def _lstm2_w(k0, k_end, KT, w_ptr, rows, BK: tl.constexpr):
     kk = k0 + tl.arange(0, BK)
-    return tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=(kk < k_end)[None, :], other=0.0,
-                   eviction_policy=EVICT)  # [R, BK]
+    return tl.load(w_ptr + rows[:, None] * KT + kk[None, :], mask=(kk < k_end)[None, :], other=0.0)  # [R, BK]
 
 @triton.jit
 def _lstm2_chunk(acc, k0, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                 BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr, EVICT: tl.constexpr = "",
-                 XLO: tl.constexpr = True):
-    w = _lstm2_w(k0, k_end, KT, w_ptr, rows, BK, EVICT)
-    return _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG, XLO)
+                 BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
+    w = _lstm2_w(k0, k_end, KT, w_ptr, rows, BK)
+    return _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
 
 @triton.jit
 def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
-               BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr, XLO: tl.constexpr = True):
+               BK: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
     # acc += x[:, k0:k0 + BK] @ w^T with the chunk's weight tile w [R, BK] already loaded
     kk = k0 + tl.arange(0, BK)
     km = kk < k_end
@@ -291,13 +215,12 @@ def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
     else:
         x = _x_tile(x1, K1, x2, K2, x3, K3, offs_b, B, kk)   # [BB, BK]; w is 0 where kk >= k_end
     if DOT == 2:
-        # transposed: acc [R, BB] += w @ x^T (w is the A operand as loaded, x^T the B operand)
-        # (XLO False: x rounded to float16, one product: as a plain fp16 GEMM would compute it)
+        # transposed: acc [R, BB] += w @ x^T (w is the A operand as loaded, x^T the B operand);
+        # x = hi + lo in fp16 as below
         hi = x.to(tl.float16)
         acc = tl.dot(w, tl.trans(hi), acc)
-        if XLO:
-            lo = (x - hi.to(tl.float32)).to(tl.float16)
-            acc = tl.dot(w, tl.trans(lo), acc)
+        lo = (x - hi.to(tl.float32)).to(tl.float16)
+        acc = tl.dot(w, tl.trans(lo), acc)
     elif DOT:
         # x = hi + lo in fp16 (x keeps ~22 bits), w exact: two tensor-core products, f32 accumulation
         hi = x.to(tl.float16)
@@ -311,17 +234,11 @@ def _lstm2_mac(acc, w, k0, k_end, x1, K1, x2, K2, x3, K3, offs_b, B,
 
 @triton.jit
 def _lstm2_rest(acc, I0: tl.constexpr, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                BK: tl.constexpr, NIT: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr,
-                STATIC: tl.constexpr, EVICT: tl.constexpr = "", XLO: tl.constexpr = True):
-    # chunks I0 .. NIT - 1 of a program (static: unrolled)
-    if STATIC:
-        for i in tl.static_range(I0, NIT):
-            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG, EVICT, XLO)
-    else:
-        for i in range(I0, NIT):
-            acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
-                               offs_b, B, BK, DOT, SEG, EVICT, XLO)
+                BK: tl.constexpr, NIT: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr):
+    # chunks I0 .. NIT - 1 of a program
+    for i in range(I0, NIT):
+        acc = _lstm2_chunk(acc, k_start + i * BK, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows,
+                           offs_b, B, BK, DOT, SEG)
     return acc
 
 @triton.jit
@@ -347,15 +264,13 @@ def _lstm2_epilogue(acc, b_ptr, c_ptr, h_out, offs_b, B, h0, H,
 def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr, ws_split, cnt_ptr,
                       B, H, KCH,
                       BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr, NIT: tl.constexpr,
-                      SPLIT: tl.constexpr, DOT: tl.constexpr, STATIC: tl.constexpr,
-                      SEG: tl.constexpr = False, PDL: tl.constexpr = 0, PRE: tl.constexpr = 1,
-                      EVICT: tl.constexpr = "", XLO: tl.constexpr = True):
+                      SPLIT: tl.constexpr, DOT: tl.constexpr, SEG: tl.constexpr = False,
+                      PDL: tl.constexpr = 0):
     # grid (H / BH, cdiv(B, BB), SPLIT). Program (h, b, s): rows {i, f, g, o} x BH of the weight,
     # K range [s * KCH, (s + 1) * KCH) of the concatenated input, NIT chunks of BK.
     # SPLIT > 1: partial sums to ws[s], the last program of a tile (counter) adds them in
     # fixed order (deterministic) and applies the cell update; counters are left at 0.
-    # PDL: the first PRE (1 or 2, <= NIT) weight chunks are loaded before the wait.
-    _gdc_start(PDL)
+    # PDL: the first weight chunk is loaded before the wait.
     pid_h = tl.program_id(0)
     pid_b = tl.program_id(1)
     s = tl.program_id(2)
@@ -374,20 +289,14 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
     else:
         acc = tl.zeros((BB, R, BK), dtype=tl.float32)
     if PDL != 0:
-        w0 = _lstm2_w(k_start, k_end, KT, w_ptr, rows, BK, EVICT)
-        if PRE == 2:
-            w1 = _lstm2_w(k_start + BK, k_end, KT, w_ptr, rows, BK, EVICT)
+        w0 = _lstm2_w(k_start, k_end, KT, w_ptr, rows, BK)
         _gdc_wait(PDL)
-        acc = _lstm2_mac(acc, w0, k_start, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG, XLO)
-        if PRE == 2:
-            acc = _lstm2_mac(acc, w1, k_start + BK, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG, XLO)
-        acc = _lstm2_rest(acc, PRE, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                          BK, NIT, DOT, SEG, STATIC, EVICT, XLO)
+        acc = _lstm2_mac(acc, w0, k_start, k_end, x1, K1, x2, K2, x3, K3, offs_b, B, BK, DOT, SEG)
+        acc = _lstm2_rest(acc, 1, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
+                          BK, NIT, DOT, SEG)
     else:
-        # (the first chunk as a constexpr argument: a plain `i0 = 0` would be a tensor, which
-        # tl.static_range rejects)
         acc = _lstm2_rest(acc, 0, k_start, k_end, KT, x1, K1, x2, K2, x3, K3, w_ptr, rows, offs_b, B,
-                          BK, NIT, DOT, SEG, STATIC, EVICT, XLO)
+                          BK, NIT, DOT, SEG)
     if DOT == 2:
         acc = tl.trans(acc)
     elif not DOT:
@@ -411,10 +320,9 @@ def lstm_cell2_kernel(x1, K1, x2, K2, x3, K3, w_ptr, b_ptr, c_ptr, h_out, ws_ptr
 def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
                             T, A, SWA, SWC, SWK,
                             KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr, PDL: tl.constexpr = 0):
-    # location_energy_kernel with the taps unrolled (KS constexpr): all loads issue at once
-    # instead of KS dependent rounds of L2 latency. wl [A, 2, KS] with strides (SWA, SWC, SWK)
-    # (the engine's row-major layout measured faster than tap-major: its rows stay in L1)
-    _gdc_start(PDL)
+    # attention energies with the location convolution's taps unrolled (KS constexpr): all loads
+    # issue at once instead of KS dependent rounds of L2 latency. wl [A, 2, KS] with strides
+    # (SWA, SWC, SWK); in the engine's row-major layout a program's rows stay in L1.
     b = tl.program_id(0)
     offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
     offs_a = tl.arange(0, BA)
@@ -453,10 +361,9 @@ def location_energy3_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
                             T, A, SWA, SWC, SWK,
                             KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr, KP: tl.constexpr,
                             PDL: tl.constexpr = 0):
-    # location_energy2 as one tensor-core product per program: the location features of BT
+    # location_energy2_kernel as one tensor-core product per program: the location features of BT
     # positions are im2col [BT, 2 KS] (attention weights and their running sum, KS taps each)
     # @ wl^T [2 KS, A], in tf32x3 (three tf32 products: float32 accuracy)
-    _gdc_start(PDL)
     b = tl.program_id(0)
     offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
     offs_a = tl.arange(0, BA)
@@ -484,49 +391,10 @@ def location_energy3_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
     e = tl.where(offs_t < n, e, float("-inf"))
     tl.store(out_ptr + b * T + offs_t, e, mask=tm)
 
-@triton.jit
-def prenet_kernel(x_ptr, w1_ptr, w2_ptr, out_ptr, B, P, seed_ptr, step_ptr, step_i, p,
-                  K0: tl.constexpr, DROPOUT: tl.constexpr, BB: tl.constexpr, BP: tl.constexpr,
-                  BN: tl.constexpr, BK0: tl.constexpr):
-    # both prenet layers in one launch: every program recomputes layer 1 ([B, P], small) and
-    # writes BN outputs of layer 2; the dropout masks are those of two linear_act calls
-    # (salt 0 and 1), so the result equals linear_act(linear_act(x, w1), w2). K0 is constexpr
-    # and the loop unrolled, w2 is loaded first: every load of a program is issued up front.
-    pid_n = tl.program_id(0)
-    offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
-    bm = offs_b < B
-    offs_p = tl.arange(0, BP)
-    pmask = offs_p < P
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    nmask = offs_n < P
-    w2 = tl.load(w2_ptr + offs_n[:, None] * P + offs_p[None, :], mask=nmask[:, None] & pmask[None, :],
-                 other=0.0)                                                              # [BN, BP]
-    h1 = tl.zeros((BB, BP), dtype=tl.float32)
-    for k0 in tl.static_range(0, K0, BK0):
-        kk = k0 + tl.arange(0, BK0)
-        x = tl.load(x_ptr + offs_b[:, None] * K0 + kk[None, :], mask=bm[:, None] & (kk[None, :] < K0),
-                    other=0.0).to(tl.float32)
-        w = tl.load(w1_ptr + offs_p[:, None] * K0 + kk[None, :], mask=pmask[:, None] & (kk[None, :] < K0),
-                    other=0.0).to(tl.float32)
-        h1 += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
-    h1 = tl.maximum(h1, 0.0)
-    if DROPOUT:
-        seed = tl.load(seed_ptr)
-        step = tl.load(step_ptr) + step_i
-        offs = ((step * 4 + 0) * 65536 + offs_b[:, None]) * 65536 + offs_p[None, :]
-        h1 = tl.where(tl.rand(seed, offs) >= p, h1 / (1.0 - p), 0.0)
-    y = tl.sum(h1[:, None, :] * w2.to(tl.float32)[None, :, :], axis=2)                  # [BB, BN]
-    y = tl.maximum(y, 0.0)
-    if DROPOUT:
-        offs = ((step * 4 + 1) * 65536 + offs_b[:, None]) * 65536 + offs_n[None, :]
-        y = tl.where(tl.rand(seed, offs) >= p, y / (1.0 - p), 0.0)
-    tl.store(out_ptr + offs_b[:, None] * P + offs_n[None, :], y, mask=bm[:, None] & nmask[None, :])
 
 
 KERNELS = {
-    "linear_act": linear_act_kernel, "lstm_cell": lstm_cell_kernel,
-    "location_energy": location_energy_kernel, "attention_context": attention_context_kernel,
-    "projection": projection_kernel,
-    "lstm_cell2": lstm_cell2_kernel, "location_energy2": location_energy2_kernel,
-    "location_energy3": location_energy3_kernel, "prenet": prenet_kernel,
+    "linear_act": linear_act_kernel, "attention_context": attention_context_kernel,
+    "projection": projection_kernel, "lstm_cell2": lstm_cell2_kernel,
+    "location_energy2": location_energy2_kernel, "location_energy3": location_energy3_kernel,
 }

@@ -1,26 +1,7 @@
-"""Triton kernel of WaveGlow's gated activation (imported lazily by ``tts.plugins.waveglow``)."""
+"""Triton kernel of WaveGlow's gated activation on rows (imported lazily by ``tts.plugins.waveglow``)."""
 
 import triton
 import triton.language as tl
-
-
-@triton.jit
-def gated_kernel(in_ptr, cond_ptr, out_ptr, C, T, cond_batch_stride, cond_offset, out_batch_stride, n_elements,
-                 BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < n_elements
-    t = offs % T
-    c = (offs // T) % C
-    b = offs // (T * C)
-    a_t = tl.load(in_ptr + (b * 2 * C + c) * T + t, mask=m, other=0.0).to(tl.float32)
-    a_s = tl.load(in_ptr + (b * 2 * C + C + c) * T + t, mask=m, other=0.0).to(tl.float32)
-    cb = cond_ptr + b * cond_batch_stride + cond_offset
-    c_t = tl.load(cb + c * T + t, mask=m, other=0.0).to(tl.float32)
-    c_s = tl.load(cb + (C + c) * T + t, mask=m, other=0.0).to(tl.float32)
-    x = a_t + c_t
-    th = 2.0 * tl.sigmoid(2.0 * x) - 1.0
-    y = th * tl.sigmoid(a_s + c_s)
-    tl.store(out_ptr + b * out_batch_stride + c * T + t, y.to(out_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit

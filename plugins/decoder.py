@@ -1,21 +1,30 @@
 """Fused kernels of one Tacotron2 decoder step (Triton), each with its PyTorch twin.
 
 One decoder step of the fast engine is eight launches, all captured in a CUDA
-graph (``tts.engines.tacotron2``)::
+graph (``tts.engines.tacotron2_step``)::
 
-    linear_act      prenet layer 1: relu(frame @ W1^T), dropout        [B, 256]
-    linear_act      prenet layer 2                                     [B, 256]
-    lstm_cell       attention LSTM: one GEMV over [prenet | ctx | h] + gates
-    linear_act      processed query  ah @ Wq^T                         [B, 128]
-    location_energy location conv (folded into one [A, 2, K] filter), tanh, v
+    linear_act        prenet layer 1: relu(frame @ W1^T), dropout        [B, 256]
+    linear_act        prenet layer 2                                     [B, 256]
+    lstm_cell2        attention LSTM: one GEMV over [prenet | ctx | h] + gates
+    linear_act        processed query  ah @ Wq^T                         [B, 128]
+    location_energy3  location conv (folded into one [A, 2, K] filter), tanh, v
+                      (location_energy2: the same with FMA taps, no tensor cores)
     attention_context masked softmax over T_in, context, cumulative weights
-    lstm_cell       decoder LSTM over [ah | ctx | h]
-    projection      mel frame and stop gate in one GEMV; per-item stop flags
+    lstm_cell2        decoder LSTM over [ah | ctx | h]
+    projection        mel frame and stop gate in one GEMV; per-item stop flags
 
 Every kernel reads its per-step data from GPU buffers (the step index is a
 GPU scalar plus a constant, the dropout seed a GPU scalar), so a graph of K
 captured steps replays without the host. Inputs and states are float32;
 weights are float16 or float32; accumulation is float32.
+
+Programmatic dependent launch (``pdl``, sm_90+): with ``pdl=1`` a kernel is
+launched with ``launch_pdl``; it loads what a CUDA-graph replay never changes
+(weights, biases, processed memory) before it waits for its predecessor, and
+then lets the next kernel launch. ``pdl=3`` runs the same code paths without
+the ``griddepcontrol`` instructions (Triton's interpreter has no inline
+assembly): the CPU tests of the ``pdl=1`` code. Results equal ``pdl=0`` bit
+for bit.
 
 The PyTorch twins (``*_ref``) compute the same functions with torch ops;
 ``tests/test_plugins_decoder.py`` checks kernel against twin on random weights.
@@ -32,10 +41,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 __all__ = [
-    "triton_available", "linear_act", "linear_act_ref", "lstm_cell", "lstm_cell_ref",
-    "location_energy", "location_energy_ref", "attention_context", "attention_context_ref",
+    "triton_available", "linear_act", "linear_act_ref", "lstm_cell2", "lstm2_workspace", "lstm_cell_ref",
+    "location_energy2", "location_energy3", "location_energy_ref", "attention_context", "attention_context_ref",
     "projection", "projection_ref", "dropout_keep_ref",
-    "lstm_cell2", "lstm2_workspace", "location_energy2", "prenet", "prenet_ref",
 ]
 
 
@@ -87,13 +95,6 @@ def lstm_cell_ref(xs: tuple[Tensor, ...], w: Tensor, b: Tensor, c: Tensor, h_out
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     c.copy_(c_new)
     h_out.copy_(torch.sigmoid(o) * torch.tanh(c_new))
-
-
-def prenet_ref(x: Tensor, w1: Tensor, w2: Tensor, out: Tensor, p: float = 0.0) -> Tensor:
-    """Both prenet layers: ``out[:] = drop(relu(drop(relu(x @ w1^T)) @ w2^T))`` (masks from torch's RNG)."""
-    h = torch.empty(x.shape[0], w1.shape[0], dtype=torch.float32, device=x.device)
-    linear_act_ref(x, w1, h, relu=True, p=p)
-    return linear_act_ref(h, w2, out, relu=True, p=p)
 
 
 def location_energy_ref(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor,
@@ -154,6 +155,8 @@ def projection_ref(xs: tuple[Tensor, ...], w: Tensor, b: Tensor, frame: Tensor, 
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
+    from tts.plugins import interpreter_compat
+    interpreter_compat()
     from tts.plugins._decoder_triton import KERNELS
     return KERNELS
 
@@ -163,15 +166,15 @@ def _bb(batch: int) -> int:
 
 
 def _pdl_kw(pdl: int) -> dict:
-    """Launch keywords of programmatic dependent launch mode ``pdl``: 0 off, 1 wait then trigger,
-    2 trigger then wait (see ``_decoder_triton``; sm_90+ on CUDA only, never in the interpreter),
-    3 the kernels' PDL code paths without the griddepcontrol instructions (interpreter tests)."""
+    """Launch keywords of programmatic dependent launch mode ``pdl`` (module docstring): 0 off,
+    1 on (sm_90+ on CUDA only, never in the interpreter), 3 the kernels' PDL code paths without
+    the griddepcontrol instructions (interpreter tests)."""
     pdl = int(pdl)
-    if pdl not in (0, 1, 2, 3):
-        raise ValueError(f"pdl must be 0, 1, 2 or 3, got {pdl}")
+    if pdl not in (0, 1, 3):
+        raise ValueError(f"pdl must be 0, 1 or 3, got {pdl}")
     if pdl == 3:
         return {"PDL": 3}
-    return {"PDL": pdl, "launch_pdl": True} if pdl else {}
+    return {"PDL": 1, "launch_pdl": True} if pdl else {}
 
 
 def _check_rows(*ts: Tensor) -> None:
@@ -200,35 +203,6 @@ def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: floa
     k[grid](x, x.stride(0), kdim, w, out, out.stride(0), b, n,
             seed if seed is not None else dummy, step if step is not None else dummy, step_i,
             float(p), salt, RELU=relu, DROPOUT=p > 0.0, BB=bb, BN=bn, BK=bk, num_warps=num_warps, **_pdl_kw(pdl))
-    return out
-
-
-def lstm_cell(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
-              bh: int = 4, bk: int = 256, num_warps: int = 2) -> None:
-    """Kernel of ``lstm_cell_ref`` for exactly three input segments (last = old h)."""
-    k = _kernels()["lstm_cell"]
-    x1, x2, x3 = xs
-    _check_rows(x1, x2, x3, w, c, h_out)
-    batch, hdim = c.shape
-    for x in xs:
-        if x.stride(0) != x.shape[1]:
-            raise ValueError("lstm_cell inputs must be contiguous [B, K] tensors")
-    bb = _bb(batch)
-    grid = (math.ceil(hdim / bh), math.ceil(batch / bb))
-    k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, batch, hdim,
-            BB=bb, BH=bh, BK=bk, num_warps=num_warps)
-
-
-def location_energy(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
-                    lengths: Tensor, out: Tensor, *, bt: int = 8) -> Tensor:
-    """Kernel of ``location_energy_ref``. All tensors contiguous (``w_loc`` is made so); lengths int32."""
-    k = _kernels()["location_energy"]
-    w_loc = w_loc.contiguous()
-    batch, t = att_w.shape
-    a, _, ks = w_loc.shape
-    grid = (batch, math.ceil(t / bt))
-    k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, ks, (ks - 1) // 2,
-            BT=bt, BA=_next_pow2(a))
     return out
 
 
@@ -263,8 +237,6 @@ def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, m
             BB=bb, BN=bn, BK=bk, num_warps=num_warps, **_pdl_kw(pdl))
 
 
-# ----------------------------------------------------------------------------- v2 kernels
-
 def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int = 4096) -> tuple[Tensor, Tensor]:
     """(partial sums ``[split, batch_rows, 4 * hdim]`` f32, tile counters ``[n_tiles]`` int32 zeros)
     for ``lstm_cell2(split > 1)``; ``batch_rows`` >= the batch rounded up to the kernel's batch tile.
@@ -276,22 +248,17 @@ def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int
 
 def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tensor, h_out: Tensor, *,
                bh: int = 1, bk: int = 512, split: int = 1, num_warps: int = 4, dot: bool | int = False,
-               static: bool = True, ws: tuple[Tensor, Tensor] | None = None, pdl: int = 0,
-               pre: int = 1, evict: str = "", num_stages: int | None = None, bb: int | None = None,
-               xlo: bool = True) -> None:
-    """Kernel of ``lstm_cell_ref`` (v2): rows of the four gates of ``bh`` hidden units per program,
-    16-byte weight loads over K chunks of ``bk``, ``split`` programs over K (partials combined in
-    fixed order by the last one, see ``lstm2_workspace``), ``dot``: tensor cores (float16 weights;
-    batch tile 16, x split in two float16 halves so the result keeps float32 inputs), else
-    float32 FMAs; ``dot=2``: the same products transposed (``acc^T += w @ x^T``: the weight tile is
-    the A operand as loaded, no transpose of it). ``static``: K loop unrolled (all loads of a program issued up front).
-    ``pdl``: programmatic dependent launch mode (``_pdl_kw``); ``pre`` (1 or 2): weight chunks
-    loaded before its wait. ``evict``: L2 eviction policy of the weight loads ("", "evict_last",
-    "evict_first"). ``num_stages``: software-pipeline depth of the K loop (Triton's default when None).
-    ``bb``: batch rows per program (default 16 on tensor cores, else the batch's power of two).
-    ``xlo`` False (tensor cores only): x rounded to float16, one product instead of hi + lo."""
-    if evict not in ("", "evict_last", "evict_first"):
-        raise ValueError(f"evict must be '', 'evict_last' or 'evict_first', not {evict!r}")
+               bb: int | None = None, ws: tuple[Tensor, Tensor] | None = None, pdl: int = 0) -> None:
+    """Kernel of ``lstm_cell_ref`` for exactly three input segments (last = old h).
+
+    A program owns the rows of the four gates of ``bh`` hidden units and reads its weights
+    16 bytes per thread over K chunks of ``bk``; ``split`` programs share K (partials combined
+    in fixed order by the last one, see ``lstm2_workspace``: bit-deterministic). ``dot``: 0
+    float32 FMAs; 1 tensor cores (float16 weights; x split into two float16 halves, hi + lo,
+    so the result keeps float32 inputs); 2 the same products transposed (``acc^T += w @ x^T``:
+    the weight tile is the A operand as loaded). ``bb``: batch rows per program (default 16
+    on tensor cores, else the batch's power of two). ``pdl``: ``_pdl_kw`` (the first weight
+    chunk is loaded before the wait)."""
     k = _kernels()["lstm_cell2"]
     x1, x2, x3 = xs
     _check_rows(x1, x2, x3, w, c, h_out)
@@ -325,21 +292,14 @@ def lstm_cell2(xs: tuple[Tensor, Tensor, Tensor], w: Tensor, b: Tensor, c: Tenso
         part, cnt, ws_split = c, c, 0
     seg = all(x.shape[1] % bk == 0 for x in xs)     # each K chunk inside one input segment
     k[grid](x1, x1.shape[1], x2, x2.shape[1], x3, x3.shape[1], w, b, c, h_out, part, ws_split, cnt,
-            batch, hdim, kch, BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=split, DOT=dot, STATIC=static,
-            SEG=seg, num_warps=num_warps, **_pdl_kw(pdl), **({"EVICT": evict} if evict else {}),
-            **({"num_stages": int(num_stages)} if num_stages else {}), **({} if xlo else {"XLO": False}), **({"PRE": max(1, min(int(pre), 2, nit))} if pdl else {}))
-
-
-def tap_major(w_loc: Tensor) -> Tensor:
-    """``w_loc [A, 2, KS]`` with the same values, stored as [2, KS, A] (strides (1, KS*A, A))."""
-    return w_loc.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+            batch, hdim, kch, BB=bb, BH=bh, BK=bk, NIT=nit, SPLIT=split, DOT=dot, SEG=seg,
+            num_warps=num_warps, **_pdl_kw(pdl))
 
 
 def location_energy2(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
                      lengths: Tensor, out: Tensor, *, bt: int = 8, num_warps: int = 4, pdl: int = 0) -> Tensor:
-    """Kernel of ``location_energy_ref`` (v2: taps unrolled). All tensors contiguous except
-    ``w_loc [A, 2, KS]``, any strides (row-major, the engine's layout, measured faster than
-    ``tap_major``); lengths int32."""
+    """Kernel of ``location_energy_ref``: the KS taps unrolled as FMAs, ``bt`` positions per program.
+    All tensors contiguous except ``w_loc [A, 2, KS]``, any strides; lengths int32."""
     k = _kernels()["location_energy2"]
     batch, t = att_w.shape
     a, _, ks = w_loc.shape
@@ -360,24 +320,4 @@ def location_energy3(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, 
     grid = (batch, math.ceil(t / bt))
     k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, *w_loc.stride(), KS=ks, BT=bt,
             BA=_next_pow2(a), KP=_next_pow2(2 * ks), num_warps=num_warps, **_pdl_kw(pdl))
-    return out
-
-
-def prenet(x: Tensor, w1: Tensor, w2: Tensor, out: Tensor, *, p: float = 0.0, seed: Tensor | None = None,
-           step: Tensor | None = None, step_i: int = 0, bn: int = 16, bb: int = 1,
-           num_warps: int = 4) -> Tensor:
-    """Both prenet layers in one launch (twin ``prenet_ref``); the dropout masks are those of
-    ``linear_act(x, w1, salt=0)`` then ``linear_act(., w2, salt=1)``."""
-    k = _kernels()["prenet"]
-    _check_rows(x, w1, w2, out)
-    batch, k0 = x.shape
-    pdim = w1.shape[0]
-    if w2.shape != (pdim, pdim) or x.stride(0) != k0 or out.stride(0) != pdim:
-        raise ValueError("prenet: w2 must be [P, P], x and out contiguous")
-    bb = min(bb, _bb(batch))
-    grid = (math.ceil(pdim / bn), math.ceil(batch / bb))
-    dummy = out
-    k[grid](x, w1, w2, out, batch, pdim, seed if seed is not None else dummy,
-            step if step is not None else dummy, step_i, float(p), K0=k0, DROPOUT=p > 0.0, BB=bb,
-            BP=_next_pow2(pdim), BN=bn, BK0=16, num_warps=num_warps)
     return out

@@ -1,9 +1,9 @@
 """Programmatic dependent launch (PDL) of the Tacotron2 decoder step: the engine with PDL on
 equals PDL off (``Tacotron2Engine(pdl=...)``, ``resolve_pdl``).
 
-CPU: mode 3 (the kernels' PDL code paths without griddepcontrol) under ``TRITON_INTERPRET=1``
-on a tiny model, in a subprocess. GPU (sm_90+): modes 1 and 2 in CUDA graphs on an NGC-size
-random model, ``decode`` and ``SlotDecoder``, batch 1 and 8.
+CPU: the kernels' PDL code paths without griddepcontrol (plugin mode 3) under
+``TRITON_INTERPRET=1`` on a tiny model, in a subprocess. GPU (sm_90+): PDL in CUDA graphs on an
+NGC-size random model, ``decode`` and ``SlotDecoder``, batch 1 and 8.
 """
 
 from __future__ import annotations
@@ -19,53 +19,38 @@ import torch
 from tts.engines.tacotron2 import Tacotron2Engine, resolve_pdl
 
 
-def test_resolve_pdl_switches(monkeypatch):
+def test_resolve_pdl_switches():
     cpu = torch.device("cpu")
-    kw = dict(device=cpu, backend="triton", kernels="v2", use_graphs=False)
-    monkeypatch.delenv("TTS_DECODER_PDL", raising=False)
+    kw = dict(device=cpu, backend="triton", use_graphs=False)
     assert resolve_pdl(None, **kw) == 0                  # no CUDA graphs on sm_90+: off
     assert resolve_pdl(True, **kw) == 0
-    assert resolve_pdl(3, **kw) == 3                     # the code paths alone: anywhere
-    assert resolve_pdl(3, **dict(kw, kernels="v1")) == 0
-    assert resolve_pdl(3, **dict(kw, backend="torch")) == 0
-    monkeypatch.setenv("TTS_DECODER_PDL", "3")
-    assert resolve_pdl(None, **kw) == 3
-    assert resolve_pdl(0, **kw) == 0                     # the argument wins over the environment
-    monkeypatch.setenv("TTS_DECODER_PDL", "0")
-    assert resolve_pdl(None, **kw) == 0
-    with pytest.raises(ValueError):
-        resolve_pdl(5, **kw)
+    assert resolve_pdl(False, **kw) == 0
+    assert resolve_pdl(None, **dict(kw, backend="torch")) == 0
+    for bad in (2, 3, "on"):
+        with pytest.raises(ValueError):
+            resolve_pdl(bad, **kw)
 
 
 def test_pdl_code_paths_under_interpreter():
-    """Engine decode and slot decoder with pdl=3 equal pdl=0 bit for bit (tiny model, fp32 batch 2
-    and fp16 batch 3 = the tensor-core split-K LSTM tiles), on the CPU under TRITON_INTERPRET=1
-    (the kernels' PDL paths themselves: tests/test_plugins_decoder.py)."""
+    """Engine decode and slot decoder with the kernels' PDL code paths equal plain launches bit for
+    bit (tiny model, the default tiles: fp32 batch 2, fp16 batch 3 = the transposed tensor-core
+    split-K LSTM with an 8-row batch tile and the tensor-core location energy), on the CPU under
+    TRITON_INTERPRET=1 (the kernels' PDL paths themselves: tests/test_plugins_decoder.py)."""
     pytest.importorskip("triton")
     code = textwrap.dedent("""
-        import json, os
         import torch
         from tts.cli.bench import random_models
         from tts.engines.tacotron2 import Tacotron2Engine
         t2, _, _ = random_models("tacotron2", "tiny", 0)
-        # wide tiles (few programs: the interpreter runs them one by one); fp16 batch 3 = the
-        # tensor-core split-K LSTM path with two weight chunks before the wait
-        # fp16 batch 3 again with the batch-8 default's switches: transposed product, 8-row batch
-        # tile, the tensor-core location energy (loc_k 3)
-        cases = ((2, "fp32", dict(bh=8, bk=32, split=1, num_warps=4, dot=False, static=False), 1, 2),
-                 (3, "fp16", dict(bh=8, bk=64, split=2, num_warps=4, dot=True, static=False), 2, 2),
-                 (3, "fp16", dict(bh=8, bk=64, split=2, num_warps=4, dot=2, static=False, bb=8), 1, 3))
-        for bsz, prec, lstm, pre, loc_k in cases:
-            os.environ["TTS_DECODER_TILES"] = json.dumps(dict(lstm=lstm, pdl_pre=pre, loc_bt=16, loc_k=loc_k,
-                                                              query=[16, 64], proj=[32, 64]))
+        for bsz, prec in ((2, "fp32"), (3, "fp16")):
             g = torch.Generator().manual_seed(bsz)
             ids = torch.randint(1, 148, (bsz, 11), generator=g)
             lens = torch.full((bsz,), 11)
             mels, slots = [], []
             for pdl in (0, 3):
-                eng = Tacotron2Engine(t2, device="cpu", precision=prec, backend="triton", steps_per_replay=2,
-                                      pdl=pdl)
-                assert eng.pdl == pdl
+                eng = Tacotron2Engine(t2, device="cpu", precision=prec, backend="triton", steps_per_replay=2)
+                assert eng.pdl == 0                   # no PDL off CUDA ...
+                eng.pdl = pdl                         # ... but its code paths (plugin mode 3) can run
                 enc = eng.encode(ids, lens)
                 mels.append(eng.decode(enc, lens, max_decoder_steps=2, prenet_dropout=0.0,
                                        early_stopping=False).mel)
@@ -78,8 +63,6 @@ def test_pdl_code_paths_under_interpreter():
         print("ok")
     """)
     env = dict(os.environ, TRITON_INTERPRET="1")
-    env.pop("TTS_DECODER_PDL", None)
-    env.pop("TTS_DECODER_TILES", None)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
@@ -112,15 +95,13 @@ def _inputs(bsz: int, t_in: int = 128, seed: int = 1):
 @pytest.mark.gpu
 @pytest.mark.skipif(not _sm90(), reason="PDL needs sm_90+")
 @pytest.mark.parametrize("bsz", [1, 8])
-@pytest.mark.parametrize("mode", [1, 2])
-def test_gpu_decode_pdl_equals_plain(bsz, mode, monkeypatch):
-    monkeypatch.delenv("TTS_DECODER_PDL", raising=False)
+def test_gpu_decode_pdl_equals_plain(bsz):
     t2 = _ngc_model()
     ids, lens = _inputs(bsz)
     mels = []
-    for pdl in (0, mode):
+    for pdl in (False, None):
         eng = Tacotron2Engine(t2, device="cuda", precision="fp16", backend="triton", pdl=pdl)
-        assert eng.pdl == pdl and eng.use_graphs
+        assert eng.pdl == (0 if pdl is False else 1) and eng.use_graphs
         enc = eng.encode(ids, lens)
         outs = [eng.decode(enc, lens, max_decoder_steps=200, prenet_dropout=0.0, early_stopping=False)
                 for _ in range(2)]     # the second call replays the captured graph
@@ -128,19 +109,18 @@ def test_gpu_decode_pdl_equals_plain(bsz, mode, monkeypatch):
         mels.append(outs[1].mel)
         assert torch.isfinite(mels[-1]).all()
     err = float((mels[0] - mels[1]).abs().max())
-    print(f"\nPDL mode {mode} vs off, batch {bsz}, 200 steps: mel max abs diff {err:.3g}")
+    print(f"\nPDL on vs off, batch {bsz}, 200 steps: mel max abs diff {err:.3g}")
     assert err <= 1e-6
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _sm90(), reason="PDL needs sm_90+")
 @pytest.mark.parametrize("rows", [1, 8])
-def test_gpu_slots_pdl_equal_plain(rows, monkeypatch):
-    monkeypatch.delenv("TTS_DECODER_PDL", raising=False)
+def test_gpu_slots_pdl_equal_plain(rows):
     t2 = _ngc_model()
     ids, lens = _inputs(rows, t_in=100, seed=2)
     frames = []
-    for pdl in (0, 1):
+    for pdl in (False, True):
         eng = Tacotron2Engine(t2, device="cuda", precision="fp16", backend="triton", pdl=pdl)
         enc = eng.encode(ids, lens)
         sd = eng.slots(rows, 128, steps_per_replay=16)
@@ -151,4 +131,3 @@ def test_gpu_slots_pdl_equal_plain(rows, monkeypatch):
     err = float((frames[0] - frames[1]).abs().max())
     print(f"\nslots PDL on vs off, {rows} rows: frames max abs diff {err:.3g}")
     assert err <= 1e-6
-

@@ -124,19 +124,39 @@ def test_engines_on_the_second_gpu_from_a_thread_on_the_first():
 
 
 def test_every_engine_graph_capture_names_its_stream():
-    """``torch.cuda.graph(..., stream=...)`` everywhere in the engines: without it the capture runs
-    on the process's default capture stream, made on whatever device was current at the first
-    capture (cuda:0), and a second GPU's engine captures an empty graph."""
+    """One capture helper (``tts.engines._graphs.capture``) for every engine, and it passes
+    ``torch.cuda.graph(..., stream=...)``: without it the capture runs on the process's default
+    capture stream, made on whatever device was current at the first capture (cuda:0), and a
+    second GPU's engine captures an empty graph."""
     import ast
     from pathlib import Path
 
     import tts.engines as pkg
 
-    calls = 0
-    for path in Path(pkg.__file__).parent.glob("*.py"):
+    calls = []
+    for path in sorted(Path(pkg.__file__).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "graph"
                     and ast.unparse(node.func.value) == "torch.cuda"):
-                calls += 1
-                assert any(k.arg == "stream" for k in node.keywords), f"{path.name}:{node.lineno} has no stream="
-    assert calls >= 5
+                calls.append(path.name)
+                kws = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                assert "stream" in kws, f"{path.name}:{node.lineno} has no stream="
+                assert kws.get("capture_error_mode") == "'thread_local'", f"{path.name}:{node.lineno}"
+    assert calls == ["_graphs.py"]
+
+
+def test_only_the_env_module_reads_the_environment():
+    """``tts.engines._env`` is the one place of the engines and kernels that touches ``os.environ``."""
+    import ast
+    from pathlib import Path
+
+    import tts.engines as engines
+    import tts.plugins as plugins
+
+    readers = set()
+    for pkg in (engines, plugins):
+        for path in sorted(Path(pkg.__file__).parent.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv"):
+                    readers.add(f"{pkg.__name__}.{path.stem}")
+    assert readers == {"tts.engines._env"}

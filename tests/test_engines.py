@@ -72,13 +72,13 @@ def test_tacotron2_engine_dropout_draws_masks():
     assert not torch.equal(a.mel, b.mel)
 
 
-@pytest.mark.parametrize("res_skip", ["conv", "gemm"])
+@pytest.mark.parametrize("layout", ["gemm", "fused"])
 @pytest.mark.parametrize("sigma", [0.0, 0.7])
-def test_waveglow_engine_matches_eager_fp32(sigma, res_skip):
+def test_waveglow_engine_matches_eager_fp32(sigma, layout):
     _, wg, _ = _models()
     mel = torch.randn(2, 80, 7)
     z = torch.randn(2, wg.n_group, 7 * 256 // wg.n_group)
-    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", res_skip=res_skip)
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout=layout)
     ref = wg.infer(mel, sigma, z=z)
     out = eng.infer(mel, sigma, z=z)
     assert out.shape == ref.shape

@@ -16,7 +16,7 @@ from conftest import FIXTURES
 from tts.checkpoints import load_waveglow
 from tts.engines.waveglow import WaveGlowEngine, prepare, prepare_gemm
 from tts.models.waveglow import WaveGlow, WaveGlowConfig
-from tts.plugins.waveglow import gated_rows_ref, gated_rows_ref_, gated_rows_sigmoid_
+from tts.plugins.waveglow import gated_rows_ref, gated_rows_sigmoid_
 
 CKPT = FIXTURES / "waveglow" / "checkpoint_WaveGlow_ngc_style_ddp.pt"
 
@@ -49,12 +49,11 @@ GROWN = WaveGlowConfig.from_dict(dict(copy.deepcopy(_bundled_config().to_dict())
                                       WN_config={"n_layers": 6, "kernel_size": 3, "n_channels": 64}))
 
 
-@pytest.mark.parametrize("dilated", ["taps", "im2col"])
 @pytest.mark.parametrize("batch,frames", [(1, 23), (2, 9)])
-def test_bundled_config_matches_eager(dilated, batch, frames):
+def test_bundled_config_matches_eager(batch, frames):
     wg = _random(_bundled_config())
     assert wg.config.WN_config.n_channels == 64 and wg.n_flows == 8
-    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm", dilated=dilated)
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm")
     assert eng.layout == "gemm" and not eng.fused and not eng.use_graphs
     mel = torch.randn(batch, 80, frames)
     z = torch.randn(batch, 8, frames * 32)
@@ -65,17 +64,15 @@ def test_bundled_config_matches_eager(dilated, batch, frames):
         assert float(ref.abs().max()) > 0.1 or sigma == 0.0      # not a trivially small signal
 
 
-def test_cpu_default_layout_is_gemm_and_ncw_still_selectable():
+def test_cpu_default_layout_is_gemm_and_fused_selectable():
     wg = _random(TINY)
     assert WaveGlowEngine(wg, device="cpu", precision="fp32").layout == "gemm"
-    ncw = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="ncw")
+    fused = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="fused")
     gemm = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm")
     mel, z = torch.randn(2, 80, 6), torch.randn(2, 8, 6 * 32)
-    assert _err(ncw.infer(mel, 0.8, z=z), gemm.infer(mel, 0.8, z=z)) < 1e-5
+    assert _err(fused.infer(mel, 0.8, z=z), gemm.infer(mel, 0.8, z=z)) < 1e-5
     with pytest.raises(ValueError, match="layout"):
-        WaveGlowEngine(wg, device="cpu", precision="fp32", layout="nhwc")
-    with pytest.raises(ValueError, match="dilated"):
-        WaveGlowEngine(wg, device="cpu", precision="fp32", dilated="fft")
+        WaveGlowEngine(wg, device="cpu", precision="fp32", layout="ncw")
 
 
 def test_fixture_checkpoint_matches_eager():
@@ -123,17 +120,17 @@ def test_gate_twins_agree(rows, c):
     torch.manual_seed(0)
     a = torch.randn(rows, 2 * c) * 3
     ref = gated_rows_ref(a)
-    out = torch.empty(rows, c)
-    assert _err(gated_rows_ref_(a.clone(), out), ref) < 1e-6
     scaled = a.clone()
     scaled[:, :c] *= -2.0                     # what prepare_gemm(sigmoid_gate=True) folds into the weights
     out2 = torch.full((rows, c), 9.0)
-    gated_rows_sigmoid_(scaled, out2)
+    gated_rows_sigmoid_(scaled.clone(), out2)            # in_act is overwritten: a copy
     assert _err(out2, ref) < 1e-6
     # a column slice of a wider matrix (the stacked conditioning) works the same
     wide = torch.randn(rows, 6 * c)
-    wide[:, 2 * c:4 * c] = a
-    assert _err(gated_rows_ref_(wide[:, 2 * c:4 * c], torch.empty(rows, c)), ref) < 1e-6
+    wide[:, 2 * c:4 * c] = scaled
+    out3 = torch.full((rows, c), 9.0)
+    gated_rows_sigmoid_(wide[:, 2 * c:4 * c], out3)
+    assert _err(out3, ref) < 1e-6
 
 
 def test_cpu_synthesizer_vocoder_is_the_engine_unless_eager():
@@ -197,22 +194,19 @@ def test_fused_layout_tensors():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision,tol", [("fp32", 2e-3), ("fp16", 0.05)])
-@pytest.mark.parametrize("dilated", ["im2col", "taps"])
-def test_gpu_gemm_layout_matches_ncw_and_eager(precision, tol, dilated):
+def test_gpu_gemm_layout_matches_eager(precision, tol):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     wg = _random(WaveGlowConfig(n_flows=6, n_early_every=2, WN_config={"n_layers": 3, "n_channels": 32}))
     ref_model = copy.deepcopy(wg).cuda()
-    gemm = WaveGlowEngine(wg, device="cuda", precision=precision, layout="gemm", dilated=dilated)
-    ncw = WaveGlowEngine(wg, device="cuda", precision=precision, layout="ncw")
-    assert gemm.use_graphs and gemm.layout == "gemm"
+    gemm = WaveGlowEngine(wg, device="cuda", precision=precision, layout="gemm")
+    assert gemm.use_graphs and gemm.layout == "gemm" and gemm.fused
     for b, t in ((1, 20), (3, 11), (1, 20)):          # graph reuse on the repeated shape
         mel = torch.randn(b, 80, t, device="cuda")
         z = torch.randn(b, wg.n_group, t * 256 // wg.n_group, device="cuda")
         ref = ref_model.infer(mel, 0.6, z=z)
         scale = float(ref.abs().max())
         assert _err(gemm.infer(mel, 0.6, z=z), ref) < tol * max(1.0, scale)
-        assert _err(gemm.infer(mel, 0.6, z=z), ncw.infer(mel, 0.6, z=z)) < tol * max(1.0, scale)
 
 
 @pytest.mark.gpu
@@ -247,32 +241,37 @@ def test_gpu_default_layout_is_fused_for_fp16():
 
 
 def test_graph_lru_keeps_recent_and_evicts_oldest():
-    from collections import OrderedDict
+    from tts.engines._graphs import LRU
+    c = LRU(2)
+    made = []
 
-    from tts.engines.waveglow import lru_lookup
-    c = OrderedDict()
-    assert lru_lookup(c, 1, 2) is None
-    c[1] = "a"
-    assert lru_lookup(c, 2, 2) is None
-    c[2] = "b"
-    assert lru_lookup(c, 1, 2) == "a"            # 1 becomes the most recent
-    assert lru_lookup(c, 3, 2) is None and list(c) == [1]   # 2 (the oldest) evicted to make room
-
+    def make(v):
+        def f():
+            assert len(c) < c.max_items            # room is made before the value is built
+            made.append(v)
+            return v
+        return f
+    assert c.get_or_make(1, make("a")) == "a" and c.get_or_make(2, make("b")) == "b"
+    assert c.get_or_make(1, make("x")) == "a"    # a hit: 1 becomes the most recent, nothing built
+    assert c.get_or_make(3, make("c")) == "c" and list(c) == [1, 3]   # 2 (the oldest) evicted
+    assert made == ["a", "b", "c"]
+    c.put(1, "A")                                 # replaced, most recent
+    assert c.get(1) == "A" and list(c) == [3, 1] and c.get(2) is None
+    c.max_items = 1                               # read at the next insertion
+    c.put(4, "d")
+    assert list(c) == [4] and len(c) == 1
 
 
 @pytest.mark.parametrize("config", [GROWN, WaveGlowConfig(n_flows=4, n_early_every=2, upsample_kernel=768,
                                                           WN_config={"n_layers": 3, "n_channels": 16})],
                          ids=["grown", "tiny-768"])
-@pytest.mark.parametrize("dilated", ["taps", "im2col"])
-def test_grown_configs_match_eager(config, dilated):
+def test_grown_configs_match_eager(config):
     """A shorter upsampler (fewer mel taps in the composed conditioning GEMM) and more layers."""
     wg = _random(config, seed=3)
-    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm", dilated=dilated)
+    eng = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="gemm")
     assert eng._mel_taps == config.upsample_kernel // 256
     mel = torch.randn(2, 80, 11)
     z = torch.randn(2, 8, 11 * 32)
     ref = wg.infer(mel, 0.8, z=z)
     out = eng.infer(mel, 0.8, z=z)
     assert _err(out, ref) < 1e-4 and float(ref.abs().max()) > 0.1
-    eager = WaveGlowEngine(wg, device="cpu", precision="fp32", layout="ncw")
-    assert _err(eager.infer(mel, 0.8, z=z), ref) < 1e-4
