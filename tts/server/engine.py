@@ -29,6 +29,7 @@ import numpy as np
 from tts.options import SynthesisOptions
 from tts.server.batcher import BatcherConfig, DynamicBatcher
 from tts.server.errors import DeadlineExpiredError
+from tts.server.types import StreamPiece
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +65,6 @@ class Outcome:
     queue_seconds: float
     batch_size: int
     worker: int
-
-
-@dataclass(frozen=True)
-class StreamPiece:
-    """One piece of streamed audio: float32 samples at the voice's rate."""
-
-    audio: np.ndarray
-    #: Set on the last piece: the normalized text spoken.
-    normalized_text: str = ""
-    last: bool = False
 
 
 class ServingEngine:
@@ -197,7 +188,7 @@ class ServingEngine:
         is a ``time.monotonic()`` value."""
         sched = self._scheduler_for(voice, options)
         if sched is not None:
-            out = await sched.synthesize(_text_of(text), options, deadline=deadline)
+            out = await sched.synthesize(text, options, deadline=deadline)
             if self.metrics is not None:
                 self.metrics.batch_size.labels("decoder").observe(out.batch_size)
             return Outcome(result=out.result, queue_seconds=out.queue_seconds, batch_size=out.batch_size,
@@ -229,7 +220,7 @@ class ServingEngine:
         phase from the whole spectrogram) makes the whole audio first, then sends it in chunks."""
         sched = self._scheduler_for(voice, options) if self._vocodes_in_chunks(voice) else None
         if sched is not None:
-            async for piece in sched.stream(_text_of(text), options, deadline=deadline, chunk_frames=self.stream_chunk_frames,
+            async for piece in sched.stream(text, options, deadline=deadline, chunk_frames=self.stream_chunk_frames,
                                             overlap_frames=self.stream_overlap_frames,
                                             first_chunk_frames=self.stream_first_chunk_frames):
                 yield piece
@@ -273,6 +264,3 @@ class ServingEngine:
                     yield StreamPiece(audio=chunk)
         yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=result.normalized_text, last=True)
 
-
-def _text_of(text) -> str:
-    return getattr(text, "text", text)
