@@ -9,13 +9,13 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 # (.gitignore ignores all three folders, so `run` carries them only when named in carry.)
 mkdir -p .debs .whl .recipe_data
-rm -f .recipe_data/train.txt .recipe_data/val.txt   # plain copies of an older fetch_deps.sh
+rm -f .recipe_data/train.txt .recipe_data/val.txt   # plain copies, from before they were gzipped
 gzip -9c ../shared/data/ljspeech/train.txt > .recipe_data/train.txt.gz
 # Festival, its lexicons, the teacher voice, and the shared libraries `ldd festival` names that
 # the GPU image lacks. Not glibc/libstdc++/libgcc (the image has newer ones), nor the libraries
 # every Debian/Ubuntu image has for apt itself (libgcrypt20, libgpg-error0, liblz4-1, liblzma5,
-# libsystemd0, libzstd1): leaving those out keeps the tree that travels under 64 MiB (2026-11-22:
-# the corpus stage ran without them).
+# libsystemd0, libzstd1): leaving those out keeps the tree that travels under 64 MiB (the corpus
+# stage runs without them).
 PKGS="festival festvox-us-slt-hts festlex-cmu festlex-poslex libestools2.5 libasound2 libasound2-data
   libasyncns0 libbsd0 libcap2 libdbus-1-3 libflac12 libgomp1 libmd0 libmp3lame0 libmpg123-0
   libogg0 libopus0 libpulse0 libsndfile1 libtinfo6 libvorbis0a libvorbisenc2 libx11-6 libx11-xcb1

@@ -120,8 +120,7 @@ def teacher_forced_decode(dec: nn.Module, memory: Tensor, input_lengths: Tensor,
 
     ``self_feed_passes`` K > 1: the predictions mixed in are those of the K-th gradient-free pass,
     pass k fed pass k-1's predictions (a Jacobi iteration of the autoregression, which converges
-    to the free-running output): inputs K generations of self-dependence deep. At inference the
-    second generation is where intelligibility starts to go (recipe README, eighteenth part).
+    to the free-running output): inputs K generations of self-dependence deep.
     """
     if self_feed_passes < 1:
         raise ValueError(f"self_feed_passes must be at least 1, got {self_feed_passes!r}")
@@ -256,10 +255,9 @@ def waveglow_sample(model: WaveGlow, mel: Tensor, n_samples: int, sigma: float) 
 def waveglow_spectral_loss(model: WaveGlow, mel: Tensor, audio: Tensor, mel_fn, sigma: float
                            ) -> Tensor:
     """Mean absolute log-mel difference between a sample drawn at ``sigma`` from ``mel`` and
-    the real ``audio`` (``mel_fn``: NVIDIA's mel front end). Maximum likelihood alone left the
-    small bundled WaveGlow's samples spectrally flat (peaks 0.4 below the mel they were drawn
-    from, valleys 0.5 above, in log-mel at sigma 1.0): this term trains the samples themselves
-    to carry the spectrum (recipe README, eighth part)."""
+    the real ``audio`` (``mel_fn``: NVIDIA's mel front end). Maximum likelihood alone can leave a
+    small WaveGlow's samples spectrally flat (peaks too low, valleys filled with noise): this term
+    trains the samples themselves to carry the spectrum."""
     fake = waveglow_sample(model, mel, audio.size(1), sigma)
     with torch.no_grad():
         target = mel_fn(audio)
