@@ -168,7 +168,7 @@ chunk() {
   else
     until=${1:-500}
     export UNTIL=$(( $(date +%s) + until - SECONDS )) PYTHONFAULTHANDLER=1
-    ( sleep $(( until - SECONDS + 25 )); pkill -ABRT -f "tts.train train" || true ) &
+    ( sleep $(( until - SECONDS + 25 )); pkill -ABRT -f "tts.train train .*--out $W/ckpt" || true ) &
     watchdog=$!
   fi
   left() {   # what each trainer has left: minutes until the deadline, or the step budget
