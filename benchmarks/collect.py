@@ -16,7 +16,6 @@ A raw folder is named ``MACHINE-YYYY-MM-DD`` (``raw/h100-2026-11-22``) and holds
 - ``tools/gpu/bench_engine_cache.py`` JSON (``kind: engine-cache``), or JSON lines of modes
   ``cold`` and ``warm`` in a ``.txt``: time until a server is ready, warm against cold cache;
 - ``tools/gpu/bench_decoder_step.py`` JSON (``kind: decoder-step``);
-- ``tools/gpu/t2_train_speed.py`` and ``wg_train_speed.py`` JSON: training step time;
 - ``env.txt`` (GPU, driver, versions; first line ``nvidia-smi`` CSV, then ``python X torch Y
   cuda Z triton W``) for files that do not record their environment, and ``commands.txt``
   (``FILE: COMMAND`` lines) for files that do not record their command. Without ``env.txt`` the

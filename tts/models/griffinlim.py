@@ -16,10 +16,8 @@ vocodes with WaveGlow (synthesizer, streaming, server) takes it unchanged;
 ``sigma`` and ``z`` are accepted and ignored. The arithmetic is float32
 whatever the module's dtype; the output has the mel's dtype.
 
-It is the bundled voice's vocoder: the small WaveGlow trained so far within
-this project's GPU budget is not yet at the quality gate (see
-``recipes/bundled_voice/README.md``), while Griffin-Lim over the trained
-FastSpeech's mels is.
+It is the vocoder of the bundled default voice (``slt``), which scores better
+with it than with the small bundled WaveGlow (``recipes/bundled_voice/RESULTS.md``).
 """
 
 from __future__ import annotations
