@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tts.text.cleaners import check_frontend, english_cleaners_ascii, to_ascii
+from tts.text.normalizer import check_normalizer, normalize
 from tts.text.symbols import SYMBOL_TO_ID, SYMBOLS
 
 logger = logging.getLogger(__name__)
@@ -55,15 +56,21 @@ def _arpabet_pieces(text: str) -> Iterator[tuple[str, bool]]:
         pos = end + 1
 
 
-def encode(text: str, frontend: str = "tacotron2") -> EncodedText:
+def encode(text: str, frontend: str = "tacotron2", normalizer: str = "dle") -> EncodedText:
     """Clean ``text`` and map it to symbol ids with the named front end (see ``FRONTENDS``).
+
+    ``normalizer`` (see ``NORMALIZERS``): ``dle`` cleans the text as NVIDIA's
+    reference does (bit-exact ids); ``full`` first reads money, dates, units, ...
+    as words (``tts.text.normalizer``), outside ``{...}`` groups.
 
     Never raises for odd characters: what has no symbol is left out of ``ids`` and
     reported in ``dropped``. Empty or blank text gives what DLE gives (no ids, or
-    the id of one space). Raises ``InvalidInputError`` (field ``frontend``) for an
-    unknown front end.
+    the id of one space). Raises ``InvalidInputError`` (field ``frontend`` or
+    ``text_normalizer``) for an unknown front end or normalizer.
     """
     check_frontend(frontend)
+    check_normalizer(normalizer)
+    full = normalizer == "full"
     cleaned: list[str] = []
     ids: list[int] = []
     dropped: list[str] = []
@@ -77,7 +84,7 @@ def encode(text: str, frontend: str = "tacotron2") -> EncodedText:
                 else:
                     ids.append(symbol_id)
         elif piece:
-            ascii_text, missing = to_ascii(piece, frontend)
+            ascii_text, missing = to_ascii(normalize(piece) if full else piece, frontend)
             clean = english_cleaners_ascii(ascii_text)
             cleaned.append(clean)
             ids.extend(SYMBOL_TO_ID[c] for c in clean if c in SYMBOL_TO_ID)
@@ -88,9 +95,9 @@ def encode(text: str, frontend: str = "tacotron2") -> EncodedText:
     return result
 
 
-def clean_text(text: str, frontend: str = "tacotron2") -> str:
-    """``text`` after ``english_cleaners`` (``{...}`` groups kept verbatim)."""
-    return encode(text, frontend).cleaned
+def clean_text(text: str, frontend: str = "tacotron2", normalizer: str = "dle") -> str:
+    """``text`` after the normalizer and ``english_cleaners`` (``{...}`` groups kept verbatim)."""
+    return encode(text, frontend, normalizer).cleaned
 
 
 def text_to_sequence(text: str, frontend: str = "tacotron2") -> list[int]:
