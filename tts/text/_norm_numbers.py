@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from tts.text._norm_tables import (CURRENCIES, MONTH_NAMES, MONTHS, PHONE_CONTEXT, SCALES, UNITS,
+from tts.text._norm_tables import (COUNT_NOUNS, CURRENCIES, MONTH_NAMES, MONTHS, PHONE_CONTEXT, SCALES, UNITS,
                                    VERSION_CONTEXT, YEAR_CONTEXT)
 
 _ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
@@ -143,28 +143,31 @@ _RANGE_SEP = r"\s?[-–]\s?"
 
 _NUMERIC_RE = re.compile(rf"""
  (?P<phone>(?<![\w+$.,-])(?:\+?1[-.\s]?)?(?:\(\d{{3}}\)\s?|\d{{3}}[-.\s])\d{{3}}[-.\s]\d{{4}}(?![\w-])
-   |(?<![\w+])\+\d{{1,3}}(?:[-.\s]\(?\d{{1,4}}\)?){{2,5}}(?![\w-]))
+   |(?<![\w+])\+\d{{1,3}}(?:[-.\s]\(?\d{{1,4}}\)?){{2,5}}(?![\w-])
+   |(?<![\w+$.,-])0\d{{1,4}}(?:[ -]\d{{3,4}}){{1,3}}(?![\w-]))
 |(?P<card>(?<![\w-])\d{{4}}(?:[ -]\d{{4}}){{2,3}}(?![\w-]))
 |(?P<isodate>(?<![\w-])(?P<iy>\d{{4}})-(?P<im>0[1-9]|1[0-2])-(?P<id>[0-2]\d|3[01])(?![\w-]))
 |(?P<sdate>(?<![\w/.-])(?P<sa>\d{{1,2}})(?:(?P<ss>[/-])(?P<sb>\d{{1,2}})(?P=ss)(?P<sy>\d{{4}}|\d{{2}})
-   |\.(?P<sb2>\d{{1,2}})\.(?P<sy2>\d{{4}}))(?![\w/-]|\.\d))
+   |\.(?P<sb2>\d{{1,2}})\.(?P<sy2>\d{{4}}))(?![\w/-]|\.\d)
+   |(?<![\w/.-])(?P<mym>0?[1-9]|1[0-2])/(?P<myy>(?:19|20)\d\d)(?![\w/-]|\.\d))
 |(?P<time>(?<![\w:.])(?P<th>[01]?\d|2[0-4]):(?P<tm>[0-5]\d)(?::(?P<ts>[0-5]\d))?(?![\d:])
    (?:\s?(?P<tap>{_AMPM}))?)
 |(?P<hour>(?<![\w.,:])(?P<hh>1[0-2]|0?[1-9])\s?(?P<hap>{_AMPM}))
-|(?P<money>(?P<msign>{_SIGN})?(?P<msym>{_CUR_SYM})\s?(?P<mnum>{_NUM})
-   (?:{_RANGE_SEP}(?:{_CUR_SYM})?(?P<mnum2>{_NUM}))?(?P<mscale>{_SCALE_ALT})?(?![\w.]\d|,\d))
+|(?P<money>(?P<msign>{_SIGN})?(?P<msym>{_CUR_SYM})\s?(?P<mnum>{_NUM})(?P<mscale1>{_SCALE_ALT})?
+   (?:{_RANGE_SEP}(?:{_CUR_SYM})?(?P<mnum2>{_NUM}))?(?P<mscale>{_SCALE_ALT})?(?![\w.]?\d|,\d))
 |(?P<cmoney>(?<![\w])(?P<ccode>{_CUR_CODE})\s?(?P<cnum>{_NUM})(?P<cscale>{_SCALE_ALT})?(?![\w]))
 |(?P<moneyc>(?<![\w.])(?P<ksign>{_SIGN})?(?P<knum>{_NUM})(?P<kscale>{_SCALE_ALT})?\s?(?P<kcode>{_CUR_CODE}|¢)(?![\w]))
 |(?P<mdate>(?<![\w])(?P<dm>{_MONTH})\.?\s(?:(?P<dd>{_DAY})(?:,?\s(?P<dy>\d{{4}})(?!\d))?|(?P<dy2>\d{{4}})(?![\d,]))(?![\w]))
-|(?P<dmdate>(?<![\w])(?P<ed>{_DAY})\s(?P<eof>of\s)?(?P<em>{_MONTH})\b\.?(?:,?\s(?P<ey>\d{{4}})(?!\d))?)
+|(?P<dmdate>(?<![\w])(?P<ed>{_DAY})\s(?P<eof>of\s)?(?P<em>{_MONTH})\b(?:\.?,?\s(?P<ey>\d{{4}})(?!\d)|\.(?=\s+[a-z]))?)
 |(?P<percent>(?P<psign>{_SIGN})?(?P<pnum>{_NUM})(?:{_RANGE_SEP}(?P<pnum2>{_NUM})\s?%?)?\s?%)
 |(?P<measure>(?P<usign>{_SIGN})?(?P<unum>{_NUM})(?:{_RANGE_SEP}(?P<unum2>{_NUM}))?(?P<usep>\s?|-)
    (?P<unit>{_UNIT_ALT})(?P<udot>\.(?=\s+[a-z]))?(?![\w²³/]))
 |(?P<feet>(?<![\w.])(?P<ft>[1-9])['’](?P<inch>1[01]|[0-9])(?:"|”|'')(?!\w))
 |(?P<decade>(?<![\w.])(?:(?P<cent>1\d|20)|['’])?(?P<dec>\d0)['’]?s\b)
 |(?P<ordinal>(?<![\w.])(?P<onum>\d{{1,3}}(?:,\d{{3}})+|\d+)(?P<osuf>st|nd|rd|th|ST|ND|RD|TH)\b)
-|(?P<frac>(?<![\w/.])(?:(?P<fwhole>\d+)\s)?(?P<fnum>\d{{1,3}})/(?P<fden>\d{{1,3}})(?![\w/]|\.\d))
-|(?P<times>(?<![\w.])(?P<xa>{_NUM})\s?[x×X]\s?(?P<xb>{_NUM})(?![\w.]\d))
+|(?P<frac>(?<![\w/.])(?:(?P<fwhole>\d+)\s)?(?P<fnum>\d{{1,3}})/(?P<fden>\d{{1,3}})(?![\w/]|\.\d)
+   (?:\s?(?P<funit>{_UNIT_ALT})(?![\w²³/]))?)
+|(?P<times>(?<![\w.])(?:{_NUM})(?:\s?[x×X]\s?(?:{_NUM}))+(?![\w.]\d)(?:\s?(?P<xunit>{_UNIT_ALT})(?![\w²³/]))?)
 |(?P<range>(?P<rsign>{_SIGN})?(?P<ra>{_NUM})\s?(?P<rsep>[-–])\s?(?P<rb>{_NUM})(?![\w]|[-–.]\d))
 |(?P<ratio>(?<![\w:])(?P<qa>\d+):(?P<qb>\d+)(?![\d:]))
 |(?P<numsign>(?<![\w])(?:(?P<nosym>\#)|(?P<noword>[Nn]o|NO|[Nn]os)\.\s?)(?P<nonum>\d+)(?![\w.]\d))
@@ -178,6 +181,7 @@ _NUMERIC_RE = re.compile(rf"""
 _WORD_BEFORE_RE = re.compile(r"([A-Za-z]+)[^\w]{0,3}$")
 _WORD_AFTER_RE = re.compile(r"\s*([A-Za-z]+)")
 _ALNUM_SPLIT_RE = re.compile(r"[A-Za-z]+|\d+")
+_TIMES_SPLIT_RE = re.compile(r"\s?[x×X]\s?")
 _END_RE = re.compile(r"\s*(?:$|[\"'”’)\]]*\s+[A-Z])")
 
 
@@ -207,12 +211,15 @@ def _amount(num: str, scale: str | None) -> str:
     return words
 
 
-def _money(sym: str, sign: str | None, num: str, num2: str | None, scale: str | None) -> str:
+def _money(sym: str, sign: str | None, num: str, num2: str | None, scale: str | None,
+           scale1: str | None = None, adjective: bool = False) -> str:
     one, many, sub_one, sub_many = CURRENCIES[sym]
+    if adjective:                                     # "a $5 bill": "a five dollar bill"
+        many = one
     if num2 is not None:
-        return _signed(sign, f"{number(num)} to {_amount(num2, scale)} {many}")
-    if scale:
-        return _signed(sign, f"{_amount(num, scale)} {many}")
+        return _signed(sign, f"{_amount(num, scale1)} to {_amount(num2, scale)} {many}")
+    if scale or scale1:
+        return _signed(sign, f"{_amount(num, scale or scale1)} {many}")
     whole, _, frac = num.replace(",", "").partition(".")
     if "." in num and (len(frac) != 2 or sub_one is None):
         return _signed(sign, f"{number(num)} {many}")
@@ -220,18 +227,24 @@ def _money(sym: str, sign: str | None, num: str, num2: str | None, scale: str | 
     cents = int(frac) if frac else 0
     parts = []
     if units or not cents:
-        parts.append(f"{cardinal(units)} {one if units == 1 else many}")
+        parts.append(f"{cardinal(units)} {one if units == 1 or adjective else many}")
     if cents:
         parts.append(f"{cardinal(cents)} {sub_one if cents == 1 else sub_many}")
     return _signed(sign, " and ".join(parts))
+
+
+def _adjective(s: str, start: int, end: int) -> bool:
+    """An amount between "a"/"an" and a word ("a $5 bill", "a 30 cm ruler"): its unit is singular."""
+    return _word_before(s, start) in ("a", "an") and s[start - 1:start].isspace() and \
+        _WORD_AFTER_RE.match(s, end) is not None and s[end:end + 1].isspace()
 
 
 def _measure(m: re.Match) -> str:
     unit = m.group("unit")
     one, many = UNITS[unit]
     num, num2 = m.group("unum"), m.group("unum2")
-    if m.group("usep") == "-" and num2 is None:       # "a 5-km run": adjectival, singular
-        return _signed(m.group("usign"), number(num) + " " + one)
+    if m.group("usep") == "-" and num2 is None or _adjective(m.string, m.start(), m.end()):
+        return _signed(m.group("usign"), number(num) + " " + one)     # "a 5-km run": singular
     if num2 is not None:
         words = f"{number(num)} to {number(num2)} {many}"
     else:
@@ -286,7 +299,10 @@ def _plain_number(m: re.Match, s: str) -> str:
         n = int(num)
         if 1000 <= n <= 2099 and _reads_as_year(s, m.start(), m.end(), n):
             return year(n)
-    if "." in num and num[0] != "." and _word_before(s, m.start()) in VERSION_CONTEXT:
+    before = _word_before(s, m.start())
+    if len(num) == 3 and before in PHONE_CONTEXT:
+        return digits(num)                            # call 911, ext. 204
+    if "." in num and num[0] != "." and before in VERSION_CONTEXT:
         whole, _, frac = num.partition(".")
         return _signed(sign, cardinal(int(whole)) + " point " + (number(frac) if frac[0] != "0" else digits(frac)))
     return _signed(sign, number(num))
@@ -296,10 +312,7 @@ def _reads_as_year(s: str, start: int, end: int, n: int) -> bool:
     before = _word_before(s, start)
     if before in YEAR_CONTEXT or before in MONTHS or before in MONTH_NAMES:
         return True
-    after = _word_after(s, end)
-    if after.upper() in ("AD", "BC", "BCE", "CE") or after in ("s",):
-        return True
-    if s[end:end + 1].isspace() and after[:1].islower():
+    if s[end:end + 1].isspace() and _word_after(s, end).lower() in COUNT_NOUNS:
         return False                                  # "1999 people": a count
     return 1100 <= n
 
@@ -340,6 +353,8 @@ def _expand(m: re.Match) -> str:
     if kind == "isodate":
         return _date(int(g("im")), int(g("id")), g("iy"))
     if kind == "sdate":
+        if g("mym") is not None:                     # 03/2025: month and year
+            return _date(int(g("mym")), None, g("myy"))
         if g("ss") is None:                          # 15.03.2024: day first
             day, month, yr = int(g("sa")), int(g("sb2")), g("sy2")
         else:
@@ -357,8 +372,8 @@ def _expand(m: re.Match) -> str:
         words = cardinal(int(g("hh"))) + " " + hap[0].lower() + " m"
         return words + "." if hap.endswith(".") and _sentence_end(s, m.end()) else words
     if kind == "money":
-        sym = g("msym")
-        return _money(sym, g("msign"), g("mnum"), g("mnum2"), g("mscale"))
+        return _money(g("msym"), g("msign"), g("mnum"), g("mnum2"), g("mscale"), g("mscale1"),
+                      _adjective(s, m.start(), m.end()))
     if kind == "cmoney":
         return _money(g("ccode"), None, g("cnum"), None, g("cscale"))
     if kind == "moneyc":
@@ -401,20 +416,27 @@ def _expand(m: re.Match) -> str:
     if kind == "frac":
         num, den = int(g("fnum")), int(g("fden"))
         whole = g("fwhole")
+        unit = g("funit")
+        unit = "" if unit is None else " " + UNITS[unit][1]
         text = f"{num}/{den}"
         if den == 0 or den == 1 or (not whole and (num >= den or text in ("24/7", "9/11", "50/50"))):
-            return f"{cardinal(num)} {cardinal(den)}" if text != "24/7" else "twenty-four seven"
+            return (f"{cardinal(num)} {cardinal(den)}" if text != "24/7" else "twenty-four seven") + unit
         if not whole and den in (10, 100) and _word_after(s, m.end()) != "of":
-            return f"{cardinal(num)} out of {cardinal(den)}"
+            return f"{cardinal(num)} out of {cardinal(den)}" + unit
+        if not whole and den > 16 and den not in (20, 32, 64, 100):
+            return f"{cardinal(num)} slash {cardinal(den)}" + unit       # 50/60 Hz: not a fraction
         words = _fraction(num, den)
         if whole:
             if num == 1 and den in (2, 4):
-                words = ("a " if den == 2 else "a ") + ("half" if den == 2 else "quarter")
-            return f"{cardinal(int(whole))} and {words}"
-        return words
+                words = "a half" if den == 2 else "a quarter"
+            words = f"{cardinal(int(whole))} and {words}"
+        return words + unit
     if kind == "times":
         word = " times " if "=" in s else " by "
-        return number(g("xa")) + word + number(g("xb"))
+        unit = g("xunit")
+        factors = g() if unit is None else s[m.start():m.start("xunit")].rstrip()
+        words = word.join(number(n) for n in _TIMES_SPLIT_RE.split(factors))
+        return words + ("" if unit is None else " " + UNITS[unit][1])
     if kind == "range":
         return _score_or_range(m, s)
     if kind == "ratio":
@@ -426,6 +448,8 @@ def _expand(m: re.Match) -> str:
         return number(g("nxnum")) + " times"
     if kind == "scaled":
         num, scale = g("snum"), g("sscale")
+        if scale in "MBT" and len(num) == 1:
+            return number(num) + " " + scale          # Apt. 4B: a code, not "four billion"
         if scale == "k" and num == "401":
             return "four oh one k"
         if scale == "K" and len(num) <= 2 and "." not in num:
@@ -442,12 +466,14 @@ def _expand(m: re.Match) -> str:
 
 
 _LETTER_DIGIT_HYPHEN_RE = re.compile(r"(?<=[A-Za-z])-(?=\d)")
+_TIME_RANGE_RE = re.compile(r"(?<=[Mm\d])\s?[-–]\s?(?=(?:1[0-2]|0?[1-9])\s?[AaPp]\.?[Mm]\b|\d{1,2}:\d\d)")
 _DEGREE_SPACE_RE = re.compile(r"°\s+(?=[FC]\b)")
 
 
 def expand_numeric(text: str) -> str:
     """Every written form in ``text`` that holds a digit, in words (other text unchanged)."""
-    if "-" in text:
+    if "-" in text or "–" in text:
+        text = _TIME_RANGE_RE.sub(" to ", text)            # 9am-5pm, 9:00-17:00
         text = _LETTER_DIGIT_HYPHEN_RE.sub(" ", text)      # COVID-19, F-16: letters, then the number
     if "°" in text:
         text = _DEGREE_SPACE_RE.sub("°", text)

@@ -86,6 +86,8 @@ UNITS: dict[str, tuple[str, str]] = {
     "px": ("pixel", "pixels"), "bpm": ("beat per minute", "beats per minute"), "rpm": ("r p m", "r p m"),
     "psi": ("p s i", "p s i"), "kcal": ("kilocalorie", "kilocalories"), "cal": ("calorie", "calories"),
     "ppm": ("part per million", "parts per million"), "mpg": ("mile per gallon", "miles per gallon"),
+    "Nm": ("newton meter", "newton meters"), "tbsp": ("tablespoon", "tablespoons"),
+    "Tbsp": ("tablespoon", "tablespoons"), "tsp": ("teaspoon", "teaspoons"),
 }
 
 #: Abbreviations that stand before a name and never end a sentence ("Mr." -> "mister").
@@ -150,7 +152,7 @@ MIXED_CASE: dict[str, str] = {
 REGNAL_NAMES = frozenset("""
 george henry edward elizabeth louis charles william james richard john paul benedict pius leo gregory
 alexander peter catherine frederick philip napoleon ramesses rameses constantine mary victoria anne
-david malcolm robert stephen harold alfonso ferdinand ivan nicholas innocent clement urban boniface
+david robert stephen harold alfonso ferdinand ivan nicholas innocent clement urban boniface
 sixtus felix nicholas ludwig wilhelm gustav christian olaf haakon carl juan carlos felipe pedro manuel
 ptolemy cleopatra thutmose amenhotep darius xerxes cyrus antiochus herod otto rudolf francis karl
 sancho alfred canute edmund ethelred athelstan edgar harald magnus eric erik sigismund casimir
@@ -179,5 +181,19 @@ VERSION_CONTEXT = frozenset("version ver v python ios android windows macos linu
                             "update node java php perl ruby rust go gcc chrome firefox ubuntu debian "
                             "fedora api bluetooth usb wifi http html css".split())
 
-#: Words before a number that make it a telephone number (digit groups).
-PHONE_CONTEXT = frozenset("call phone tel telephone dial fax text mobile cell hotline ring number contact".split())
+#: Words after a 4-digit number that make it a count, not a year ("1999 people").
+COUNT_NOUNS = frozenset("""
+people persons men women children kids adults users customers employees workers staff students members
+voters votes jobs homes houses cars units copies items pieces words pages points steps followers fans
+views likes subscribers visitors tourists residents citizens troops soldiers deaths cases patients
+calories miles kilometers meters feet yards pounds kilograms grams dollars euros tons times hours
+minutes seconds days weeks months years rooms seats beds tickets runners players applicants
+participants attendees guests books songs lines rows files emails messages posts tweets
+""".split())
+
+#: Words before a 3-digit number that make it a telephone number or extension (digit by digit).
+PHONE_CONTEXT = frozenset("call phone tel telephone dial fax text mobile cell hotline ring ext extension".split())
+
+#: Words after "/" that make it "per" ("$1,800/month").
+PER_WORDS = frozenset("hour day week month year night person head unit item piece page kg lb mile km "
+                      "gallon liter litre serving share".split())

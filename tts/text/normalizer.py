@@ -30,8 +30,8 @@ from unidecode import unidecode
 from tts.errors import InvalidInputError
 from tts.text._dle_translit import TABLE as _DLE_TABLE
 from tts.text._norm_numbers import cardinal, digits, expand_numeric, number, ordinal
-from tts.text._norm_tables import (COMMON_WORDS, DOTTED_WORDS, MIXED_CASE, REGNAL_NAMES, ROMAN_CARDINAL_WORDS,
-                                   SPELLED_TLDS, SUFFIXES, TITLES, WORD_ACRONYMS)
+from tts.text._norm_tables import (COMMON_WORDS, DOTTED_WORDS, MIXED_CASE, PER_WORDS, REGNAL_NAMES,
+                                   ROMAN_CARDINAL_WORDS, SPELLED_TLDS, SUFFIXES, TITLES, WORD_ACRONYMS)
 
 #: The text normalizers: ``full`` (the default of voice folders) and ``dle`` (NVIDIA's cleaners only).
 NORMALIZERS: tuple[str, ...] = ("full", "dle")
@@ -148,14 +148,16 @@ _MIXED_ALT = "|".join(sorted(MIXED_CASE, key=len, reverse=True))
 _DOTTED_WORD_ALT = "|".join(re.escape(w) for w in sorted(DOTTED_WORDS, key=len, reverse=True))
 
 _WORDS_RE = re.compile(rf"""
- (?P<dword>(?<![\w.])(?i:{_DOTTED_WORD_ALT}|ph\.d\.)(?!\w))
-|(?P<dotted>(?<![\w.])(?:[A-Za-z]\.){{2,}}(?!\w)|(?<![\w.])(?:[A-Z]\.)+[A-Z](?![\w.]))
-|(?P<abbr>(?<![\w.'’])(?i:{_ABBR_ALT})\.)
-|(?P<mixed>(?<![\w])(?:{_MIXED_ALT})(?![\w]))
-|(?P<roman>(?<![\w'’-]){_ROMAN}(?:['’]s)?(?![\w'’]))
-|(?P<caps>(?<![\w'’-])[A-Z][A-Z&]*[A-Z](?:['’]?s)?(?![\w'’]))
-|(?P<slash>(?<![\w/])(?P<sa>[a-z]+)/(?P<sb>[a-z]+)(?![\w/]))
-|(?P<wslash>(?<![\w/])[Ww]/[Oo]?(?![\w/]))
+ (?<!\w)(?=\w)   # a word starts here: one check, then the word forms
+ (?:(?P<dword>(?<![.])(?i:{_DOTTED_WORD_ALT}|ph\.d\.)(?!\w))
+  |(?P<dotted>(?<![.])(?:[A-Za-z]\.){{2,}}(?!\w)|(?<![.])(?:[A-Z]\.)+[A-Z](?![\w.]))
+  |(?P<abbr>(?<![.'’])(?i:{_ABBR_ALT})\.)
+  |(?P<mixed>(?:{_MIXED_ALT})(?![\w]))
+  |(?P<roman>(?<!['’-]){_ROMAN}(?:['’]s)?(?![\w'’]))
+  |(?P<caps>(?<!['’-])[A-Z][A-Z&]*[A-Z](?:['’]?s)?(?![\w'’]))
+  |(?P<wslash>(?<!/)[Ww]/[Oo]?(?![\w/]))
+  |(?P<slash>(?<!/)(?P<sa>[a-z]+)/(?P<sb>[a-z]+)(?![\w/]))
+  |(?P<vs>(?<![.])(?:vs|etc)(?![\w.])))
 |(?P<dash>\s?(?:—|--|–)\s?)
 |(?P<cmp>(?:(?<=\s)|^)(?:<=|>=|<|>)(?=\s?\w))
 |(?P<sym>[&+=@#%~±§×°_/\[\]…])
@@ -174,6 +176,7 @@ _CAPS_WORD_RE = re.compile(r"\b[A-Z]{2,}\b")
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
 _STREET_WORDS = {"st": "street", "dr": "drive"}
+_ORDINALS = frozenset(ordinal(n) for n in range(1, 200))
 
 
 def _spell(token: str) -> str:
@@ -202,21 +205,27 @@ def _ends_sentence(s: str, pos: int) -> bool:
     return nxt == "" or (nxt is not None and nxt[:1].isupper() and nxt.lower() not in _ABBREVIATIONS)
 
 
-def _street(s: str, start: int) -> bool:
-    """``St.``/``Dr.`` after a capitalized word that does not start the sentence, or after a number."""
+def _street(s: str, start: int, end: int) -> bool:
+    """``St.``/``Dr.`` name a street after a number, or after a capitalized word that does not start
+    the sentence, or after one that does when no capitalized name follows ("Main St. is closed")."""
     prev, at = _prev_word(s, start)
     if not prev:
         return False
-    if prev[0].isdigit() or prev.lower().endswith(("th", "st", "nd", "rd")) and prev[0].islower():
+    if prev[0].isdigit() or prev in _ORDINALS:
         return True
-    return prev.isalpha() and prev[0].isupper() and not _SENT_START_RE.search(s, max(0, at - 4), at)
+    if not (prev.isalpha() and prev[0].isupper()):
+        return False
+    if not _SENT_START_RE.search(s, max(0, at - 4), at):
+        return True
+    nxt = _next_word(s, end)
+    return nxt is not None and not nxt[:1].isupper()
 
 
 def _abbreviation(m: re.Match, s: str) -> str:
     key = m.group()[:-1].lower()
     end = m.end()
     glue = " " if s[end:end + 1].isalpha() else ""          # "Mr.Smith"
-    if key in _STREET_WORDS and _street(s, m.start()):
+    if key in _STREET_WORDS and _street(s, m.start(), end):
         return _STREET_WORDS[key] + ("." if _ends_sentence(s, end) else glue)
     if key in SUFFIXES and _ends_sentence(s, end):
         return SUFFIXES[key] + "."
@@ -298,7 +307,11 @@ def _word(m: re.Match, shout: bool) -> str:
         return MIXED_CASE[g]
     if kind == "slash":
         a, b = m.group("sa"), m.group("sb")
+        if b in PER_WORDS:
+            return f"{a} per {b}"
         return f"{a} or {b}" if a != "and" else "and or"
+    if kind == "vs":
+        return "versus" if g == "vs" else "et cetera"
     if kind == "wslash":
         return "without" if len(g) == 3 else "with"
     if kind == "dash":
@@ -313,6 +326,7 @@ def _word(m: re.Match, shout: bool) -> str:
 _DIGIT_RE = re.compile(r"\d")
 _WEB_HINT_RE = re.compile(r"[@#]|://|www\.|\.(?:" + _TLDS + r")\b")
 _SPACES_RE = re.compile(r"[ \t]{2,}")
+_SPACE_PUNCT_RE = re.compile(r" +(?=[,.;:!?](?:\s|$))")
 
 
 def normalize(text: str) -> str:
@@ -333,5 +347,5 @@ def normalize(text: str) -> str:
         core = expand_numeric(core)
     shout = _is_shouting(core)
     core = _WORDS_RE.sub(lambda m: _word(m, shout), core)
-    core = _SPACES_RE.sub(" ", core).strip()
+    core = _SPACE_PUNCT_RE.sub("", _SPACES_RE.sub(" ", core)).strip()
     return lead + core + trail
