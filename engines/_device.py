@@ -3,7 +3,7 @@
 Triton launches its kernels and ``torch.cuda.graph`` captures on the *current* CUDA device,
 whatever device the tensors live on; a server with one worker per GPU (``tts-server
 --devices 0,1``) calls the engines of ``cuda:1`` from threads whose current device is
-``cuda:0`` (measured on two H200s: "Pointer argument cannot be accessed from Triton").
+``cuda:0`` (Triton then fails with "Pointer argument cannot be accessed from Triton").
 Every public method of an engine that launches kernels is wrapped in ``on_device``.
 """
 

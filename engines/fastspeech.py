@@ -125,8 +125,8 @@ class FastSpeechEngine:
     (default; see the module docstring); False keeps DLE's padded-batch arithmetic.
     ``fp32_durations``: at fp16, run the phoneme side and the duration predictor in
     float32 (default): durations are rounded to whole frames, and float16 rounding moves
-    some across a rounding boundary (measured: 416 instead of 411 frames), which shifts
-    every later frame; the mel side, ~3x more positions, runs in float16.
+    some across a rounding boundary, which shifts every later frame; the mel side, with
+    several times more positions, runs in float16.
     """
 
     def __init__(self, model: FastSpeech, *, device: torch.device | str = "cuda", precision: str = "fp16",

@@ -8,7 +8,7 @@ slots in static buffers (``DecoderBuffers``), advanced K steps per CUDA-graph re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,9 +17,6 @@ from torch.nn import functional as F
 from tts.engines._device import on_device
 from tts.engines._graphs import capture
 from tts.engines.tacotron2_step import DecoderBuffers
-
-if TYPE_CHECKING:
-    from tts.engines.tacotron2 import Tacotron2Engine
 
 __all__ = ["SlotDecoder", "SlotOutput", "slot_buckets", "SLOT_MIN_INPUT"]
 
@@ -74,7 +71,9 @@ class SlotDecoder:
     (one p per replay; a graph per (p, parity)).
     """
 
-    def __init__(self, engine: Tacotron2Engine, rows: int, t_in: int, steps_per_replay: int) -> None:
+    def __init__(self, engine: Any, rows: int, t_in: int, steps_per_replay: int) -> None:
+        # engine: the tts.engines.tacotron2.Tacotron2Engine that makes this decoder (not imported
+        # here: that module imports this one)
         if steps_per_replay < 1:
             raise ValueError(f"steps_per_replay must be >= 1, got {steps_per_replay}")
         c = engine.config

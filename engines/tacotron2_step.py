@@ -111,7 +111,7 @@ class StepTiles:
 
 
 def decoder_tiles(batch: int, dtype: torch.dtype) -> StepTiles:
-    """The tiles of a bucket of ``batch`` rows with weights in ``dtype`` (chosen by sweeps on an H100).
+    """The tiles of a bucket of ``batch`` rows with weights in ``dtype`` (tuned on an H100).
 
     - up to 2 rows: the LSTMs as float32 FMAs, 2 hidden units and 512 of K per program (many
       programs stream the weights); the location energy on tensor cores (tf32x3);
