@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tts.errors import InvalidInputError
+from tts.text.normalizer import NORMALIZERS
 
 
 def _opt(help: str, *, type: type, lo: float | None = None, hi: float | None = None,
-         lo_open: bool = False, hi_open: bool = False, metavar: str | None = None) -> Any:
+         lo_open: bool = False, hi_open: bool = False, metavar: str | None = None,
+         choices: tuple[str, ...] | None = None) -> Any:
     return field(default=None, metadata={
         "help": help, "type": type, "lo": lo, "hi": hi,
-        "lo_open": lo_open, "hi_open": hi_open, "metavar": metavar,
+        "lo_open": lo_open, "hi_open": hi_open, "metavar": metavar, "choices": choices,
     })
 
 
@@ -46,6 +48,11 @@ class SynthesisOptions:
     seed: int | None = _opt(
         "random seed for prenet dropout masks and WaveGlow noise (reproducible output)",
         type=int, lo=0, hi=2**63 - 1, metavar="N")
+    text_normalizer: str | None = _opt(
+        "text normalizer: full (money, dates, times, units, phone numbers, URLs, acronyms, ... read as "
+        "words before the cleaners) or dle (NVIDIA's english_cleaners only, bit-exact with its reference); "
+        "voice folders default to full, checkpoints given one by one to dle",
+        type=str, choices=NORMALIZERS, metavar="|".join(NORMALIZERS))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -58,6 +65,11 @@ class SynthesisOptions:
                 continue
             m = f.metadata
             kind = m["type"]
+            if kind is str:
+                if not isinstance(value, str) or value not in m["choices"]:
+                    raise InvalidInputError(f"{f.name} must be one of {', '.join(m['choices'])}, got {value!r}",
+                                            field=f.name)
+                continue
             if kind is int:
                 if isinstance(value, bool) or not isinstance(value, int):
                     if isinstance(value, float) and value.is_integer():
@@ -95,9 +107,12 @@ class SynthesisOptions:
 #: CLI's ``--max-chars``, the server's ``--max-text-chars`` and ``Synthesizer(max_text_chars=)``.
 DEFAULT_MAX_TEXT_CHARS = 10_000
 
+#: NVIDIA DeepLearningExamples' inference defaults, the defaults of a voice that states none (checkpoints
+#: given one by one): its text is read by NVIDIA's cleaners only (``dle``), as its ``inference.py`` reads
+#: it. A voice folder's manifest defaults to the ``full`` normalizer (``tts.voice``).
 REFERENCE_DEFAULTS = SynthesisOptions(
     sigma=0.9, denoiser_strength=0.01, speed=1.0, max_decoder_steps=2000,
-    gate_threshold=0.5, prenet_dropout=0.5, seed=None)
+    gate_threshold=0.5, prenet_dropout=0.5, seed=None, text_normalizer="dle")
 
 
 def _range_text(m: dict[str, Any]) -> str:

@@ -133,6 +133,8 @@ class TextPlan:
     cleaned: tuple[str, ...]
     #: Characters of the input that have no symbol and are not spoken.
     dropped: str = ""
+    #: The text normalizer it was read with (``full`` or ``dle``, see ``tts.text.NORMALIZERS``).
+    text_normalizer: str = "dle"
 
     @property
     def normalized_text(self) -> str:
@@ -201,15 +203,21 @@ class Synthesizer:
 
     # ------------------------------------------------------------------ public
 
-    def check_text(self, text: object) -> TextPlan:
+    def check_text(self, text: object, options: SynthesisOptions | None = None) -> TextPlan:
         """Raise InvalidInputError(field="text") for text this synthesizer will not speak; else its plan."""
-        return self.plan(text)
+        return self.plan(text, options)
 
-    def plan(self, text: object) -> TextPlan:
-        """Validates and plans one text (split into pieces, cleaned, encoded): the only text work of a
-        request. Raises InvalidInputError(field="text") for text this synthesizer will not speak."""
+    def plan(self, text: object, options: SynthesisOptions | None = None) -> TextPlan:
+        """Validates and plans one text (split into pieces, normalized, cleaned, encoded): the only text
+        work of a request. ``options``: the call's options, of which planning reads ``text_normalizer``
+        (None: the voice's default). Raises InvalidInputError(field="text") for text this synthesizer
+        will not speak."""
         self._check_shape(text)
-        return self._plan_one(text)
+        return self._plan_one(text, self._text_normalizer(options))
+
+    def _text_normalizer(self, options: SynthesisOptions | None) -> str:
+        chosen = options.text_normalizer if options is not None else None
+        return chosen or self.voice.defaults.text_normalizer or REFERENCE_DEFAULTS.text_normalizer
 
     def _check_shape(self, text: object) -> None:
         if not isinstance(text, str):
@@ -238,7 +246,7 @@ class Synthesizer:
         opts = (options or SynthesisOptions()).merged_over(self.voice.defaults)
         timings = StageTimings()
         start = time.perf_counter()
-        plans = [t if isinstance(t, TextPlan) else self.plan(t) for t in texts]
+        plans = [t if isinstance(t, TextPlan) else self.plan(t, opts) for t in texts]
         with torch.inference_mode():
             plan = self._pieces(plans)
             t1 = self._now()
@@ -264,7 +272,7 @@ class Synthesizer:
         The mels are exactly those ``synthesize_batch`` vocodes for the same texts and options.
         """
         opts = (options or SynthesisOptions()).merged_over(self.voice.defaults)
-        plans = [t if isinstance(t, TextPlan) else self.plan(t) for t in texts]
+        plans = [t if isinstance(t, TextPlan) else self.plan(t, opts) for t in texts]
         with torch.inference_mode():
             plan = self._pieces(plans)
             plan.pieces = self._run_acoustic(plan.pieces, opts, self._generators(opts.seed, len(plans)))
@@ -302,15 +310,15 @@ class Synthesizer:
         from tts.text import split_text
         return split_text(text, self.max_piece_chars)
 
-    def _encode(self, piece: str) -> tuple[list[int], str, str]:
+    def _encode(self, piece: str, text_normalizer: str) -> tuple[list[int], str, str]:
         from tts.text import encode
-        enc = encode(piece, self.voice.frontend)
+        enc = encode(piece, self.voice.frontend, text_normalizer)
         return list(enc.ids), enc.cleaned, enc.dropped
 
-    def _plan_one(self, text: str) -> TextPlan:
+    def _plan_one(self, text: str, text_normalizer: str) -> TextPlan:
         pieces, cleaned, dropped = [], [], []
         for piece in self._split(text):
-            ids, clean, drop = self._encode(piece)
+            ids, clean, drop = self._encode(piece, text_normalizer)
             dropped.append(drop)
             if _speakable(ids):
                 pieces.append((piece, tuple(ids)))
@@ -318,7 +326,7 @@ class Synthesizer:
         if not pieces:
             raise InvalidInputError("text has nothing speakable: none of its characters is in the voice's "
                                     "symbol set", field="text")
-        plan = TextPlan(text, tuple(pieces), tuple(cleaned), "".join(dropped))
+        plan = TextPlan(text, tuple(pieces), tuple(cleaned), "".join(dropped), text_normalizer)
         if plan.dropped:   # reported to the caller in SynthesisResult.dropped
             logger.debug("characters with no symbol were not spoken: %r", plan.dropped)
         return plan

@@ -17,7 +17,10 @@ hparams YAML). ``vocoder.kind`` may be ``griffinlim`` (no checkpoint; optional
 ``n_iter``, ``power`` and STFT settings, see ``tts.models.griffinlim``): its
 denoiser passes audio through. Paths are relative to the manifest's folder
 (``../other/file.pt`` shares a file with a sibling voice). ``defaults`` takes
-any field of ``tts.options.SynthesisOptions``.
+any field of ``tts.options.SynthesisOptions``; a manifest's ``text_normalizer``
+is ``full`` unless its ``defaults`` say ``dle`` (a voice made of checkpoints given
+one by one reads text as NVIDIA's reference does: ``dle``). Optional ``frontend``:
+``tacotron2`` or ``fastspeech`` (default: the acoustic model's own).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ FAMILY_DEFAULTS = {
     "tacotron2": REFERENCE_DEFAULTS,
     "fastspeech": SynthesisOptions(sigma=0.6).merged_over(REFERENCE_DEFAULTS),
 }
+
+#: What a voice manifest's ``defaults`` fall back to before the model family's defaults.
+MANIFEST_DEFAULTS = SynthesisOptions(text_normalizer="full")
 
 #: Where voices shipped inside the package live (one folder per voice).
 BUNDLED_DIR = Path(__file__).parent / "voices"
@@ -191,7 +197,7 @@ class Voice:
             except InvalidInputError as exc:
                 raise VoiceError(f"{manifest}: bad vocoder settings: {exc}") from exc
         try:
-            defaults = SynthesisOptions(**spec.get("defaults", {}))
+            defaults = SynthesisOptions(**spec.get("defaults", {})).merged_over(MANIFEST_DEFAULTS)
         except TypeError as exc:
             raise VoiceError(f"{manifest}: bad 'defaults' ({exc})") from exc
         except InvalidInputError as exc:
@@ -225,14 +231,36 @@ def bundled_voices() -> list[str]:
 
 def load_voice(name_or_dir: str) -> Voice:
     """``--voice NAME|DIR``: a folder with a manifest, or the name of a bundled voice."""
+    return Voice.from_dir(_voice_dir(name_or_dir))
+
+
+def _voice_dir(name_or_dir: str) -> Path:
     p = Path(name_or_dir)
     if p.is_dir():
-        return Voice.from_dir(p)
+        return p
     if name_or_dir in bundled_voices():
-        return Voice.from_dir(BUNDLED_DIR / name_or_dir)
+        return BUNDLED_DIR / name_or_dir
     have = ", ".join(bundled_voices()) or "none"
     raise VoiceError(f"unknown voice {name_or_dir!r}: not a voice folder, and not a bundled voice "
                      f"(bundled: {have})")
+
+
+def voice_text_settings(name_or_dir: str) -> tuple[str, str]:
+    """``(frontend, text_normalizer)`` of a voice folder or bundled voice, read from its manifest
+    alone (no model is loaded): what ``tts-normalize --voice`` needs."""
+    manifest = _voice_dir(name_or_dir) / MANIFEST
+    try:
+        spec = json.loads(manifest.read_text(encoding="utf-8"))
+        kind = spec["acoustic"]["kind"]
+        frontend = spec.get("frontend") or FRONTEND_OF[kind]
+        defaults = SynthesisOptions(**spec.get("defaults", {})).merged_over(MANIFEST_DEFAULTS)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError,
+            InvalidInputError) as exc:
+        raise VoiceError(f"{manifest}: cannot read the voice's text settings ({exc})") from exc
+    from tts.text import FRONTENDS
+    if frontend not in FRONTENDS:
+        raise VoiceError(f"{manifest}: frontend must be one of {list(FRONTENDS)}, got {frontend!r}")
+    return frontend, defaults.text_normalizer
 
 
 def _acoustic_n_mel(model: torch.nn.Module) -> int:

@@ -166,10 +166,11 @@ class ServingEngine:
                 sched.warmup()              # the slot decoder's graphs (no-op without them)
 
     # --------------------------------------------------------------- checks
-    def check_text(self, voice: str, text: str):
+    def check_text(self, voice: str, text: str, options: SynthesisOptions | None = None):
         """Raises InvalidInputError(field='text') for text the voice cannot speak; returns the text's
-        plan (``tts.synthesizer.TextPlan``: the request's only text planning), or None from a fake."""
-        return self.synthesizers[voice][0].check_text(text)
+        plan (``tts.synthesizer.TextPlan``: the request's only text planning, read with the call's
+        ``text_normalizer``), or None from a fake."""
+        return self.synthesizers[voice][0].check_text(text, options)
 
     # ------------------------------------------------------------------ unary
     def _scheduler_for(self, voice: str, options: SynthesisOptions):

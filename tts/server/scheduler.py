@@ -197,7 +197,7 @@ class TacotronScheduler:
             self._unadmitted += 1
         try:
             t0 = time.perf_counter()
-            plan = self.synth.plan(text) if isinstance(text, str) else text
+            plan = self.synth.plan(text, options) if isinstance(text, str) else text
             loop = asyncio.get_running_loop()
             opts = options.merged_over(self.synth.voice.defaults)
             call = Call(seq=next(self._seq), text=plan.text, opts=opts, pieces=[list(ids) for _, ids in plan.pieces],

@@ -68,7 +68,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     def _validate(self, request, *, streaming: bool):
         req = validate_request(request, voices=self.engine.voice_names, default_voice=self.engine.default_voice,
                                max_text_chars=self.max_text_chars, streaming=streaming)
-        plan = self.engine.check_text(req.voice, req.text)
+        plan = self.engine.check_text(req.voice, req.text, req.options)
         return req, (req.text if plan is None else plan)
 
     async def Synthesize(self, request, context):
@@ -94,6 +94,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         return tts_pb2.SynthesizeResponse(
             audio=encoded.data, sample_rate_hz=encoded.sample_rate, duration_seconds=encoded.seconds,
             normalized_text=result.normalized_text, voice=req.voice, encoding=int(encoded.encoding),
+            dropped_chars=getattr(result, "dropped", ""),
             timings=tts_pb2.Timings(
                 queue_seconds=out.queue_seconds, text_seconds=tm.text, acoustic_seconds=tm.acoustic,
                 vocoder_seconds=tm.vocoder, denoiser_seconds=tm.denoiser, encode_seconds=encode_s,
@@ -124,7 +125,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 first = False
             yield tts_pb2.AudioChunk(audio=raw_bytes(samples, req.encoding), sample_rate_hz=rate,
                                      offset_samples=offset, last=piece.last,
-                                     normalized_text=piece.normalized_text if piece.last else "")
+                                     normalized_text=piece.normalized_text if piece.last else "",
+                                     dropped_chars=getattr(text, "dropped", "") if piece.last else "")
             offset += len(samples)
         total = time.perf_counter() - t0
         if self.metrics is not None and total > 0:

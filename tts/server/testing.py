@@ -49,7 +49,7 @@ class FakeSynthesizer:
     def sample_rate(self) -> int:
         return self.voice.sample_rate
 
-    def check_text(self, text: str) -> None:
+    def check_text(self, text: str, options: SynthesisOptions | None = None) -> None:
         if not text.strip():
             raise InvalidInputError("text is empty", field="text")
         if not any(c.isalnum() for c in text):

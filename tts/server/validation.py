@@ -28,6 +28,7 @@ OPTION_FIELDS = {
     "max_decoder_steps": "max_decoder_steps",
     "gate_threshold": "gate_threshold",
     "prenet_dropout": "prenet_dropout",
+    "text_normalizer": "text_normalizer",
 }
 _PROTO_NAME = {v: k for k, v in OPTION_FIELDS.items()}
 

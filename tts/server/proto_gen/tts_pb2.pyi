@@ -24,7 +24,7 @@ FLAC: AudioEncoding
 OGG_OPUS: AudioEncoding
 
 class SynthesisOptions(_message.Message):
-    __slots__ = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold", "prenet_dropout")
+    __slots__ = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold", "prenet_dropout", "text_normalizer")
     SPEAKING_RATE_FIELD_NUMBER: _ClassVar[int]
     DENOISER_STRENGTH_FIELD_NUMBER: _ClassVar[int]
     SIGMA_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class SynthesisOptions(_message.Message):
     MAX_DECODER_STEPS_FIELD_NUMBER: _ClassVar[int]
     GATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PRENET_DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_NORMALIZER_FIELD_NUMBER: _ClassVar[int]
     speaking_rate: float
     denoiser_strength: float
     sigma: float
@@ -39,7 +40,8 @@ class SynthesisOptions(_message.Message):
     max_decoder_steps: int
     gate_threshold: float
     prenet_dropout: float
-    def __init__(self, speaking_rate: _Optional[float] = ..., denoiser_strength: _Optional[float] = ..., sigma: _Optional[float] = ..., seed: _Optional[int] = ..., max_decoder_steps: _Optional[int] = ..., gate_threshold: _Optional[float] = ..., prenet_dropout: _Optional[float] = ...) -> None: ...
+    text_normalizer: str
+    def __init__(self, speaking_rate: _Optional[float] = ..., denoiser_strength: _Optional[float] = ..., sigma: _Optional[float] = ..., seed: _Optional[int] = ..., max_decoder_steps: _Optional[int] = ..., gate_threshold: _Optional[float] = ..., prenet_dropout: _Optional[float] = ..., text_normalizer: _Optional[str] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("text", "voice", "encoding", "sample_rate_hz", "options")
@@ -76,7 +78,7 @@ class Timings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., text_seconds: _Optional[float] = ..., acoustic_seconds: _Optional[float] = ..., vocoder_seconds: _Optional[float] = ..., denoiser_seconds: _Optional[float] = ..., encode_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
-    __slots__ = ("audio", "sample_rate_hz", "duration_seconds", "normalized_text", "timings", "voice", "encoding")
+    __slots__ = ("audio", "sample_rate_hz", "duration_seconds", "normalized_text", "timings", "voice", "encoding", "dropped_chars")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +86,7 @@ class SynthesizeResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CHARS_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     sample_rate_hz: int
     duration_seconds: float
@@ -91,21 +94,24 @@ class SynthesizeResponse(_message.Message):
     timings: Timings
     voice: str
     encoding: AudioEncoding
-    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., normalized_text: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ...) -> None: ...
+    dropped_chars: str
+    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., normalized_text: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., dropped_chars: _Optional[str] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("audio", "sample_rate_hz", "offset_samples", "last", "normalized_text")
+    __slots__ = ("audio", "sample_rate_hz", "offset_samples", "last", "normalized_text", "dropped_chars")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CHARS_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     sample_rate_hz: int
     offset_samples: int
     last: bool
     normalized_text: str
-    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., offset_samples: _Optional[int] = ..., last: _Optional[bool] = ..., normalized_text: _Optional[str] = ...) -> None: ...
+    dropped_chars: str
+    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., offset_samples: _Optional[int] = ..., last: _Optional[bool] = ..., normalized_text: _Optional[str] = ..., dropped_chars: _Optional[str] = ...) -> None: ...
 
 class ListVoicesRequest(_message.Message):
     __slots__ = ()
