@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_voice_arguments(p)
     p.add_argument("--extra-voice", action="append", default=[], metavar="NAME|DIR",
                    help="serve another voice (a voice folder or bundled name); repeatable")
+    _add_text_normalizer_argument(p)
     g = p.add_argument_group("network")
     g.add_argument("--host", default="[::]", help="address to bind ([::] = all, 127.0.0.1 = loopback)")
     g.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
@@ -74,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_text_normalizer_argument(parser: argparse.ArgumentParser) -> None:
+    """``--text-normalizer``: every served voice's default (a request's ``options.text_normalizer`` overrides it)."""
+    from tts.options import flag_name, option_fields
+    field = next(f for f in option_fields() if f.name == "text_normalizer")
+    parser.add_argument(flag_name(field.name), choices=field.metadata["choices"], default=None,
+                        help=field.metadata["help"] + ". Sets it for every voice served (default: each voice's "
+                             "own); a request's options.text_normalizer overrides it")
+
+
 def _tokens(args) -> tuple[str, ...]:
     tokens = []
     if args.auth_token_file:
@@ -99,6 +109,10 @@ def build_server(args):
         raise VoiceError("--tls-client-ca needs --tls-cert/--tls-key")
     devices = [f"cuda:{d}" for d in args.devices] if args.devices else [args.device]
     voices = [voice_from_args(args)] + [load_voice(v) for v in args.extra_voice]
+    if args.text_normalizer:
+        from tts.options import SynthesisOptions
+        for v in voices:
+            v.defaults = SynthesisOptions(text_normalizer=args.text_normalizer).merged_over(v.defaults)
     names = [v.name for v in voices]
     if len(set(names)) != len(names):
         raise VoiceError(f"two voices have the same name: {names}")

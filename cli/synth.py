@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     plans = {}
     for n, text in phrases:     # every line planned (and checked) once, before any audio is made
         try:
-            plans[n] = synth.plan(text)
+            plans[n] = synth.plan(text, options)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{args.phrases}: line {n}: {exc}", field="phrases") from None
     encoding, suffix = FORMATS[args.format]
