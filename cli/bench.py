@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tts.cli.common import add_voice_arguments, positive_int, run_main
+from tts.cli.common import add_threads_argument, add_voice_arguments, apply_threads, new_parser, positive_int, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ COLUMNS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG, description="Benchmark the TTS pipeline per component and end to end: "
+    p = new_parser(
+        PROG, "Benchmark the TTS pipeline per component and end to end: "
         "fast engines against the eager PyTorch baseline, measured in the same run.")
     add_voice_arguments(p)
     p.set_defaults(device=None, precision=None)
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     g.add_argument("--server", metavar="HOST:PORT",
                    help="benchmark a running tts-server instead (see tts-bench --server X --help)")
+    add_threads_argument(g)
     return p
 
 
@@ -411,12 +412,15 @@ def _server(argv: list[str]) -> int:
         print(f"{PROG}: error: --server needs tts.cli.bench_server, which is not available ({exc})",
               file=sys.stderr)
         return 1
-    p = argparse.ArgumentParser(prog=f"{PROG} --server")
+    from tts.cli.common import new_parser
+    p = new_parser(f"{PROG} --server", bench_server.__doc__.split("\n\n")[0])
     bench_server.add_arguments(p)
-    return int(bench_server.run(p.parse_args(argv)) or 0)
+    args = p.parse_args(argv)
+    return run_main(PROG, lambda: bench_server.run(args))
 
 
 def _body(args) -> int:
+    apply_threads(args.threads)       # before torch is imported
     import torch
 
     from tts.errors import InvalidInputError

@@ -26,6 +26,7 @@ DEFAULT_TEXTS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The server-benchmark flags (``--server`` itself included)."""
+    from tts.cli.common import add_wait_argument
     g = parser.add_argument_group("server benchmark")
     g.add_argument("--server", required=True, metavar="HOST:PORT", help="a running tts-server")
     g.add_argument("--concurrency", default="1:64:8", metavar="START:END:STEP|A,B,C",
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     g.add_argument("--option", action="append", default=[], type=parse_option, metavar="NAME=VALUE",
                    help="a request option of every call (e.g. max_decoder_steps=580, sigma=0.6); repeatable")
+    add_wait_argument(g)
 
 
 def parse_option(item: str) -> tuple[str, object]:
@@ -63,20 +65,38 @@ def parse_option(item: str) -> tuple[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the benchmark described by ``args``; prints the table; returns the exit code (1 if any call failed)."""
+    """Runs the benchmark described by ``args``; prints the table; returns the exit code (1 if any call failed).
+
+    The server is reached once first (retried for ``--wait`` seconds): one that cannot be reached
+    is an error (ServerUnreachableError), not a table of failed calls.
+    """
+    import grpc
+
+    from tts.cli.common import read_phrases
+    from tts.client import TTSClient
+    from tts.errors import InvalidInputError
     from tts.server.loadgen import LoadConfig, format_table, parse_range, run_levels
 
     texts = DEFAULT_TEXTS
     if args.phrases:
-        texts = tuple(line.strip() for line in Path(args.phrases).read_text(encoding="utf-8").splitlines()
-                      if line.strip())
+        texts = tuple(line for _, line in read_phrases(args.phrases, flag="--phrases"))
+    try:
+        levels = parse_range(args.concurrency)
+    except ValueError as exc:
+        raise InvalidInputError(f"--concurrency {args.concurrency}: {exc}", field="concurrency") from None
+    root_cert = Path(args.root_cert).read_bytes() if args.root_cert else None
     cfg = LoadConfig(target=args.server, texts=texts, streaming=args.streaming, voice=args.voice,
                      requests=args.requests, duration_s=args.duration, warmup=args.warmup_requests,
-                     timeout_s=args.timeout, token=args.token,
-                     root_cert=Path(args.root_cert).read_bytes() if args.root_cert else None)
+                     timeout_s=args.timeout, token=args.token, root_cert=root_cert)
     options = tuple(args.option)
     cfg = dataclasses.replace(cfg, options=options)
-    levels = parse_range(args.concurrency)
+    with TTSClient(args.server, token=args.token, root_cert=root_cert, timeout=min(args.timeout, 30.0),
+                   retry_s=args.wait) as client:
+        try:
+            client.list_voices()
+        except grpc.RpcError as exc:
+            print(f"{PROG}: error: {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
     results = asyncio.run(run_levels(cfg, levels))
     opts = ", ".join(f"{k}={v}" for k, v in options)
     print(f"server {args.server}, {'streaming' if args.streaming else 'unary'}, {len(texts)} texts"
@@ -88,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tts.cli.common import run_main
+    from tts.cli.common import new_parser, run_main
 
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = new_parser(PROG, __doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_main(PROG, lambda: run(args))

@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 
-from tts.cli.common import add_voice_arguments, positive_int, run_main
+from tts.cli.common import add_threads_argument, add_voice_arguments, apply_threads, new_parser, positive_int, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ WARMUP_TEXT = "Engines are built ahead of time, so the first request is fast."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG, description="Build a voice's GPU engines into the on-disk engine cache "
+    p = new_parser(
+        PROG, "Build a voice's GPU engines into the on-disk engine cache "
         "(prepared weights and compiled kernels), so tts-synth and tts-server start fast.")
     add_voice_arguments(p)
     p.set_defaults(device=None)
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="texts in the warm-up synthesis (graphs are per batch shape; default 1)")
     g.add_argument("--no-warmup", action="store_true",
                    help="only prepare and store the weights (kernels compile at the first request)")
+    add_threads_argument(g)
     return p
 
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    apply_threads(args.threads)       # before torch is imported
     import torch
 
     from tts.cli.common import voice_from_args

@@ -1,83 +1,146 @@
 """``tts-client``: send text (or a phrase file, one utterance a line) to a tts-server; write audio files.
 
     tts-client --server 127.0.0.1:50051 "Hello world." --out hello.wav
-    tts-client --server 127.0.0.1:50051 --phrases phrases.txt --out-dir audio/ --encoding FLAC
+    tts-client --server 127.0.0.1:50051 --phrases phrases.txt --out audio/ --encoding FLAC
+
+``--out`` is read as ``tts-synth`` reads it (``tts.cli.common.Output``): NAME.wav (or .flac,
+.ogg, .pcm, .f32) for one text, else a folder of N.wav per phrase line N. The encoding follows
+the file's suffix unless ``--encoding`` is given. A server that is starting (or draining) is
+waited for, up to ``--wait`` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import sys
 from pathlib import Path
 
 PROG = "tts-client"
+#: Output file suffix -> encoding, for ``--out NAME.SUFFIX`` without ``--encoding``.
+ENCODING_OF_SUFFIX = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG_OPUS", ".pcm": "LINEAR_PCM16",
+                      ".f32": "FLOAT32"}
+#: Encodings a stream delivers (raw samples); a WAV file is made of PCM16 chunks.
+STREAM_ENCODINGS = ("LINEAR_PCM16", "FLOAT32")
+OPTIONS = (("speaking-rate", float, "speaking rate, 1 = normal"), ("denoiser-strength", float, "0 = off"),
+           ("sigma", float, "WaveGlow noise scale"), ("seed", int, "seed of dropout masks and noise"),
+           ("max-decoder-steps", int, "Tacotron2 step limit per text piece"),
+           ("gate-threshold", float, "Tacotron2 stop threshold"), ("prenet-dropout", float, "Tacotron2 prenet dropout"))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tts.cli.common import OUT_HELP, add_wait_argument, new_parser
     from tts.client import ENCODINGS
 
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = new_parser(PROG, __doc__.split("\n\n")[0])
     p.add_argument("text", nargs="?", help="text to speak (or use --phrases)")
-    p.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT")
-    p.add_argument("--phrases", metavar="FILE", help="one utterance a line; writes one file per line")
-    p.add_argument("--out", metavar="FILE", help="output file for TEXT (default: out<suffix>)")
-    p.add_argument("--out-dir", metavar="DIR", default=".", help="folder for --phrases outputs")
+    p.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT", help="the tts-server")
+    p.add_argument("--phrases", metavar="FILE", help="UTF-8 file, one utterance a line; one output file per line")
+    p.add_argument("--out", metavar="FILE|DIR", help=OUT_HELP)
+    p.add_argument("--out-dir", dest="out", help=argparse.SUPPRESS)     # the older name of a folder --out
     p.add_argument("--voice", default="", help="voice name (default: the server's)")
-    p.add_argument("--encoding", default="WAV", choices=ENCODINGS)
+    p.add_argument("--encoding", choices=ENCODINGS, default=None,
+                   help="audio encoding (default: from the --out suffix, else WAV; with --stream, WAV is "
+                        "written from LINEAR_PCM16 chunks)")
     p.add_argument("--sample-rate", type=int, default=0, help="output rate in Hz (0 = the voice's)")
-    p.add_argument("--stream", action="store_true", help="use StreamingSynthesize (LINEAR_PCM16/FLOAT32 only)")
+    p.add_argument("--stream", action="store_true", help="use StreamingSynthesize (audio as it is made)")
     p.add_argument("--list-voices", action="store_true", help="print the server's voices and exit")
-    for name, kind in (("speaking-rate", float), ("denoiser-strength", float), ("sigma", float), ("seed", int),
-                       ("max-decoder-steps", int), ("gate-threshold", float), ("prenet-dropout", float)):
-        p.add_argument(f"--{name}", type=kind, default=None, help="synthesis option (default: the voice's)")
-    p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
-    p.add_argument("--token", help="bearer token")
-    p.add_argument("--root-cert", metavar="PEM", help="use TLS, trusting this CA")
-    p.add_argument("--client-cert", metavar="PEM", help="client certificate (mTLS)")
-    p.add_argument("--client-key", metavar="PEM", help="client key (mTLS)")
+    g = p.add_argument_group("synthesis options (default: the voice's own)")
+    for name, kind, text in OPTIONS:
+        g.add_argument(f"--{name}", type=kind, default=None, metavar="N" if kind is int else "X", help=text)
+    g = p.add_argument_group("connection")
+    g.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="deadline of each call")
+    add_wait_argument(g)
+    g.add_argument("--token", help="bearer token")
+    g.add_argument("--root-cert", metavar="PEM", help="use TLS, trusting this CA")
+    g.add_argument("--client-cert", metavar="PEM", help="client certificate (mTLS)")
+    g.add_argument("--client-key", metavar="PEM", help="client key (mTLS)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tts.cli.common import error_exit, run_main
+def resolve_encoding(args: argparse.Namespace, out) -> tuple[str, str, bool]:
+    """(encoding to request, file suffix, wrap PCM16 chunks in a WAV file)."""
+    from tts.client import SUFFIX
+    from tts.errors import InvalidInputError
 
-    args = build_parser().parse_args(argv)
+    encoding = args.encoding
+    if out.is_file:
+        inferred = ENCODING_OF_SUFFIX[out.path.suffix.lower()]
+        if encoding is None:
+            encoding = inferred
+        elif SUFFIX[encoding] != out.path.suffix.lower():
+            raise InvalidInputError(f"--out {out.path}: --encoding {encoding} writes {SUFFIX[encoding]} files",
+                                    field="out")
+    encoding = encoding or "WAV"
+    if args.stream and encoding not in (*STREAM_ENCODINGS, "WAV"):
+        raise InvalidInputError(f"--stream delivers LINEAR_PCM16 or FLOAT32 samples (saved raw, or as WAV); "
+                                f"--encoding {encoding} needs a unary call (leave out --stream)", field="encoding")
+    wrap = args.stream and encoding == "WAV"
+    return ("LINEAR_PCM16" if wrap else encoding), SUFFIX[encoding], wrap
+
+
+def pcm16_wav(pcm: bytes, rate: int) -> bytes:
+    """A mono 16-bit WAV file of raw little-endian PCM16 samples."""
+    import wave
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tts.cli.common import run_main
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.list_voices and (args.text is None) == (args.phrases is None):
-        error_exit(PROG, "give TEXT or --phrases FILE (one of them)")
+        parser.error("give TEXT or --phrases FILE (one of them)")
+    logging.getLogger("tts.client").setLevel(logging.INFO)     # "waiting for a tts-server ..."
 
     def body() -> int:
         import grpc
 
         from tts.audio import write_atomic
+        from tts.cli.common import Output, read_phrases
         from tts.client import SUFFIX, TTSClient
 
+        if args.list_voices:
+            jobs, out, wrap = [], None, False
+        else:
+            if args.text is not None:
+                lines = [(1, args.text)]        # the server checks it
+            else:
+                lines = read_phrases(args.phrases, flag="--phrases")
+            out = Output.parse(args.out, one_text=args.text is not None, suffixes=tuple(ENCODING_OF_SUFFIX),
+                               default_suffix=SUFFIX[args.encoding or "WAV"])
+            encoding, suffix, wrap = resolve_encoding(args, out)
+            jobs = [(n, text) for n, text in lines]
         read = (lambda p: Path(p).read_bytes() if p else None)
-        options = {k: getattr(args, k) for k in ("speaking_rate", "denoiser_strength", "sigma", "seed",
-                                                 "max_decoder_steps", "gate_threshold", "prenet_dropout")}
+        options = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _, _ in OPTIONS}
         with TTSClient(args.server, token=args.token, root_cert=read(args.root_cert),
                        client_cert=read(args.client_cert), client_key=read(args.client_key),
-                       timeout=args.timeout) as client:
+                       timeout=args.timeout, retry_s=args.wait) as client:
             try:
                 if args.list_voices:
                     resp = client.list_voices()
                     for v in resp.voices:
                         print(f"{v.name}\t{v.acoustic_model}\t{v.sample_rate_hz} Hz{'  (default)' if v.is_default else ''}")
                     return 0
-                if args.phrases:
-                    texts = [t.strip() for t in Path(args.phrases).read_text(encoding="utf-8").splitlines()]
-                    jobs = [(t, Path(args.out_dir) / f"{i + 1:04d}{SUFFIX[args.encoding]}")
-                            for i, t in enumerate(texts) if t]
-                    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-                else:
-                    jobs = [(args.text, Path(args.out or f"out{SUFFIX[args.encoding]}"))]
-                for text, path in jobs:
+                for n, text in jobs:
+                    kw = {"voice": args.voice, "encoding": encoding, "sample_rate_hz": args.sample_rate,
+                          "options": options}
                     if args.stream:
-                        data = b"".join(c.audio for c in client.stream(
-                            text, voice=args.voice, encoding=args.encoding, sample_rate_hz=args.sample_rate,
-                            options=options))
+                        chunks = list(client.stream(text, **kw))
+                        data = b"".join(c.audio for c in chunks)
+                        if wrap:
+                            data = pcm16_wav(data, chunks[-1].sample_rate_hz if chunks else args.sample_rate)
                     else:
-                        data = client.synthesize(text, voice=args.voice, encoding=args.encoding,
-                                                 sample_rate_hz=args.sample_rate, options=options).audio
+                        data = client.synthesize(text, **kw).audio
+                    path = out.file_for(n, suffix)
                     write_atomic(path, data)
                     print(f"{path}\t{len(data)} bytes")
             except grpc.RpcError as exc:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tts.errors import TTSError
@@ -34,6 +37,149 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default once: appended as ``(default: X)`` unless its help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default in (None, False, [], "")
+                or action.default is argparse.SUPPRESS or text is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def new_parser(prog: str, description: str, **kw: Any) -> argparse.ArgumentParser:
+    """An ArgumentParser with this package's help layout (defaults shown once)."""
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, **kw)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: CPU threads of PyTorch's operators (every command that runs a model)."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="CPU threads of PyTorch's operators (default: PyTorch's own: $OMP_NUM_THREADS, "
+                             "else one per core). Waiting threads sleep instead of spinning "
+                             "(OMP_WAIT_POLICY=PASSIVE unless set), so a run on a busy machine slows down "
+                             "in proportion instead of collapsing (benchmarks/README.md)")
+
+
+def apply_threads(threads: int | None) -> int:
+    """Sets PyTorch's CPU thread count (None: PyTorch's default); returns the count in force.
+
+    Call it before torch is first imported: OpenMP reads its wait policy once, when torch loads
+    it, and with OpenMP's default policy a thread that waits for work spins, taking the cores
+    that working threads (ours or other programs') need.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if threads is not None:
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    """``--wait SECONDS``: how long a client keeps retrying a server that is not (yet) reachable."""
+    parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                        help="keep retrying a server that is unreachable or UNAVAILABLE (starting, draining) "
+                             "for this long, with backoff; 0 = fail at once")
+
+
+def read_phrases(path: str, flag: str = "phrases") -> list[tuple[int, str]]:
+    """(line number, text) of every non-blank line of a UTF-8 text file; errors name the file and line.
+
+    A missing, unreadable, binary or empty file is an InvalidInputError (one line, no traceback).
+    """
+    from tts.errors import InvalidInputError
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(f"{path}: phrase file not found", field=flag)
+    if p.is_dir():
+        raise InvalidInputError(f"{path}: is a directory, not a phrase file", field=flag)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the phrase file ({exc.strerror or exc})", field=flag) from None
+    if b"\0" in data:
+        raise InvalidInputError(f"{path}: a binary file (it holds NUL bytes), not UTF-8 text with one phrase a line",
+                                field=flag)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    phrases = []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(
+                f"{path}: line {n} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "save the file as UTF-8", field=flag) from None
+        line = line.rstrip("\r")
+        if line.strip():
+            phrases.append((n, line.strip()))
+    if not phrases:
+        raise InvalidInputError(f"{path}: no phrases (the file is empty or has only blank lines)", field=flag)
+    return phrases
+
+
+#: Suffixes that make ``--out`` a file name (a command refuses those it cannot write).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".pcm", ".f32", ".raw", ".aiff")
+#: How ``--out`` is read, the same for every command that writes audio.
+OUT_HELP = ("a file (NAME.wav, .flac, ...) for one text, else a folder of N.wav, one per phrase line N "
+            "(created when the first file is written; default: out.wav for one text, out/ for a phrase file)")
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a command writes: one file (``--out X.wav`` with one text) or a folder of line-numbered files."""
+
+    #: The file, or the folder.
+    path: Path
+    #: True: ``path`` is the one output file.
+    is_file: bool
+
+    @classmethod
+    def parse(cls, out: str | None, *, one_text: bool, suffixes: tuple[str, ...], default_suffix: str) -> Output:
+        """Reads ``--out`` (checked before any model loads; nothing is created yet).
+
+        A path ending in one of ``suffixes`` that is not an existing folder is a file, which takes
+        exactly one text; anything else is a folder.
+        """
+        from tts.errors import InvalidInputError
+        if out is None:
+            return cls(Path(f"out{default_suffix}") if one_text else Path("out"), one_text)
+        path = Path(out)
+        is_file = path.suffix.lower() in AUDIO_SUFFIXES and not path.is_dir() and not out.endswith(("/", os.sep))
+        if is_file and path.suffix.lower() not in suffixes:
+            raise InvalidInputError(f"--out {out}: this command writes {', '.join(suffixes)} files", field="out")
+        if is_file and not one_text:
+            raise InvalidInputError(f"--out {out}: a file name, but a phrase file makes one file per line: "
+                                    "give a folder (e.g. --out audio/)", field="out")
+        if not is_file and path.exists() and not path.is_dir():
+            raise InvalidInputError(f"--out {out}: exists and is not a folder", field="out")
+        if is_file and path.is_dir():
+            raise InvalidInputError(f"--out {out}: is a folder", field="out")
+        # The nearest existing folder above must be one we can write in.
+        here = path if not is_file else path.parent
+        here = here if str(here) else Path(".")
+        while not here.exists():
+            here = here.parent
+        if not here.is_dir() or not os.access(here, os.W_OK | os.X_OK):
+            raise InvalidInputError(f"--out {out}: cannot write there ({here} is "
+                                    f"{'not a folder' if not here.is_dir() else 'not writable'})", field="out")
+        return cls(path, is_file)
+
+    def file_for(self, line: int, suffix: str) -> Path:
+        """The path for phrase line ``line``, its folder created if missing."""
+        target = self.path if self.is_file else self.path / f"{line}{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent if self.is_file else self.path
 
 
 def add_voice_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,8 @@ import logging
 import os
 import sys
 
-from tts.cli.common import (add_voice_arguments, engine_cache_from_args, positive_int, run_main,
-                            voice_from_args)
+from tts.cli.common import (add_threads_argument, add_voice_arguments, apply_threads, engine_cache_from_args,
+                            new_parser, positive_int, run_main, voice_from_args)
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 
 PROG = "tts-server"
@@ -33,8 +33,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = new_parser(PROG, __doc__.split("\n\n")[0])
     add_voice_arguments(p)
     p.add_argument("--extra-voice", action="append", default=[], metavar="NAME|DIR",
                    help="serve another voice (a voice folder or bundled name); repeatable")
@@ -43,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--host", default="[::]", help="address to bind ([::] = all, 127.0.0.1 = loopback)")
     g.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
     g.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1 = off)")
-    g.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics endpoint binds")
+    g.add_argument("--metrics-host", default=None,
+                   help="address the metrics endpoint binds (default: the --host address; 0.0.0.0 when that "
+                        "is [::])")
     g.add_argument("--max-receive-bytes", type=positive_int, default=1 << 20, help="largest request message")
     g.add_argument("--max-send-bytes", type=positive_int, default=64 << 20, help="largest response message")
     g = p.add_argument_group("security")
@@ -71,8 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("lifecycle")
     g.add_argument("--grace-seconds", type=float, default=30.0, help="time calls in flight get on SIGTERM")
     g.add_argument("--no-warmup", action="store_true", help="skip the warm-up run before SERVING")
-    g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="server log level")
+    add_threads_argument(g)
     return p
+
+
+#: How to get past a port that cannot be bound, by ServerConfig field.
+PORT_FLAGS = {"port": "--port; --port 0 picks a free port",
+              "metrics_port": "--metrics-port; 0 picks a free port, -1 turns metrics off"}
 
 
 def _add_text_normalizer_argument(parser: argparse.ArgumentParser) -> None:
@@ -85,28 +93,58 @@ def _add_text_normalizer_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _tokens(args) -> tuple[str, ...]:
+    from tts.cli.common import read_phrases
     tokens = []
     if args.auth_token_file:
-        with open(args.auth_token_file, encoding="utf-8") as f:
-            tokens += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        tokens += [line for _, line in read_phrases(args.auth_token_file, flag="--auth-token-file")
+                   if not line.startswith("#")]
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
         tokens.append(env)
     return tuple(tokens)
 
 
-def build_server(args):
-    """Voices, synthesizers per device and the configured ``TTSServer`` (blocking: loads models)."""
+def metrics_host(args) -> str:
+    if args.metrics_host:
+        return args.metrics_host
+    return "0.0.0.0" if args.host in ("[::]", "::", "0.0.0.0", "") else args.host
+
+
+def server_config(args):
+    """The ``ServerConfig`` the flags describe (reads the TLS and token files; loads no model)."""
     from tts.errors import VoiceError
-    from tts.server.app import ServerConfig, TLSConfig, TTSServer
+    from tts.server.app import ServerConfig, TLSConfig
     from tts.server.batcher import BatcherConfig
-    from tts.synthesizer import Synthesizer
-    from tts.voice import load_voice
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise VoiceError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
         raise VoiceError("--tls-client-ca needs --tls-cert/--tls-key")
+    if not 0 <= args.port <= 65535:
+        raise VoiceError(f"--port must be in 0..65535, got {args.port}")
+    if not -1 <= args.metrics_port <= 65535:
+        raise VoiceError(f"--metrics-port must be in -1..65535, got {args.metrics_port}")
+    return ServerConfig(
+        host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_host=metrics_host(args), max_text_chars=args.max_text_chars,
+        max_receive_bytes=args.max_receive_bytes, max_send_bytes=args.max_send_bytes,
+        batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1000,
+                              preferred_batch_sizes=tuple(args.preferred_batch_sizes),
+                              max_queue_size=args.max_queue_size),
+        continuous=not args.no_continuous_batching, stream_chunk_frames=args.stream_chunk_frames,
+        stream_overlap_frames=args.stream_overlap_frames, stream_first_chunk_frames=args.stream_first_chunk_frames,
+        tls=TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
+        auth_tokens=_tokens(args), grace_s=args.grace_seconds, warmup=not args.no_warmup)
+
+
+def build_server(args, config=None):
+    """Voices, synthesizers per device and the configured ``TTSServer`` (blocking: loads models)."""
+    from tts.errors import VoiceError
+    from tts.server.app import TTSServer
+    from tts.synthesizer import Synthesizer
+    from tts.voice import load_voice
+
+    config = config if config is not None else server_config(args)
     devices = [f"cuda:{d}" for d in args.devices] if args.devices else [args.device]
     voices = [voice_from_args(args)] + [load_voice(v) for v in args.extra_voice]
     if args.text_normalizer:
@@ -120,23 +158,12 @@ def build_server(args):
     synths = {v.name: [Synthesizer(v, device=d, precision=args.precision, max_batch=args.max_batch_size,
                                    max_text_chars=args.max_text_chars, engine=args.engine, engine_cache=cache)
                        for d in devices] for v in voices}
-    config = ServerConfig(
-        host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-        metrics_host=args.metrics_host, max_text_chars=args.max_text_chars,
-        max_receive_bytes=args.max_receive_bytes, max_send_bytes=args.max_send_bytes,
-        batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1000,
-                              preferred_batch_sizes=tuple(args.preferred_batch_sizes),
-                              max_queue_size=args.max_queue_size),
-        continuous=not args.no_continuous_batching, stream_chunk_frames=args.stream_chunk_frames,
-        stream_overlap_frames=args.stream_overlap_frames, stream_first_chunk_frames=args.stream_first_chunk_frames,
-        tls=TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
-        auth_tokens=_tokens(args), grace_s=args.grace_seconds, warmup=not args.no_warmup)
     gpu = [int(d.split(":")[1]) for d in devices if d.startswith("cuda:")] or ([0] if args.device == "cuda" else [])
     return TTSServer(synths, config, default_voice=names[0], gpu_devices=gpu)
 
 
-async def _serve(args) -> None:
-    server = build_server(args)
+async def _serve(args, config) -> None:
+    server = build_server(args, config)
     port = await server.start()
     metrics = f", metrics on port {server.metrics_port}" if server.metrics_port else ""
     print(f"{PROG}: serving on {args.host}:{port}{metrics}", flush=True)
@@ -148,8 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        from tts.errors import TTSError
+        from tts.server.app import BindError, check_ports
+
         logging.getLogger("tts").setLevel(args.log_level)
-        asyncio.run(_serve(args))
+        try:
+            config = server_config(args)
+            check_ports(config)                 # before any model loads
+            apply_threads(args.threads)         # before torch is imported
+            asyncio.run(_serve(args, config))
+        except BindError as exc:
+            raise TTSError(f"{exc} ({PORT_FLAGS[exc.field]})") from None
         return 0
 
     return run_main(PROG, body)

@@ -1,5 +1,8 @@
 """``tts-synth phrases.txt --out audio/``: one WAV per phrase line, with a timing report.
 
+``tts-synth --text "Hello." --out hello.wav`` speaks one string; ``--list-voices`` names the
+bundled voices. ``--out`` is read as ``tts-client`` reads it (``tts.cli.common.Output``).
+
 Phrase file: UTF-8, one utterance per line. Blank lines are skipped; output
 files are numbered by line number in the file (line 3 -> ``3.wav``), so a
 file can always be traced back to its line. Characters the voice has no
@@ -15,11 +18,11 @@ import datetime as _dt
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-from tts.cli.common import (add_option_arguments, add_voice_arguments, engine_cache_from_args,
-                            options_from_args, positive_int, run_main, voice_from_args)
+from tts.cli.common import (OUT_HELP, Output, add_option_arguments, add_threads_argument, add_voice_arguments,
+                            apply_threads, engine_cache_from_args, new_parser, options_from_args, positive_int,
+                            read_phrases, run_main, voice_from_args)
 from tts.errors import InvalidInputError, TTSError
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 
@@ -32,21 +35,24 @@ FORMATS = {"wav": ("WAV", ".wav"), "wav-float": ("WAV_FLOAT32", ".wav"), "flac":
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG, description="Render a phrase file (one utterance per line) into WAV files.",
+    p = new_parser(
+        PROG, "Render a phrase file (one utterance per line), or one --text, into WAV files.",
         epilog="Outputs: N.wav per phrase line N (16-bit PCM), N.mel.npy with --save-mel, and report.json "
-               "(latency percentiles, RTF, versions). Exit status: 0 all written, 1 error, 2 usage.")
-    p.add_argument("phrases", help="UTF-8 text file, one utterance per line (blank lines are skipped)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+               "(latency percentiles, RTF, versions) in the --out folder; with --out NAME.wav and one --text, "
+               "that file alone. Exit status: 0 all written, 1 error, 2 usage.")
+    p.add_argument("phrases", nargs="?", help="UTF-8 text file, one utterance per line (blank lines are skipped)")
+    p.add_argument("--text", help="speak this one text instead of a phrase file")
+    p.add_argument("--out", metavar="FILE|DIR", help=OUT_HELP)
+    p.add_argument("--list-voices", action="store_true", help="print the bundled voices and exit")
     add_voice_arguments(p)
     add_option_arguments(p)
     g = p.add_argument_group("run")
     g.add_argument("--batch", type=positive_int, default=1, metavar="N",
                    help="phrases per batch (default 1: each phrase alone, exactly as NVIDIA's reference "
                         "renders it; larger batches are faster on a GPU)")
-    g.add_argument("--format", choices=sorted(FORMATS), default="wav",
+    g.add_argument("--format", choices=sorted(FORMATS), default=None,
                    help="audio file format: wav (16-bit PCM), wav-float (32-bit float: the audio exactly) "
-                        "or flac (16-bit)")
+                        "or flac (16-bit) (default: flac for --out NAME.flac, else wav)")
     g.add_argument("--save-mel", action="store_true",
                    help="also write N.mel.npy: the post-net mel [n_mel, T] float32")
     g.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS, metavar="N",
@@ -56,56 +62,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
     g.add_argument("--quiet", action="store_true", help="print no table at the end")
+    add_threads_argument(g)
     return p
 
 
-def read_phrases(path: str) -> list[tuple[int, str]]:
-    """(line number, text) of every non-blank line; errors name the file and line."""
-    p = Path(path)
-    if not p.exists():
-        raise InvalidInputError(f"{path}: phrase file not found", field="phrases")
-    if p.is_dir():
-        raise InvalidInputError(f"{path}: is a directory, not a phrase file", field="phrases")
-    data = p.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    phrases = []
-    for n, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(
-                f"{path}: line {n} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                "save the file as UTF-8", field="phrases") from None
-        line = line.rstrip("\r")
-        if line.strip():
-            phrases.append((n, line.strip()))
-    if not phrases:
-        raise InvalidInputError(f"{path}: no phrases (the file is empty or has only blank lines)",
-                                field="phrases")
-    return phrases
+def list_voices() -> int:
+    """Prints the bundled voices (name, models, rate; the default first) from their manifests."""
+    from tts.voice import BUNDLED_DIR, MANIFEST, bundled_voices
+    names = bundled_voices()
+    if not names:
+        print("no bundled voices (give --voice DIR or checkpoint files)")
+    for i, name in enumerate(names):
+        m = json.loads((BUNDLED_DIR / name / MANIFEST).read_text(encoding="utf-8"))
+        models = f"{m['acoustic']['kind']} + {m['vocoder']['kind']}"
+        print(f"{name}\t{models}\t{m.get('sample_rate', '?')} Hz{'  (default)' if i == 0 else ''}")
+    return 0
 
 
-def prepare_out(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"--out {path}: exists and is not a folder", field="out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tts-synth-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InvalidInputError(f"--out {path}: cannot write there ({exc.strerror or exc})", field="out") from None
-    return out
+def output_format(args: argparse.Namespace, out: Output) -> tuple[str, str]:
+    """(tts.audio encoding, suffix) from --format, else from the --out file's suffix."""
+    fmt = args.format
+    if out.is_file:
+        suffix = out.path.suffix.lower()
+        if fmt is None:
+            fmt = "flac" if suffix == ".flac" else "wav"
+        if FORMATS[fmt][1] != suffix:
+            raise InvalidInputError(f"--out {out.path}: --format {fmt} writes {FORMATS[fmt][1]} files", field="out")
+    return FORMATS[fmt or "wav"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.list_voices and (args.phrases is None) == (args.text is None):
+        parser.error("give a phrase file or --text TEXT (one of them)")
     return run_main(PROG, lambda: _run(args, argv if argv is not None else sys.argv[1:]))
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.list_voices:
+        return list_voices()
+    apply_threads(args.threads)       # before torch is imported
     from tts.audio import encode, write_atomic, write_npy
     from tts.report import LatencyStats, environment, format_table, rtf
     from tts.synthesizer import Synthesizer
@@ -113,8 +110,15 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     # This command reports dropped characters and max-decoder-step hits per phrase line itself.
     logging.getLogger("tts.models").setLevel(logging.ERROR)
     options = options_from_args(args)
-    phrases = read_phrases(args.phrases)
-    out = prepare_out(args.out)
+    if args.text is not None:
+        if not args.text.strip():
+            raise InvalidInputError("--text is empty", field="text")
+        phrases = [(1, args.text.strip())]
+    else:
+        phrases = read_phrases(args.phrases)
+    out = Output.parse(args.out, one_text=args.text is not None, suffixes=(".wav", ".flac"),
+                       default_suffix=FORMATS[args.format or "wav"][1])
+    encoding, suffix = output_format(args, out)
     voice = voice_from_args(args)
     synth = Synthesizer(voice, device=args.device, precision=args.precision, max_batch=args.batch,
                         max_text_chars=args.max_chars, engine=args.engine,
@@ -124,8 +128,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         try:
             plans[n] = synth.plan(text, options)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{args.phrases}: line {n}: {exc}", field="phrases") from None
-    encoding, suffix = FORMATS[args.format]
+            where = "--text" if args.text is not None else f"{args.phrases}: line {n}"
+            raise InvalidInputError(f"{where}: {exc}", field="phrases") from None
 
     resolved = options.merged_over(voice.defaults)
     utterances: list[dict[str, Any]] = []
@@ -150,8 +154,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             for s in (*STAGES, "total"):
                 stage_times[s].append(getattr(t, s))
             for (n, text), r in zip(group, results):
-                wav = f"{n}{suffix}"
-                write_atomic(out / wav, encode(r.audio, r.sample_rate, encoding))
+                path = out.file_for(n, suffix)
+                write_atomic(path, encode(r.audio, r.sample_rate, encoding))
+                wav = path.name
                 entry = {"line": n, "file": wav, "chars": len(text), "normalized_text": r.normalized_text,
                          "audio_seconds": r.audio_seconds, "mel_frames": int(r.mel.shape[-1]),
                          "pieces": r.pieces, "latency_s": t.total}
@@ -165,8 +170,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                           "or run on past the text",
                           file=sys.stderr)
                 if args.save_mel:
-                    entry["mel_file"] = f"{n}.mel.npy"
-                    write_npy(out / entry["mel_file"], r.mel)
+                    entry["mel_file"] = f"{path.stem}.mel.npy"
+                    write_npy(path.with_name(entry["mel_file"]), r.mel)
                 utterances.append(entry)
             bar.update(len(group))
     except KeyboardInterrupt:
@@ -179,34 +184,44 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     stages = {}
     for s in (*STAGES, "total"):
         st = LatencyStats.of(stage_times[s])
-        name = "end_to_end" if s == "total" else s
-        stages[name] = {**st.as_ms(), "rtf": rtf(audio_s, st.total),
-                        "samples_per_second": audio_s * voice.sample_rate / st.total if st.total else 0.0}
+        if s == "total":        # audio per second only end to end: a stage alone makes no audio
+            stages["end_to_end"] = {**st.as_ms(), "rtf": rtf(audio_s, st.total),
+                                    "samples_per_second": audio_s * voice.sample_rate / st.total if st.total else 0.0}
+        else:
+            stages[s] = {**st.as_ms(), "share_of_total": st.total / compute_s if compute_s else 0.0}
     report = {
-        "command": [PROG, *argv], "phrase_file": str(args.phrases), "out": str(out),
+        "command": [PROG, *argv], "phrase_file": None if args.text is not None else str(args.phrases),
+        "text": args.text, "out": str(out.path),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "complete": not interrupted and not failures, "interrupted": interrupted,
         "phrases": len(phrases), "written": len(utterances), "failures": failures,
         "device": str(synth.device), "precision": args.precision, "batch": args.batch,
         "voice": voice.describe(), "options": resolved.as_dict(),
         "latency_unit": "ms per batch call (all phrases of a batch share its latency)",
+        "stage_share_unit": "share_of_total: the stage's time / end-to-end time; RTF (audio seconds / "
+                            "compute seconds) is end to end only",
         "stages": stages,
         "totals": {"audio_seconds": audio_s, "compute_seconds": compute_s, "rtf": rtf(audio_s, compute_s),
                    "samples_per_second": audio_s * voice.sample_rate / compute_s if compute_s else 0.0},
         "environment": environment(synth.device),
         "utterances": utterances,
     }
-    write_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    report_file = None
+    if not out.is_file:
+        out.path.mkdir(parents=True, exist_ok=True)
+        report_file = out.path / "report.json"
+        write_atomic(report_file, (json.dumps(report, indent=2) + "\n").encode())
     if interrupted:
         raise KeyboardInterrupt
     if not args.quiet:
-        rows = [{"stage": k, **v} for k, v in stages.items()]
+        rows = [{"stage": k, **v, "share": 100.0 * v["share_of_total"] if "share_of_total" in v else 100.0}
+                for k, v in stages.items()]
         print(format_table(rows, [("stage", "stage"), ("mean", "mean ms"), ("p50", "p50 ms"),
                                   ("p90", "p90 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"),
-                                  ("rtf", "RTF"), ("samples_per_second", "samples/s")]))
-        print(f"{len(utterances)} of {len(phrases)} phrases -> {out}  |  {audio_s:.2f} s of audio in "
+                                  ("share", "% of time"), ("rtf", "RTF"), ("samples_per_second", "samples/s")]))
+        print(f"{len(utterances)} of {len(phrases)} phrases -> {out.path}  |  {audio_s:.2f} s of audio in "
               f"{compute_s:.2f} s of compute: RTF {rtf(audio_s, compute_s):.2f}  |  device {synth.device}, "
-              f"{args.precision}, batch {args.batch}  |  report: {out / 'report.json'}")
+              f"{args.precision}, batch {args.batch}" + (f"  |  report: {report_file}" if report_file else ""))
     return 1 if failures else 0
 
 

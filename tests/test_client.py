@@ -66,12 +66,12 @@ def test_tts_client_text_and_phrase_file(target, fake, tmp_path):
     assert len(audio) == len(fake.audio_for("Hello file"))
     phrases = tmp_path / "phrases.txt"
     phrases.write_text("First line\n\nSecond line here\n")
-    r = run_cli("tts.cli.client", "--server", target, "--phrases", str(phrases), "--out-dir", str(tmp_path / "o"),
+    r = run_cli("tts.cli.client", "--server", target, "--phrases", str(phrases), "--out", str(tmp_path / "o"),
                 "--encoding", "FLAC")
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in (tmp_path / "o").iterdir())
-    assert files == ["0001.flac", "0003.flac"]
-    audio, _ = sf.read(tmp_path / "o" / "0003.flac", dtype="float32")
+    assert files == ["1.flac", "3.flac"]          # numbered by line, as tts-synth numbers them
+    audio, _ = sf.read(tmp_path / "o" / "3.flac", dtype="float32")
     assert len(audio) == len(fake.audio_for("Second line here"))
     r = run_cli("tts.cli.client", "--server", target, "--stream", "--encoding", "LINEAR_PCM16", "Streamed",
                 "--out", str(tmp_path / "s.pcm"))

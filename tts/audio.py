@@ -74,15 +74,31 @@ def encode(audio: np.ndarray, sample_rate: int, encoding: str = "WAV") -> bytes:
     return buf.getvalue()
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that the file, once it exists, is complete.
 
     The bytes go to a temporary file in the same folder, are flushed to disk,
-    and the temporary file is renamed over ``path``.
+    and the temporary file is renamed over ``path``. The file gets the mode a
+    plain ``open()`` would give it (0666 less the umask).
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

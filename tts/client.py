@@ -11,12 +11,16 @@ Example::
 
 TLS: ``TTSClient(target, tls=True, root_cert=pem)``; mTLS adds
 ``client_cert=``/``client_key=``; a bearer token goes in ``token=``.
+``retry_s=60`` retries calls answered ``UNAVAILABLE`` (a server still starting, draining or
+not there) with backoff for up to 60 s; a server still unreachable then raises
+``ServerUnreachableError``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -34,9 +38,41 @@ _OPTION_NAMES = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_dec
                  "prenet_dropout")
 
 
+#: Longest pause between two tries of a call answered UNAVAILABLE (and between reconnects), seconds.
+MAX_BACKOFF_S = 1.0
+
+
+class ServerUnreachableError(ConnectionError):
+    """No server answers at the target (refused, unknown host, ...), after any retries."""
+
+    def __init__(self, target: str, reason: str, waited_s: float) -> None:
+        waited = f" (retried for {waited_s:g} s)" if waited_s > 0 else ""
+        super().__init__(f"cannot reach a tts-server at {target}: {reason}{waited}")
+        self.target = target
+        self.reason = reason
+
+
 def channel_options(max_receive_bytes: int = 64 << 20) -> list[tuple[str, Any]]:
     return [("grpc.max_receive_message_length", max_receive_bytes),
-            ("grpc.max_send_message_length", 4 << 20)]
+            ("grpc.max_send_message_length", 4 << 20),
+            # gRPC's own reconnect backoff grows to 120 s; a client waiting for a server
+            # that is starting should notice it within a second.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000))]
+
+
+def connection_failure(exc: grpc.RpcError) -> str | None:
+    """The reason, when an UNAVAILABLE error means no server could be reached (else None)."""
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    details = exc.details() or ""
+    low = details.lower()
+    if not any(k in low for k in ("failed to connect", "connection refused", "dns resolution failed",
+                                  "errors resolving", "lookup", "no route to host", "connection reset",
+                                  "socket closed", "handshake", "unreachable")):
+        return None
+    return details.rsplit(": ", 1)[-1].strip(" []") or details
 
 
 def credentials(*, root_cert: bytes | None = None, client_cert: bytes | None = None,
@@ -83,15 +119,18 @@ def metadata(token: str | None = None, request_id: str | None = None) -> list[tu
 
 
 class TTSClient:
-    """Blocking client. ``timeout`` (seconds) is the default deadline of every call."""
+    """Blocking client. ``timeout`` (seconds) is the default deadline of every call (each try);
+    ``retry_s`` how long a call answered ``UNAVAILABLE`` is retried, with backoff (0 = never)."""
 
     def __init__(self, target: str, *, token: str | None = None, tls: bool = False,
                  root_cert: bytes | None = None, client_cert: bytes | None = None,
                  client_key: bytes | None = None, server_name: str | None = None,
-                 timeout: float | None = 60.0) -> None:
+                 timeout: float | None = 60.0, retry_s: float = 0.0) -> None:
         self.target = target
         self.token = token
         self.timeout = timeout
+        self.retry_s = max(0.0, float(retry_s))
+        self._waited = False
         self.channel = make_channel(target, tls=tls, root_cert=root_cert, client_cert=client_cert,
                                     client_key=client_key, server_name=server_name)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
@@ -109,22 +148,60 @@ class TTSClient:
         return {"timeout": self.timeout if timeout is None else timeout,
                 "metadata": metadata(self.token, request_id)}
 
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        """``call()``, tried again on UNAVAILABLE for up to ``retry_s`` (backoff 0.1 s doubling to 1 s)."""
+        start, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                waited = time.monotonic() - start
+                if waited + delay > self.retry_s:
+                    reason = connection_failure(exc)
+                    if reason is not None:
+                        raise ServerUnreachableError(self.target, reason, self.retry_s) from None
+                    raise
+                if not self._waited:
+                    self._waited = True
+                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
+                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
+                time.sleep(delay)
+                delay = min(2 * delay, MAX_BACKOFF_S)
+
     def synthesize(self, text: str, *, voice: str = "", encoding: str | int = "WAV", sample_rate_hz: int = 0,
                    options: Mapping[str, Any] | None = None, timeout: float | None = None,
                    request_id: str | None = None) -> tts_pb2.SynthesizeResponse:
         """Whole utterance in one response (raises ``grpc.RpcError`` on failure)."""
         req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
-        return self.stub.Synthesize(req, **self._kw(timeout, request_id))
+        return self._retrying(lambda: self.stub.Synthesize(req, **self._kw(timeout, request_id)))
 
     def stream(self, text: str, *, voice: str = "", encoding: str | int = "LINEAR_PCM16",
                sample_rate_hz: int = 0, options: Mapping[str, Any] | None = None,
                timeout: float | None = None, request_id: str | None = None) -> Iterator[tts_pb2.AudioChunk]:
-        """Audio chunks as the server produces them (raw LINEAR_PCM16 or FLOAT32)."""
+        """Audio chunks as the server produces them (raw LINEAR_PCM16 or FLOAT32).
+
+        With ``retry_s`` a call refused before its first chunk is retried; once audio has
+        arrived an error ends the stream (a retry would repeat audio).
+        """
         req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
-        return self.stub.StreamingSynthesize(req, **self._kw(timeout, request_id))
+        if self.retry_s <= 0:
+            return self.stub.StreamingSynthesize(req, **self._kw(timeout, request_id))
+        return self._stream_retrying(req, timeout, request_id)
+
+    def _stream_retrying(self, req, timeout, request_id) -> Iterator[tts_pb2.AudioChunk]:
+        def first():
+            call = self.stub.StreamingSynthesize(req, **self._kw(timeout, request_id))
+            return call, next(call, None)
+        call, chunk = self._retrying(first)
+        if chunk is None:
+            return
+        yield chunk
+        yield from call
 
     def list_voices(self, timeout: float | None = None) -> tts_pb2.ListVoicesResponse:
-        return self.stub.ListVoices(tts_pb2.ListVoicesRequest(), **self._kw(timeout, None))
+        return self._retrying(lambda: self.stub.ListVoices(tts_pb2.ListVoicesRequest(), **self._kw(timeout, None)))
 
     def health(self, service: str = "", timeout: float | None = 10.0) -> str:
         """``SERVING``, ``NOT_SERVING``, ... from the standard health service."""

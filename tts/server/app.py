@@ -10,13 +10,16 @@ NOT_SERVING, new calls are refused, calls in flight finish (up to
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
+from tts.errors import TTSError
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 from tts.server.batcher import BatcherConfig
 from tts.server.engine import ServingEngine
@@ -32,6 +35,40 @@ SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name  # 
 
 #: Seconds the server keeps answering UNAVAILABLE after its last call finished, before it closes.
 DRAIN_LINGER_S = 0.5
+
+
+class BindError(TTSError):
+    """A port of the server cannot be bound (in use, not allowed, unknown address)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        #: The ServerConfig field of the port: ``port`` or ``metrics_port``.
+        self.field = field
+
+
+def check_bindable(host: str, port: int, what: str, field: str) -> None:
+    """Raises BindError when ``host:port`` cannot be bound now (as gRPC and the metrics server bind:
+    address reuse on, IPv6 wildcard dual-stack). Port 0 (any free port) always can."""
+    if port == 0:
+        return
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        infos = socket.getaddrinfo(name or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"{what} address {host}: unknown host ({exc.strerror})", field=field) from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                s.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise BindError(f"{what} port {port} on {host} is already in use (another server?)",
+                                    field=field) from None
+                raise BindError(f"cannot bind {what} port {port} on {host}: {exc.strerror or exc}",
+                                field=field) from None
 
 
 @dataclass(frozen=True)
@@ -96,6 +133,14 @@ class ServerConfig:
             raise ValueError("stream_chunk_frames must be >= 1 and stream_overlap_frames >= 0")
 
 
+def check_ports(config: ServerConfig) -> None:
+    """Raises BindError if the gRPC or metrics port of ``config`` cannot be bound now: a check to
+    make before loading models (the ports are bound for good only after warm-up)."""
+    check_bindable(config.host, config.port, "gRPC", "port")
+    if config.metrics_port is not None:
+        check_bindable(config.metrics_host, config.metrics_port, "metrics", "metrics_port")
+
+
 class TTSServer:
     """One gRPC server process's worth of serving (engine + grpc.aio server + metrics)."""
 
@@ -118,12 +163,32 @@ class TTSServer:
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
-        """Starts the engine (warm-up included), binds, reports SERVING; returns the gRPC port."""
+        """Starts the engine (warm-up included), binds, reports SERVING; returns the gRPC port.
+
+        A port that cannot be bound raises BindError, with everything started so far stopped.
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            await self._abort_start()
+            raise
+
+    async def _abort_start(self) -> None:
+        if self._metrics_http is not None:
+            self._metrics_http.close()
+            self._metrics_http = None
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(None)
+        await self.engine.close()
+
+    async def _start(self) -> int:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         from grpc_health.v1._async import HealthServicer
         from grpc_reflection.v1alpha import reflection
 
         cfg = self.config
+        check_ports(cfg)
         await self.engine.start()
         if cfg.warmup:
             await asyncio.to_thread(self.engine.warmup)
@@ -142,20 +207,29 @@ class TTSServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         address = f"{cfg.host}:{cfg.port}"
-        if cfg.tls is not None:
-            creds = grpc.ssl_server_credentials(
-                [(cfg.tls.key, cfg.tls.cert)], root_certificates=cfg.tls.client_ca,
-                require_client_auth=cfg.tls.client_ca is not None)
-            self.port = server.add_secure_port(address, creds)
-        else:
-            self.port = server.add_insecure_port(address)
-        if not self.port:
-            raise OSError(f"cannot bind gRPC port {address}")
-        await server.start()
         self._server = server
-        if cfg.metrics_port is not None:
-            self._metrics_http = MetricsHTTPServer(self.metrics, cfg.metrics_port, cfg.metrics_host)
+        try:
+            if cfg.tls is not None:
+                creds = grpc.ssl_server_credentials(
+                    [(cfg.tls.key, cfg.tls.cert)], root_certificates=cfg.tls.client_ca,
+                    require_client_auth=cfg.tls.client_ca is not None)
+                self.port = server.add_secure_port(address, creds)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError:        # grpcio >= 1.60 raises where older versions returned 0
+            self.port = 0
+        if not self.port:
+            check_bindable(cfg.host, cfg.port, "gRPC", "port")      # names the cause where it can
+            raise BindError(f"cannot bind gRPC port {cfg.port} on {cfg.host}", field="port")
+        if cfg.metrics_port is not None:        # before the gRPC server starts: a failure leaves nothing running
+            try:
+                self._metrics_http = MetricsHTTPServer(self.metrics, cfg.metrics_port, cfg.metrics_host)
+            except OSError as exc:
+                check_bindable(cfg.metrics_host, cfg.metrics_port, "metrics", "metrics_port")
+                raise BindError(f"cannot bind metrics port {cfg.metrics_port} on {cfg.metrics_host}: "
+                                f"{exc.strerror or exc}", field="metrics_port") from None
             self.metrics_port = self._metrics_http.port
+        await server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving %s on %s (port %d), metrics port %s", ", ".join(self.engine.voice_names),
