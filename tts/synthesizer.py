@@ -119,6 +119,7 @@ class _Piece:
     audio_len: int = 0
     audio: torch.Tensor | None = None    # [N] float32
     hit_max: bool = False
+    text_normalizer: str = "dle"         # the plan's, for re-encoding halves of the piece
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,8 @@ class Synthesizer:
     def _pieces(self, plans: list[TextPlan]) -> _Plan:
         plan = _Plan([p.text for p in plans])
         for i, tp in enumerate(plans):
-            plan.pieces.extend(_Piece(i, (k,), text, list(ids)) for k, (text, ids) in enumerate(tp.pieces))
+            plan.pieces.extend(_Piece(i, (k,), text, list(ids), text_normalizer=tp.text_normalizer)
+                               for k, (text, ids) in enumerate(tp.pieces))
             plan.cleaned.append(list(tp.cleaned))
             plan.dropped.append(tp.dropped)
         return plan
@@ -393,22 +395,27 @@ class Synthesizer:
             piece.audio_len = HOP * n
 
     def _fastspeech_all(self, pieces: list[_Piece], opts: SynthesisOptions) -> list[_Piece]:
-        """FastSpeech cuts its output at max_seq_len frames; a piece that would be cut is split
-        in two at a word boundary and both halves are synthesized, so no speech is lost."""
+        """FastSpeech makes at most max_seq_len frames; a piece that needs more is split in two at
+        a word boundary and both halves are synthesized, so no speech is lost and none is cut."""
         max_len = int(self._acoustic.config.max_seq_len) if hasattr(self._acoustic, "config") else None
         todo, done = list(pieces), []
         while todo:
             fits = [p for p in todo if max_len is None or len(p.ids) <= max_len]
             todo = [q for p in todo if p not in fits for q in self._halve(p)]
-            for batch in self._batches(fits, equal=True):     # the reference does not mask padding
+            groups = list(self._batches(fits, equal=True))     # the reference does not mask padding
+            while groups:
+                batch = groups.pop()
                 ids, _ = _pad_ids([p.ids for p in batch], self.device)
-                with self._autocast():
-                    out = self._acoustic.infer(ids, alpha=1.0 / opts.speed)
-                truncated = getattr(out, "truncated", torch.zeros(len(batch), dtype=torch.bool))
+                try:
+                    with self._autocast():       # refused rather than cut: the piece is split instead
+                        out = self._acoustic.infer(ids, alpha=1.0 / opts.speed, allow_truncation=False)
+                except InvalidInputError:
+                    if len(batch) == 1:
+                        todo.extend(self._halve(batch[0]))
+                    else:                       # which piece is too long: each alone
+                        groups.extend([p] for p in batch)
+                    continue
                 for b, piece in enumerate(batch):
-                    if bool(truncated[b]):
-                        todo.extend(self._halve(piece))
-                        continue
                     n = int(out.mel_lengths[b])
                     piece.mel = out.mel[b, :n, :].transpose(0, 1).float()
                     piece.audio_len = HOP * n
@@ -423,9 +430,9 @@ class Synthesizer:
         halves = [" ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])]
         out = []
         for j, h in enumerate(halves):
-            ids, _, _ = self._encode(h)
+            ids, _, _ = self._encode(h, piece.text_normalizer)
             if _speakable(ids):
-                out.append(_Piece(piece.utt, (*piece.key, j), h, ids))
+                out.append(_Piece(piece.utt, (*piece.key, j), h, ids, text_normalizer=piece.text_normalizer))
         return out
 
     def _run_vocoder(self, pieces: list[_Piece], opts: SynthesisOptions,
