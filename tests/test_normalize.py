@@ -295,3 +295,14 @@ def test_server_reads_with_the_request_option_and_reports_dropped(t2_voice):
             assert all(c.dropped_chars == "" for c in chunks[:-1])
     finally:
         st.stop()
+
+
+def test_speed_benchmark_runs(tmp_path):
+    data = tmp_path / "metadata.txt"
+    data.write_text("LJ001-0001|Printing, in the only sense with which we are at present concerned.\n"
+                    "LJ001-0002|It costs $5 at 3:30 PM on Jan. 5.\nno id on this line\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "normalizer_speed.py"), str(data),
+                           "--repeats", "1", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["sentences"] == 3 and result["full_mean_ms"] > 0 and result["full_over_dle"] > 0
