@@ -52,7 +52,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 def new_parser(prog: str, description: str, **kw: Any) -> argparse.ArgumentParser:
     """An ArgumentParser with this package's help layout (defaults shown once)."""
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, **kw)
+    return argparse.ArgumentParser(prog=prog, description=description.replace("``", ""),
+                                   formatter_class=HelpFormatter, **kw)
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

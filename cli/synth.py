@@ -102,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.list_voices:
         return list_voices()
-    apply_threads(args.threads)       # before torch is imported
-    from tts.audio import encode, write_atomic, write_npy
-    from tts.report import LatencyStats, environment, format_table, rtf
-    from tts.synthesizer import Synthesizer
-
-    # This command reports dropped characters and max-decoder-step hits per phrase line itself.
-    logging.getLogger("tts.models").setLevel(logging.ERROR)
+    # The inputs are checked before torch is imported and any model loads.
     options = options_from_args(args)
     if args.text is not None:
         if not args.text.strip():
@@ -119,6 +113,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     out = Output.parse(args.out, one_text=args.text is not None, suffixes=(".wav", ".flac"),
                        default_suffix=FORMATS[args.format or "wav"][1])
     encoding, suffix = output_format(args, out)
+    apply_threads(args.threads)
+    from tts.audio import encode, write_atomic, write_npy
+    from tts.report import LatencyStats, environment, format_table, rtf
+    from tts.synthesizer import Synthesizer
+
+    # This command reports dropped characters and max-decoder-step hits per phrase line itself.
+    logging.getLogger("tts.models").setLevel(logging.ERROR)
     voice = voice_from_args(args)
     synth = Synthesizer(voice, device=args.device, precision=args.precision, max_batch=args.batch,
                         max_text_chars=args.max_chars, engine=args.engine,
