@@ -158,7 +158,7 @@ _WORDS_RE = re.compile(rf"""
   |(?P<wslash>(?<!/)[Ww]/[Oo]?(?![\w/]))
   |(?P<slash>(?<!/)(?P<sa>[a-z]+)/(?P<sb>[a-z]+)(?![\w/]))
   |(?P<vs>(?<![.])(?:vs|etc)(?![\w.])))
-|(?P<dash>\s?(?:—|--|–)\s?)
+|(?P<dash>\s?(?:—|–)\s?)
 |(?P<cmp>(?:(?<=\s)|^)(?:<=|>=|<|>)(?=\s?\w))
 |(?P<sym>[&+=@#%~±§×°_/\[\]…])
 """, re.VERBOSE)
@@ -171,7 +171,6 @@ _SYMBOL_WORDS = {
 }
 _PREV_WORD_RE = re.compile(r"(\S+)(\s+)$")
 _NEXT_RE = re.compile(r"\s*(?:$|[\"'”’)\]]*\s+([A-Za-z]+))")
-_SENT_START_RE = re.compile(r"(?:^|[.!?][\"'”’)\]]*\s+)$")
 _CAPS_WORD_RE = re.compile(r"\b[A-Z]{2,}\b")
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
@@ -206,8 +205,8 @@ def _ends_sentence(s: str, pos: int) -> bool:
 
 
 def _street(s: str, start: int, end: int) -> bool:
-    """``St.``/``Dr.`` name a street after a number, or after a capitalized word that does not start
-    the sentence, or after one that does when no capitalized name follows ("Main St. is closed")."""
+    """``St.``/``Dr.`` name a street after a number, or after a capitalized word when no capitalized
+    name follows ("Main St. is closed", not "Bury St. Edmunds")."""
     prev, at = _prev_word(s, start)
     if not prev:
         return False
@@ -215,10 +214,8 @@ def _street(s: str, start: int, end: int) -> bool:
         return True
     if not (prev.isalpha() and prev[0].isupper()):
         return False
-    if not _SENT_START_RE.search(s, max(0, at - 4), at):
-        return True
     nxt = _next_word(s, end)
-    return nxt is not None and not nxt[:1].isupper()
+    return nxt is None or not nxt[:1].isupper()
 
 
 def _abbreviation(m: re.Match, s: str) -> str:
@@ -247,6 +244,12 @@ def _roman(m: re.Match, s: str, shout: bool) -> str:
         token, suffix = token[:-2], "'s"
     prev, _ = _prev_word(s, m.start())
     low = prev.lower()
+    if len(token) == 1:
+        # One letter is a numeral only as I, V or X, never as an initial before a name ("Richard M.
+        # Nixon", "Robert I Bouck"), and "I" only after a capitalized keyword ("the volume I read").
+        nxt = _next_word(s, m.end() + 1 if s.startswith(".", m.end()) else m.end())
+        if token not in "IVX" or (nxt and nxt[0].isupper()) or (token == "I" and not prev[:1].isupper()):
+            return m.group()
     if low in ROMAN_CARDINAL_WORDS:
         return cardinal(_roman_value(token)) + suffix
     if prev.isalpha() and prev[0].isupper() and not shout and (
@@ -315,7 +318,7 @@ def _word(m: re.Match, shout: bool) -> str:
     if kind == "wslash":
         return "without" if len(g) == 3 else "with"
     if kind == "dash":
-        return ", "
+        return " -- "
     if kind == "cmp":
         return _SYMBOL_WORDS[g]
     raise AssertionError(kind)
