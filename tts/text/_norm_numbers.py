@@ -156,9 +156,12 @@ _NUMERIC_RE = re.compile(rf"""
 |(?P<money>(?P<msign>{_SIGN})?(?P<msym>{_CUR_SYM})\s?(?P<mnum>{_NUM})(?P<mscale1>{_SCALE_ALT})?
    (?:{_RANGE_SEP}(?:{_CUR_SYM})?(?P<mnum2>{_NUM}))?(?P<mscale>{_SCALE_ALT})?(?![\w.]?\d|,\d))
 |(?P<cmoney>(?<![\w])(?P<ccode>{_CUR_CODE})\s?(?P<cnum>{_NUM})(?P<cscale>{_SCALE_ALT})?(?![\w]))
-|(?P<moneyc>(?<![\w.])(?P<ksign>{_SIGN})?(?P<knum>{_NUM})(?P<kscale>{_SCALE_ALT})?\s?(?P<kcode>{_CUR_CODE}|¢)(?![\w]))
-|(?P<mdate>(?<![\w])(?P<dm>{_MONTH})\.?\s(?:(?P<dd>{_DAY})(?:,?\s(?P<dy>\d{{4}})(?!\d))?|(?P<dy2>\d{{4}})(?![\d,]))(?![\w]))
-|(?P<dmdate>(?<![\w])(?P<ed>{_DAY})\s(?P<eof>of\s)?(?P<em>{_MONTH})\b(?:\.?,?\s(?P<ey>\d{{4}})(?!\d)|\.(?=\s+[a-z]))?)
+|(?P<moneyc>(?<![\w.])(?P<ksign>{_SIGN})?(?P<knum>{_NUM})(?P<kscale>{_SCALE_ALT})?\s?
+   (?P<kcode>{_CUR_CODE}|¢)(?![\w]))
+|(?P<mdate>(?<![\w])(?P<dm>{_MONTH})\.?\s
+   (?:(?P<dd>{_DAY})(?:,?\s(?P<dy>\d{{4}})(?!\d))?|(?P<dy2>\d{{4}})(?![\d,]))(?![\w]))
+|(?P<dmdate>(?<![\w])(?P<ed>{_DAY})\s(?P<eof>of\s)?(?P<em>{_MONTH})\b
+   (?:\.?,?\s(?P<ey>\d{{4}})(?!\d)|\.(?=\s+[a-z]))?)
 |(?P<percent>(?P<psign>{_SIGN})?(?P<pnum>{_NUM})(?:{_RANGE_SEP}(?P<pnum2>{_NUM})\s?%?)?\s?%)
 |(?P<measure>(?P<usign>{_SIGN})?(?P<unum>{_NUM})(?:{_RANGE_SEP}(?P<unum2>{_NUM}))?(?P<usep>\s?|-)
    (?P<unit>{_UNIT_ALT})(?P<udot>\.(?=\s+[a-z]))?(?![\w²³/]))
