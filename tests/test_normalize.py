@@ -196,15 +196,15 @@ def t2_voice():
     return Voice.from_checkpoints(tacotron2=T2, waveglow=WG, name="t2")
 
 
-def test_checkpoint_voices_read_as_nvidia_and_a_call_can_choose(t2_voice):
+def test_checkpoint_voices_read_full_and_a_call_can_choose_nvidias_cleaners(t2_voice):
     from tts.synthesizer import Synthesizer
     synth = Synthesizer(t2_voice)
-    assert t2_voice.defaults.text_normalizer == "dle"
+    assert t2_voice.defaults.text_normalizer == "full"
     plan = synth.plan("Is it 50% off?")
-    assert plan.normalized_text == "is it fifty% off?" and plan.dropped == "%" and plan.text_normalizer == "dle"
-    plan = synth.plan("Is it 50% off?", SynthesisOptions(text_normalizer="full"))
     assert plan.normalized_text == "is it fifty percent off?" and plan.dropped == "" and plan.text_normalizer == "full"
     assert list(plan.pieces[0][1]) == list(encode("Is it 50% off?", "tacotron2", "full").ids)
+    plan = synth.plan("Is it 50% off?", SynthesisOptions(text_normalizer="dle"))
+    assert plan.normalized_text == "is it fifty% off?" and plan.dropped == "%" and plan.text_normalizer == "dle"
 
 
 def _manifest(folder: Path, defaults: dict) -> Path:
@@ -236,11 +236,11 @@ def test_tts_synth_flag_reaches_the_plan_and_the_report(tmp_path, capsys):
     phrases.write_text("Is it 50% off?\n", encoding="utf-8")
     common = [str(phrases), "--tacotron2", str(T2), "--waveglow", str(WG), "--prenet-dropout", "0", "--sigma", "0",
               "--quiet"]
-    assert main([*common, "--out", str(tmp_path / "dle")]) == 0
+    assert main([*common, "--out", str(tmp_path / "dle"), "--text-normalizer", "dle"]) == 0
     assert "not spoken (no symbol): '%'" in capsys.readouterr().err
     report = json.loads((tmp_path / "dle" / "report.json").read_text())
     assert report["options"]["text_normalizer"] == "dle" and report["utterances"][0]["dropped_chars"] == "%"
-    assert main([*common, "--out", str(tmp_path / "full"), "--text-normalizer", "full"]) == 0
+    assert main([*common, "--out", str(tmp_path / "full")]) == 0        # the default
     assert "not spoken" not in capsys.readouterr().err
     report = json.loads((tmp_path / "full" / "report.json").read_text())
     assert report["options"]["text_normalizer"] == "full" and "dropped_chars" not in report["utterances"][0]
@@ -284,12 +284,11 @@ def test_server_reads_with_the_request_option_and_reports_dropped(t2_voice):
             stub = tts_pb2_grpc.TextToSpeechStub(channel)
             det = dict(sigma=0.0, prenet_dropout=0.0, max_decoder_steps=20)
             ask = tts_pb2.SynthesizeRequest(text="Is it 50% off?", options=tts_pb2.SynthesisOptions(**det))
-            reply = stub.Synthesize(ask, timeout=120)
-            assert reply.normalized_text == "is it fifty% off?" and reply.dropped_chars == "%"
-            ask.options.text_normalizer = "full"
-            reply = stub.Synthesize(ask, timeout=120)
+            reply = stub.Synthesize(ask, timeout=120)                 # the voice's default: full
             assert reply.normalized_text == "is it fifty percent off?" and reply.dropped_chars == ""
             ask.options.text_normalizer = "dle"
+            reply = stub.Synthesize(ask, timeout=120)
+            assert reply.normalized_text == "is it fifty% off?" and reply.dropped_chars == "%"
             chunks = list(stub.StreamingSynthesize(ask, timeout=120))
             assert chunks[-1].last and chunks[-1].dropped_chars == "%"
             assert all(c.dropped_chars == "" for c in chunks[:-1])

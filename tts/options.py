@@ -112,7 +112,7 @@ DEFAULT_MAX_TEXT_CHARS = 10_000
 #: it. A voice folder's manifest defaults to the ``full`` normalizer (``tts.voice``).
 REFERENCE_DEFAULTS = SynthesisOptions(
     sigma=0.9, denoiser_strength=0.01, speed=1.0, max_decoder_steps=2000,
-    gate_threshold=0.5, prenet_dropout=0.5, seed=None, text_normalizer="dle")
+    gate_threshold=0.5, prenet_dropout=0.5, seed=None, text_normalizer="full")
 
 
 def _range_text(m: dict[str, Any]) -> str:

@@ -17,9 +17,8 @@ hparams YAML). ``vocoder.kind`` may be ``griffinlim`` (no checkpoint; optional
 ``n_iter``, ``power`` and STFT settings, see ``tts.models.griffinlim``): its
 denoiser passes audio through. Paths are relative to the manifest's folder
 (``../other/file.pt`` shares a file with a sibling voice). ``defaults`` takes
-any field of ``tts.options.SynthesisOptions``; a manifest's ``text_normalizer``
-is ``full`` unless its ``defaults`` say ``dle`` (a voice made of checkpoints given
-one by one reads text as NVIDIA's reference does: ``dle``). Optional ``frontend``:
+any field of ``tts.options.SynthesisOptions``; ``text_normalizer`` is ``full``
+unless the ``defaults`` say ``dle`` (NVIDIA's cleaners exactly). Optional ``frontend``:
 ``tacotron2`` or ``fastspeech`` (default: the acoustic model's own).
 """
 
