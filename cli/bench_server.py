@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     import grpc
 
     from tts.cli.common import read_phrases
-    from tts.client import TTSClient
+    from tts.client import ServerUnreachableError, TTSClient
     from tts.errors import InvalidInputError
     from tts.server.loadgen import LoadConfig, format_table, parse_range, run_levels
 
@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
                    retry_s=args.wait) as client:
         try:
             client.list_voices()
+        except ServerUnreachableError:
+            raise                               # one line from run_main, as an OS error
         except grpc.RpcError as exc:
             print(f"{PROG}: error: {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1

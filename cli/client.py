@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from tts.audio import write_atomic
         from tts.cli.common import Output, read_phrases
-        from tts.client import SUFFIX, TTSClient
+        from tts.client import SUFFIX, ServerUnreachableError, TTSClient
 
         if args.list_voices:
             jobs, out, wrap = [], None, False
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                     path = out.file_for(n, suffix)
                     write_atomic(path, data)
                     print(f"{path}\t{len(data)} bytes")
+            except ServerUnreachableError:
+                raise                           # one line from run_main, as an OS error
             except grpc.RpcError as exc:
                 print(f"{PROG}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
                 return 1

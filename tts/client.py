@@ -42,14 +42,23 @@ _OPTION_NAMES = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_dec
 MAX_BACKOFF_S = 1.0
 
 
-class ServerUnreachableError(ConnectionError):
-    """No server answers at the target (refused, unknown host, ...), after any retries."""
+class ServerUnreachableError(ConnectionError, grpc.RpcError):
+    """No server answers at the target (refused, unknown host, ...), after any retries.
+
+    Also a ``grpc.RpcError`` with code ``UNAVAILABLE``, as the failed call was.
+    """
 
     def __init__(self, target: str, reason: str, waited_s: float) -> None:
         waited = f" (retried for {waited_s:g} s)" if waited_s > 0 else ""
         super().__init__(f"cannot reach a tts-server at {target}: {reason}{waited}")
         self.target = target
         self.reason = reason
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return str(self)
 
 
 def channel_options(max_receive_bytes: int = 64 << 20) -> list[tuple[str, Any]]:
