@@ -57,7 +57,11 @@ def check_bindable(host: str, port: int, what: str, field: str) -> None:
     except socket.gaierror as exc:
         raise BindError(f"{what} address {host}: unknown host ({exc.strerror})", field=field) from None
     for family, kind, proto, _, addr in infos:
-        with socket.socket(family, kind, proto) as s:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:             # e.g. no IPv6 here: gRPC binds what it can, so do we
+            continue
+        with sock as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
