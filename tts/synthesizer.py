@@ -12,9 +12,11 @@ Batching never changes a piece's audio: a piece gives the same result alone
 and in any batch (to float rounding). So Tacotron2 encodes each piece alone
 (its encoder's convolutions would see another piece's padding) and runs its
 postnet on each piece's own frames; FastSpeech (whose reference layers do not
-mask padding) batches only pieces of equal length; the vocoder and denoiser
-batch only pieces of equal length, since padding would change the audio near
-the end.
+mask padding, and a batched row rounds differently from a single one) runs one
+piece at a time; the vocoder and denoiser batch
+only pieces of equal length, since padding would change the audio near the end;
+Griffin-Lim works row by row (its iterations amplify the rounding differences of
+batched FFTs).
 
 Timings of a call are wall-clock seconds per stage with the device
 synchronised at each stage boundary; every result of one call carries that
@@ -96,6 +98,19 @@ class SynthesisResult:
     def audio_seconds(self) -> float:
         return len(self.audio) / float(self.sample_rate)
 
+    @classmethod
+    def joined(cls, plan: TextPlan, parts: Sequence[SynthesisResult]) -> SynthesisResult:
+        """The result of ``plan`` from the results of its ``TextPlan.split`` parts, in order; stage
+        timings are the parts' summed."""
+        total = StageTimings()
+        for r in parts:
+            for k, v in r.timings.as_dict().items():
+                setattr(total, k, getattr(total, k) + v)
+        return cls(text=plan.text, normalized_text=plan.normalized_text,
+                   audio=np.concatenate([r.audio for r in parts]), sample_rate=parts[0].sample_rate,
+                   mel=np.concatenate([r.mel for r in parts], axis=-1), timings=total, dropped=plan.dropped,
+                   pieces=sum(r.pieces for r in parts), hit_max_steps=sum(r.hit_max_steps for r in parts))
+
 
 @dataclass
 class AcousticResult:
@@ -140,6 +155,14 @@ class TextPlan:
     @property
     def normalized_text(self) -> str:
         return " ".join(self.cleaned)
+
+    def split(self, size: int) -> list[TextPlan]:
+        """This plan in parts of at most ``size`` pieces (for a server to interleave a long text's
+        pieces with other calls). Each part speaks exactly what its pieces speak in the whole plan
+        (batching never changes a piece's audio), unless the call draws noise from a ``seed``."""
+        return [TextPlan(" ".join(t for t, _ in self.pieces[i:i + size]), self.pieces[i:i + size],
+                         self.cleaned[i:i + size], "", self.text_normalizer)
+                for i in range(0, len(self.pieces), size)]
 
 
 @dataclass
@@ -402,7 +425,9 @@ class Synthesizer:
         while todo:
             fits = [p for p in todo if max_len is None or len(p.ids) <= max_len]
             todo = [q for p in todo if p not in fits for q in self._halve(p)]
-            groups = list(self._batches(fits, equal=True))     # the reference does not mask padding
+            # One piece at a time: the reference does not mask padding, and even unpadded rows of a
+            # batch round differently from a single row (which Griffin-Lim then amplifies).
+            groups = [[p] for p in fits]
             while groups:
                 batch = groups.pop()
                 ids, _ = _pad_ids([p.ids for p in batch], self.device)

@@ -96,9 +96,13 @@ class GriffinLim(nn.Module):
             raise InvalidInputError(f"mel must be [B, {self.n_mel_channels}, T], got shape {tuple(mel.shape)}",
                                     field="mel")
         b, _, t = mel.shape
-        length = self.hop_length * t
         if t == 0:
             return mel.new_zeros(b, 0)
+        if b > 1:
+            # Row by row: the iterations amplify float rounding, and batched FFTs round differently
+            # from single ones, so only this keeps a row's audio independent of its batch.
+            return torch.cat([self.infer(mel[i:i + 1], generator=generator) for i in range(b)])
+        length = self.hop_length * t
         mag = torch.matmul(self.pinv.float(), torch.exp(mel.float())).clamp_min(1e-8)
         if self.power != 1.0:   # sharpen, keeping each frame's energy (so the loudness stays)
             sharp = mag ** self.power
@@ -106,12 +110,9 @@ class GriffinLim(nn.Module):
         # STFT frames of `length` samples with center=True: length // hop + 1 (one more than T).
         n_frames = length // self.hop_length + 1
         mag = torch.cat([mag, mag[..., -1:].expand(b, mag.size(1), n_frames - t)], dim=-1)
-        # Each row's phases are drawn on their own, so a row's audio does not depend on its batch;
-        # without a generator every row starts from seed 0 (the same mel, the same audio).
-        gens = [generator] * b if generator is not None else [
-            torch.Generator(device=mag.device).manual_seed(0) for _ in range(b)]
-        phase = torch.stack([torch.rand(mag.shape[1:], generator=g, device=mag.device, dtype=torch.float32)
-                             for g in gens])
+        if generator is None:               # deterministic by default: the same mel, the same audio
+            generator = torch.Generator(device=mag.device).manual_seed(0)
+        phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=torch.float32)
         spec = torch.polar(mag, 2 * torch.pi * phase)
         for _ in range(self.n_iter):
             audio = self._istft(spec, length)

@@ -194,8 +194,34 @@ class ServingEngine:
                 self.metrics.batch_size.labels("decoder").observe(out.batch_size)
             return Outcome(result=out.result, queue_seconds=out.queue_seconds, batch_size=out.batch_size,
                            worker=self.schedulers[voice].index(sched))
-        b = await self.batcher.submit(SynthItem(voice, text, options), key=(voice, options), deadline=deadline)
-        return Outcome(result=b.result, queue_seconds=b.queue_seconds, batch_size=b.batch_size, worker=b.worker)
+        parts = self._parts(voice, text, options)
+        if len(parts) == 1:
+            b = await self.batcher.submit(SynthItem(voice, text, options), key=(voice, options), deadline=deadline)
+            return Outcome(result=b.result, queue_seconds=b.queue_seconds, batch_size=b.batch_size, worker=b.worker)
+        # A long text goes in parts, one after another, so other calls' pieces interleave with its
+        # own (a short call waits for at most one batch), and a call whose deadline passed or whose
+        # client left stops before its next part.
+        done = []
+        for part in parts:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExpiredError("deadline passed during synthesis")
+            done.append(await self.batcher.submit(SynthItem(voice, part, options), key=(voice, options),
+                                                  deadline=deadline))
+        from tts.synthesizer import SynthesisResult
+
+        return Outcome(result=SynthesisResult.joined(text, [b.result for b in done]),
+                       queue_seconds=done[0].queue_seconds, batch_size=max(b.batch_size for b in done),
+                       worker=done[0].worker)
+
+    def _parts(self, voice: str, text, options: SynthesisOptions) -> list:
+        """``text`` cut into parts of at most half a batch of pieces, or ``[text]`` when it is not cut
+        (a fake's text, a short one, or a seeded call: its pieces draw noise from one generator)."""
+        size = max(1, self.batcher.config.max_batch_size // 2)
+        if not hasattr(text, "split") or isinstance(text, str) or len(text.pieces) <= size:
+            return [text]
+        if options.merged_over(self.synthesizers[voice][0].voice.defaults).seed is not None:
+            return [text]
+        return text.split(size)
 
     def _batch_fn(self, worker: int):
         def run(items: list[SynthItem]) -> list[object]:
