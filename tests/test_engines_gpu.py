@@ -37,7 +37,7 @@ WG = str(FIXTURES / "waveglow" / "checkpoint_WaveGlow_ngc_style_ddp.pt")
 FS = str(FIXTURES / "fastspeech" / "checkpoint_005000.pt")
 FS_YAML = str(FIXTURES / "fastspeech" / "hparams.yaml")
 PHRASES = Path(__file__).resolve().parents[1] / "phrases" / "reference_e2e.txt"
-DET = ["--prenet-dropout", "0", "--sigma", "0"]
+DET = ["--prenet-dropout", "0", "--sigma", "0", "--text-normalizer", "dle"]   # parity: NVIDIA's cleaners
 REPORT: dict[str, object] = {}
 
 
