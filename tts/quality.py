@@ -1,6 +1,6 @@
 """Round-trip intelligibility: synthesize, recognize with pocketsphinx, score WER with jiwer.
 
-The quality gate of the bundled voice (issue 4): the first sentences of the
+The quality gate of the bundled voices: the first sentences of the
 held-out LJSpeech ``val.txt`` are spoken by a voice, recognised offline by
 pocketsphinx's bundled US-English model (acoustic model, dictionary and
 language model ship inside its wheel), and scored against the normalised

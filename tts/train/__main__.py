@@ -223,9 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                         "whole step per bucket (CUDA; on CPU it runs the static step eagerly); "
                         "waveglow: 'on' CUDA-graphs its one-shape step; "
                         "'static' the static step without capture, 'off' the eager step; 'auto' "
-                        "(default): 'on' for tacotron2 and waveglow on CUDA (H100: tacotron2 0.28 "
-                        "against 1.41 s per step at batch 64; waveglow 56 against 69 ms, 29 ms "
-                        "with the amp and compile settings; same losses), else 'off'")
+                        "(default): 'on' for tacotron2 and waveglow on CUDA (same losses, faster "
+                        "steps), else 'off'")
     t.set_defaults(fn=_train)
 
     e = sub.add_parser("export", help="fp16 weights + voice.json into a voices folder")

@@ -4,9 +4,7 @@ WaveGlow trains on batches of one fixed shape (``batch_size`` random windows of
 ``segment_length`` samples), so the whole step (the mel of the audio, forward,
 loss, backward, Adam) is captured once and replayed: no launch cost and no CPU
 time on the step's path, and the host copy of the next batch overlaps the GPU's
-work (pinned memory, a non-blocking copy into the static buffer). On an H100 the
-bundled voice's step took 56.1 ms graphed against 68.5 eager, and 28.7 ms graphed
-with the ``amp`` and ``compile`` settings (benchmarks/README.md).
+work (pinned memory, a non-blocking copy into the static buffer).
 
 The maths is the eager step's (``WaveGlowTask.train_step_loss``): the same
 batches from the same random stream, the same loss (``losses.waveglow_loss``,
