@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 from tts.cli.common import (add_threads_argument, add_voice_arguments, apply_threads, engine_cache_from_args,
@@ -162,7 +163,16 @@ def build_server(args, config=None):
     return TTSServer(synths, config, default_voice=names[0], gpu_devices=gpu)
 
 
+class _StoppedBeforeServing(Exception):
+    """SIGTERM arrived while the models were loading or the server was starting."""
+
+
+def _stop_before_serving(signum, frame) -> None:
+    raise _StoppedBeforeServing(signal.Signals(signum).name)
+
+
 async def _serve(args, config) -> None:
+    print(f"{PROG}: loading voices", flush=True)
     server = build_server(args, config)
     port = await server.start()
     metrics = f", metrics on port {server.metrics_port}" if server.metrics_port else ""
@@ -183,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             config = server_config(args)
             check_ports(config)                 # before any model loads
             apply_threads(args.threads)         # before torch is imported
+            # SIGTERM before serving (e.g. `kill %1` while models load) ends the start-up cleanly;
+            # once serving, the server's own handler drains calls in flight instead.
+            signal.signal(signal.SIGTERM, _stop_before_serving)
             asyncio.run(_serve(args, config))
         except BindError as exc:
             raise TTSError(f"{exc} ({PORT_FLAGS[exc.field]})") from None
+        except _StoppedBeforeServing as exc:
+            print(f"{PROG}: {exc} before serving: stopped", flush=True)
         return 0
 
     return run_main(PROG, body)

@@ -334,3 +334,24 @@ def test_a_long_fastspeech_piece_is_split_without_a_cut_warning(caplog):
     limit = synth.voice.acoustic.config.max_seq_len
     assert r.pieces == 2 and r.mel.shape[-1] > limit               # split, and longer than one cut piece
     assert "cut" not in caplog.text, caplog.text
+
+
+def test_sigterm_while_the_models_load_stops_cleanly(tmp_path):
+    """``kill %1`` right after ``tts-server &``: the start-up ends with exit 0 and one line, never a
+    traceback or exit 143, whether the signal lands while the voice loads or once it serves."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tts.cli.server", "--voice", "slt", "--host", "127.0.0.1",
+                             "--port", "0", "--metrics-port", "-1", "--no-warmup"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "tts-server: loading voices"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert "stopped" in out
