@@ -5,7 +5,8 @@ Public entry points (each returns a model in eval mode on CPU, float32):
 - ``load_tacotron2(path, **options) -> tts.models.tacotron2.Tacotron2``
 - ``load_waveglow(path) -> tts.models.waveglow.WaveGlow`` (weight norm removed)
 - ``load_fastspeech(path, config=None) -> tts.models.fastspeech.FastSpeech``
-- ``detect_kind(path) -> "tacotron2" | "waveglow" | "fastspeech"``
+- ``load_hifigan(path) -> tts.models.hifigan.HiFiGAN`` (weight norm removed)
+- ``detect_kind(path) -> "tacotron2" | "waveglow" | "fastspeech" | "hifigan"``
 
 Every failure is a ``tts.errors.CheckpointError`` naming the file.
 """
@@ -24,11 +25,13 @@ _SIGNATURES = {
     "tacotron2": ("decoder.attention_rnn.weight_ih", "embedding.weight"),
     "waveglow": ("upsample.weight",),
     "fastspeech": ("word_emb.weight",),
+    "hifigan": ("conv_pre.bias", "conv_post.bias"),
 }
 
 KINDS = tuple(_SIGNATURES)
 
-_NAMES = {"tacotron2": "Tacotron2", "waveglow": "WaveGlow", "fastspeech": "FastSpeech"}
+_NAMES = {"tacotron2": "Tacotron2", "waveglow": "WaveGlow", "fastspeech": "FastSpeech",
+          "hifigan": "HiFi-GAN"}
 
 
 def kind_of_state_dict(state_dict: Mapping[str, Any]) -> str | None:
@@ -45,7 +48,7 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
     sd = get_state_dict(ckpt, path)
     kind = kind_of_state_dict(sd)
     if kind is None:
-        raise CheckpointError(path, "not a Tacotron2, WaveGlow or FastSpeech checkpoint "
+        raise CheckpointError(path, "not a Tacotron2, WaveGlow, FastSpeech or HiFi-GAN checkpoint "
                                     f"(unrecognised weights, e.g. {next(iter(sd), 'none')!r})")
     return kind
 
@@ -78,3 +81,9 @@ def load_fastspeech(path: str | os.PathLike[str], config: Any = None, **options:
     """Load a CUDA-Optimized FastSpeech checkpoint. See ``tts.checkpoints.fastspeech``."""
     from tts.checkpoints.fastspeech import load_fastspeech as _load
     return _load(path, config=config, **options)
+
+
+def load_hifigan(path: str | os.PathLike[str], **options: Any):
+    """Load a HiFi-GAN generator checkpoint, weight norm removed. See ``tts.checkpoints.hifigan``."""
+    from tts.checkpoints.hifigan import load_hifigan as _load
+    return _load(path, **options)

@@ -73,11 +73,14 @@ def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def get_state_dict(ckpt: Mapping[str, Any], path: str | os.PathLike[str],
-                   keys: tuple[str, ...] = ("state_dict", "model")) -> dict[str, torch.Tensor]:
+                   keys: tuple[str, ...] = ("state_dict", "model", "generator", "gen")
+                   ) -> dict[str, torch.Tensor]:
     """Find the model's state_dict in a training checkpoint and strip DDP prefixes.
 
     DLE Tacotron2/WaveGlow use ``state_dict``; the FastSpeech trainer uses
-    ``model``; a bare state_dict (all values tensors) is accepted as is.
+    ``model``; DLE HiFi-GAN uses ``generator`` (older files ``gen``); a bare
+    state_dict (all values tensors) is accepted as is. (So a loader given
+    another model's file finds its weights and can say which model it is.)
     """
     for key in keys:
         if key in ckpt and isinstance(ckpt[key], Mapping):
@@ -86,6 +89,10 @@ def get_state_dict(ckpt: Mapping[str, Any], path: str | os.PathLike[str],
     else:
         if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             sd = ckpt
+        elif "mpd" in ckpt and "msd" in ckpt:
+            raise CheckpointError(
+                path, "this is a HiFi-GAN discriminator checkpoint (hifigan_discrim_checkpoint_*.pt); "
+                      "give the generator checkpoint (hifigan_gen_checkpoint_*.pt) of the same epoch")
         else:
             found = ", ".join(sorted(map(str, ckpt.keys()))[:12]) or "nothing"
             raise CheckpointError(
