@@ -24,6 +24,7 @@ NO_VOICE_HELP = (
     "no voice given. Give one of:\n"
     "  --tacotron2 T2.pt --waveglow WG.pt            (NVIDIA DeepLearningExamples / NGC checkpoints)\n"
     "  --fastspeech FS.pt [--fastspeech-config hparams.yaml] --waveglow WG.pt\n"
+    "  (or --hifigan HG.pt, a DLE/NGC HiFi-GAN generator, in place of --waveglow)\n"
     "  --voice DIR                                   (a folder with a voice.json manifest)"
 )
 
@@ -184,7 +185,7 @@ class Output:
 
 
 def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
-    """--tacotron2/--fastspeech/--fastspeech-config/--waveglow/--voice/--device/--precision."""
+    """--tacotron2/--fastspeech/--fastspeech-config/--waveglow/--hifigan/--voice/--device/--precision."""
     g = parser.add_argument_group("voice")
     g.add_argument("--tacotron2", metavar="CKPT", help="Tacotron2 checkpoint (any NVIDIA DLE/NGC layout)")
     g.add_argument("--fastspeech", metavar="CKPT", help="CUDA-Optimized FastSpeech checkpoint")
@@ -192,6 +193,8 @@ def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
                    help="FastSpeech hparams YAML (reference key names); default: the reference's base hparams, "
                         "with every size the checkpoint's tensors show taken from the checkpoint")
     g.add_argument("--waveglow", metavar="CKPT", help="WaveGlow checkpoint")
+    g.add_argument("--hifigan", metavar="CKPT",
+                   help="HiFi-GAN generator checkpoint (DLE/NGC hifigan_gen_checkpoint_*.pt), instead of --waveglow")
     g.add_argument("--voice", metavar="NAME|DIR", help="a voice folder (voice.json manifest) or a bundled voice name")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     g.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
@@ -229,11 +232,13 @@ def voice_from_args(args: argparse.Namespace):
     from tts.errors import VoiceError
     from tts.voice import Voice, load_voice
     acoustic = [n for n in ("tacotron2", "fastspeech") if getattr(args, n, None)]
+    vocoders = [n for n in ("waveglow", "hifigan") if getattr(args, n, None)]
     if args.voice:
-        if acoustic or args.waveglow:
-            raise VoiceError("give either --voice or checkpoint files (--tacotron2/--fastspeech, --waveglow), not both")
+        if acoustic or vocoders:
+            raise VoiceError("give either --voice or checkpoint files (--tacotron2/--fastspeech, "
+                             "--waveglow/--hifigan), not both")
         return load_voice(args.voice)
-    if not acoustic and not args.waveglow:
+    if not acoustic and not vocoders:
         from tts.voice import bundled_voices
         bundled = bundled_voices()
         if bundled:
@@ -241,14 +246,17 @@ def voice_from_args(args: argparse.Namespace):
         raise VoiceError(NO_VOICE_HELP)
     if len(acoustic) == 2:
         raise VoiceError("give --tacotron2 or --fastspeech, not both")
+    if len(vocoders) == 2:
+        raise VoiceError("give --waveglow or --hifigan, not both")
     if not acoustic:
-        raise VoiceError("--waveglow needs an acoustic model: add --tacotron2 CKPT or --fastspeech CKPT")
-    if not args.waveglow:
-        raise VoiceError(f"--{acoustic[0]} needs a vocoder: add --waveglow CKPT")
+        raise VoiceError(f"--{vocoders[0]} needs an acoustic model: add --tacotron2 CKPT or --fastspeech CKPT")
+    if not vocoders:
+        raise VoiceError(f"--{acoustic[0]} needs a vocoder: add --waveglow CKPT or --hifigan CKPT")
     if args.fastspeech_config and not args.fastspeech:
         raise VoiceError("--fastspeech-config is only used with --fastspeech")
     return Voice.from_checkpoints(tacotron2=args.tacotron2, fastspeech=args.fastspeech,
-                                  fastspeech_config=args.fastspeech_config, waveglow=args.waveglow)
+                                  fastspeech_config=args.fastspeech_config, waveglow=args.waveglow,
+                                  hifigan=getattr(args, "hifigan", None))
 
 
 def engine_cache_from_args(args: argparse.Namespace) -> Any:

@@ -13,7 +13,9 @@ manifest::
     }
 
 ``acoustic.kind`` may be ``fastspeech`` with an optional ``config`` (an
-hparams YAML). ``vocoder.kind`` may be ``griffinlim`` (no checkpoint; optional
+hparams YAML). ``vocoder.kind`` may be ``hifigan`` (a DLE/NGC HiFi-GAN
+generator checkpoint; its denoiser is DLE's HiFi-GAN one, off by default as in
+DLE's inference.py) or ``griffinlim`` (no checkpoint; optional
 ``n_iter``, ``power`` and STFT settings, see ``tts.models.griffinlim``): its
 denoiser passes audio through. Paths are relative to the manifest's folder
 (``../other/file.pt`` shares a file with a sibling voice). ``defaults`` takes
@@ -50,6 +52,10 @@ FAMILY_DEFAULTS = {
     "fastspeech": SynthesisOptions(sigma=0.6).merged_over(REFERENCE_DEFAULTS),
 }
 
+#: What a HiFi-GAN voice's unset options fall back to before the model family's defaults:
+#: DLE's HiFiGAN inference.py denoises only when asked (``--denoising-strength`` 0).
+HIFIGAN_DEFAULTS = SynthesisOptions(denoiser_strength=0.0)
+
 #: What a voice manifest's ``defaults`` fall back to before the model family's defaults.
 MANIFEST_DEFAULTS = SynthesisOptions(text_normalizer="full")
 
@@ -69,7 +75,7 @@ class Voice:
     acoustic_kind: str
     #: The acoustic model (``Tacotron2`` or ``FastSpeech``), eval mode.
     acoustic: torch.nn.Module
-    #: The vocoder: WaveGlow (weight norm removed) or ``GriffinLim``; eval mode.
+    #: The vocoder: WaveGlow or HiFiGAN (weight norm removed) or ``GriffinLim``; eval mode.
     vocoder: torch.nn.Module
     #: Text frontend name (see ``tts.text.FRONTENDS``).
     frontend: str
@@ -85,17 +91,24 @@ class Voice:
 
     @property
     def vocoder_kind(self) -> str:
-        """``"waveglow"`` or ``"griffinlim"``."""
+        """``"waveglow"``, ``"hifigan"`` or ``"griffinlim"``."""
         from tts.models.griffinlim import GriffinLim
+        from tts.models.hifigan import HiFiGAN
+        if isinstance(self.vocoder, HiFiGAN):
+            return "hifigan"
         return "griffinlim" if isinstance(self.vocoder, GriffinLim) else "waveglow"
 
     @property
     def denoiser(self) -> torch.nn.Module:
-        """The STFT denoiser built on this voice's WaveGlow (built on first use); a pass-through
-        for a Griffin-Lim voice."""
+        """The STFT denoiser built on this voice's WaveGlow or HiFi-GAN (built on first use); a
+        pass-through for a Griffin-Lim voice."""
         if self._denoiser is None and self.vocoder_kind == "griffinlim":
             from tts.models.griffinlim import PassThroughDenoiser
             self._denoiser = PassThroughDenoiser().eval()
+        if self._denoiser is None and self.vocoder_kind == "hifigan":
+            from tts.models.hifigan import HiFiGANDenoiser
+            with torch.inference_mode():
+                self._denoiser = HiFiGANDenoiser(self.vocoder).eval()
         if self._denoiser is None:
             from tts.models.denoiser import Denoiser
             with torch.inference_mode():
@@ -117,17 +130,19 @@ class Voice:
                          fastspeech_config: Any = None, name: str = "default",
                          sample_rate: int = 22050,
                          defaults: SynthesisOptions | None = None,
-                         griffinlim: dict[str, Any] | None = None) -> Voice:
+                         griffinlim: dict[str, Any] | None = None,
+                         hifigan: str | os.PathLike[str] | None = None) -> Voice:
         """Assemble a voice from checkpoint files; exactly one acoustic model must be given, and
-        exactly one vocoder: a WaveGlow checkpoint or ``griffinlim`` settings (``{}`` for the defaults)."""
+        exactly one vocoder: a WaveGlow or HiFi-GAN checkpoint or ``griffinlim`` settings (``{}``
+        for the defaults)."""
         from tts import checkpoints
 
         if (tacotron2 is None) == (fastspeech is None):
             raise VoiceError("give exactly one acoustic model: a Tacotron2 or a FastSpeech checkpoint")
         if fastspeech_config is not None and fastspeech is None:
             raise VoiceError("a FastSpeech config was given without a FastSpeech checkpoint")
-        if (waveglow is None) == (griffinlim is None):
-            raise VoiceError("give exactly one vocoder: a WaveGlow checkpoint or Griffin-Lim settings")
+        if sum(v is not None for v in (waveglow, hifigan, griffinlim)) != 1:
+            raise VoiceError("give exactly one vocoder: a WaveGlow or HiFi-GAN checkpoint or Griffin-Lim settings")
         if sample_rate <= 0:
             raise VoiceError(f"sample rate must be positive, got {sample_rate}")
         if tacotron2 is not None:
@@ -136,14 +151,16 @@ class Voice:
             kind, src = "fastspeech", str(fastspeech)
             acoustic = checkpoints.load_fastspeech(fastspeech, config=fastspeech_config)
         if waveglow is not None:
-            vocoder, vocoder_src = checkpoints.load_waveglow(waveglow), str(waveglow)
+            vocoder, vocoder_src, vkind = checkpoints.load_waveglow(waveglow), str(waveglow), "waveglow"
+        elif hifigan is not None:
+            vocoder, vocoder_src, vkind = checkpoints.load_hifigan(hifigan), str(hifigan), "hifigan"
         else:
             from tts.models.griffinlim import GriffinLim
             try:
                 vocoder = GriffinLim.from_config(dict(griffinlim or {}))
             except InvalidInputError as exc:
                 raise VoiceError(f"bad Griffin-Lim settings: {exc}") from exc
-            vocoder_src = "griffinlim"
+            vocoder_src = vkind = "griffinlim"
             if vocoder.sampling_rate != sample_rate:
                 raise VoiceError(f"the Griffin-Lim vocoder runs at {vocoder.sampling_rate} Hz but the voice "
                                  f"says {sample_rate} Hz")
@@ -152,7 +169,10 @@ class Voice:
         if n_mel_acoustic != n_mel_vocoder:
             raise VoiceError(f"the {kind} model makes {n_mel_acoustic}-channel mels but the vocoder "
                              f"({vocoder_src}) expects {n_mel_vocoder}: these models do not belong together")
-        full = (defaults or SynthesisOptions()).merged_over(FAMILY_DEFAULTS[kind])
+        family = FAMILY_DEFAULTS[kind]
+        if vkind == "hifigan":
+            family = HIFIGAN_DEFAULTS.merged_over(family)
+        full = (defaults or SynthesisOptions()).merged_over(family)
         if kind == "tacotron2" and defaults is None:
             # The checkpoint's own inference settings, where it states them.
             cfg = acoustic.config
@@ -160,7 +180,7 @@ class Voice:
                                     gate_threshold=cfg.gate_threshold).merged_over(full)
         return cls(name=name, sample_rate=sample_rate, acoustic_kind=kind, acoustic=acoustic,
                    vocoder=vocoder, frontend=FRONTEND_OF[kind], defaults=full,
-                   sources={kind: src, ("waveglow" if waveglow is not None else "griffinlim"): vocoder_src})
+                   sources={kind: src, vkind: vocoder_src})
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str]) -> Voice:
@@ -187,8 +207,9 @@ class Voice:
             raise VoiceError(f"{manifest}: acoustic.kind must be 'tacotron2' or 'fastspeech', got {kind!r}")
         vocoder = need(spec, "vocoder", "")
         vkind = need(vocoder, "kind", "vocoder.")
-        if vkind not in ("waveglow", "griffinlim"):
-            raise VoiceError(f"{manifest}: vocoder.kind must be 'waveglow' or 'griffinlim', got {vkind!r}")
+        if vkind not in ("waveglow", "hifigan", "griffinlim"):
+            raise VoiceError(f"{manifest}: vocoder.kind must be 'hifigan', 'waveglow' or 'griffinlim', "
+                             f"got {vkind!r}")
         if vkind == "griffinlim":
             from tts.models.griffinlim import GriffinLim
             try:
@@ -205,6 +226,7 @@ class Voice:
         cfg = acoustic.get("config")
         voice = cls.from_checkpoints(
             waveglow=folder / need(vocoder, "checkpoint", "vocoder.") if vkind == "waveglow" else None,
+            hifigan=folder / need(vocoder, "checkpoint", "vocoder.") if vkind == "hifigan" else None,
             griffinlim=dict(vocoder) if vkind == "griffinlim" else None,
             tacotron2=ckpt if kind == "tacotron2" else None,
             fastspeech=ckpt if kind == "fastspeech" else None,
