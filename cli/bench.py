@@ -159,7 +159,7 @@ def random_models(kind: str, size: str, seed: int):
 
 def load_models(args) -> Models:
     from tts.cli.common import voice_from_args
-    if args.tacotron2 or args.fastspeech or args.voice or args.waveglow:
+    if args.tacotron2 or args.fastspeech or args.voice or args.waveglow or getattr(args, "hifigan", None):
         v = voice_from_args(args)
         return Models(v.acoustic_kind, v.acoustic, v.vocoder, v.denoiser, v.frontend, v.sample_rate, False)
     kind = args.acoustic or "tacotron2"
@@ -195,8 +195,9 @@ class Pipeline:
                 from tts.engines.fastspeech import FastSpeechEngine
                 self.acoustic = FastSpeechEngine(acoustic, device=device, precision=precision)
             from tts.models.griffinlim import GriffinLim
-            if isinstance(vocoder, GriffinLim):        # no engine: the same FFTs either way
-                self.vocoder = vocoder
+            from tts.models.hifigan import HiFiGAN
+            if isinstance(vocoder, (GriffinLim, HiFiGAN)):   # no engine (yet): the eager module on both sides
+                self.vocoder = vocoder.to(self.dtype) if isinstance(vocoder, HiFiGAN) else vocoder
                 self.denoiser = copy.deepcopy(models.denoiser).to(device).eval()
             else:
                 self.vocoder = WaveGlowEngine(vocoder, device=device, precision=precision)

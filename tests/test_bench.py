@@ -36,3 +36,19 @@ def test_bench_batch_flag_parses():
     assert args.batch == 8 and args.input_length == 128
     with pytest.raises(SystemExit):
         bench.build_parser().parse_args(["--batch", "0"])
+
+
+def test_bench_with_a_hifigan_vocoder(tmp_path):
+    """A HiFi-GAN checkpoint runs as the vocoder stage on both sides (it has no engine yet), and the
+    engine side's audio agrees with the eager side's."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "r.json"
+    rc = bench.main(["--tacotron2", str(root / "tts/voices/slt-tacotron2/tacotron2.pt"),
+                     "--hifigan", str(root / "tests/fixtures/reference/hifigan/small_gen_checkpoint_10.pt"),
+                     "--device", "cpu", "--repeats", "1", "--warmup", "0", "--input-length", "24",
+                     "--num-frames", "8", "--verify", "--output", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["verify"][0]["mel_ok"] and data["verify"][0]["audio_ok"]
+    assert {r["component"] for r in data["rows"]} >= {"decoder", "waveglow", "end to end"}
