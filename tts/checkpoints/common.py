@@ -103,6 +103,16 @@ def get_state_dict(ckpt: Mapping[str, Any], path: str | os.PathLike[str],
     return strip_module_prefix(sd)
 
 
+def conv_weight(sd: Mapping[str, torch.Tensor], prefix: str, path: Any, model: str) -> torch.Tensor:
+    """The conv weight at ``prefix`` (``weight_v`` when weight norm is on, else ``weight``); a clear
+    error naming ``model`` when neither is there."""
+    for name in ("weight_v", "weight"):
+        if prefix + name in sd:
+            return sd[prefix + name]
+    raise CheckpointError(path, f"cannot infer the {model} architecture: no {prefix}weight "
+                                f"or {prefix}weight_v")
+
+
 def load_into(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
               path: str | os.PathLike[str], kind: str) -> None:
     """``model.load_state_dict`` with errors that name the file and the keys.

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from tts.checkpoints import require_kind
-from tts.checkpoints.common import get_state_dict, load_into, read_checkpoint, strip_module_prefix
+from tts.checkpoints.common import conv_weight, get_state_dict, load_into, read_checkpoint, strip_module_prefix
 from tts.errors import CheckpointError, InvalidInputError
 from tts.models.hifigan import HiFiGAN, HiFiGANConfig
 
@@ -46,14 +46,6 @@ __all__ = ["load_hifigan", "infer_hifigan_config", "hifigan_state_dict"]
 _UPS = re.compile(r"^ups\.(\d+)\.")
 _FLAT = re.compile(r"^resblocks\.(\d+)\.(convs1|convs2|convs)\.(\d+)\.(\w+)$")
 _BLOCK = re.compile(r"^resblocks\.0\.(\d+)\.(convs1|convs)\.0\.")
-
-
-def _weight(sd: Mapping[str, torch.Tensor], prefix: str, path: Any) -> torch.Tensor:
-    for name in ("weight_v", "weight"):
-        if prefix + name in sd:
-            return sd[prefix + name]
-    raise CheckpointError(path, f"cannot infer the HiFi-GAN architecture: no {prefix}weight "
-                                f"or {prefix}weight_v")
 
 
 def _n_ups(sd: Mapping[str, torch.Tensor]) -> int:
@@ -108,7 +100,7 @@ def infer_hifigan_config(state_dict: Mapping[str, torch.Tensor],
     Strides are taken as half of each upsampling kernel and dilations as
     DLE's defaults: neither is stored in any tensor.
     """
-    pre = _weight(state_dict, "conv_pre.", path)
+    pre = conv_weight(state_dict, "conv_pre.", path, "HiFi-GAN")
     if pre.dim() != 3:
         raise CheckpointError(path, f"conv_pre weight is {pre.dim()}-d, expected [C, n_mel, 7]")
     c0, n_mel = int(pre.shape[0]), int(pre.shape[1])
@@ -117,7 +109,7 @@ def infer_hifigan_config(state_dict: Mapping[str, torch.Tensor],
         raise CheckpointError(path, "cannot infer the HiFi-GAN architecture: no ups.<i> layers")
     kernels, rates = [], []
     for i in range(n_ups):
-        k = int(_weight(state_dict, f"ups.{i}.", path).shape[-1])
+        k = int(conv_weight(state_dict, f"ups.{i}.", path, "HiFi-GAN").shape[-1])
         if k % 2:
             raise CheckpointError(path, f"ups.{i} has an odd kernel ({k}); its stride cannot be "
                                         "inferred: give the config (config=...)")
@@ -132,7 +124,7 @@ def infer_hifigan_config(state_dict: Mapping[str, torch.Tensor],
         raise CheckpointError(path, "cannot infer the HiFi-GAN architecture: no resblocks.0.<j> blocks")
     kind = "1" if blocks[0] == "convs1" else "2"
     sub = "convs1" if kind == "1" else "convs"
-    rk = tuple(int(_weight(state_dict, f"resblocks.0.{j}.{sub}.0.", path).shape[-1])
+    rk = tuple(int(conv_weight(state_dict, f"resblocks.0.{j}.{sub}.0.", path, "HiFi-GAN").shape[-1])
                for j in range(len(blocks)))
     dil = ((1, 3, 5) if kind == "1" else (1, 3),) * len(rk)
     logger.warning("%s: HiFi-GAN checkpoint without a config: strides %s (half of each kernel) and "
@@ -147,7 +139,7 @@ def infer_hifigan_config(state_dict: Mapping[str, torch.Tensor],
 
 def _config_from(ckpt: Mapping[str, Any], sd: Mapping[str, torch.Tensor], path: Any,
                  config: HiFiGANConfig | Mapping[str, Any] | None) -> HiFiGANConfig:
-    pre = _weight(sd, "conv_pre.", path)
+    pre = conv_weight(sd, "conv_pre.", path, "HiFi-GAN")
     n_mel = int(pre.shape[1]) if pre.dim() == 3 else 80
     if isinstance(config, HiFiGANConfig):
         return config

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from tts.checkpoints import require_kind
-from tts.checkpoints.common import get_state_dict, load_into, read_checkpoint
+from tts.checkpoints.common import conv_weight, get_state_dict, load_into, read_checkpoint
 from tts.errors import CheckpointError, InvalidInputError
 from tts.models.waveglow import HOP_LENGTH, UPSAMPLE_KERNEL, WaveGlow, WaveGlowConfig, WNConfig
 
@@ -32,15 +32,6 @@ __all__ = ["load_waveglow", "infer_waveglow_config"]
 _WN_KEY = re.compile(r"^WN\.(\d+)\.")
 _CONVINV_KEY = re.compile(r"^convinv\.(\d+)\.conv\.weight$")
 _IN_LAYER_KEY = re.compile(r"^WN\.0\.in_layers\.(\d+)\.")
-
-
-def _weight(sd: Mapping[str, torch.Tensor], prefix: str, path: Any) -> torch.Tensor:
-    """The conv weight at ``prefix`` (``weight_v`` when weight norm is on, else ``weight``)."""
-    for name in ("weight_v", "weight"):
-        if prefix + name in sd:
-            return sd[prefix + name]
-    raise CheckpointError(path, f"cannot infer the WaveGlow architecture: no {prefix}weight "
-                                f"or {prefix}weight_v")
 
 
 def infer_waveglow_config(state_dict: Mapping[str, torch.Tensor],
@@ -70,9 +61,9 @@ def infer_waveglow_config(state_dict: Mapping[str, torch.Tensor],
         if channels[k] != channels[k - 1]:
             n_early_every, n_early_size = k, channels[k - 1] - channels[k]
             break
-    start = _weight(state_dict, "WN.0.start.", path)
+    start = conv_weight(state_dict, "WN.0.start.", path, "WaveGlow")
     n_layers = len({int(m.group(1)) for k in state_dict if (m := _IN_LAYER_KEY.match(k))})
-    in0 = _weight(state_dict, "WN.0.in_layers.0.", path)
+    in0 = conv_weight(state_dict, "WN.0.in_layers.0.", path, "WaveGlow")
     try:
         config = WaveGlowConfig(
             n_mel_channels=n_mel, n_flows=n_flows, n_group=n_group, n_early_every=n_early_every,

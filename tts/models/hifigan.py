@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tts.errors import InvalidInputError
 from tts.models.denoiser import BIAS_MEL_FRAMES, Denoiser
 from tts.models.stft import STFT
-from tts.models.waveglow import WeightNormConv1d
+from tts.models.waveglow import WeightNormConv1d, init_weight_norm
 
 __all__ = ["HiFiGANConfig", "HiFiGAN", "ResBlock1", "ResBlock2", "WeightNormConvTranspose1d",
            "HiFiGANDenoiser", "LRELU_SLOPE"]
@@ -166,11 +166,7 @@ class WeightNormConvTranspose1d(nn.Module):
         conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, padding=padding)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        with torch.no_grad():
-            w = conv.weight.detach()
-            self.weight_g = nn.Parameter(torch.linalg.vector_norm(w, dim=(1, 2), keepdim=True))
-            self.weight_v = nn.Parameter(w.clone())
-            self.bias = nn.Parameter(conv.bias.detach().clone())
+        init_weight_norm(self, conv)
 
     @property
     def weight(self) -> Tensor:

@@ -157,6 +157,17 @@ def _wn_from_dict(data: Any) -> WNConfig:
     return WNConfig(**data)
 
 
+def init_weight_norm(module: nn.Module, conv: nn.Module) -> None:
+    """Gives ``module`` the weight-norm parameters of ``conv``'s initial weights, with the names
+    ``torch.nn.utils.weight_norm`` uses: ``weight_g`` (norm over every dim but 0), ``weight_v``
+    and ``bias``."""
+    with torch.no_grad():
+        w = conv.weight.detach()
+        module.weight_g = nn.Parameter(torch.linalg.vector_norm(w, dim=(1, 2), keepdim=True))
+        module.weight_v = nn.Parameter(w.clone())
+        module.bias = nn.Parameter(conv.bias.detach().clone())
+
+
 class WeightNormConv1d(nn.Module):
     """Conv1d with weight normalisation as DLE trains it: ``weight = g * v / ||v||``.
 
@@ -175,11 +186,7 @@ class WeightNormConv1d(nn.Module):
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.padding = padding
-        with torch.no_grad():
-            w = conv.weight.detach()
-            self.weight_g = nn.Parameter(torch.linalg.vector_norm(w, dim=(1, 2), keepdim=True))
-            self.weight_v = nn.Parameter(w.clone())
-            self.bias = nn.Parameter(conv.bias.detach().clone())
+        init_weight_norm(self, conv)
 
     @property
     def weight(self) -> Tensor:
