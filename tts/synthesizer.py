@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -51,9 +50,6 @@ PRECISIONS = ("fp32", "fp16")
 #: "auto": the fast engines of ``tts.engines`` on CUDA; on CPU the WaveGlow engine and eager modules
 #: for the rest; "eager": always eager.
 ENGINES = ("auto", "eager")
-
-#: log(1e-5): the mel value of silence, used to pad mels of different lengths in one vocoder batch.
-MEL_SILENCE = math.log(1e-5)
 
 HOP = 256
 
@@ -400,11 +396,9 @@ class Synthesizer:
         if len(batch) == 1:
             memory = acoustic.encode(ids, lengths)
         else:
-            rows = [acoustic.encode(ids[b:b + 1, :len(p.ids)], lengths[b:b + 1]) for b, p in enumerate(batch)]
-            memory = torch.zeros(len(batch), ids.shape[1], rows[0].shape[-1], device=self.device,
-                                 dtype=rows[0].dtype)
-            for b, row in enumerate(rows):
-                memory[b, :row.shape[1]] = row[0]
+            rows = [acoustic.encode(ids[b:b + 1, :len(p.ids)], lengths[b:b + 1])[0]
+                    for b, p in enumerate(batch)]
+            memory = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)     # [B, T_in, E], 0-padded
         decode = acoustic.decode if hasattr(acoustic, "decode") else acoustic.decoder.infer
         out = decode(memory, lengths, max_decoder_steps=opts.max_decoder_steps, gate_threshold=opts.gate_threshold,
                      prenet_dropout=opts.prenet_dropout, generator=generator)
@@ -466,27 +460,19 @@ class Synthesizer:
         dtype = torch.float16 if self.precision == "fp16" else torch.float32
         for batch in self._batches(pieces, lambda p: p.mel.shape[-1], equal=True, by_text=generators is not None):
             generator = generators and generators[batch[0].utt]
-            frames = [p.mel.shape[-1] for p in batch]
-            longest = max(frames)
-            mel = torch.full((len(batch), batch[0].mel.shape[0], longest), MEL_SILENCE,
-                             device=self.device, dtype=dtype)
-            for b, p in enumerate(batch):
-                mel[b, :, :frames[b]] = p.mel
+            mel = torch.stack([p.mel for p in batch]).to(dtype)          # equal lengths: no padding
             audio = self._vocoder.infer(mel, sigma=opts.sigma, generator=generator).float()
             for b, p in enumerate(batch):
-                p.audio = audio[b, :HOP * frames[b]]
+                p.audio = audio[b, :HOP * mel.shape[-1]]
 
     def _run_denoiser(self, pieces: list[_Piece], opts: SynthesisOptions) -> None:
         if opts.denoiser_strength == 0:
             return
         for batch in self._batches(pieces, lambda p: p.audio.shape[-1], equal=True):
-            longest = max(p.audio.shape[-1] for p in batch)
-            audio = torch.zeros(len(batch), longest, device=self.device, dtype=torch.float32)
-            for b, p in enumerate(batch):
-                audio[b, :p.audio.shape[-1]] = p.audio
+            audio = torch.stack([p.audio for p in batch])                 # equal lengths: no padding
             out = self._denoiser(audio, strength=opts.denoiser_strength).reshape(len(batch), -1)
             for b, p in enumerate(batch):
-                p.audio = out[b, :p.audio.shape[-1]]
+                p.audio = out[b, :audio.shape[-1]]
 
     def _collect(self, plan: _Plan, timings: StageTimings) -> list[SynthesisResult]:
         per_utt: list[list[_Piece]] = [[] for _ in plan.texts]
