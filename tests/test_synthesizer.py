@@ -90,8 +90,34 @@ def test_opus_needs_an_opus_rate_and_round_trips():
 
 def test_unknown_encoding():
     with pytest.raises(InvalidInputError) as e:
-        encode(np.zeros(4, np.float32), 22050, "MP3")
+        encode(np.zeros(4, np.float32), 22050, "AAC")
     assert e.value.field == "encoding"
+
+
+def test_mp3_round_trips_at_its_rates_only():
+    with pytest.raises(InvalidInputError) as e:
+        encode(np.zeros(100, np.float32), 96000, "MP3")
+    assert e.value.field == "sample_rate_hz"
+    t = np.arange(22050, dtype=np.float32) / 22050
+    audio = 0.3 * np.sin(2 * np.pi * 300 * t).astype(np.float32)
+    data, rate = sf.read(io.BytesIO(encode(audio, 22050, "MP3")), dtype="float32")
+    assert rate == 22050 and abs(len(data) - len(audio)) < 2000
+    assert np.std(data) == pytest.approx(np.std(audio), rel=0.1)
+    spectrum = np.abs(np.fft.rfft(data))
+    assert np.argmax(spectrum) * 22050 / len(data) == pytest.approx(300, abs=3)
+
+
+@pytest.mark.parametrize("law", ["MULAW", "ALAW"])
+def test_g711_is_one_byte_a_sample_and_concatenates(law):
+    from tts.audio import g711_decode
+    t = np.arange(8000, dtype=np.float32) / 8000
+    audio = 0.5 * np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    whole = encode(audio, 8000, law)
+    assert len(whole) == len(audio)
+    assert encode(audio[:3000], 8000, law) + encode(audio[3000:], 8000, law) == whole
+    assert np.abs(g711_decode(whole, law) - audio).max() < 0.02      # 8-bit companding: ~1/64 near full scale
+    data, rate = sf.read(io.BytesIO(encode(audio, 8000, "WAV_" + law)), dtype="float32")
+    assert rate == 8000 and np.array_equal(data, g711_decode(whole, law))
 
 
 def test_resample_keeps_duration_and_pitch():

@@ -20,7 +20,14 @@ from tts.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 #: Encodings offered by the CLI and the gRPC API (names of the proto enum).
-ENCODINGS = ("WAV", "WAV_FLOAT32", "LINEAR_PCM16", "FLOAT32", "FLAC", "OGG_OPUS")
+ENCODINGS = ("WAV", "WAV_FLOAT32", "LINEAR_PCM16", "FLOAT32", "FLAC", "OGG_OPUS", "MP3", "MULAW", "ALAW",
+             "WAV_MULAW", "WAV_ALAW")
+
+#: Headerless encodings: their bytes concatenate, so streamed chunks join into one valid stream.
+RAW_ENCODINGS = ("LINEAR_PCM16", "FLOAT32", "MULAW", "ALAW")
+
+#: Sample rates MP3 (MPEG-1/2/2.5 Layer III) accepts.
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 #: Sample rates the Opus codec accepts.
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -48,12 +55,15 @@ def encode(audio: np.ndarray, sample_rate: int, encoding: str = "WAV") -> bytes:
 
     ``LINEAR_PCM16`` and ``FLOAT32`` are headerless little-endian samples; WAV
     is 16-bit PCM, WAV_FLOAT32 32-bit float (the audio exactly); FLAC is 16-bit; OGG_OPUS needs a rate in ``OPUS_RATES``
-    (resample first).
+    and MP3 one in ``MP3_RATES`` (resample first). MULAW and ALAW are headerless 8-bit G.711 samples (as
+    telephony and Riva send them); WAV_MULAW and WAV_ALAW are the same samples in a WAV file.
     """
     if encoding == "LINEAR_PCM16":
         return to_pcm16(audio).tobytes()
     if encoding == "FLOAT32":
         return np.asarray(audio, dtype="<f4").tobytes()
+    if encoding in ("MULAW", "ALAW"):
+        return g711_encode(audio, encoding)
     import soundfile as sf
     buf = io.BytesIO()
     if encoding == "WAV":
@@ -68,10 +78,37 @@ def encode(audio: np.ndarray, sample_rate: int, encoding: str = "WAV") -> bytes:
                                     field="sample_rate_hz")
         sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate,
                  format="OGG", subtype="OPUS")
+    elif encoding == "MP3":
+        if sample_rate not in MP3_RATES:
+            raise InvalidInputError(f"MP3 needs a sample rate in {list(MP3_RATES)}, got {sample_rate}",
+                                    field="sample_rate_hz")
+        sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate,
+                 format="MP3", subtype="MPEG_LAYER_III")
+    elif encoding in ("WAV_MULAW", "WAV_ALAW"):
+        subtype = "ULAW" if encoding == "WAV_MULAW" else "ALAW"
+        sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate,
+                 format="WAV", subtype=subtype)
     else:
         raise InvalidInputError(f"encoding must be one of {list(ENCODINGS)}, got {encoding!r}",
                                 field="encoding")
     return buf.getvalue()
+
+
+def g711_encode(audio: np.ndarray, law: str) -> bytes:
+    """float [N] -> headerless 8-bit G.711 bytes (``law`` "MULAW" or "ALAW"), as libsndfile encodes them."""
+    import soundfile as sf
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), 8000, format="RAW",
+             subtype="ULAW" if law == "MULAW" else "ALAW")
+    return buf.getvalue()
+
+
+def g711_decode(data: bytes, law: str) -> np.ndarray:
+    """Inverse of ``g711_encode``: headerless G.711 bytes -> float32 [N]."""
+    import soundfile as sf
+    samples, _ = sf.read(io.BytesIO(data), dtype="float32", format="RAW", samplerate=8000, channels=1,
+                         subtype="ULAW" if law == "MULAW" else "ALAW")
+    return samples.reshape(-1)
 
 
 def _umask() -> int:
