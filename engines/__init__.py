@@ -2,7 +2,7 @@
 
 ``make_engine(kind, module, device=..., precision=...)`` returns an object
 with the same inference method as the eager module it replaces
-(``Tacotron2.infer``, ``FastSpeech.infer``, ``WaveGlow.infer``,
+(``Tacotron2.infer``, ``FastSpeech.infer``, ``WaveGlow.infer``, ``HiFiGAN.infer``,
 ``Denoiser.__call__``), so the synthesizer swaps one for the other. On the
 CPU the eager module itself is returned: it is the reference executor. A
 Griffin-Lim vocoder and its pass-through denoiser are returned as they are on
@@ -17,6 +17,7 @@ Engines (each imported lazily):
   decoder state and step), ``slot_decoder``;
 - ``waveglow``: ``WaveGlowEngine`` (folded and composed weights, fused WN
   layers, CUDA graph per shape; weights from ``waveglow_builder``);
+- ``hifigan``: ``HiFiGANEngine`` (folded weights, CUDA graph per shape);
 - ``denoiser``: ``DenoiserEngine`` (CUDA graph per shape);
 - ``fastspeech``: ``FastSpeechEngine`` (one CUDA graph per length bucket,
   ``select_bucket`` a pure function);
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 
-KINDS = ("tacotron2", "fastspeech", "waveglow", "denoiser")
+KINDS = ("tacotron2", "fastspeech", "waveglow", "hifigan", "denoiser")
 
 
 def make_engine(kind: str, module: torch.nn.Module, *, device: torch.device | str,
@@ -66,6 +67,9 @@ def make_engine(kind: str, module: torch.nn.Module, *, device: torch.device | st
     if kind == "waveglow":
         from tts.engines.waveglow import WaveGlowEngine
         return WaveGlowEngine(module, device=dev, precision=precision, cache=cache, **options)
+    if kind == "hifigan":
+        from tts.engines.hifigan import HiFiGANEngine
+        return HiFiGANEngine(module, device=dev, precision=precision, cache=cache, **options)
     if kind == "denoiser":
         from tts.engines.denoiser import DenoiserEngine
         return DenoiserEngine(module, device=dev)

@@ -318,3 +318,43 @@ def test_tts_synth_hifigan_flag_mistakes(tmp_path, capsys, args, needle):
     phrases.write_text("Hello.\n", encoding="utf-8")
     code, _, err = _run_synth([str(phrases), "--out", str(tmp_path / "o"), *args], capsys)
     assert code != 0 and needle in err, err
+
+
+# --- engine -----------------------------------------------------------------------------------
+
+def test_engine_is_the_eager_maths_on_cpu(small_ref):
+    from tts.engines import make_engine
+    from tts.engines.hifigan import HiFiGANEngine
+    ckpt = read_checkpoint(SMALL)
+    model = HiFiGAN(ckpt["config"]).eval()
+    model.load_state_dict(ckpt["generator"])
+    engine = HiFiGANEngine(model, device="cpu", precision="fp32")
+    assert model.has_weight_norm and not engine.model.has_weight_norm      # folds a copy, not the model
+    assert not engine.use_graphs
+    _close(engine.infer(_mel(small_ref), 0.6), small_ref["audio_folded"])
+    assert make_engine("hifigan", model, device="cpu", precision="fp32") is model   # the CPU runs eager
+    with pytest.raises(InvalidInputError):
+        engine.infer(torch.zeros(1, 40, 5))
+    with pytest.raises(ValueError, match="precision"):
+        HiFiGANEngine(model, device="cpu", precision="int8")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_graphs_on_cuda_match_the_reference(small_ref, precision):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from tts.engines import make_engine
+    from tts.engines.hifigan import HiFiGANEngine
+    engine = make_engine("hifigan", load_hifigan(SMALL), device="cuda", precision=precision)
+    assert isinstance(engine, HiFiGANEngine) and engine.use_graphs
+    mel = _mel(small_ref)
+    want = torch.from_numpy(small_ref["audio_folded"]).reshape(mel.size(0), -1)
+    tol = 2e-5 if precision == "fp32" else 2e-2            # fp32 is IEEE (no TF32); fp16 halves the mantissa
+    for _ in range(2):                                     # capture, then replay
+        audio = engine.infer(mel.cuda()).float().cpu()
+        assert audio.shape == want.shape
+        assert (audio - want).abs().max().item() < tol
+    for i in range(mel.size(0)):                           # a row alone: its own graph, the same audio
+        row = engine.infer(mel[i:i + 1].cuda()).float().cpu()
+        assert (row - want[i:i + 1]).abs().max().item() < tol

@@ -213,8 +213,8 @@ class Synthesizer:
             from tts.engines import make_engine
             kw = {"device": self.device, "precision": precision, "cache": engine_cache}
             self._acoustic = make_engine(voice.acoustic_kind, self._acoustic, **kw)
-            if voice.vocoder_kind == "waveglow":     # HiFi-GAN (and Griffin-Lim) run eager for now
-                self._vocoder = make_engine("waveglow", self._vocoder, **kw)
+            if voice.vocoder_kind in ("waveglow", "hifigan"):     # Griffin-Lim has no engine
+                self._vocoder = make_engine(voice.vocoder_kind, self._vocoder, **kw)
             self._denoiser = make_engine("denoiser", self._denoiser, **kw)
         elif engine == "auto" and voice.vocoder_kind == "waveglow":     # Griffin-Lim has no engine
             # CPU: the vocoder is most of the time; its engine (channels-last GEMMs, composed
