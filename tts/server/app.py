@@ -168,7 +168,8 @@ class TTSServer:
         self.metrics_port: int | None = None
         #: The bound port of the OpenAI-compatible HTTP API (None when off).
         self.http_port: int | None = None
-        self._http = None
+        #: The HTTP door (``tts.server.http.HTTPFrontEnd``) while it serves, else None.
+        self.http = None
         self._server: grpc.aio.Server | None = None
         self._servicer: TextToSpeechServicer | None = None
         self._health = None
@@ -187,7 +188,7 @@ class TTSServer:
             raise
 
     async def _abort_start(self) -> None:
-        http, self._http = self._http, None
+        http, self.http = self.http, None
         if http is not None:
             await http.close(0)
         if self._metrics_http is not None:
@@ -248,8 +249,8 @@ class TTSServer:
         if cfg.http_port is not None:
             self._bind_http()
         await server.start()
-        if self._http is not None:
-            await self._http.start()
+        if self.http is not None:
+            await self.http.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving %s on %s (port %d), metrics port %s, HTTP port %s", ", ".join(self.engine.voice_names),
@@ -261,10 +262,10 @@ class TTSServer:
         from tts.server.http import HTTPFrontEnd
 
         cfg = self.config
-        self._http = HTTPFrontEnd(self.engine, max_text_chars=cfg.max_text_chars, tokens=cfg.auth_tokens,
+        self.http = HTTPFrontEnd(self.engine, max_text_chars=cfg.max_text_chars, tokens=cfg.auth_tokens,
                                   max_body_bytes=cfg.max_receive_bytes, tls=cfg.tls, metrics=self.metrics)
         try:
-            self.http_port = self._http.bind(cfg.host, cfg.http_port)
+            self.http_port = self.http.bind(cfg.host, cfg.http_port)
         except OSError as exc:
             check_bindable(cfg.host, cfg.http_port, "HTTP", "http_port")
             raise BindError(f"cannot bind HTTP port {cfg.http_port} on {cfg.host}: {exc.strerror or exc}",
@@ -285,10 +286,10 @@ class TTSServer:
             # running ones finish. Stopping the transport with calls arriving would cancel them
             # instead (CANCELLED, which clients do not retry). A short linger answers callers that
             # raced the last reply the same way before the port closes. The HTTP door drains alike (503).
-            drains = [self._servicer.drain(grace)] + ([self._http.drain(grace)] if self._http is not None else [])
+            drains = [self._servicer.drain(grace)] + ([self.http.drain(grace)] if self.http is not None else [])
             await asyncio.gather(*drains)
             await asyncio.sleep(min(DRAIN_LINGER_S, max(0.0, grace - (loop.time() - t0))))
-        http, self._http = self._http, None
+        http, self.http = self.http, None
         await asyncio.gather(server.stop(max(0.0, grace - (loop.time() - t0))),
                              *([http.close(max(0.0, grace - (loop.time() - t0)))] if http is not None else []))
         await self.engine.close()

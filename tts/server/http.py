@@ -51,7 +51,7 @@ from tts.errors import InvalidInputError, TTSError
 from tts.server import http_models as m
 from tts.server.errors import DeadlineExpiredError, QueueFullError, ShuttingDownError
 from tts.server.interceptors import bearer_ok, request_id
-from tts.server.stream_encode import CONTENT_TYPES, STREAMED, format_rate, open_encoder
+from tts.server.stream_encode import CONTENT_TYPES, format_rate, open_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +455,7 @@ class HTTPFrontEnd:
             else:
                 logger.info("request %s: %d: %s", rid, error.status, error.message)
             raise error from None
-        headers = {"X-Sample-Rate": str(call.rate), "X-Voice": voice, "X-Audio-Streamed": str(fmt in STREAMED).lower()}
+        headers = {"X-Sample-Rate": str(call.rate), "X-Voice": voice}
         return _speech_response_class()(call, media_type=CONTENT_TYPES[fmt], headers=headers)
 
 
