@@ -226,6 +226,47 @@ def test_streaming_iter_bytes_of_the_real_engine_stream_equals_unary(oai, grpc_c
     assert len(pieces) > 1 and len(got) == len(want) and np.abs(got - want).max() <= PCM_STEP
 
 
+def test_a_client_that_leaves_mid_stream_frees_its_call_quietly(server, monkeypatch, caplog):
+    """Closing the connection after the first bytes closes the engine's stream (so its decoder rows and
+    queue slots are freed), leaves no call in flight and logs no error."""
+    closed = threading.Event()
+
+    async def endless_stream(voice, text, options, deadline=None):
+        try:
+            while True:
+                yield StreamPiece(audio=np.full(4096, 0.1, np.float32))
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    monkeypatch.setattr(server.server.engine, "stream", endless_stream)
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection((HOST, server.server.http_port), timeout=30) as sock:
+            body = json.dumps(speech_body(response_format="pcm")).encode()
+            sock.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert closed.wait(20)
+        deadline = time.monotonic() + 20
+        while server.server.http.inflight and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert server.server.http.inflight == 0
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_http_calls_share_the_engine_batches(server, fake):
+    texts = [f"Concurrent request {i}" for i in range(12)]
+    before = len(fake.batches)
+    with cf.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda t: request(server, "/v1/audio/speech",
+                                                  speech_body(input=t, response_format="pcm")), texts))
+    for t, (status, _, body) in zip(texts, results):
+        got = np.frombuffer(body, dtype="<i2").astype(np.float32) / 32767
+        assert status == 200 and np.abs(got - fake.audio_for(t)).max() <= PCM_STEP
+    sizes = fake.batches[before:]
+    assert sum(sizes) == 12 and 1 < max(sizes) <= 8          # batched by the shared dynamic batcher
+
+
 def test_voices_speed_and_voice_objects(server, oai, grpc_client, other):
     # A voice of the server by its name: its own rate.
     r = oai.audio.speech.create(model="tts-1", voice="other", input="Hi there", response_format="pcm")
@@ -562,3 +603,42 @@ def test_reference_voices_over_http_equal_grpc_unary():
             assert lengths["fs", 1.5] < lengths["fs", None]             # speed reached FastSpeech's length regulator
     finally:
         st.stop()
+
+
+# ----------------------------------------------------------------------------- the README
+
+def readme_http_block() -> str:
+    """The one runnable sh block of the README's HTTP API section, as written."""
+    from test_readme import MARKED, README, section
+
+    blocks = MARKED.findall(section(README.read_text(encoding="utf-8"), "## HTTP API (OpenAI-compatible)"))
+    runs = [code for kind, code in blocks if kind == "run"]
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.timeout(300)
+def test_readme_curl_examples_run_as_written(tmp_path):
+    """The README's block runs in bash -e: the real tts-server (bundled voice) and the curl lines, with only the
+    ports changed (free ones in place of 50051 and 8000; --metrics-port 0 in case 8002 is taken)."""
+    from test_readme import free_port, run_block
+
+    code = readme_http_block()
+    assert "curl" in code and "--host 127.0.0.1" in code and "kill %1" in code
+    grpc_port, http_port = free_port(), free_port()
+    run = (code.replace("--port 50051", f"--port {grpc_port} --metrics-port 0")
+               .replace("--http-port 8000", f"--http-port {http_port}").replace(":8000/", f":{http_port}/"))
+    assert "8000" not in run and "50051" not in run
+    r = run_block(run, tmp_path, 280)
+    assert r.returncode == 0, r.stdout
+    assert "Traceback" not in r.stdout, r.stdout
+    assert f"HTTP (OpenAI-compatible) on port {http_port}" in r.stdout
+    assert "SIGTERM received" in r.stdout and "tts-server: stopped" in r.stdout, r.stdout
+    wav, rate = sf.read(tmp_path / "hello.wav", dtype="float32")
+    assert rate == 22050 and len(wav) > 0.3 * rate
+    mp3, rate = sf.read(tmp_path / "hello.mp3", dtype="float32")
+    assert rate == 22050 and 0 <= len(mp3) - MP3_STREAM_DELAY - len(wav) <= 2 * 576
+    pcm = (tmp_path / "hello.pcm").read_bytes()
+    assert len(pcm) > 0.3 * 2 * 22050 and len(pcm) % 2 == 0
+    voices, _ = json.JSONDecoder().raw_decode(r.stdout[r.stdout.index('{"voices"'):])
+    assert voices["default_voice"] == "slt" and voices["openai_aliases"]["alloy"] == "slt"
