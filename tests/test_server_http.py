@@ -254,6 +254,37 @@ def test_a_client_that_leaves_mid_stream_frees_its_call_quietly(server, monkeypa
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
+def test_a_fault_after_the_first_bytes_cuts_the_response_short(server, monkeypatch, caplog):
+    """Once the status went out, a fault can only end the body early: the client sees an incomplete chunked
+    body (never a complete-looking file), the server logs the fault once and keeps serving."""
+    import http.client
+
+    async def failing_stream(voice, text, options, deadline=None):
+        yield StreamPiece(audio=np.full(4096, 0.1, np.float32))
+        raise RuntimeError("simulated fault in the middle of a stream")
+
+    monkeypatch.setattr(server.server.engine, "stream", failing_stream)
+    with caplog.at_level(logging.INFO):
+        conn = http.client.HTTPConnection(HOST, server.server.http_port, timeout=30)
+        try:
+            conn.request("POST", "/v1/audio/speech", body=json.dumps(speech_body(response_format="pcm")),
+                         headers={"Content-Type": "application/json", "X-Request-Id": "cut-1"})
+            r = conn.getresponse()
+            assert r.status == 200
+            with pytest.raises(http.client.IncompleteRead) as info:
+                r.read()
+            assert len(info.value.partial) == 2 * 4096
+        finally:
+            conn.close()
+        deadline = time.monotonic() + 20
+        while server.server.http.inflight and time.monotonic() < deadline:
+            time.sleep(0.01)
+    errors = [r for r in caplog.records if r.name == "tts.server.http" and r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "cut-1" in errors[0].getMessage() and errors[0].exc_info
+    monkeypatch.undo()
+    assert request(server, "/v1/audio/speech", speech_body(response_format="pcm"))[0] == 200
+
+
 def test_http_calls_share_the_engine_batches(server, fake):
     texts = [f"Concurrent request {i}" for i in range(12)]
     before = len(fake.batches)
@@ -482,12 +513,13 @@ def _openssl_cert(tmp_path: Path, name: str) -> tuple[bytes, bytes]:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-def test_tls_with_a_self_signed_certificate_and_mtls(tmp_path):
+def test_tls_with_a_self_signed_certificate_and_mtls(tmp_path, caplog):
     import ssl
 
     from tts.server.app import TLSConfig
 
     cert, key = _openssl_cert(tmp_path, "server")
+    caplog.set_level(logging.INFO)
     st = start({"fake": [FakeSynthesizer()]}, tls=TLSConfig(cert=cert, key=key))
     try:
         url = base(st, "https")
@@ -513,6 +545,7 @@ def test_tls_with_a_self_signed_certificate_and_mtls(tmp_path):
         assert request(base(st, "https"), "/health", context=ctx)[0] == 200
     finally:
         st.stop()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]   # refused handshakes: quiet
 
 
 # ----------------------------------------------------------------------------- lifecycle

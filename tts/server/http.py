@@ -46,6 +46,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import StreamingResponse
 
 from tts.errors import InvalidInputError, TTSError
 from tts.server import http_models as m
@@ -173,7 +174,6 @@ class SpeechCall:
         self.rate = format_rate(fmt, self.voice_rate)
         self.t0 = time.perf_counter()
         self.samples = 0
-        self.status = 200
         self.first_audio_s: float | None = None
         #: The last piece of the stream (normalized text; word timings once the engine sends them).
         self.last_piece = None
@@ -220,51 +220,57 @@ class SpeechCall:
 
         return resample(np.concatenate(held), self.voice_rate, self.rate)
 
-    async def finish(self, error: BaseException | None = None) -> None:
-        """Closes the engine's stream (a client that left frees its decoder rows here) and records the call."""
+    async def close(self) -> None:
+        """Closes the engine's stream: a call that ends early (failed, or its client left) frees its queue
+        slot and decoder rows here."""
         if self._closed:
             return
         self._closed = True
         if self._pieces is not None:
             with contextlib.suppress(Exception):
                 await self._pieces.aclose()
-        self.front.record(self, error)
+
+    async def finish(self, error: BaseException | None = None) -> None:
+        """The response ended (sent, cut short by ``error``, or its client left): close and record the call."""
+        if not self._closed:
+            await self.close()
+            self.front.record(self, error)
 
 
-def _speech_response_class():
-    from starlette.responses import StreamingResponse
+class SpeechResponse(StreamingResponse):
+    """Streams a ``SpeechCall`` and finishes it however the response ends (done, failed, client gone).
 
-    class SpeechResponse(StreamingResponse):
-        """Streams a ``SpeechCall`` and finishes it however the response ends (done, failed, client gone)."""
+    A failure after the status went out can only cut the response short (the
+    client sees an incomplete chunked body): it is logged here, once.
+    """
 
-        def __init__(self, call: SpeechCall, **kwargs) -> None:
-            super().__init__(self._guarded(call), **kwargs)
-            self.call = call
-            self._error: BaseException | None = None
+    def __init__(self, call: SpeechCall, **kwargs) -> None:
+        super().__init__(self._guarded(call), **kwargs)
+        self.call = call
+        self._error: BaseException | None = None
 
-        async def _guarded(self, call: SpeechCall):
-            try:
-                async for data in call.body():
-                    yield data
-            except Exception as exc:
-                self._error = exc
-                raise
+    async def _guarded(self, call: SpeechCall):
+        try:
+            async for data in call.body():
+                yield data
+        except Exception as exc:
+            self._error = exc
+            raise
 
-        async def __call__(self, scope, receive, send) -> None:
-            try:
-                await super().__call__(scope, receive, send)
-            except Exception as exc:        # noqa: BLE001 - after the status went out: cut the response short
-                exc = self._error or exc
-                if isinstance(exc, TTSError) and _mapped(exc, self.call.rid).status < 500:
-                    logger.info("request %s: stream ended early: %s", self.call.rid, exc)
-                else:
-                    logger.error("request %s: internal error while streaming; the response is cut short",
-                                 self.call.rid, exc_info=exc)
-                self._error = exc
-            finally:
-                await self.call.finish(self._error)
-
-    return SpeechResponse
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:        # noqa: BLE001 - logged, and the response is cut short
+            exc = self._error or exc
+            rid = self.call.rid
+            if isinstance(exc, OSError) or (isinstance(exc, TTSError) and _mapped(exc, rid).status < 500):
+                logger.info("request %s: response cut short: %s", rid, exc)
+            else:
+                logger.error("request %s: internal error while streaming; the response is cut short", rid,
+                             exc_info=exc)
+            self._error = exc
+        finally:
+            await self.call.finish(self._error)
 
 
 # --------------------------------------------------------------------------- the front end
@@ -376,7 +382,7 @@ class HTTPFrontEnd:
         """A speech call ended (after its response started): metrics, in-flight count."""
         total = time.perf_counter() - call.t0
         self.leave()
-        self.count(call.status if error is None else 500, total)
+        self.count(200 if error is None else 500, total)
         m_ = self.metrics
         if m_ is not None and call.samples:
             seconds = call.samples / call.rate
@@ -442,10 +448,7 @@ class HTTPFrontEnd:
         except BaseException as exc:
             error = _mapped(exc, rid) if isinstance(exc, Exception) else None
             if call is not None:
-                call._closed = True
-                if call._pieces is not None:
-                    with contextlib.suppress(Exception):
-                        await call._pieces.aclose()
+                await call.close()
             self.leave()
             if error is None:           # cancelled: the client left
                 raise
@@ -456,7 +459,7 @@ class HTTPFrontEnd:
                 logger.info("request %s: %d: %s", rid, error.status, error.message)
             raise error from None
         headers = {"X-Sample-Rate": str(call.rate), "X-Voice": voice}
-        return _speech_response_class()(call, media_type=CONTENT_TYPES[fmt], headers=headers)
+        return SpeechResponse(call, media_type=CONTENT_TYPES[fmt], headers=headers)
 
 
 # --------------------------------------------------------------------------- the app
