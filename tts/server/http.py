@@ -25,10 +25,11 @@ open), 404/405 for unknown routes, 413 for input over the text limit or a
 body over ``max_body_bytes``, 429 when the queue is full, 503 while
 draining, 500 only for a fault of the server (logged with its request id).
 
-Hook for word timings: ``SpeechCall.finish`` sees the last ``StreamPiece``
-of every call; when the engine's pieces carry word timings, that is where
-they can be collected (e.g. for OpenAI's ``stream_format: "sse"``, which
-is refused with 400 until then).
+Hook for word timings: ``SpeechCall.last_piece`` holds the last
+``StreamPiece`` of every call (set before its final bytes go out, seen by
+``SpeechCall.finish``); when the engine's pieces carry word timings, that is
+where they can be collected and sent (e.g. as events of OpenAI's
+``stream_format: "sse"``, which is refused with 400 until then).
 """
 
 from __future__ import annotations
