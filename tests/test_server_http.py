@@ -675,3 +675,16 @@ def test_readme_curl_examples_run_as_written(tmp_path):
     assert len(pcm) > 0.3 * 2 * 22050 and len(pcm) % 2 == 0
     voices, _ = json.JSONDecoder().raw_decode(r.stdout[r.stdout.index('{"voices"'):])
     assert voices["default_voice"] == "slt" and voices["openai_aliases"]["alloy"] == "slt"
+
+
+def test_readme_python_example_runs_as_written(server, tmp_path, monkeypatch):
+    """The README's OpenAI SDK example, with the port of this test's server in place of 8000."""
+    from test_readme import README, section
+
+    body = section(README.read_text(encoding="utf-8"), "## HTTP API (OpenAI-compatible)")
+    (code,) = re.findall(r"```python\n(.*?)```", body, re.S)
+    assert "127.0.0.1:8000" in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace(":8000/", f":{server.server.http_port}/"), "README.md", "exec"), {})
+    audio, rate = sf.read(tmp_path / "hello.wav")
+    assert rate == 22050 and len(audio) == 256 * len("Hello there.")
