@@ -19,19 +19,18 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import openai
 import pytest
 import soundfile as sf
 
-openai = pytest.importorskip("openai")
-
-from tts.client import TTSClient  # noqa: E402
-from tts.server.app import ServerConfig, TTSServer  # noqa: E402
-from tts.server.audio import Encoding, decode  # noqa: E402
-from tts.server.batcher import BatcherConfig  # noqa: E402
-from tts.server.http_models import FORMATS, MODELS, OPENAI_VOICES  # noqa: E402
-from tts.server.stream_encode import MP3_STREAM_DELAY  # noqa: E402
-from tts.server.testing import FakeSynthesizer, FakeVoice, ServerThread  # noqa: E402
-from tts.server.types import StreamPiece  # noqa: E402
+from tts.client import TTSClient
+from tts.server.app import ServerConfig, TTSServer
+from tts.server.audio import Encoding, decode
+from tts.server.batcher import BatcherConfig
+from tts.server.http_models import FORMATS, MODELS, OPENAI_VOICES
+from tts.server.stream_encode import MP3_STREAM_DELAY
+from tts.server.testing import FakeSynthesizer, FakeVoice, ServerThread
+from tts.server.types import StreamPiece
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -318,7 +317,8 @@ def test_voices_speed_and_voice_objects(server, oai, grpc_client, other):
 
 @pytest.mark.parametrize("voice", OPENAI_VOICES)
 def test_every_openai_voice_name_is_the_default_voice(server, voice):
-    status, headers, _ = request(server, "/v1/audio/speech", speech_body(voice=voice, input="Hi", response_format="pcm"))
+    status, headers, _ = request(server, "/v1/audio/speech",
+                                 speech_body(voice=voice, input="Hi", response_format="pcm"))
     assert status == 200 and headers["x-voice"] == "fake"
 
 
@@ -334,6 +334,8 @@ LONG_VOICE = "v" * 500
     (speech_body(input="   "), None, 400, "input", None),
     (speech_body(input="!!! ???"), None, 400, "input", None),                     # nothing speakable
     (speech_body(input=12), None, 400, "input", None),
+    (speech_body(input="a\ud800b"), None, 400, "input", None),                  # a lone surrogate escape
+    (speech_body(voice=5), None, 400, "voice", None),
     ({"model": "tts-1", "voice": "alloy"}, None, 400, "input", "missing_required_parameter"),
     (speech_body(voice="nobody"), None, 400, "voice", "voice_not_found"),
     (speech_body(voice=LONG_VOICE), None, 400, "voice", "voice_not_found"),
@@ -556,7 +558,8 @@ def test_drain_finishes_inflight_calls_and_refuses_new_ones():
     port = st.server.http_port
     try:
         with cf.ThreadPoolExecutor(2) as pool:
-            inflight = pool.submit(request, st, "/v1/audio/speech", speech_body(input="In flight", response_format="pcm"))
+            inflight = pool.submit(request, st, "/v1/audio/speech",
+                                   speech_body(input="In flight", response_format="pcm"))
             deadline = time.monotonic() + 30
             while st.server.http.inflight == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)

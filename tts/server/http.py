@@ -428,6 +428,11 @@ class HTTPFrontEnd:
         if len(req.input) > self.max_text_chars:
             raise HTTPError(413, f"input: {len(req.input)} characters is over the maximum of {self.max_text_chars}",
                             param="input", code="string_above_max_length")
+        try:
+            req.input.encode("utf-8")
+        except UnicodeEncodeError:          # JSON's lone surrogate escapes ("\ud800") are not text
+            raise HTTPError(400, "input: is not valid Unicode text (it has a lone surrogate such as \\ud800)",
+                            param="input", code="invalid_value") from None
         msg = tts_pb2.SynthesizeRequest(text=req.input, voice=voice, encoding=tts_pb2.LINEAR_PCM16)
         if req.speed is not None:
             msg.options.speaking_rate = req.speed
@@ -629,5 +634,5 @@ def build_app(front: HTTPFrontEnd):
 
 
 def new_request_id(given: str | None) -> str:
-    """The id of a request: the client's ``X-Request-Id`` (cut to 64 characters) or a new one."""
-    return (given or "")[:64] or uuid.uuid4().hex[:16]
+    """The id of a request: the client's ``X-Request-Id`` (its visible ASCII characters, at most 64) or a new one."""
+    return "".join(c for c in (given or "") if "!" <= c <= "~")[:64] or uuid.uuid4().hex[:16]
