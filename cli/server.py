@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--host", default="[::]", help="address to bind ([::] = all, 127.0.0.1 = loopback)")
     g.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port)")
     g.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1 = off)")
+    g.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                   help="also serve the OpenAI-compatible HTTP API (POST /v1/audio/speech, /docs) on this port of "
+                        "--host (0 = any free port; default: off)")
     g.add_argument("--metrics-host", default=None,
                    help="address the metrics endpoint binds (default: the --host address; 0.0.0.0 when that "
                         "is [::])")
@@ -81,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: How to get past a port that cannot be bound, by ServerConfig field.
 PORT_FLAGS = {"port": "--port; --port 0 picks a free port",
-              "metrics_port": "--metrics-port; 0 picks a free port, -1 turns metrics off"}
+              "metrics_port": "--metrics-port; 0 picks a free port, -1 turns metrics off",
+              "http_port": "--http-port; 0 picks a free port"}
 
 
 def _add_text_normalizer_argument(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +129,8 @@ def server_config(args):
         raise VoiceError(f"--port must be in 0..65535, got {args.port}")
     if not -1 <= args.metrics_port <= 65535:
         raise VoiceError(f"--metrics-port must be in -1..65535, got {args.metrics_port}")
+    if args.http_port is not None and not 0 <= args.http_port <= 65535:
+        raise VoiceError(f"--http-port must be in 0..65535, got {args.http_port}")
     return ServerConfig(
         host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_host=metrics_host(args), max_text_chars=args.max_text_chars,
@@ -135,7 +141,7 @@ def server_config(args):
         continuous=not args.no_continuous_batching, stream_chunk_frames=args.stream_chunk_frames,
         stream_overlap_frames=args.stream_overlap_frames, stream_first_chunk_frames=args.stream_first_chunk_frames,
         tls=TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
-        auth_tokens=_tokens(args), grace_s=args.grace_seconds, warmup=not args.no_warmup)
+        auth_tokens=_tokens(args), grace_s=args.grace_seconds, warmup=not args.no_warmup, http_port=args.http_port)
 
 
 def build_server(args, config=None):
@@ -176,7 +182,8 @@ async def _serve(args, config) -> None:
     server = build_server(args, config)
     port = await server.start()
     metrics = f", metrics on port {server.metrics_port}" if server.metrics_port else ""
-    print(f"{PROG}: serving on {args.host}:{port}{metrics}", flush=True)
+    http = f", HTTP (OpenAI-compatible) on port {server.http_port}" if server.http_port else ""
+    print(f"{PROG}: serving on {args.host}:{port}{metrics}{http}", flush=True)
     await server.serve_until_signal()
     print(f"{PROG}: stopped", flush=True)
 

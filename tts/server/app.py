@@ -42,7 +42,7 @@ class BindError(TTSError):
 
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)
-        #: The ServerConfig field of the port: ``port`` or ``metrics_port``.
+        #: The ServerConfig field of the port: ``port``, ``metrics_port`` or ``http_port``.
         self.field = field
 
 
@@ -127,10 +127,14 @@ class ServerConfig:
     grace_s: float = 30.0
     #: Run every voice once before reporting SERVING.
     warmup: bool = True
+    #: OpenAI-compatible HTTP API port on ``host`` (``tts.server.http``); None = off; 0 = any free port.
+    http_port: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ValueError(f"http_port must be in 0..65535, got {self.http_port}")
         if self.max_text_chars < 1:
             raise ValueError(f"max_text_chars must be >= 1, got {self.max_text_chars}")
         if self.stream_chunk_frames < 1 or self.stream_overlap_frames < 0:
@@ -143,6 +147,8 @@ def check_ports(config: ServerConfig) -> None:
     check_bindable(config.host, config.port, "gRPC", "port")
     if config.metrics_port is not None:
         check_bindable(config.metrics_host, config.metrics_port, "metrics", "metrics_port")
+    if config.http_port is not None:
+        check_bindable(config.host, config.http_port, "HTTP", "http_port")
 
 
 class TTSServer:
@@ -160,6 +166,10 @@ class TTSServer:
         self.metrics.queue_depth.labels("synthesize").set_function(lambda: self.engine.queue_depth)
         self.port: int | None = None
         self.metrics_port: int | None = None
+        #: The bound port of the OpenAI-compatible HTTP API (None when off).
+        self.http_port: int | None = None
+        #: The HTTP door (``tts.server.http.HTTPFrontEnd``) while it serves, else None.
+        self.http = None
         self._server: grpc.aio.Server | None = None
         self._servicer: TextToSpeechServicer | None = None
         self._health = None
@@ -178,6 +188,9 @@ class TTSServer:
             raise
 
     async def _abort_start(self) -> None:
+        http, self.http = self.http, None
+        if http is not None:
+            await http.close(0)
         if self._metrics_http is not None:
             self._metrics_http.close()
             self._metrics_http = None
@@ -233,12 +246,30 @@ class TTSServer:
                 raise BindError(f"cannot bind metrics port {cfg.metrics_port} on {cfg.metrics_host}: "
                                 f"{exc.strerror or exc}", field="metrics_port") from None
             self.metrics_port = self._metrics_http.port
+        if cfg.http_port is not None:
+            self._bind_http()
         await server.start()
+        if self.http is not None:
+            await self.http.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("serving %s on %s (port %d), metrics port %s", ", ".join(self.engine.voice_names),
-                    cfg.host, self.port, self.metrics_port)
+        logger.info("serving %s on %s (port %d), metrics port %s, HTTP port %s", ", ".join(self.engine.voice_names),
+                    cfg.host, self.port, self.metrics_port, self.http_port)
         return self.port
+
+    def _bind_http(self) -> None:
+        """Binds the HTTP API's port (serving starts with the gRPC server); BindError when it cannot."""
+        from tts.server.http import HTTPFrontEnd
+
+        cfg = self.config
+        self.http = HTTPFrontEnd(self.engine, max_text_chars=cfg.max_text_chars, tokens=cfg.auth_tokens,
+                                  max_body_bytes=cfg.max_receive_bytes, tls=cfg.tls, metrics=self.metrics)
+        try:
+            self.http_port = self.http.bind(cfg.host, cfg.http_port)
+        except OSError as exc:
+            check_bindable(cfg.host, cfg.http_port, "HTTP", "http_port")
+            raise BindError(f"cannot bind HTTP port {cfg.http_port} on {cfg.host}: {exc.strerror or exc}",
+                            field="http_port") from None
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish (``grace`` s), then stop everything."""
@@ -254,10 +285,13 @@ class TTSServer:
             # Our own drain first: new synthesis calls get UNAVAILABLE from the servicer while the
             # running ones finish. Stopping the transport with calls arriving would cancel them
             # instead (CANCELLED, which clients do not retry). A short linger answers callers that
-            # raced the last reply the same way before the port closes.
-            await self._servicer.drain(grace)
+            # raced the last reply the same way before the port closes. The HTTP door drains alike (503).
+            drains = [self._servicer.drain(grace)] + ([self.http.drain(grace)] if self.http is not None else [])
+            await asyncio.gather(*drains)
             await asyncio.sleep(min(DRAIN_LINGER_S, max(0.0, grace - (loop.time() - t0))))
-        await server.stop(max(0.0, grace - (loop.time() - t0)))
+        http, self.http = self.http, None
+        await asyncio.gather(server.stop(max(0.0, grace - (loop.time() - t0))),
+                             *([http.close(max(0.0, grace - (loop.time() - t0)))] if http is not None else []))
         await self.engine.close()
         if self._metrics_http is not None:
             self._metrics_http.close()

@@ -50,7 +50,8 @@ class ServerMetrics:
     def __init__(self, *, gpu_devices: Callable[[], list[int]] = lambda: []) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("tts_requests", "Finished gRPC calls by method and status code",
+        self.requests = Counter("tts_requests", "Finished calls by method (gRPC method, or http.speech) and status "
+                                "code (gRPC code name, or HTTP status)",
                                 ["method", "code"], registry=r)
         self.latency = Histogram("tts_request_latency_seconds", "Server-side latency of a call, arrival to last byte",
                                  ["method"], buckets=_LATENCY_BUCKETS, registry=r)
