@@ -243,6 +243,11 @@ def test_bad_custom_dictionary_is_invalid_argument(riva):
         assert all(w in message for w in words), message
 
 
+def test_a_valid_custom_dictionary_is_accepted_by_a_voice_without_phonemes(riva, v1):
+    r = riva.synthesize(TEXT, sample_rate_hz=0, custom_dictionary={"riva": "R IY1 V AH0"})
+    assert r.audio == v1.synthesize(TEXT, encoding="LINEAR_PCM16").audio
+
+
 def test_unknown_fields_of_newer_clients_are_ignored(riva, v1):
     r = riva.synthesize(TEXT, sample_rate_hz=0, custom_configuration={"speed": "2"})
     assert r.audio == v1.synthesize(TEXT, encoding="LINEAR_PCM16").audio
