@@ -135,6 +135,18 @@ def test_the_lexicon_sees_the_normalized_words():
     assert enc.spoken == "{D AA1 K} smith is five off" and enc.dropped == "%"
 
 
+def test_lexicon_words_in_capitals_are_not_spelled_first():
+    """The full normalizer spells "SQL" and "GPU" letter by letter; a lexicon that has them keeps them
+    words (and the rest of the sentence reads as before: "THE BOOK" in a shouted line stays words)."""
+    lex = parse_lexicon("SQL  S IY1 K W AH0 L\nGPU  JH IY1 P IY1 Y UW1\nREAD  R EH1 D\n")
+    assert encode("We use SQL on a GPU.", normalizer="full").spoken == "we use s q l on a g p u."
+    assert encode("We use SQL on a GPU.", normalizer="full", lexicon=lex).spoken == \
+        "we use {S IY1 K W AH0 L} on a {JH IY1 P IY1 Y UW1}."
+    assert encode("I READ THE BOOK", normalizer="full", lexicon=lex).spoken == "i {R EH1 D} the book"
+    assert encode("On May 5 we met", normalizer="full", lexicon=parse_lexicon("MAY  M EY1\n")).spoken == \
+        "on {M EY1} fifth we met"                    # the normalizer still reads the date in context
+
+
 # ----------------------------------------------------------------------------- what is spoken / dropped
 
 @pytest.mark.parametrize("text, normalizer, spoken, dropped", [

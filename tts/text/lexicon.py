@@ -5,7 +5,8 @@ every word of the *cleaned* text (after the normalizer and ``english_cleaners``,
 so it sees what is spoken: lower-case words, numbers and abbreviations already
 read out) and speaks a word it finds with its phonemes, as if it had been
 written as an ARPAbet ``{...}`` group. Explicit ``{...}`` groups of the text are
-never looked up.
+never looked up. The ``full`` normalizer reads a lexicon word written in capitals
+("SQL") as a word instead of spelling it, so that the lookup finds it.
 
 Two sources:
 

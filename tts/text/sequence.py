@@ -13,7 +13,8 @@ newline is like any other character (it ends up as a space after cleaning).
 
 With a ``lexicon`` (``tts.text.lexicon``), every word of the cleaned text that the
 lexicon has is spoken with its phonemes, exactly as if it had been written as a
-``{...}`` group.
+``{...}`` group (and the ``full`` normalizer reads its words written in capitals as
+words, so "SQL" in the lexicon is not spelled "s q l" first).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def encode(text: str, frontend: str = "tacotron2", normalizer: str = "dle",
             cleaned.append("{" + piece + "}")
             _group(piece.split(), ids, spoken, dropped)
         elif piece:
-            ascii_text, missing = to_ascii(normalize(piece) if full else piece, frontend)
+            ascii_text, missing = to_ascii(normalize(piece, lexicon or ()) if full else piece, frontend)
             clean = english_cleaners_ascii(ascii_text)
             cleaned.append(clean)
             if lexicon:
