@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -43,27 +44,25 @@ _VARIANT_RE = re.compile(r"^(.+)\((\d+)\)$")
 
 
 class Lexicon(Mapping[str, tuple[str, ...]]):
-    """Word (lower case) -> ARPAbet phonemes. Immutable; ``merged`` makes a new one."""
+    """Word (lower case) -> ARPAbet phonemes. Immutable; ``merged`` makes a new one (in layers, so a
+    call's few entries on top of a server's large lexicon copy nothing)."""
 
     def __init__(self, entries: Mapping[str, tuple[str, ...]] | None = None, *, source: str = "") -> None:
-        self._entries: dict[str, tuple[str, ...]] = dict(entries or {})
+        self._entries: Mapping[str, tuple[str, ...]] = dict(entries or {})
         #: Where the entries came from (file names), for messages.
         self.source = source
 
     def __getitem__(self, word: str) -> tuple[str, ...]:
         return self._entries[word]
 
+    def __contains__(self, word: object) -> bool:
+        return word in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self._entries.items())))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Lexicon) and self._entries == other._entries
 
     def __repr__(self) -> str:
         return f"Lexicon({len(self)} words{', from ' + self.source if self.source else ''})"
@@ -74,13 +73,9 @@ class Lexicon(Mapping[str, tuple[str, ...]]):
             return self
         if not self:
             return other
-        return Lexicon({**self._entries, **other._entries},
-                       source=" + ".join(s for s in (self.source, other.source) if s))
-
-    def group(self, word: str) -> str | None:
-        """``{PH ON EMES}`` for ``word`` (a cleaned, lower-case word), or None when it is not here."""
-        phonemes = self._entries.get(word)
-        return None if phonemes is None else "{" + " ".join(phonemes) + "}"
+        out = Lexicon(source=" + ".join(s for s in (self.source, other.source) if s))
+        out._entries = ChainMap(other._entries, self._entries)     # type: ignore[arg-type]
+        return out
 
 
 def _phonemes(symbols: list[str], where: str) -> tuple[str, ...]:
