@@ -207,6 +207,24 @@ def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: $TTS_ENGINE_CACHE, else $XDG_CACHE_HOME/tts-serve/engines)")
 
 
+def add_lexicon_argument(parser: argparse.ArgumentParser) -> None:
+    """``--lexicon FILE``: pronunciations of words (CMUdict lines ``WORD  AH0 B AW1 T``)."""
+    parser.add_argument("--lexicon", metavar="FILE",
+                        help="pronunciation lexicon: CMUdict-style lines 'WORD  AH0 B AW1 T' (';;;' and '#' "
+                             "comments, case-insensitive words, WORD(2) variants ignored); words of the text "
+                             "found in it are spoken with its ARPAbet phonemes")
+
+
+def lexicon_from_args(args: argparse.Namespace):
+    """The ``tts.text.lexicon.Lexicon`` of ``--lexicon`` (None without it); bad files raise
+    InvalidInputError naming the file and line."""
+    path = getattr(args, "lexicon", None)
+    if not path:
+        return None
+    from tts.text.lexicon import load_lexicon
+    return load_lexicon(path)
+
+
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per SynthesisOptions field (``--sigma``, ``--denoiser-strength``, ...); default = the voice's."""
     g = parser.add_argument_group("synthesis options (default: the voice's own)")

@@ -15,8 +15,9 @@ import os
 import signal
 import sys
 
-from tts.cli.common import (add_threads_argument, add_voice_arguments, apply_threads, engine_cache_from_args,
-                            new_parser, positive_int, run_main, voice_from_args)
+from tts.cli.common import (add_lexicon_argument, add_threads_argument, add_voice_arguments, apply_threads,
+                            engine_cache_from_args, lexicon_from_args, new_parser, positive_int, run_main,
+                            voice_from_args)
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 
 PROG = "tts-server"
@@ -36,6 +37,7 @@ def _int_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = new_parser(PROG, __doc__.split("\n\n")[0])
     add_voice_arguments(p)
+    add_lexicon_argument(p)
     p.add_argument("--extra-voice", action="append", default=[], metavar="NAME|DIR",
                    help="serve another voice (a voice folder or bundled name); repeatable")
     _add_text_normalizer_argument(p)
@@ -152,6 +154,7 @@ def build_server(args, config=None):
     from tts.voice import load_voice
 
     config = config if config is not None else server_config(args)
+    lexicon = lexicon_from_args(args)           # every voice's; a Riva call's custom_dictionary goes on top
     devices = [f"cuda:{d}" for d in args.devices] if args.devices else [args.device]
     voices = [voice_from_args(args)] + [load_voice(v) for v in args.extra_voice]
     if args.text_normalizer:
@@ -163,7 +166,8 @@ def build_server(args, config=None):
         raise VoiceError(f"two voices have the same name: {names}")
     cache = engine_cache_from_args(args)
     synths = {v.name: [Synthesizer(v, device=d, precision=args.precision, max_batch=args.max_batch_size,
-                                   max_text_chars=args.max_text_chars, engine=args.engine, engine_cache=cache)
+                                   max_text_chars=args.max_text_chars, engine=args.engine, engine_cache=cache,
+                                   lexicon=lexicon)
                        for d in devices] for v in voices}
     gpu = [int(d.split(":")[1]) for d in devices if d.startswith("cuda:")] or ([0] if args.device == "cuda" else [])
     return TTSServer(synths, config, default_voice=names[0], gpu_devices=gpu)

@@ -20,9 +20,9 @@ import logging
 import sys
 from typing import Any
 
-from tts.cli.common import (OUT_HELP, Output, add_option_arguments, add_threads_argument, add_voice_arguments,
-                            apply_threads, engine_cache_from_args, new_parser, options_from_args, positive_int,
-                            read_phrases, run_main, voice_from_args)
+from tts.cli.common import (OUT_HELP, Output, add_lexicon_argument, add_option_arguments, add_threads_argument,
+                            add_voice_arguments, apply_threads, engine_cache_from_args, lexicon_from_args,
+                            new_parser, options_from_args, positive_int, read_phrases, run_main, voice_from_args)
 from tts.errors import InvalidInputError, TTSError
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE|DIR", help=OUT_HELP)
     p.add_argument("--list-voices", action="store_true", help="print the bundled voices and exit")
     add_voice_arguments(p)
+    add_lexicon_argument(p)
     add_option_arguments(p)
     g = p.add_argument_group("run")
     g.add_argument("--batch", type=positive_int, default=1, metavar="N",
@@ -104,6 +105,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         return list_voices()
     # The inputs are checked before torch is imported and any model loads.
     options = options_from_args(args)
+    lexicon = lexicon_from_args(args)
     if args.text is not None:
         if not args.text.strip():
             raise InvalidInputError("--text is empty", field="text")
@@ -123,7 +125,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     voice = voice_from_args(args)
     synth = Synthesizer(voice, device=args.device, precision=args.precision, max_batch=args.batch,
                         max_text_chars=args.max_chars, engine=args.engine,
-                        engine_cache=engine_cache_from_args(args))
+                        engine_cache=engine_cache_from_args(args), lexicon=lexicon)
     plans = {}
     for n, text in phrases:     # every line planned (and checked) once, before any audio is made
         try:
@@ -198,6 +200,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         "phrases": len(phrases), "written": len(utterances), "failures": failures,
         "device": str(synth.device), "precision": args.precision, "batch": args.batch,
         "voice": voice.describe(), "options": resolved.as_dict(),
+        "lexicon": {"file": str(args.lexicon), "words": len(lexicon)} if lexicon else None,
         "latency_unit": "ms per batch call (all phrases of a batch share its latency)",
         "stage_share_unit": "share_of_total: the stage's time / end-to-end time; RTF (audio seconds / "
                             "compute seconds) is end to end only",

@@ -38,6 +38,7 @@ import torch
 
 from tts.errors import InvalidInputError
 from tts.options import DEFAULT_MAX_TEXT_CHARS, REFERENCE_DEFAULTS, SynthesisOptions
+from tts.text.lexicon import Lexicon, as_lexicon
 from tts.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ class SynthesisResult:
 
     #: The input text.
     text: str
-    #: The cleaned text actually spoken (pieces joined by a space).
+    #: The cleaned text actually spoken (pieces joined by a space): characters with no symbol left
+    #: out, lexicon words as ``{...}`` phoneme groups.
     normalized_text: str
     #: float32 [N] audio, not normalised.
     audio: np.ndarray
@@ -131,6 +133,7 @@ class _Piece:
     audio: torch.Tensor | None = None    # [N] float32
     hit_max: bool = False
     text_normalizer: str = "dle"         # the plan's, for re-encoding halves of the piece
+    lexicon: Lexicon | None = None       # the plan's, likewise
 
 
 @dataclass(frozen=True)
@@ -141,12 +144,14 @@ class TextPlan:
     text: str
     #: Per speakable piece, in order: (piece text, symbol ids).
     pieces: tuple[tuple[str, tuple[int, ...]], ...]
-    #: Per speakable piece: the cleaned text it speaks.
+    #: Per speakable piece: the cleaned text it speaks (``EncodedText.spoken``).
     cleaned: tuple[str, ...]
     #: Characters of the input that have no symbol and are not spoken.
     dropped: str = ""
     #: The text normalizer it was read with (``full`` or ``dle``, see ``tts.text.NORMALIZERS``).
     text_normalizer: str = "dle"
+    #: The lexicon it was read with (the synthesizer's and the call's), or None.
+    lexicon: Lexicon | None = field(default=None, compare=False, repr=False)
 
     @property
     def normalized_text(self) -> str:
@@ -157,7 +162,7 @@ class TextPlan:
         pieces with other calls). Each part speaks exactly what its pieces speak in the whole plan
         (batching never changes a piece's audio), unless the call draws noise from a ``seed``."""
         return [TextPlan(" ".join(t for t, _ in self.pieces[i:i + size]), self.pieces[i:i + size],
-                         self.cleaned[i:i + size], "", self.text_normalizer)
+                         self.cleaned[i:i + size], "", self.text_normalizer, self.lexicon)
                 for i in range(0, len(self.pieces), size)]
 
 
@@ -178,11 +183,13 @@ class Synthesizer:
     text pieces per acoustic/vocoder batch. ``max_text_chars``: longest text
     accepted. ``max_piece_chars``: longer text is split into pieces of at most
     this many characters at sentence, then clause, then word boundaries.
+    ``lexicon``: pronunciations (``tts.text.lexicon``: a ``Lexicon``, a file path, or a
+    mapping word -> "PH ON EMES"); default: the voice's ``lexicon``.
     """
 
     def __init__(self, voice: Voice, *, device: str = "cpu", precision: str = "fp32",
                  max_batch: int = 8, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_piece_chars: int = 256,
-                 engine: str = "auto", engine_cache: Any = "auto") -> None:
+                 engine: str = "auto", engine_cache: Any = "auto", lexicon: Any = None) -> None:
         if engine not in ENGINES:
             raise InvalidInputError(f"engine must be one of {list(ENGINES)}, got {engine!r}", field="engine")
         if precision not in PRECISIONS:
@@ -197,6 +204,9 @@ class Synthesizer:
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise InvalidInputError(f"{name} must be an integer >= {lo}, got {value!r}", field=name)
         self.voice = voice
+        #: Pronunciations every text of this synthesizer is read with (None: none).
+        self.lexicon: Lexicon | None = (as_lexicon(lexicon) if lexicon is not None
+                                        else getattr(voice, "lexicon", None))
         self.precision = precision
         self.max_batch = max_batch
         self.max_text_chars = max_text_chars
@@ -224,17 +234,20 @@ class Synthesizer:
 
     # ------------------------------------------------------------------ public
 
-    def check_text(self, text: object, options: SynthesisOptions | None = None) -> TextPlan:
+    def check_text(self, text: object, options: SynthesisOptions | None = None, *,
+                   lexicon: Lexicon | None = None) -> TextPlan:
         """Raise InvalidInputError(field="text") for text this synthesizer will not speak; else its plan."""
-        return self.plan(text, options)
+        return self.plan(text, options, lexicon=lexicon)
 
-    def plan(self, text: object, options: SynthesisOptions | None = None) -> TextPlan:
+    def plan(self, text: object, options: SynthesisOptions | None = None, *,
+             lexicon: Lexicon | None = None) -> TextPlan:
         """Validates and plans one text (split into pieces, normalized, cleaned, encoded): the only text
         work of a request. ``options``: the call's options, of which planning reads ``text_normalizer``
-        (None: the voice's default). Raises InvalidInputError(field="text") for text this synthesizer
-        will not speak."""
+        (None: the voice's default). ``lexicon``: the call's own pronunciations, on top of the
+        synthesizer's. Raises InvalidInputError(field="text") for text this synthesizer will not speak."""
         self._check_shape(text)
-        return self._plan_one(text, self._text_normalizer(options))
+        merged = self.lexicon.merged(lexicon) if self.lexicon is not None else lexicon
+        return self._plan_one(text, self._text_normalizer(options), merged or None)
 
     def _text_normalizer(self, options: SynthesisOptions | None) -> str:
         chosen = options.text_normalizer if options is not None else None
@@ -331,15 +344,15 @@ class Synthesizer:
         from tts.text import split_text
         return split_text(text, self.max_piece_chars)
 
-    def _encode(self, piece: str, text_normalizer: str) -> tuple[list[int], str, str]:
+    def _encode(self, piece: str, text_normalizer: str, lexicon: Lexicon | None) -> tuple[list[int], str, str]:
         from tts.text import encode
-        enc = encode(piece, self.voice.frontend, text_normalizer)
-        return list(enc.ids), enc.cleaned, enc.dropped
+        enc = encode(piece, self.voice.frontend, text_normalizer, lexicon)
+        return list(enc.ids), enc.spoken, enc.dropped
 
-    def _plan_one(self, text: str, text_normalizer: str) -> TextPlan:
+    def _plan_one(self, text: str, text_normalizer: str, lexicon: Lexicon | None = None) -> TextPlan:
         pieces, cleaned, dropped = [], [], []
         for piece in self._split(text):
-            ids, clean, drop = self._encode(piece, text_normalizer)
+            ids, clean, drop = self._encode(piece, text_normalizer, lexicon)
             dropped.append(drop)
             if _speakable(ids):
                 pieces.append((piece, tuple(ids)))
@@ -347,7 +360,7 @@ class Synthesizer:
         if not pieces:
             raise InvalidInputError("text has nothing speakable: none of its characters is in the voice's "
                                     "symbol set", field="text")
-        plan = TextPlan(text, tuple(pieces), tuple(cleaned), "".join(dropped), text_normalizer)
+        plan = TextPlan(text, tuple(pieces), tuple(cleaned), "".join(dropped), text_normalizer, lexicon)
         if plan.dropped:   # reported to the caller in SynthesisResult.dropped
             logger.debug("characters with no symbol were not spoken: %r", plan.dropped)
         return plan
@@ -355,7 +368,8 @@ class Synthesizer:
     def _pieces(self, plans: list[TextPlan]) -> _Plan:
         plan = _Plan([p.text for p in plans])
         for i, tp in enumerate(plans):
-            plan.pieces.extend(_Piece(i, (k,), text, list(ids), text_normalizer=tp.text_normalizer)
+            plan.pieces.extend(_Piece(i, (k,), text, list(ids), text_normalizer=tp.text_normalizer,
+                                      lexicon=tp.lexicon)
                                for k, (text, ids) in enumerate(tp.pieces))
             plan.cleaned.append(list(tp.cleaned))
             plan.dropped.append(tp.dropped)
@@ -450,9 +464,10 @@ class Synthesizer:
         halves = [" ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])]
         out = []
         for j, h in enumerate(halves):
-            ids, _, _ = self._encode(h, piece.text_normalizer)
+            ids, _, _ = self._encode(h, piece.text_normalizer, piece.lexicon)
             if _speakable(ids):
-                out.append(_Piece(piece.utt, (*piece.key, j), h, ids, text_normalizer=piece.text_normalizer))
+                out.append(_Piece(piece.utt, (*piece.key, j), h, ids, text_normalizer=piece.text_normalizer,
+                                  lexicon=piece.lexicon))
         return out
 
     def _run_vocoder(self, pieces: list[_Piece], opts: SynthesisOptions,

@@ -37,6 +37,7 @@ import torch
 
 from tts.errors import InvalidInputError, TTSError, VoiceError
 from tts.options import REFERENCE_DEFAULTS, SynthesisOptions
+from tts.text.lexicon import Lexicon, as_lexicon
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Voice:
     defaults: SynthesisOptions = field(default_factory=lambda: REFERENCE_DEFAULTS)
     #: Where each model came from, for reports.
     sources: dict[str, str] = field(default_factory=dict)
+    #: Pronunciations its texts are read with (``tts.text.lexicon``); None = none.
+    lexicon: Lexicon | None = None
     _denoiser: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -250,9 +253,12 @@ def bundled_voices() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / MANIFEST).is_file())
 
 
-def load_voice(name_or_dir: str) -> Voice:
-    """``--voice NAME|DIR``: a folder with a manifest, or the name of a bundled voice."""
-    return Voice.from_dir(_voice_dir(name_or_dir))
+def load_voice(name_or_dir: str, *, lexicon: Lexicon | str | os.PathLike[str] | None = None) -> Voice:
+    """``--voice NAME|DIR``: a folder with a manifest, or the name of a bundled voice. ``lexicon``: its
+    pronunciations (a ``Lexicon`` or a lexicon file, see ``tts.text.lexicon``)."""
+    voice = Voice.from_dir(_voice_dir(name_or_dir))
+    voice.lexicon = as_lexicon(lexicon)
+    return voice
 
 
 def _voice_dir(name_or_dir: str) -> Path:

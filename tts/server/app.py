@@ -1,4 +1,5 @@
-"""Assembles and runs the gRPC server: servicer, health, reflection, metrics, TLS, auth, drain.
+"""Assembles and runs the gRPC server: servicers (tts.v1 and Riva's TTS API), health, reflection, metrics,
+TLS, auth, drain.
 
 ``TTSServer`` is what tests start on loopback and what ``tts-server`` runs.
 Startup order: the engine is started and warmed up, then the server binds
@@ -25,7 +26,9 @@ from tts.server.batcher import BatcherConfig
 from tts.server.engine import ServingEngine
 from tts.server.interceptors import ServingInterceptor
 from tts.server.metrics import MetricsHTTPServer, ServerMetrics
-from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
+from tts.server.proto_gen import riva_tts_pb2_grpc, tts_pb2, tts_pb2_grpc
+from tts.server.riva import SERVICE_NAME as RIVA_SERVICE_NAME
+from tts.server.riva import RivaSpeechSynthesisServicer
 from tts.server.servicer import TextToSpeechServicer
 
 logger = logging.getLogger(__name__)
@@ -218,6 +221,8 @@ class TTSServer:
             interceptors=[ServingInterceptor(tokens=cfg.auth_tokens, metrics=self.metrics)], options=options)
         self._servicer = TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics)
         tts_pb2_grpc.add_TextToSpeechServicer_to_server(self._servicer, server)
+        riva = RivaSpeechSynthesisServicer(self._servicer)      # Riva's TTS API, same engine and limits
+        riva_tts_pb2_grpc.add_RivaSpeechSynthesisServicer_to_server(riva, server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -253,6 +258,7 @@ class TTSServer:
             await self.http.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(RIVA_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving %s on %s (port %d), metrics port %s, HTTP port %s", ", ".join(self.engine.voice_names),
                     cfg.host, self.port, self.metrics_port, self.http_port)
         return self.port

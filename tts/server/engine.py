@@ -166,10 +166,12 @@ class ServingEngine:
                 sched.warmup()              # the slot decoder's graphs (no-op without them)
 
     # --------------------------------------------------------------- checks
-    def check_text(self, voice: str, text: str, options: SynthesisOptions | None = None):
+    def check_text(self, voice: str, text: str, options: SynthesisOptions | None = None, *, lexicon=None):
         """Raises InvalidInputError(field='text') for text the voice cannot speak; returns the text's
         plan (``tts.synthesizer.TextPlan``: the request's only text planning, read with the call's
-        ``text_normalizer``), or None from a fake."""
+        ``text_normalizer`` and, on top of the server's, the call's ``lexicon``), or None from a fake."""
+        if lexicon is not None:
+            return self.synthesizers[voice][0].check_text(text, options, lexicon=lexicon)
         return self.synthesizers[voice][0].check_text(text, options)
 
     # ------------------------------------------------------------------ unary

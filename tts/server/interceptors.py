@@ -168,7 +168,27 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 unary_stream, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
 
-        # Streaming-request methods (reflection): only auth applies.
+        if handler.stream_stream is not None and track:      # Riva's SynthesizeOnline
+            inner_bidi = handler.stream_stream
+
+            async def stream_stream(request_iterator, context):
+                started = None
+                try:
+                    started = begin(context)
+                    async for item in inner_bidi(request_iterator, context):
+                        yield item
+                except asyncio.CancelledError:
+                    finish(context, started, cancelled_code(context))
+                    raise
+                except Exception as exc:  # noqa: BLE001 - mapped in status_for
+                    await fail(context, exc, started)
+                finish(context, started, grpc.StatusCode.OK)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+        # Other streaming-request methods (reflection): only auth applies.
         if not authorized:
             async def deny(request_iterator, context):
                 request_id.set(rid)

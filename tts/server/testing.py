@@ -49,7 +49,8 @@ class FakeSynthesizer:
     def sample_rate(self) -> int:
         return self.voice.sample_rate
 
-    def check_text(self, text: str, options: SynthesisOptions | None = None) -> None:
+    def check_text(self, text: str, options: SynthesisOptions | None = None, *, lexicon=None) -> None:
+        """Like ``Synthesizer.check_text``; a ``lexicon`` is accepted and not used (the fake speaks no phonemes)."""
         if not text.strip():
             raise InvalidInputError("text is empty", field="text")
         if not any(c.isalnum() for c in text):

@@ -24,6 +24,7 @@ numerals, symbols).
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 
 from unidecode import unidecode
 
@@ -287,10 +288,12 @@ def _is_shouting(text: str) -> bool:
     return caps >= 3 and caps >= 0.6 * len(_WORD_RE.findall(text))
 
 
-def _word(m: re.Match, shout: bool) -> str:
+def _word(m: re.Match, shout: bool, keep: Container[str] = ()) -> str:
     kind = m.lastgroup
     s = m.string
     g = m.group()
+    if keep and kind in ("caps", "roman") and g.lower().replace("’", "'") in keep:
+        return g.lower().replace("’", "'")       # a lexicon word ("SQL"): read as a word, never spelled
     if kind == "caps":
         return _caps(m, s, shout)
     if kind == "abbr":
@@ -332,10 +335,12 @@ _SPACES_RE = re.compile(r"[ \t]{2,}")
 _SPACE_PUNCT_RE = re.compile(r" +(?=[,.;:!?](?:\s|$))")
 
 
-def normalize(text: str) -> str:
+def normalize(text: str, keep: Container[str] = ()) -> str:
     """``text`` with its written forms in words (the ``full`` normalizer), ready for the cleaners.
 
     Leading and trailing whitespace is kept as it is; what cannot be read is left in place.
+    ``keep``: lower-case words (a pronunciation lexicon's) that are read as words when written in
+    capitals, rather than spelled letter by letter or read as Roman numerals.
     """
     core = text.strip()
     if not core:
@@ -349,6 +354,6 @@ def normalize(text: str) -> str:
     if _DIGIT_RE.search(core):
         core = expand_numeric(core)
     shout = _is_shouting(core)
-    core = _WORDS_RE.sub(lambda m: _word(m, shout), core)
+    core = _WORDS_RE.sub(lambda m: _word(m, shout, keep), core)
     core = _SPACE_PUNCT_RE.sub("", _SPACES_RE.sub(" ", core)).strip()
     return lead + core + trail
