@@ -473,6 +473,22 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def speedup_lines(rows: list[dict[str, Any]]) -> str:
+    """One line per shape: the engines' end-to-end time against each baseline of the run."""
+    by = {(r["backend"], r["batch"], r["input_length"]): r for r in rows if r["component"] == "end to end"}
+    lines = []
+    for (backend, b, n), r in by.items():
+        if backend != "engine":
+            continue
+        parts = [f"end to end, batch {b}, {n} characters: engines {r['avg_ms']:.3g} ms"]
+        for base, key in (("torchscript", "speedup_torchscript"), ("eager", "speedup")):
+            if (base, b, n) in by and isinstance(r.get(key), float):
+                parts.append(f"{r[key]:.3g}x vs {'TorchScript' if base == 'torchscript' else 'eager'} "
+                             f"({by[(base, b, n)]['avg_ms']:.3g} ms)")
+        lines.append(", ".join(parts))
+    return "\n".join(lines)
+
+
 def write_outputs(path: str, result: dict[str, Any]) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -565,6 +581,7 @@ def _body(args) -> int:
                 file=sys.stderr, flush=True)
     shown = [r for r in rows if r["component"] == "end to end"] if args.walk else rows
     print(format_rows(shown))
+    print(speedup_lines(rows))
     result: dict[str, Any] = {"environment": environment(device), "command": " ".join(sys.argv),
                               "acoustic": models.kind, "random_weights": models.random, "size": args.size,
                               "num_frames": num_frames, "precision": precision, "baselines": baselines,

@@ -40,6 +40,8 @@ def test_bench_tiny_tacotron2_writes_json_and_csv(tmp_path, capsys):
     assert header.startswith("component,backend,batch") and "speedup_torchscript" in header
     out = capsys.readouterr().out
     assert "Avg latency (ms)" in out and "Speed-up vs TorchScript" in out and "torchscript vs eager" in out
+    assert f"end to end, batch 2, 24 characters: engines {e2e['avg_ms']:.3g} ms, " \
+           f"{e2e['speedup_torchscript']:.3g}x vs TorchScript ({ts['avg_ms']:.3g} ms), {e2e['speedup']:.3g}x vs eager" in out
 
 
 def test_bench_baseline_flag_and_fastspeech_has_no_torchscript_baseline(tmp_path, capsys):
