@@ -23,7 +23,11 @@ A raw folder is named ``MACHINE-YYYY-MM-DD`` (``raw/h100-2026-11-22``) and holds
 
 A record is keyed by (figure, GPU, batch, precision, input, concurrency); collecting a folder
 replaces the records with the same key. Every ratio is against a baseline measured in the same
-run, or absent. Standard library only.
+run, or absent. A ``tts-bench`` record carries both of its baselines: ``baseline_torchscript``
+(NVIDIA's ``inference.py`` as it runs, ``torch.jit.script`` of Tacotron2 and WaveGlow) and
+``baseline_eager`` (the same models without TorchScript), each with its ratio; the headline
+``baseline``/``ratio`` is TorchScript's where the run measured it (Tacotron2 runs since the
+baseline exists), else eager's. Standard library only.
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ BEGIN = "<!-- results:begin (written by benchmarks/collect.py from results.json;
 END = "<!-- results:end -->"
 #: The fields every record has (``None`` where a figure has no such thing, e.g. a server's batch).
 REQUIRED = ("figure", "name", "value", "unit", "better", "gpu", "versions", "batch", "precision", "input",
-            "concurrency", "command", "baseline", "baseline_value", "ratio", "date", "source")
+            "concurrency", "command", "baseline", "baseline_value", "ratio", "baseline_torchscript",
+            "ratio_torchscript", "baseline_eager", "ratio_eager", "date", "source")
+#: Names of the two inference baselines in records and the table.
+TORCHSCRIPT = "TorchScript (DLE inference.py)"
+EAGER = "eager PyTorch"
 VERSION_KEYS = ("python", "torch", "cuda", "triton", "driver")
 #: Table order.
 FIGURES = ("e2e_tacotron2", "decoder_step", "decoder_step_alone", "waveglow", "e2e_fastspeech",
@@ -166,16 +174,29 @@ class Run:
     def record(self, figure: str, name: str, value: float, unit: str, better: str, *, batch: int | None,
                precision: str | None, input: str, baseline: str | None = None,
                baseline_value: float | None = None, concurrency: int | None = None, note: str = "",
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, torchscript: float | None = None, eager: float | None = None) -> dict:
+        """One record. ``torchscript``/``eager``: the inference baselines of the same run; the
+        headline baseline is TorchScript's when given, else ``baseline`` (eager's when
+        ``baseline`` is None and ``eager`` is given)."""
         value, baseline_value = sig(value), sig(baseline_value)
-        ratio = None
-        if baseline_value is not None and value:
-            ratio = baseline_value / value if better == "lower" else value / baseline_value
+        torchscript, eager = sig(torchscript), sig(eager)
+
+        def ratio_of(base: float | None) -> float | None:
+            if base is None or not value:
+                return None
+            return sig(base / value if better == "lower" else value / base, 3)
+
+        if torchscript is not None:
+            baseline, baseline_value = TORCHSCRIPT, torchscript
+        elif baseline_value is None and eager is not None:
+            baseline, baseline_value = EAGER, eager
         rec = {"figure": figure, "name": name, "value": value, "unit": unit, "better": better,
                "gpu": self.gpu, "versions": self.versions, "batch": batch, "precision": precision,
                "input": input, "concurrency": concurrency, "command": self.command,
                "baseline": baseline if baseline_value is not None else None, "baseline_value": baseline_value,
-               "ratio": sig(ratio, 3), "date": self.date, "source": self.source, "note": note}
+               "ratio": ratio_of(baseline_value), "baseline_torchscript": torchscript,
+               "ratio_torchscript": ratio_of(torchscript), "baseline_eager": eager, "ratio_eager": ratio_of(eager),
+               "date": self.date, "source": self.source, "note": note}
         if extra:
             rec["extra"] = extra
         return rec
@@ -231,6 +252,9 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
     verify = [{k: sig(v[k]) if isinstance(v[k], float) else v[k]
                for k in ("engine_precision", "mel_max_abs_err", "audio_snr_db", "mel_ok", "audio_ok")}
               for v in doc.get("verify", [])]
+    verify_baselines = [{k: sig(v[k]) if isinstance(v[k], float) else v[k]
+                         for k in ("precision", "mel_max_abs_diff", "audio_max_abs_diff", "ok")}
+                        for v in doc.get("verify_baselines", [])]
     if doc["acoustic"] == "tacotron2":
         figures = [("e2e_tacotron2", "Tacotron2 + WaveGlow + denoiser, end to end", "end to end", "avg_ms", "ms"),
                    ("decoder_step", "Tacotron2 decoder step", "decoder", "us_per_step", "us"),
@@ -241,6 +265,7 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
     for b, n in shapes:
         for figure, name, comp, key, unit in figures:
             eng, eag = rows.get((comp, "engine", b, n)), rows.get((comp, "eager", b, n))
+            ts = rows.get((comp, "torchscript", b, n))
             if eng is None or eng.get(key) in (None, ""):
                 continue
             frames = eng.get("avg_mel_frames")
@@ -259,9 +284,13 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
                      "unit": "ms"}
             if comp == "end to end" and verify:
                 extra["verify"] = verify
+            if comp == "end to end" and verify_baselines:
+                extra["verify_torchscript_vs_eager"] = verify_baselines
+            if doc.get("baseline_fp16"):
+                extra["baseline_fp16"] = doc["baseline_fp16"]
             out.append(run.record(figure, name, eng[key], unit, "lower", batch=b, precision=prec, input=inp,
-                                  baseline="eager PyTorch" if eag else None,
-                                  baseline_value=eag.get(key) if eag else None, note=note, extra=extra))
+                                  torchscript=ts.get(key) if ts else None, eager=eag.get(key) if eag else None,
+                                  note=note, extra=extra))
     return out
 
 
@@ -325,8 +354,7 @@ def from_decoder_step(run: Run, doc: dict) -> list[dict]:
     return [run.record("decoder_step_alone", "Tacotron2 decoder step, decode alone", r["engine_us_per_step"], "us",
                        "lower", batch=r["batch"], precision=doc["precision"],
                        input=f"{doc['input_length']} characters, {doc['steps']} decoder steps",
-                       baseline="eager PyTorch" if r.get("eager_us_per_step") else None,
-                       baseline_value=r.get("eager_us_per_step")) for r in doc["rows"]]
+                       eager=r.get("eager_us_per_step")) for r in doc["rows"]]
 
 
 def from_t2_train(run: Run, doc: dict) -> list[dict]:
@@ -452,20 +480,33 @@ def versions_text(v: dict) -> str:
     return text
 
 
+def _versus(ratio: float | None, base: float | None, unit: str, bold: bool) -> str:
+    if not ratio or base is None:
+        return "-"
+    r = f"{ratio:.1f}x"
+    return f"{'**' + r + '**' if bold else r} ({with_unit(base, unit)})"
+
+
 def render(records: list[dict]) -> str:
-    """The Markdown between the markers: the table, then one line per run (versions, command, raw file)."""
+    """The Markdown between the markers: the table (the headline ratio first: against TorchScript,
+    NVIDIA's ``inference.py``, where the run measured it), then one line per run (versions,
+    command, raw file)."""
     runs: dict[str, int] = {}
     lines = [BEGIN, "",
-             "| Figure | GPU | Batch | Precision | Input | Result | Baseline (same run) | Ratio | Run |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| Figure | GPU | Batch | Precision | Input | Result | vs TorchScript (same run) | vs eager (same run) "
+             "| Other baseline (same run) | Run |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sort_records(records):
         n = runs.setdefault(r["source"], len(runs) + 1)
         result = with_unit(r["value"], r["unit"]) + (f" ({r['note']})" if r.get("note") else "")
-        base = f"{r['baseline']}: {with_unit(r['baseline_value'], r['unit'])}" if r["baseline_value"] else "none"
-        ratio = f"**{r['ratio']:.1f}x**" if r["ratio"] else "-"
+        ts = _versus(r["ratio_torchscript"], r["baseline_torchscript"], r["unit"], True)
+        eager = _versus(r["ratio_eager"], r["baseline_eager"], r["unit"], r["baseline"] == EAGER)
+        other = "-"
+        if r["baseline_value"] and r["baseline"] not in (TORCHSCRIPT, EAGER):
+            other = f"{r['baseline']}: {with_unit(r['baseline_value'], r['unit'])}, **{r['ratio']:.1f}x**"
         gpu = r["gpu"].replace("NVIDIA ", "")
         lines.append(f"| {r['name']} | {gpu} | {r['batch'] if r['batch'] is not None else '-'} | "
-                     f"{r['precision'] or '-'} | {r['input']} | {result} | {base} | {ratio} | {n} |")
+                     f"{r['precision'] or '-'} | {r['input']} | {result} | {ts} | {eager} | {other} | {n} |")
     lines += ["", "Runs (date, GPU, versions, exact command, raw file):", ""]
     by_source = {r["source"]: r for r in records}
     for source, n in runs.items():
@@ -483,7 +524,8 @@ def current_table(readme: str) -> str:
     return readme[i:j + len(END)]
 
 
-def write_readme(records: list[dict], path: Path = README) -> None:
+def write_readme(records: list[dict], path: Path | None = None) -> None:
+    path = README if path is None else path
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace(current_table(text), render(records)), encoding="utf-8")
 

@@ -1,10 +1,18 @@
-"""tts-bench: latency percentiles and RTF per component and end to end, engines vs eager.
+"""tts-bench: latency percentiles and RTF per component and end to end, engines vs baselines.
 
-Every figure of an engine is given with the eager PyTorch baseline measured
-in the same run (``speedup``). Without checkpoints the models are random
-weights of NVIDIA's real sizes (``--size ngc``) or tiny ones (``--size tiny``,
-for CI). ``--server HOST:PORT`` measures a running server instead
-(``tts.cli.bench_server``).
+Every figure of an engine is given with the baselines measured in the same run:
+
+``torchscript``
+    NVIDIA DeepLearningExamples' ``inference.py`` as it runs: Tacotron2 and WaveGlow compiled by
+    ``torch.jit.script`` (``forward = infer``; ``tts.models.scripted``, which states the facts),
+    the denoiser eager, fp16 by ``.half()`` of the models. Tacotron2 voices only: DLE's
+    FastSpeech has no TorchScript path. ``speedup_torchscript``, the headline ratio.
+``eager``
+    The same models and casts without TorchScript (``speedup``).
+
+``--baseline`` picks them (default ``both``, on CPU too). Without checkpoints the models are
+random weights of NVIDIA's real sizes (``--size ngc``) or tiny ones (``--size tiny``, for CI).
+``--server HOST:PORT`` measures a running server instead (``tts.cli.bench_server``).
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ COLUMNS = [
     ("component", "Component"), ("backend", "Backend"), ("batch", "Batch size"),
     ("input_length", "Input length"), ("precision", "Precision"), ("avg_ms", "Avg latency (ms)"),
     ("std_ms", "Latency std (ms)"), ("p50_ms", "p50 (ms)"), ("p90_ms", "p90 (ms)"), ("p95_ms", "p95 (ms)"),
-    ("p99_ms", "p99 (ms)"), ("samples_per_s", "Throughput (samples/s)"), ("speedup", "Speed-up vs eager"),
+    ("p99_ms", "p99 (ms)"), ("samples_per_s", "Throughput (samples/s)"),
+    ("speedup_torchscript", "Speed-up vs TorchScript"), ("speedup", "Speed-up vs eager"),
     ("avg_mel_frames", "Avg mel-spec length"), ("avg_audio_s", "Avg audio length (s)"),
     ("rtf_stream", "RTF/stream"), ("rtf_aggregate", "RTF aggregate"), ("us_per_step", "us/decoder step"),
 ]
@@ -77,7 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Tacotron2 decoder step: fused Triton kernels or PyTorch ops (default: auto)")
     g.add_argument("--steps-per-replay", type=positive_int, default=16,
                    help="Tacotron2 decoder steps per CUDA-graph replay (even; default: 16)")
-    g.add_argument("--no-eager", action="store_true", help="skip the eager baseline (no speed-up column)")
+    g.add_argument("--baseline", choices=["both", "torchscript", "eager", "none"], default="both",
+                   help="baselines measured beside the engines: torchscript (DLE inference.py: torch.jit.script "
+                        "of Tacotron2 and WaveGlow), eager, both (default) or none; FastSpeech has no "
+                        "TorchScript baseline (DLE's does not script it)")
+    g.add_argument("--eager-fp16", choices=["half", "autocast"], default="half",
+                   help="how the baselines run fp16 Tacotron2/FastSpeech: half (model.half(), as DLE's "
+                        "inference.py; default) or autocast (fp32 weights under torch.autocast)")
+    g.add_argument("--no-eager", action="store_true", help="skip the eager baseline (same as --baseline torchscript)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     g.add_argument("--server", metavar="HOST:PORT",
                    help="benchmark a running tts-server instead (see tts-bench --server X --help)")
@@ -169,8 +185,19 @@ def load_models(args) -> Models:
 
 # ----------------------------------------------------------------------------- pipelines
 
+#: The baselines of ``--baseline``, in measuring order.
+BASELINES = {"both": ("eager", "torchscript"), "eager": ("eager",), "torchscript": ("torchscript",), "none": ()}
+
+
 class Pipeline:
-    """One backend's executors of every stage, on one device and precision."""
+    """One backend's executors of every stage, on one device and precision.
+
+    ``eager``: this package's modules as they are; ``torchscript``: the same modules (copies) in
+    the TorchScript wrappers of ``tts.models.scripted``, compiled by ``torch.jit.script`` as DLE's
+    ``inference.py`` does; ``engine``: the engines of ``tts.engines``. At fp16 both baselines cast
+    Tacotron2/FastSpeech and WaveGlow with ``.half()`` (``eager_fp16="half"``, DLE's way; or keep
+    fp32 weights under autocast) and run the denoiser in float32 on ``audio.float()``.
+    """
 
     def __init__(self, name: str, models: Models, device, precision: str, args) -> None:
         import torch
@@ -178,13 +205,17 @@ class Pipeline:
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.kind = models.kind
         self.frontend = models.frontend
+        self.scripted_vocoder = False
         acoustic = copy.deepcopy(models.acoustic).to(device).eval()
         vocoder = copy.deepcopy(models.vocoder).to(device).eval()
-        if name == "eager":
-            self.acoustic = acoustic
+        if name in ("eager", "torchscript"):
+            half = precision == "fp16" and getattr(args, "eager_fp16", "half") == "half"
+            self.acoustic = acoustic.to(self.dtype) if half else acoustic
+            self.autocast = precision == "fp16" and not half
             self.vocoder = vocoder.to(self.dtype)
             self.denoiser = copy.deepcopy(models.denoiser).to(device).float().eval()
-            self.autocast = precision == "fp16"
+            if name == "torchscript":
+                self._script(models)
         else:
             from tts.engines.waveglow import DenoiserEngine, WaveGlowEngine
             if self.kind == "tacotron2":
@@ -204,6 +235,24 @@ class Pipeline:
                 self.denoiser = DenoiserEngine(copy.deepcopy(models.denoiser), device=device)
             self.autocast = False
 
+    def _script(self, models: Models) -> None:
+        """Tacotron2 and WaveGlow through ``torch.jit.script`` (DLE ``inference.py``); other
+        vocoders stay eager (DLE scripts no HiFi-GAN or Griffin-Lim)."""
+        from tts.errors import InvalidInputError
+        from tts.models.scripted import script_tacotron2, script_waveglow
+        from tts.models.waveglow import WaveGlow
+        if self.kind != "tacotron2":
+            raise InvalidInputError("the torchscript baseline is Tacotron2's (DLE's FastSpeech has no TorchScript "
+                                    "path; its baseline is eager): use --baseline eager", field="baseline")
+        cfg = self.acoustic.config
+        self.t2_defaults = (cfg.max_decoder_steps, not cfg.decoder_no_early_stopping)
+        self.acoustic = script_tacotron2(self.acoustic)
+        if isinstance(self.vocoder, WaveGlow):
+            if self.vocoder.has_weight_norm:
+                self.vocoder.remove_weight_norm()
+            self.vocoder = script_waveglow(self.vocoder)
+            self.scripted_vocoder = True
+
     def sync(self) -> None:
         import torch
         if self.device.type == "cuda":
@@ -217,6 +266,16 @@ class Pipeline:
             return torch.autocast(self.device.type, dtype=torch.float16)
         return contextlib.nullcontext()
 
+    def grad_ctx(self):
+        """``torch.no_grad()`` for TorchScript (as DLE calls it), else ``torch.inference_mode()``."""
+        import torch
+        return torch.no_grad() if self.name == "torchscript" else torch.inference_mode()
+
+    def vocode(self, mel, sigma: float):
+        if self.scripted_vocoder:
+            return self.vocoder(mel, float(sigma))
+        return self.vocoder.infer(mel, sigma=sigma)
+
     def run(self, texts: list[str], num_frames: int | None, *, dropout: float = 0.5, sigma: float = SIGMA,
             strength: float = DENOISER_STRENGTH) -> tuple[dict[str, float], dict[str, Any]]:
         """One pass over the stages; each stage timed with the device synchronised at its ends."""
@@ -225,7 +284,7 @@ class Pipeline:
         from tts.text import encode
         t: dict[str, float] = {}
         out: dict[str, Any] = {}
-        with torch.inference_mode():
+        with self.grad_ctx():
             self.sync()
             t0 = time.perf_counter()
             seqs = [list(encode(x, self.frontend).ids) for x in texts]
@@ -246,7 +305,7 @@ class Pipeline:
                     frames = fs.mel_lengths.float()
                     t["fastspeech"] = self._lap(t0)
             t0 = time.perf_counter()
-            audio = self.vocoder.infer(mel.to(self.dtype), sigma=sigma)
+            audio = self.vocode(mel.to(self.dtype), sigma)
             t["waveglow"] = self._lap(t0)
             t0 = time.perf_counter()
             den = self.denoiser(audio.float(), strength=strength)
@@ -258,19 +317,30 @@ class Pipeline:
     def _tacotron2(self, ids, lengths, num_frames, dropout, t, out):
         forced = num_frames is not None
         a = self.acoustic
+        if self.name == "torchscript":   # the scripted model's settings, as DLE's config sets them
+            a.max_decoder_steps = int(num_frames) if forced else int(self.t2_defaults[0])
+            a.early_stopping = False if forced else bool(self.t2_defaults[1])
+            a.prenet_dropout = float(dropout)
         t0 = time.perf_counter()
         enc = a.encode(ids, lengths)
         t["encoder"] = self._lap(t0)
         t0 = time.perf_counter()
         kw = dict(max_decoder_steps=num_frames, prenet_dropout=dropout,
                   early_stopping=False if forced else None)
-        dec = a.decoder.infer(enc, lengths, **kw) if self.name == "eager" else a.decode(enc, lengths, **kw)
+        if self.name == "torchscript":
+            dec_mel, _, _, dec_lengths = a.decode(enc, lengths)
+        else:
+            dec = a.decoder.infer(enc, lengths, **kw) if self.name == "eager" else a.decode(enc, lengths, **kw)
+            dec_mel, dec_lengths = dec.mel, dec.mel_lengths
         t["decoder"] = self._lap(t0)
-        out["steps"] = dec.mel.shape[-1]
+        out["steps"] = dec_mel.shape[-1]
         t0 = time.perf_counter()
-        mel = a.postnet_forward(dec.mel.to(enc.dtype))
+        if self.name == "torchscript":
+            mel = a.postnet(dec_mel)
+        else:
+            mel = a.postnet_forward(dec_mel.to(enc.dtype))
         t["postnet"] = self._lap(t0)
-        return mel, (dec.mel_lengths.float() if not forced else dec.mel_lengths.float() * 0 + dec.mel.shape[-1])
+        return mel, (dec_lengths.float() if not forced else dec_lengths.float() * 0 + dec_mel.shape[-1])
 
     def _lap(self, t0: float) -> float:
         self.sync()
@@ -317,12 +387,14 @@ def measure(pipes: dict[str, Pipeline], args, batch: int, length: int, num_frame
                    "samples_per_s": batch * frames * HOP / st.mean if st.mean else 0.0,
                    "avg_mel_frames": frames, "avg_audio_s": audio_s,
                    "rtf_stream": audio_s / st.mean if st.mean else 0.0,
-                   "rtf_aggregate": batch * audio_s / st.mean if st.mean else 0.0, "speedup": ""}
+                   "rtf_aggregate": batch * audio_s / st.mean if st.mean else 0.0, "speedup": "",
+                   "speedup_torchscript": ""}
             if comp == "decoder" and info[name]["steps"]:
                 row["us_per_step"] = st.mean / info[name]["steps"] * 1e6
-            if "eager" in raw and name != "eager" and comp in raw["eager"]:
-                base = LatencyStats.of(raw["eager"][comp]).mean
-                row["speedup"] = base / st.mean if st.mean else 0.0
+            for base_name, key in (("eager", "speedup"), ("torchscript", "speedup_torchscript")):
+                if base_name in raw and name not in ("eager", base_name) and comp in raw[base_name]:
+                    base = LatencyStats.of(raw[base_name][comp]).mean
+                    row[key] = base / st.mean if st.mean else 0.0
             rows.append(row)
     e2e = {name: times["end to end"] for name, times in raw.items()}
     return rows, e2e
@@ -331,8 +403,9 @@ def measure(pipes: dict[str, Pipeline], args, batch: int, length: int, num_frame
 def verify(models: Models, args, device, num_frames: int | None) -> list[dict[str, Any]]:
     """Engines at fp32 and at the chosen precision against the fp32 eager reference."""
     import torch
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+
+    from tts.engines.precision import set_float32_math
+    set_float32_math("fp32", device)
     texts = make_texts(args.batch, args.input_length)
     frames = num_frames or 200
     ref = Pipeline("eager", models, device, "fp32", args)
@@ -360,6 +433,31 @@ def verify(models: Models, args, device, num_frames: int | None) -> list[dict[st
     return rows
 
 
+def verify_baselines(models: Models, args, device, num_frames: int | None) -> list[dict[str, Any]]:
+    """The TorchScript baseline against the eager one: same models, same seed before each run
+    (prenet dropout 0.5 and WaveGlow noise at sigma 0.6 drawn in the same order), at fp32 (and at
+    fp16 on CUDA). Max abs differences of the mel and of the denoised audio."""
+    import torch
+    texts = make_texts(args.batch, args.input_length)
+    frames = num_frames or 200
+    rows = []
+    for prec in ["fp32"] + (["fp16"] if device.type == "cuda" else []):
+        outs = []
+        for name in ("eager", "torchscript"):
+            pipe = Pipeline(name, models, device, prec, args)
+            for _ in range(3):   # TorchScript profiles, then optimises: compare an optimised run
+                torch.manual_seed(args.seed)
+                _, o = pipe.run(texts, frames)
+            outs.append(o)
+        e, s = outs
+        limit = 1e-5 if device.type == "cpu" and prec == "fp32" else (1e-3 if prec == "fp32" else 0.05)
+        mel = float((s["mel"].float() - e["mel"].float()).abs().max())
+        audio = float((s["audio"].float() - e["audio"].float()).abs().max())
+        rows.append({"precision": prec, "mel_max_abs_diff": mel, "audio_max_abs_diff": audio, "limit": limit,
+                     "ok": mel <= limit, "audio_max_abs": float(e["audio"].float().abs().max())})
+    return rows
+
+
 # ----------------------------------------------------------------------------- output
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
@@ -372,6 +470,22 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(h.ljust(w) for (_, h), w in zip(COLUMNS, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def speedup_lines(rows: list[dict[str, Any]]) -> str:
+    """One line per shape: the engines' end-to-end time against each baseline of the run."""
+    by = {(r["backend"], r["batch"], r["input_length"]): r for r in rows if r["component"] == "end to end"}
+    lines = []
+    for (backend, b, n), r in by.items():
+        if backend != "engine":
+            continue
+        parts = [f"end to end, batch {b}, {n} characters: engines {r['avg_ms']:.3g} ms"]
+        for base, key in (("torchscript", "speedup_torchscript"), ("eager", "speedup")):
+            if (base, b, n) in by and isinstance(r.get(key), float):
+                parts.append(f"{r[key]:.3g}x vs {'TorchScript' if base == 'torchscript' else 'eager'} "
+                             f"({by[(base, b, n)]['avg_ms']:.3g} ms)")
+        lines.append(", ".join(parts))
     return "\n".join(lines)
 
 
@@ -430,8 +544,8 @@ def _body(args) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda was asked for, but no CUDA GPU is available here", field="device")
     precision = args.precision or ("fp16" if device.type == "cuda" else "fp32")
-    if precision == "fp16" and device.type != "cuda":
-        raise InvalidInputError("--precision fp16 needs a CUDA device", field="precision")
+    if precision in ("fp16", "tf32") and device.type != "cuda":
+        raise InvalidInputError(f"--precision {precision} needs a CUDA device", field="precision")
     if args.steps_per_replay % 2:
         raise InvalidInputError("--steps-per-replay must be even", field="steps_per_replay")
     if args.warmup < 0:
@@ -442,9 +556,16 @@ def _body(args) -> int:
         logging.getLogger("tts.models.tacotron2").setLevel(logging.ERROR)
     if models.kind == "tacotron2" and models.random and args.size == "tiny" and args.num_frames is None:
         num_frames = 40
+    from tts.engines.precision import set_float32_math
+    math_mode = set_float32_math(precision, device)   # fp32: IEEE everywhere; the baselines share it
+    baselines = [b for b in BASELINES[args.baseline] if not (b == "eager" and args.no_eager)]
+    if models.kind != "tacotron2" and "torchscript" in baselines:
+        baselines.remove("torchscript")
+        print(f"{PROG}: no TorchScript baseline for {models.kind} (DLE does not script it): eager only",
+              file=sys.stderr)
     pipes: dict[str, Pipeline] = {}
-    if not args.no_eager:
-        pipes["eager"] = Pipeline("eager", models, device, precision, args)
+    for name in baselines:
+        pipes[name] = Pipeline(name, models, device, precision, args)
     pipes["engine"] = Pipeline("engine", models, device, precision, args)
     grid = [(b, n) for b in WALK_BATCHES for n in WALK_LENGTHS] if args.walk else [(args.batch, args.input_length)]
     rows: list[dict[str, Any]] = []
@@ -460,9 +581,12 @@ def _body(args) -> int:
                 file=sys.stderr, flush=True)
     shown = [r for r in rows if r["component"] == "end to end"] if args.walk else rows
     print(format_rows(shown))
+    print(speedup_lines(rows))
     result: dict[str, Any] = {"environment": environment(device), "command": " ".join(sys.argv),
                               "acoustic": models.kind, "random_weights": models.random, "size": args.size,
-                              "num_frames": num_frames, "precision": precision, "rows": rows}
+                              "num_frames": num_frames, "precision": precision, "baselines": baselines,
+                              "baseline_fp16": args.eager_fp16 if precision == "fp16" else None,
+                              "float32_math": math_mode, "rows": rows}
     if args.verify:
         result["verify"] = verify(models, args, device, num_frames)
         print()
@@ -471,6 +595,12 @@ def _body(args) -> int:
                   f"(limit {v['mel_limit']:g}: {'ok' if v['mel_ok'] else 'FAIL'}), audio SNR "
                   f"{v['audio_snr_db']:.1f} dB ({'ok' if v['audio_ok'] else 'FAIL'}), vocoder alone "
                   f"{v['vocoder_only_snr_db']:.1f} dB")
+        if "torchscript" in baselines:
+            result["verify_baselines"] = verify_baselines(models, args, device, num_frames)
+            for v in result["verify_baselines"]:
+                print(f"verify {v['precision']} torchscript vs eager (same seed): mel max abs diff "
+                      f"{v['mel_max_abs_diff']:.3g} (limit {v['limit']:g}: {'ok' if v['ok'] else 'FAIL'}), audio "
+                      f"{v['audio_max_abs_diff']:.3g}")
     if args.output:
         write_outputs(args.output, result)
     if args.plot:

@@ -197,8 +197,9 @@ def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
                    help="HiFi-GAN generator checkpoint (DLE/NGC hifigan_gen_checkpoint_*.pt), instead of --waveglow")
     g.add_argument("--voice", metavar="NAME|DIR", help="a voice folder (voice.json manifest) or a bundled voice name")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
-                   help="fp16 needs --device cuda (default: fp32)")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16"],
+                   help="fp32: IEEE float32 (TF32 off on CUDA); tf32: float32 with TF32 tensor cores; "
+                        "fp16: half weights; tf32 and fp16 need --device cuda (default: fp32)")
     g.add_argument("--engine", default="auto", choices=["auto", "eager"],
                    help="auto: fast GPU engines on CUDA (CUDA graphs, fused kernels), eager modules on CPU; "
                         "eager: always the eager PyTorch reference (default: auto)")

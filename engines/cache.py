@@ -105,7 +105,7 @@ class EngineKey:
     weights: str         #: ``weights_hash`` of the module the engine was built from
     gpu: str             #: GPU name (``cpu`` off the GPU)
     capability: str      #: compute capability, e.g. ``9.0``
-    precision: str       #: ``fp16`` or ``fp32``
+    precision: str       #: ``fp16``, ``fp32`` or ``tf32`` (``tts.engines.precision``)
     options: str         #: the engine's options that shape it (buckets, tiles, ...), as JSON
     torch: str
     cuda: str

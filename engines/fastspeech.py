@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from tts.engines._device import on_device
 from tts.engines._graphs import LRU, GraphPool, capture
+from tts.engines.precision import ENGINE_PRECISIONS, set_float32_math
 from tts.errors import InvalidInputError
 from tts.models.fastspeech import FastSpeech, FastSpeechOutput
 
@@ -132,11 +133,12 @@ class FastSpeechEngine:
     def __init__(self, model: FastSpeech, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  input_buckets: Sequence[int] = INPUT_BUCKETS, output_buckets_: Sequence[int] | None = None,
                  use_graphs: bool | None = None, exact: bool = True, fp32_durations: bool = True) -> None:
-        if precision not in ("fp16", "fp32"):
-            raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        if precision not in ENGINE_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(ENGINE_PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        set_float32_math(precision, self.device)   # fp32: IEEE float32 (no TF32)
         self.reference = model
         self.model = copy.deepcopy(model).to(self.device, self.dtype).eval()
         self.enc_model = self.model

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from tts.engines import _env
 from tts.engines._device import on_device
 from tts.engines._graphs import LRU, GraphPool, capture
+from tts.engines.precision import ENGINE_PRECISIONS, set_float32_math
 from tts.engines.slot_decoder import SLOT_MIN_INPUT, SlotDecoder, SlotOutput, slot_buckets
 from tts.engines.tacotron2_builder import DecoderWeights, Prepared, fold_conv_bn, prepare, prepare_weights, split_lstm
 from tts.engines.tacotron2_encoder import (INPUT_MULTIPLE, GraphEncoder, GraphPostnet, PieceRuns, encode_packed,
@@ -82,8 +83,8 @@ class Tacotron2Engine:
                  max_buckets: int = 8, cache=None, encoder: str = "auto", postnet: str = "auto",
                  pdl: bool | None = None) -> None:
         from tts.plugins.decoder import triton_available
-        if precision not in ("fp16", "fp32"):
-            raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        if precision not in ENGINE_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(ENGINE_PRECISIONS)}, got {precision!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if steps_per_replay < 2 or steps_per_replay % 2:
@@ -100,6 +101,7 @@ class Tacotron2Engine:
         self.backend = backend
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        set_float32_math(precision, self.device)   # fp32: IEEE float32 (no TF32)
         self.steps_per_replay = steps_per_replay
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
         #: Programmatic dependent launch mode of the decoder step's kernels (0: off, 1: on).

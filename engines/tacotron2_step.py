@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from tts.engines import _env
+from tts.engines.precision import dot_precision
 from tts.engines.tacotron2_builder import DecoderWeights
 
 __all__ = ["DecoderBuffers", "StepTiles", "decoder_tiles", "resolve_pdl", "torch_step", "triton_step"]
@@ -114,7 +115,8 @@ def decoder_tiles(batch: int, dtype: torch.dtype) -> StepTiles:
     """The tiles of a bucket of ``batch`` rows with weights in ``dtype`` (tuned on an H100).
 
     - up to 2 rows: the LSTMs as float32 FMAs, 2 hidden units and 512 of K per program (many
-      programs stream the weights); the location energy on tensor cores (tf32x3);
+      programs stream the weights); the location energy on tensor cores (tf32x3 in an fp16
+      engine, IEEE float32 in an fp32 one: ``location_precision``);
     - float16, 3 to 16 rows: the LSTMs on tensor cores as the transposed product
       (``acc^T += W x^T``), 16 hidden units per program, split-K 4, an 8-row batch tile up to 8
       rows; the location energy on tensor cores;
@@ -132,6 +134,12 @@ def decoder_tiles(batch: int, dtype: torch.dtype) -> StepTiles:
                          loc_kernel=2, loc_bt=8, ctx=(32, 128, 4))
     return StepTiles(lstm=dict(bh=1, bk=128, split=1, num_warps=4, dot=0),
                      loc_kernel=2, loc_bt=8, ctx=(32, 128, 4))
+
+
+def location_precision(dtype: torch.dtype) -> str:
+    """``input_precision`` of the tensor-core location energy: IEEE float32 in an fp32 engine
+    (weights float32; ``tts.engines.precision``), tf32x3 (float32 accuracy) in an fp16 one."""
+    return dot_precision(dtype, reduced="tf32x3")
 
 
 def resolve_pdl(pdl: bool | None, *, device: torch.device, backend: str, use_graphs: bool) -> int:
@@ -172,8 +180,12 @@ def triton_step(w: DecoderWeights, b: DecoderBuffers, i: int, p: float, threshol
     K.lstm_cell2((b.pre2, b.ctx, ah_old), w.att_w, w.att_b, b.ac, ah_new, ws=b.lstm_ws, pdl=pdl, **lstm)
     qbn, qbk, qwarps = tl.query
     K.linear_act(ah_new, w.q_w, b.pq, bn=qbn, bk=qbk, pdl=pdl, num_warps=qwarps)
-    loc = K.location_energy3 if tl.loc_kernel == 3 else K.location_energy2
-    loc(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl.loc_bt, pdl=pdl)
+    if tl.loc_kernel == 3:
+        K.location_energy3(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl.loc_bt,
+                           pdl=pdl, precision=location_precision(dtype))
+    else:
+        K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl.loc_bt,
+                           pdl=pdl)
     be, bt, cwarps = tl.ctx
     K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i,
                         be=be, bt=min(bt, 1 << max(0, (b.t_in - 1).bit_length())), pdl=pdl, num_warps=cwarps)

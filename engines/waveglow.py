@@ -39,6 +39,7 @@ from torch import Tensor
 from tts.engines._device import on_device
 from tts.engines._graphs import LRU, GraphPool, capture
 from tts.engines.denoiser import DenoiserEngine
+from tts.engines.precision import ENGINE_PRECISIONS, set_float32_math
 from tts.engines.waveglow_builder import (END_COLS, KC_MULTIPLE, FusedFlow, GemmFlow, PreparedFlow, flows_from_dict,
                                           flows_to_dict, prepare, prepare_fused, prepare_gemm)
 from tts.errors import InvalidInputError
@@ -78,13 +79,14 @@ class WaveGlowEngine:
                  use_graphs: bool | None = None, max_graphs: int = 4, fused: bool | None = None,
                  cache=None, layout: str | None = None) -> None:
         from tts.plugins.decoder import triton_available
-        if precision not in ("fp16", "fp32"):
-            raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        if precision not in ENGINE_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(ENGINE_PRECISIONS)}, got {precision!r}")
         if layout is not None and layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.device = torch.device(device)
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        set_float32_math(precision, self.device)   # fp32: IEEE float32 (no TF32)
         self.config = model.config
         self.n_mel_channels = model.n_mel_channels
         self.n_group = model.n_group

@@ -360,10 +360,10 @@ def location_energy2_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
 def location_energy3_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_ptr, out_ptr,
                             T, A, SWA, SWC, SWK,
                             KS: tl.constexpr, BT: tl.constexpr, BA: tl.constexpr, KP: tl.constexpr,
-                            PDL: tl.constexpr = 0):
+                            PDL: tl.constexpr = 0, PREC: tl.constexpr = "tf32x3"):
     # location_energy2_kernel as one tensor-core product per program: the location features of BT
     # positions are im2col [BT, 2 KS] (attention weights and their running sum, KS taps each)
-    # @ wl^T [2 KS, A], in tf32x3 (three tf32 products: float32 accuracy)
+    # @ wl^T [2 KS, A], in PREC: tf32x3 (three tf32 products: float32 accuracy) or ieee (an fp32 engine)
     b = tl.program_id(0)
     offs_t = tl.program_id(1) * BT + tl.arange(0, BT)
     offs_a = tl.arange(0, BA)
@@ -385,7 +385,7 @@ def location_energy3_kernel(pq_ptr, wl_ptr, aw_ptr, ac_ptr, pm_ptr, v_ptr, len_p
     sm = (src >= 0) & (src < T) & kv[None, :]
     xa = tl.load(aw_ptr + b * T + src, mask=sm & (ch[None, :] == 0), other=0.0)
     xc = tl.load(ac_ptr + b * T + src, mask=sm & (ch[None, :] == 1), other=0.0)
-    loc = tl.dot(xa + xc, wt, input_precision="tf32x3")                           # [BT, BA]
+    loc = tl.dot(xa + xc, wt, input_precision=PREC)                               # [BT, BA]
     pq = tl.load(pq_ptr + b * A + offs_a, mask=am, other=0.0)
     e = tl.sum(_tanh(loc + pq[None, :] + pm) * v[None, :], axis=1)
     e = tl.where(offs_t < n, e, float("-inf"))

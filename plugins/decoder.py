@@ -310,14 +310,18 @@ def location_energy2(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, 
 
 
 def location_energy3(pq: Tensor, w_loc: Tensor, att_w: Tensor, att_cum: Tensor, pm: Tensor, v: Tensor,
-                     lengths: Tensor, out: Tensor, *, bt: int = 16, num_warps: int = 4, pdl: int = 0) -> Tensor:
+                     lengths: Tensor, out: Tensor, *, bt: int = 16, num_warps: int = 4, pdl: int = 0,
+                     precision: str = "tf32x3") -> Tensor:
     """Kernel of ``location_energy_ref`` on tensor cores: per program, the im2col of ``bt``
-    positions [bt, 2 KS] @ ``w_loc`` [2 KS, A] in tf32x3 (float32 accuracy). ``w_loc [A, 2, KS]``
-    any strides; other tensors contiguous; lengths int32."""
+    positions [bt, 2 KS] @ ``w_loc`` [2 KS, A] in ``precision``: ``tf32x3`` (three tf32 products,
+    float32 accuracy; the fp16 engine) or ``ieee`` (IEEE float32; the fp32 engine). ``w_loc
+    [A, 2, KS]`` any strides; other tensors contiguous; lengths int32."""
+    if precision not in ("tf32x3", "ieee"):
+        raise ValueError(f"precision must be tf32x3 or ieee, got {precision!r}")
     k = _kernels()["location_energy3"]
     batch, t = att_w.shape
     a, _, ks = w_loc.shape
     grid = (batch, math.ceil(t / bt))
     k[grid](pq, w_loc, att_w, att_cum, pm, v, lengths, out, t, a, *w_loc.stride(), KS=ks, BT=bt,
-            BA=_next_pow2(a), KP=_next_pow2(2 * ks), num_warps=num_warps, **_pdl_kw(pdl))
+            BA=_next_pow2(a), KP=_next_pow2(2 * ks), PREC=precision, num_warps=num_warps, **_pdl_kw(pdl))
     return out

@@ -18,17 +18,50 @@ def test_bench_tiny_tacotron2_writes_json_and_csv(tmp_path, capsys):
     data = json.loads(out.read_text())
     comps = {(r["component"], r["backend"]) for r in data["rows"]}
     for c in ("text", "encoder", "decoder", "postnet", "waveglow", "denoiser", "end to end"):
-        assert (c, "eager") in comps and (c, "engine") in comps
-    e2e = [r for r in data["rows"] if r["component"] == "end to end" and r["backend"] == "engine"][0]
+        assert (c, "eager") in comps and (c, "torchscript") in comps and (c, "engine") in comps
+    assert data["baselines"] == ["eager", "torchscript"] and data["float32_math"] is None   # CPU: nothing set
+    rows = {(r["component"], r["backend"]): r for r in data["rows"]}
+    e2e = rows[("end to end", "engine")]
     assert e2e["speedup"] > 0 and e2e["avg_mel_frames"] == 8 and e2e["batch"] == 2
+    for comp in ("decoder", "end to end"):      # the ratios are the baselines' mean over the engine's
+        eng = rows[(comp, "engine")]
+        assert eng["speedup_torchscript"] == pytest.approx(rows[(comp, "torchscript")]["avg_ms"] / eng["avg_ms"])
+        assert eng["speedup"] == pytest.approx(rows[(comp, "eager")]["avg_ms"] / eng["avg_ms"])
+    ts = rows[("end to end", "torchscript")]
+    assert ts["speedup_torchscript"] == "" and ts["speedup"] == pytest.approx(
+        rows[("end to end", "eager")]["avg_ms"] / ts["avg_ms"])
+    dec_ts = rows[("decoder", "torchscript")]
+    assert dec_ts["us_per_step"] > 0 and dec_ts["avg_mel_frames"] == 8
     assert data["verify"][0]["mel_ok"] and data["verify"][0]["audio_ok"]
-    assert (tmp_path / "r.csv").read_text().startswith("component,backend,batch")
-    assert "Avg latency (ms)" in capsys.readouterr().out
+    vb = data["verify_baselines"]        # TorchScript = eager, same seed, dropout and noise on
+    assert [v["precision"] for v in vb] == ["fp32"] and vb[0]["ok"]
+    assert vb[0]["mel_max_abs_diff"] <= 1e-5 and vb[0]["audio_max_abs_diff"] <= 1e-5 and vb[0]["audio_max_abs"] > 0
+    header = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert header.startswith("component,backend,batch") and "speedup_torchscript" in header
+    out = capsys.readouterr().out
+    assert "Avg latency (ms)" in out and "Speed-up vs TorchScript" in out and "torchscript vs eager" in out
+    assert f"end to end, batch 2, 24 characters: engines {e2e['avg_ms']:.3g} ms, " \
+           f"{e2e['speedup_torchscript']:.3g}x vs TorchScript ({ts['avg_ms']:.3g} ms), {e2e['speedup']:.3g}x vs eager" in out
 
 
-def test_bench_rejects_fp16_on_cpu(capsys):
-    assert bench.main(["--size", "tiny", "--device", "cpu", "--precision", "fp16"]) == 1
-    assert "fp16" in capsys.readouterr().err
+def test_bench_baseline_flag_and_fastspeech_has_no_torchscript_baseline(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert bench.main(["--size", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--input-length", "12",
+                       "--num-frames", "4", "--baseline", "eager", "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["baselines"] == ["eager"] and {r["backend"] for r in data["rows"]} == {"eager", "engine"}
+    assert all(r["speedup_torchscript"] == "" for r in data["rows"])
+    assert bench.main(["--size", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--input-length", "12",
+                       "--acoustic", "fastspeech", "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["baselines"] == ["eager"] and {r["backend"] for r in data["rows"]} == {"eager", "engine"}
+    assert "no TorchScript baseline for fastspeech" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp16", "tf32"])
+def test_bench_rejects_fp16_and_tf32_on_cpu(capsys, precision):
+    assert bench.main(["--size", "tiny", "--device", "cpu", "--precision", precision]) == 1
+    assert f"--precision {precision} needs a CUDA device" in capsys.readouterr().err
 
 
 def test_bench_batch_flag_parses():

@@ -44,6 +44,14 @@ def test_records_have_the_required_fields():
             ratio = (r["baseline_value"] / r["value"] if r["better"] == "lower"
                      else r["value"] / r["baseline_value"])
             assert r["ratio"] == pytest.approx(ratio, rel=1e-2)   # value, baseline and ratio are each kept to 3 significant figures
+        for which in ("torchscript", "eager"):     # the inference baselines of the same run, each with its ratio
+            base, ratio = r[f"baseline_{which}"], r[f"ratio_{which}"]
+            assert (base is None) == (ratio is None)
+            if base is not None:
+                assert ratio == pytest.approx(base / r["value"] if r["better"] == "lower" else r["value"] / base,
+                                              rel=1e-2)
+        if r["baseline_torchscript"] is not None:   # the headline is TorchScript's where it was measured
+            assert r["baseline"] == collect.TORCHSCRIPT and r["ratio"] == r["ratio_torchscript"]
 
 
 def test_results_json_is_what_collect_makes_of_raw():
@@ -72,10 +80,11 @@ def test_every_gpu_script_is_used_by_the_benchmarks_readme():
 ENV = {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0", "triton": "3.6.0", "gpu": "NVIDIA H100 80GB HBM3"}
 
 
-def _bench_doc(command: str, eager_ms: float, engine_ms: float, batches=(1,)) -> dict:
+def _bench_doc(command: str, eager_ms: float, engine_ms: float, batches=(1,), torchscript_ms: float | None = None) -> dict:
     rows = []
+    backends = [("eager", eager_ms), ("engine", engine_ms)] + ([("torchscript", torchscript_ms)] if torchscript_ms else [])
     for b in batches:
-        for backend, ms in (("eager", eager_ms), ("engine", engine_ms)):
+        for backend, ms in backends:
             for comp in ("decoder", "waveglow", "end to end"):
                 rows.append({"component": comp, "backend": backend, "batch": b, "input_length": 128,
                              "avg_ms": ms, "std_ms": 0.1, "p50_ms": ms, "p99_ms": ms, "avg_mel_frames": 580.0,
@@ -110,7 +119,7 @@ def test_a_dedicated_run_replaces_the_walk_and_a_new_run_replaces_the_old(tmp_pa
     assert len(merged) == len(recs) and len(e2e) == 2
     assert [r["value"] for r in e2e if r["batch"] == 1] == [20.0]
     table = collect.render(merged)
-    assert "| 20.0 ms (RTF 336) | eager PyTorch: 480 ms | **24.0x** |" in table
+    assert "| 20.0 ms (RTF 336) | - | **24.0x** (480 ms) | - |" in table
     assert "`tts-bench --batch 1` ([raw/h100-2026-01-03/t2_b1.json]" in table
 
 
@@ -163,3 +172,34 @@ def test_a_raw_folder_is_named_by_machine_and_date(tmp_path):
     d = _folder(tmp_path, "somerun")
     with pytest.raises(collect.CollectError, match="MACHINE-YYYY-MM-DD"):
         collect.collect_folder(d, tmp_path)
+
+
+def test_a_run_with_the_torchscript_baseline_records_both_and_heads_with_torchscript(tmp_path):
+    d = _folder(tmp_path, "h100-2026-01-04")
+    doc = _bench_doc("tts-bench --batch 1 --verify --output t2_b1.json", 600.0, 20.0, torchscript_ms=400.0)
+    doc["verify_baselines"] = [{"precision": "fp32", "mel_max_abs_diff": 2e-6, "audio_max_abs_diff": 1e-7,
+                                "limit": 1e-3, "ok": True, "audio_max_abs": 0.03}]
+    doc["baseline_fp16"] = "half"
+    (d / "t2_b1.json").write_text(json.dumps(doc))
+    recs = {r["figure"]: r for r in collect.collect_folder(d, tmp_path)}
+    e2e = recs["e2e_tacotron2"]
+    assert (e2e["baseline"], e2e["baseline_value"], e2e["ratio"]) == (collect.TORCHSCRIPT, 400.0, 20.0)
+    assert (e2e["baseline_torchscript"], e2e["ratio_torchscript"]) == (400.0, 20.0)
+    assert (e2e["baseline_eager"], e2e["ratio_eager"]) == (600.0, 30.0)
+    assert e2e["extra"]["verify_torchscript_vs_eager"][0]["ok"] and e2e["extra"]["baseline_fp16"] == "half"
+    step = recs["decoder_step"]      # us per step: 400 ms / 580 steps against 20 ms / 580
+    assert step["ratio_torchscript"] == 20.0 and step["ratio_eager"] == 30.0
+    table = collect.render(list(recs.values()))
+    assert "| 20.0 ms (RTF 336) | **20.0x** (400 ms) | 30.0x (600 ms) | - | 1 |" in table
+    assert "vs TorchScript (same run)" in table.splitlines()[2]
+
+
+def test_collect_render_rewrites_only_the_table(tmp_path, monkeypatch):
+    """``collect.py --render``: the README table from results.json, the rest of the page as it was."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nintro\n\n" + collect.BEGIN + "\nstale\n" + collect.END + "\n\nafter\n")
+    monkeypatch.setattr(collect, "README", readme)
+    assert collect.main(["--render"]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n\n") and text.endswith("\n\nafter\n")
+    assert collect.current_table(text) == collect.render(collect.load_results())

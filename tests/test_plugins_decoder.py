@@ -85,6 +85,10 @@ def test_location_energy(kernel, dtype, t, strided):
     assert torch.equal(torch.isinf(out), torch.isinf(ref))
     fin = torch.isfinite(ref)
     assert _err(out[fin], ref[fin]) < 1e-4
+    if kernel == "location_energy3":       # the fp32 engine's: IEEE float32 products
+        K.location_energy3(pq, w_loc, att_w, att_cum, pm, v, lengths, out, bt=16, precision="ieee")
+        assert torch.equal(torch.isinf(out), torch.isinf(ref))
+        assert _err(out[fin], ref[fin]) < 1e-5
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])

@@ -193,7 +193,7 @@ def test_fused_layout_tensors():
 # --- GPU ----------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision,tol", [("fp32", 2e-3), ("fp16", 0.05)])
+@pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("fp16", 0.05)])   # fp32: CPU WaveGlow tolerance
 def test_gpu_gemm_layout_matches_eager(precision, tol):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -210,7 +210,7 @@ def test_gpu_gemm_layout_matches_eager(precision, tol):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision,tol", [("fp32", 2e-3), ("fp16", 0.05)])
+@pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("fp16", 0.05)])   # fp32: CPU WaveGlow tolerance
 @pytest.mark.parametrize("kernel", [1024, 512])
 def test_gpu_fused_layout_matches_gemm_and_eager(precision, tol, kernel):
     """The Triton whole-layer kernels in CUDA graphs, several shapes, graph reuse; DLE's

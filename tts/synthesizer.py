@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["SynthesisOptions", "StageTimings", "SynthesisResult", "AcousticResult", "TextPlan", "Synthesizer",
            "PRECISIONS", "REFERENCE_DEFAULTS", "DEFAULT_MAX_TEXT_CHARS"]
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "tf32", "fp16")
 
 #: "auto": the fast engines of ``tts.engines`` on CUDA; on CPU the WaveGlow engine and eager modules
 #: for the rest; "eager": always eager.
@@ -177,8 +177,9 @@ class _Plan:
 class Synthesizer:
     """Runs a Voice on a device.
 
-    ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. ``precision``: ``fp32``,
-    or ``fp16`` (CUDA only: WaveGlow in half, acoustic model under autocast,
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. ``precision``: ``fp32`` (IEEE float32:
+    on CUDA, TF32 off; ``tts.engines.precision``), ``tf32`` (CUDA only: float32 with TF32
+    tensor cores allowed), or ``fp16`` (CUDA only: WaveGlow in half, acoustic model under autocast,
     denoiser in float32 as NVIDIA's inference.py does). ``max_batch``: most
     text pieces per acoustic/vocoder batch. ``max_text_chars``: longest text
     accepted. ``max_piece_chars``: longer text is split into pieces of at most
@@ -196,9 +197,11 @@ class Synthesizer:
             raise InvalidInputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}",
                                     field="precision")
         self.device = _resolve_device(device)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise InvalidInputError("precision fp16 needs a CUDA device (use --device cuda or fp32)",
+        if precision in ("fp16", "tf32") and self.device.type != "cuda":
+            raise InvalidInputError(f"precision {precision} needs a CUDA device (use --device cuda or fp32)",
                                     field="precision")
+        from tts.engines.precision import set_float32_math
+        set_float32_math(precision, self.device)     # the eager parts on CUDA too: fp32 is IEEE fp32
         for name, value, lo in (("max_batch", max_batch, 1), ("max_text_chars", max_text_chars, 1),
                                 ("max_piece_chars", max_piece_chars, 16)):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:

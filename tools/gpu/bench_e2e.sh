@@ -1,7 +1,7 @@
 #!/bin/bash
 # End-to-end figures of benchmarks/README.md: tts-bench with random weights of NVIDIA's sizes (NGC
 # Tacotron2, WaveGlow-256, FastSpeech base), fp16, 580 forced decoder steps, default engines, and
-# the eager PyTorch pipeline measured in the same run. On the GPU machine, from the repo root:
+# the TorchScript and eager baselines measured in the same run (the walk: eager only). On the GPU machine, from the repo root:
 #
 #   bash tools/gpu/bench_e2e.sh [DIR]        # DIR: $OUT if set, else bench-out
 #   STEPS=t2_b1,fs_b1 bash tools/gpu/bench_e2e.sh   # a subset (default: t2_b1,t2_b8,fs_b1,walk)
@@ -33,4 +33,4 @@ run() {   # run NAME TIMEOUT ARGS...
 run t2_b1 150 --batch 1 --warmup 2 --repeats 10 --verify
 run t2_b8 150 --batch 8 --warmup 1 --repeats 5
 run fs_b1 150 --acoustic fastspeech --batch 1 --warmup 2 --repeats 10 --verify
-run walk 300 --walk --warmup 1 --repeats 3
+run walk 300 --walk --warmup 1 --repeats 3 --baseline eager   # TorchScript figures: tools/gpu/bench_headline.sh
