@@ -227,9 +227,13 @@ class Pipeline:
                 self.acoustic = FastSpeechEngine(acoustic, device=device, precision=precision)
             from tts.models.griffinlim import GriffinLim
             from tts.models.hifigan import HiFiGAN
-            if isinstance(vocoder, (GriffinLim, HiFiGAN)):   # no engine (yet): the eager module on both sides
-                self.vocoder = vocoder.to(self.dtype) if isinstance(vocoder, HiFiGAN) else vocoder
+            if isinstance(vocoder, GriffinLim):      # FFTs: no engine, the same module on both sides
+                self.vocoder = vocoder
                 self.denoiser = copy.deepcopy(models.denoiser).to(device).eval()
+            elif isinstance(vocoder, HiFiGAN):
+                from tts.engines.hifigan import HiFiGANEngine
+                self.vocoder = HiFiGANEngine(vocoder, device=device, precision=precision)
+                self.denoiser = DenoiserEngine(copy.deepcopy(models.denoiser), device=device)
             else:
                 self.vocoder = WaveGlowEngine(vocoder, device=device, precision=precision)
                 self.denoiser = DenoiserEngine(copy.deepcopy(models.denoiser), device=device)

@@ -9,7 +9,8 @@ generator is a chain of convolutions, so the engine is the eager maths on prepar
   convolution, activation and sum launches of one call become one replay. cuDNN picks each
   convolution's algorithm by measuring (``benchmark``) while the graph is warmed up and
   captured; the chosen kernels are what the graph replays.
-- ``fp32`` is IEEE float32: TF32 is off in the convolutions (cuDNN would use it by default).
+- precision as every engine takes it (``tts.engines.precision``): ``fp32`` is IEEE float32 (TF32
+  off in the convolutions, where cuDNN would use it by default), ``tf32`` allows TF32.
 
 Shapes are exact (no padding: the generator's receptive field reaches across a padded end),
 so the engine computes the function of the eager model.
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from tts.engines._device import on_device
 from tts.engines._graphs import LRU, GraphPool, capture
+from tts.engines.precision import ENGINE_PRECISIONS, dtype_of, set_float32_math
 from tts.errors import InvalidInputError
 from tts.models.hifigan import HiFiGAN
 
@@ -33,18 +35,19 @@ __all__ = ["HiFiGANEngine"]
 class HiFiGANEngine:
     """Fast ``HiFiGAN.infer``: ``mel [B, n_mel, T]`` -> audio ``[B, hop*T]`` in the engine dtype.
 
-    ``precision``: fp16 or fp32. ``use_graphs``: default on for CUDA; ``max_graphs`` shapes are
+    ``precision``: one of ``ENGINE_PRECISIONS``. ``use_graphs``: default on for CUDA; ``max_graphs`` shapes are
     kept (may be raised later). The eager model given is not changed (the engine folds a copy).
     """
 
     def __init__(self, model: HiFiGAN, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  use_graphs: bool | None = None, max_graphs: int = 4, cache=None) -> None:
         del cache                     # folding weight norm takes milliseconds: nothing worth caching
-        if precision not in ("fp16", "fp32"):
-            raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        if precision not in ENGINE_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(ENGINE_PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
         self.precision = precision
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.dtype = dtype_of(precision)
+        set_float32_math(precision, self.device)   # fp32: IEEE float32 (no TF32)
         self.config = model.config
         self.n_mel_channels = model.n_mel_channels
         self.hop_length = model.hop_length
@@ -66,10 +69,10 @@ class HiFiGANEngine:
         self._graphs.max_items = int(n)
 
     def _flags(self):
-        """cuDNN settings of every call: TF32 only when asked for (never: fp32 is IEEE), algorithms
-        measured once per shape (the measurement runs in the warm-up before a capture)."""
+        """cuDNN settings of every call: TF32 only for ``tf32``, algorithms measured once per shape
+        (the measurement runs in the warm-up before a capture)."""
         return torch.backends.cudnn.flags(enabled=True, benchmark=self.device.type == "cuda",
-                                          deterministic=False, allow_tf32=False)
+                                          deterministic=False, allow_tf32=self.precision == "tf32")
 
     @on_device
     @torch.inference_mode()

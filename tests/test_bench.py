@@ -72,7 +72,7 @@ def test_bench_batch_flag_parses():
 
 
 def test_bench_with_a_hifigan_vocoder(tmp_path):
-    """A HiFi-GAN checkpoint runs as the vocoder stage on both sides (it has no engine yet), and the
+    """A HiFi-GAN checkpoint runs as the vocoder stage (its engine against the eager module), and the
     engine side's audio agrees with the eager side's."""
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]

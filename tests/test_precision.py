@@ -61,7 +61,8 @@ def test_fp16_and_cpu_leave_the_switches_alone(switches):
 
 @pytest.mark.parametrize("module,cls", [("tts.engines.tacotron2", "Tacotron2Engine"),
                                         ("tts.engines.waveglow", "WaveGlowEngine"),
-                                        ("tts.engines.fastspeech", "FastSpeechEngine")])
+                                        ("tts.engines.fastspeech", "FastSpeechEngine"),
+                                        ("tts.engines.hifigan", "HiFiGANEngine")])
 @pytest.mark.parametrize("precision", ["fp32", "tf32"])
 def test_every_engine_sets_the_float32_math_of_its_precision(module, cls, precision, monkeypatch, switches):
     """Building an engine applies its precision to its device (here the switches' function is
@@ -75,6 +76,9 @@ def test_every_engine_sets_the_float32_math_of_its_precision(module, cls, precis
     kind = "fastspeech" if cls == "FastSpeechEngine" else "tacotron2"
     acoustic, wg, _ = random_models(kind, "tiny", 0)
     model = wg if cls == "WaveGlowEngine" else acoustic
+    if cls == "HiFiGANEngine":
+        from tts.models.hifigan import HiFiGAN, HiFiGANConfig
+        model = HiFiGAN(HiFiGANConfig(upsample_initial_channel=16)).eval()
     getattr(mod, cls)(model, device="cpu", precision=precision)
     assert calls == [(precision, torch.device("cpu"))]
     P.set_float32_math(*calls[0][:1], "cuda")          # what the engine's call does on a GPU
