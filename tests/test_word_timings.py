@@ -300,3 +300,97 @@ def test_tts_synth_mp3_from_the_out_suffix_and_a_mismatch_is_a_clear_error(tmp_p
     assert code == 0, err and sf.info(tmp_path / "a.mp3").format == "MP3"
     code, _, err = run_synth(["--text", "Hi there.", "--out", str(tmp_path / "b.wav"), "--format", "mp3"], capsys)
     assert code != 0 and "--format mp3 writes .mp3 files" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ engines (slot decoder on CPU; GPU paths)
+
+def _t2_engine(device: str):
+    import copy
+
+    import torch
+
+    from tts.engines.tacotron2 import Tacotron2Engine
+    from tts.voice import load_voice
+
+    model = load_voice("slt-tacotron2").acoustic
+    dev = torch.device(device)
+    return Tacotron2Engine(copy.deepcopy(model).to(dev).eval(), device=dev, precision="fp32",
+                           backend="auto" if dev.type == "cuda" else "torch")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_slot_decoder_hands_out_each_steps_attention(device):
+    import torch
+
+    from tts.text import encode as enc
+
+    eng = _t2_engine(device)
+    ids = list(enc("One. Two. Three.", "tacotron2", "full").ids)
+    t = torch.tensor([ids], device=eng.device)
+    lengths = torch.tensor([len(ids)], device=eng.device)
+    with torch.inference_mode():
+        memory = eng.encode(t, lengths)
+        ref = eng.decode(memory, lengths, max_decoder_steps=8, prenet_dropout=0.0, early_stopping=False)
+        sd = eng.slots(2, len(ids), steps_per_replay=4)
+        sd.join(1, memory, len(ids))
+        outs = [sd.run(0.0), sd.run(0.0)]
+    align = torch.cat([o.align[1] for o in outs], dim=0)            # [8, t_in] of slot 1
+    assert align.shape == (8, sd.t_in) and align.device.type == "cpu"
+    np.testing.assert_allclose(align[:, :len(ids)].sum(-1).numpy(), 1.0, atol=1e-5)
+    assert float(align[:, len(ids):].abs().max()) == 0.0           # masked past the row's ids
+    np.testing.assert_allclose(align[:, :len(ids)].numpy(), ref.alignments[0, :8].float().cpu().numpy(),
+                               atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["slt", "slt-tacotron2"])
+def test_gpu_engines_give_the_cpu_word_timings(bundled, name):
+    import torch
+
+    from tts.synthesizer import Synthesizer
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    gpu = Synthesizer(bundled[name].voice, device="cuda", precision="fp32")
+    assert gpu.engine == "fast"
+    opts = T2_DET if "tacotron2" in name else None
+    text = "One. Two. Three."
+    cpu_r, gpu_r = bundled[name].synthesize(text, opts), gpu.synthesize(text, opts)
+    check_words(gpu_r, ["One", "Two", "Three"])
+    frame = 256 / gpu_r.sample_rate
+    for a, b in zip(cpu_r.words, gpu_r.words):
+        assert abs(a.start_s - b.start_s) <= 2 * frame and abs(a.end_s - b.end_s) <= 2 * frame, (a, b)
+
+
+@pytest.mark.gpu
+def test_gpu_server_slot_scheduler_words_equal_the_pipeline(bundled):
+    import torch
+
+    from tts.client import TTSClient
+    from tts.server.app import ServerConfig, TTSServer
+    from tts.server.testing import ServerThread
+    from tts.synthesizer import Synthesizer
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    gpu = Synthesizer(bundled["slt-tacotron2"].voice, device="cuda", precision="fp32", max_piece_chars=16)
+    text = "One. Two. Three. Four words here."
+    want = gpu.synthesize(text, T2_DET)
+    st = ServerThread(TTSServer({"t2": [gpu]}, ServerConfig(host="127.0.0.1", port=0, metrics_port=None,
+                                                            warmup=False)))
+    st.start()
+    try:
+        assert st.server.engine.schedulers["t2"][0].use_slots          # CUDA: the slot decoder
+        with TTSClient(f"127.0.0.1:{st.server.port}", timeout=120) as c:
+            r = c.synthesize(text, encoding="FLOAT32", options={"prenet_dropout": 0.0, "seed": 0},
+                             word_timings=True)
+            chunks = list(c.stream(text, encoding="FLOAT32", options={"prenet_dropout": 0.0, "seed": 0},
+                                   word_timings=True))
+    finally:
+        st.stop()
+    frame = 256 / r.sample_rate_hz
+    assert [w.word for w in r.words] == [w.word for w in want.words] == ["One", "Two", "Three", "Four", "words",
+                                                                         "here"]
+    for a, b in zip(r.words, want.words):
+        assert abs(a.start_seconds - b.start_s) <= 2 * frame and abs(a.end_seconds - b.end_s) <= 2 * frame
+    streamed = [w for ch in chunks for w in ch.words]
+    assert [w.word for w in streamed] == [w.word for w in r.words]
