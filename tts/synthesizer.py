@@ -39,7 +39,7 @@ import torch
 from tts.errors import InvalidInputError
 from tts.options import DEFAULT_MAX_TEXT_CHARS, REFERENCE_DEFAULTS, SynthesisOptions
 from tts.timings import (WordTimer, WordTiming, attention_path, relocate, token_bounds_from_attention,
-                         token_bounds_from_durations)
+                         token_bounds_from_durations, voiced_frames)
 from tts.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class _Piece:
     hit_max: bool = False
     text_normalizer: str = "dle"         # the plan's, for re-encoding halves of the piece
     bounds: np.ndarray | None = None     # [len(ids) + 1] the frame each id starts on (word timings)
+    voiced: np.ndarray | None = None     # [frames] bool: the loud frames of its acoustic output (word timings)
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,7 @@ class Synthesizer:
         timers = [self.word_timer(p.text, p.text_normalizer) for p in plans]
         for p in sorted(plan.pieces, key=lambda p: p.key):
             per_utt[p.utt].append((p.mel, p.audio_len))
-            timers[p.utt].add(p.text, p.ids, p.bounds, p.audio_len)
+            timers[p.utt].add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
         return [AcousticResult(pieces, " ".join(plan.cleaned[i]), plan.dropped[i], timers[i].words)
                 for i, pieces in enumerate(per_utt)]
 
@@ -428,6 +429,7 @@ class Synthesizer:
             piece.audio_len = HOP * n
             piece.bounds = token_bounds_from_attention(
                 attention_path(out.alignments[b, :n, :len(piece.ids)]), len(piece.ids), n)
+            piece.voiced = voiced_frames(out.mel[b, :, :n])
 
     def _fastspeech_all(self, pieces: list[_Piece], opts: SynthesisOptions) -> list[_Piece]:
         """FastSpeech makes at most max_seq_len frames; a piece that needs more is split in two at
@@ -457,6 +459,7 @@ class Synthesizer:
                     piece.mel = out.mel[b, :n, :].transpose(0, 1).float()
                     piece.audio_len = HOP * n
                     piece.bounds = token_bounds_from_durations(out.repeats[b, :len(piece.ids)].cpu().numpy())
+                    piece.voiced = voiced_frames(piece.mel)
                     done.append(piece)
         return done
 
@@ -501,7 +504,7 @@ class Synthesizer:
             ps = per_utt[i]
             timer = self.word_timer(text, ps[0].text_normalizer)
             for p in ps:
-                timer.add(p.text, p.ids, p.bounds, p.audio_len)
+                timer.add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
             audio = torch.cat([p.audio[:p.audio_len] for p in ps]).cpu().numpy().astype(np.float32)
             mel = torch.cat([p.mel for p in ps], dim=-1).cpu().numpy().astype(np.float32)
             results.append(SynthesisResult(

@@ -16,10 +16,18 @@ mel frame at which each symbol id starts):
   jumps over start and end on the same frame.
 
 A word spans from the start of its first id to the start of the id after its
-last (``tts.text.words.map_words``), so words are in order and never overlap;
-spaces and punctuation between words (a pause after a sentence) are in no
-word. Frames become seconds as ``frames * hop / sample_rate``, offset by the
-audio of the pieces before (pieces' audio is concatenated with nothing in between).
+last (``tts.text.words.map_words``), so words are in order and never overlap.
+Then the spans are fitted to the sound (``voiced_frames``: a frame is quiet
+when its loudest mel channel is more than 20 dB below the loudest frame of
+its piece, read from the acoustic model's own output mel): a pause (a quiet
+run of at least ``PAUSE_FRAMES``) within ``SNAP_FRAMES`` of the boundary of
+two words becomes the gap between them, and quiet frames at either end of a
+word are cut off it. So the pause after a sentence lies between words even
+where the model spends it on the next word's first sound (FastSpeech gives
+punctuation no duration; Tacotron2 often attends the next letter while
+pausing). Every word keeps at least one frame it had; one with no loud frame keeps its span.
+Frames become seconds as ``frames * hop / sample_rate``, offset by the audio of
+the pieces before (pieces' audio is concatenated with nothing in between).
 """
 
 from __future__ import annotations
@@ -32,7 +40,14 @@ import numpy as np
 from tts.text.words import map_words
 
 __all__ = ["WordTiming", "WordTimer", "token_bounds_from_durations", "token_bounds_from_attention",
-           "attention_path", "relocate"]
+           "attention_path", "voiced_frames", "relocate", "QUIET_NATS"]
+
+#: A frame is quiet when its loudest (natural-log) mel channel is this far below the piece's loudest
+#: frame: ln(10) = 20 dB of amplitude.
+QUIET_NATS = 2.302585092994046
+#: Quiet runs of at least this many frames are pauses; a pause this near a word boundary moves it.
+PAUSE_FRAMES = 3
+SNAP_FRAMES = 8
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,46 @@ def token_bounds_from_attention(path: Sequence[int] | np.ndarray, n_ids: int, n_
     return np.minimum(bounds, len(p))
 
 
+def voiced_frames(mel) -> np.ndarray:
+    """bool ``[T]`` of a piece's log mel ``[n_mel, T]`` (tensor or array): frames within ``QUIET_NATS`` of
+    the loudest one."""
+    m = mel.detach().float().cpu().numpy() if hasattr(mel, "detach") else np.asarray(mel, dtype=np.float32)
+    if m.ndim != 2 or m.shape[1] == 0:
+        return np.zeros(0, dtype=bool)
+    loud = m.max(axis=0)
+    return loud >= loud.max() - QUIET_NATS
+
+
+def _trim(start: int, stop: int, voiced: np.ndarray) -> tuple[int, int]:
+    """Frames [start, stop) less the quiet frames at either end (unchanged when none is loud)."""
+    if stop <= start:
+        return start, stop
+    loud = np.flatnonzero(voiced[start:min(stop, len(voiced))])
+    if len(loud) == 0:
+        return start, stop
+    return start + int(loud[0]), start + int(loud[-1]) + 1
+
+
+def fit_to_sound(spans: list[tuple[int, int]], voiced: np.ndarray | None) -> list[tuple[int, int]]:
+    """Word frame spans (in order, not overlapping) fitted to the loud frames of their piece (module doc)."""
+    if voiced is None or len(voiced) == 0:
+        return spans
+    v = np.asarray(voiced, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], v.astype(np.int8), [1]])))
+    runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= PAUSE_FRAMES]
+    out = [list(s) for s in spans]
+    for a, b in zip(out, out[1:]):
+        if a[1] <= a[0] or b[1] <= b[0]:
+            continue
+        mid = (a[1] + b[0]) / 2
+        near = [r for r in runs if r[0] <= mid + SNAP_FRAMES and r[1] >= mid - SNAP_FRAMES
+                and r[0] > a[0] and r[1] < b[1]]
+        if near:
+            q0, q1 = max(near, key=lambda r: (r[1] - r[0], -abs((r[0] + r[1]) / 2 - mid)))
+            a[1], b[0] = q0, q1
+    return [_trim(s, e, v) for s, e in out]
+
+
 class WordTimer:
     """The word timings of one text, piece by piece in order (for the pipeline, the server's
     scheduler and streaming alike).
@@ -114,20 +169,22 @@ class WordTimer:
         self.cursor = 0             # characters of ``text`` consumed so far
         self.words: list[WordTiming] = []
 
-    def add(self, piece_text: str, ids: Sequence[int], bounds: np.ndarray | None, audio_samples: int
-            ) -> list[WordTiming]:
+    def add(self, piece_text: str, ids: Sequence[int], bounds: np.ndarray | None, audio_samples: int,
+            voiced: np.ndarray | None = None) -> list[WordTiming]:
         """Adds the next piece: its text and ids, the frame each id starts on (``token_bounds_*``; None:
-        unknown, the piece's words share its audio evenly by letters) and the samples of audio it
-        made. Returns the piece's words (times from the start of the whole audio)."""
+        unknown, the piece's words share its audio evenly by letters), the samples of audio it
+        made and its loud frames (``voiced_frames``; None: words are not trimmed). Returns the
+        piece's words (times from the start of the whole audio)."""
         words, spans = map_words(piece_text, tuple(ids), self.frontend, self.normalizer)
         end = self.samples + int(audio_samples)
         if bounds is None:          # no alignment: spread the piece's audio over its ids
             n = max(1, len(ids))
             bounds = np.round(np.arange(len(ids) + 1) * (audio_samples / self.hop) / n).astype(np.int64)
+        frames = fit_to_sound([(int(bounds[a]), int(bounds[b] if a < b else bounds[a])) for a, b in spans], voiced)
         out = []
-        for w, (a, b) in zip(words, spans):
-            start = min(end, self.samples + int(bounds[a]) * self.hop)
-            stop = min(end, self.samples + int(bounds[b] if a < b else bounds[a]) * self.hop)
+        for w, (f0, f1) in zip(words, frames):
+            start = min(end, self.samples + f0 * self.hop)
+            stop = min(end, self.samples + f1 * self.hop)
             at = self.text.find(w.text, self.cursor)
             if at < 0:               # the piece's text is not a slice of ``text`` (never in practice)
                 at = self.cursor

@@ -256,9 +256,9 @@ class TacotronScheduler:
                     if k == "frames":
                         chunks = await self.vocoder_stage.run_stream(call, lambda st=st, pl=pl: st.push(pl))
                     else:
-                        frames, align = pl
+                        frames, spoken = pl
                         chunks = await self.vocoder_stage.run_stream(call, lambda st=st, n=frames: st.finish(n))
-                        words = await asyncio.to_thread(piece_words, timer, call, current, frames, align)
+                        words = await asyncio.to_thread(piece_words, timer, call, current, frames, spoken)
                         del streamers[current], buffered[current]
                         current += 1
                     for j, c in enumerate(chunks):
@@ -422,16 +422,9 @@ class TacotronScheduler:
         if call.streaming:
             if r.sent < r.steps:
                 self._deliver(r)
-            call.post(("end", r.piece, (audio_frames, _spoken_align(r, audio_frames))))
+            call.post(("end", r.piece, (audio_frames, r.spoken(audio_frames))))
             return False
         call.mels[r.piece] = (torch.cat(r.frames, dim=1), audio_frames)   # [n_mel, steps] decoder output
-        call.aligns[r.piece] = _spoken_align(r, audio_frames)
+        call.aligns[r.piece] = r.spoken(audio_frames)
         return True
-
-
-def _spoken_align(r: Row, audio_frames: int) -> torch.Tensor | None:
-    """The row's attention weights ``[audio_frames, T_in]`` over the frames it speaks (None if unknown)."""
-    if not r.align or sum(a.shape[0] for a in r.align) < audio_frames:
-        return None
-    return torch.cat(r.align, dim=0)[:audio_frames]
 
