@@ -84,16 +84,20 @@ def attention_path(alignments) -> np.ndarray:
     if t_out == 0 or t_in == 0:
         return np.zeros(t_out, dtype=np.int64)
     logp = np.log(np.clip(a, 1e-8, None))
-    score = np.full(t_in, -np.inf)
-    score[0] = logp[0, 0]
+    # score[2:] holds the ids; two -inf cells in front make the moves of 1 and 2 plain slices
+    score = np.full(t_in + 2, -np.inf)
+    score[2] = logp[0, 0]
     back = np.zeros((t_out, t_in), dtype=np.int8)
+    best = np.empty(t_in)
     for t in range(1, t_out):
-        stay, one, two = score, np.full(t_in, -np.inf), np.full(t_in, -np.inf)
-        one[1:], two[2:] = score[:-1], score[:-2]
-        cand = np.stack([stay, one, two])
-        move = cand.argmax(0)
-        back[t] = move
-        score = cand[move, np.arange(t_in)] + logp[t]
+        stay, one, two = score[2:], score[1:-1], score[:-2]
+        np.maximum(stay, one, out=best)
+        move = back[t]
+        move[one > stay] = 1
+        move[two > best] = 2
+        np.maximum(best, two, out=best)
+        np.add(best, logp[t], out=score[2:])
+    score = score[2:]
     end = t_in - 1 if np.isfinite(score[-1]) else int(np.argmax(score))
     path = np.empty(t_out, dtype=np.int64)
     for t in range(t_out - 1, -1, -1):
