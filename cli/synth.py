@@ -9,6 +9,7 @@ file can always be traced back to its line. Characters the voice has no
 symbol for are not spoken and are listed in the report. Every line is
 checked before any audio is made: a file with an invalid line produces no
 output at all. Files are written atomically (a file that exists is complete).
+``--timings`` writes ``N.json`` beside ``N.wav``: when each word of the line is spoken.
 """
 
 from __future__ import annotations
