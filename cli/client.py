@@ -3,8 +3,8 @@
     tts-client --server 127.0.0.1:50051 "Hello world." --out hello.wav
     tts-client --server 127.0.0.1:50051 --phrases phrases.txt --out audio/ --encoding FLAC
 
-``--out`` is read as ``tts-synth`` reads it (``tts.cli.common.Output``): NAME.wav (or .flac,
-.ogg, .pcm, .f32) for one text, else a folder of N.wav per phrase line N. The encoding follows
+``--out`` is read as ``tts-synth`` reads it (``tts.cli.common.Output``): NAME.wav (or .flac, .mp3,
+.ogg, .pcm, .f32, .ulaw, .alaw: headerless G.711) for one text, else a folder of N.wav per phrase line N. The encoding follows
 the file's suffix unless ``--encoding`` is given. A server that is starting (or draining) is
 waited for, up to ``--wait`` seconds.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 PROG = "tts-client"
 #: Output file suffix -> encoding, for ``--out NAME.SUFFIX`` without ``--encoding``.
 ENCODING_OF_SUFFIX = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG_OPUS", ".pcm": "LINEAR_PCM16",
-                      ".f32": "FLOAT32"}
+                      ".f32": "FLOAT32", ".mp3": "MP3", ".ulaw": "MULAW", ".alaw": "ALAW"}
 #: Encodings a stream delivers (raw samples); a WAV file is made of PCM16 chunks.
-STREAM_ENCODINGS = ("LINEAR_PCM16", "FLOAT32")
+STREAM_ENCODINGS = ("LINEAR_PCM16", "FLOAT32", "MULAW", "ALAW")
 OPTIONS = (("speaking-rate", float, "speaking rate, 1 = normal"), ("denoiser-strength", float, "0 = off"),
            ("sigma", float, "WaveGlow noise scale"), ("seed", int, "seed of dropout masks and noise"),
            ("max-decoder-steps", int, "Tacotron2 step limit per text piece"),

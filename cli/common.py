@@ -127,7 +127,7 @@ def read_phrases(path: str, flag: str = "phrases") -> list[tuple[int, str]]:
 
 
 #: Suffixes that make ``--out`` a file name (a command refuses those it cannot write).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".pcm", ".f32", ".raw", ".aiff")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".pcm", ".f32", ".raw", ".aiff", ".ulaw", ".alaw")
 #: How ``--out`` is read, the same for every command that writes audio.
 OUT_HELP = ("a file (NAME.wav, .flac, ...) for one text, else a folder of N.wav, one per phrase line N "
             "(created when the first file is written; default: out.wav for one text, out/ for a phrase file)")

@@ -9,6 +9,7 @@ file can always be traced back to its line. Characters the voice has no
 symbol for are not spoken and are listed in the report. Every line is
 checked before any audio is made: a file with an invalid line produces no
 output at all. Files are written atomically (a file that exists is complete).
+``--timings`` writes ``N.json`` beside ``N.wav``: when each word of the line is spoken.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ logger = logging.getLogger(__name__)
 
 PROG = "tts-synth"
 STAGES = ("text", "acoustic", "vocoder", "denoiser")
-#: --format -> (tts.audio encoding, file suffix).
-FORMATS = {"wav": ("WAV", ".wav"), "wav-float": ("WAV_FLOAT32", ".wav"), "flac": ("FLAC", ".flac")}
+#: --format -> (tts.audio encoding, file suffix). mulaw/alaw: 8-bit G.711 samples in a WAV file.
+FORMATS = {"wav": ("WAV", ".wav"), "wav-float": ("WAV_FLOAT32", ".wav"), "flac": ("FLAC", ".flac"),
+           "mp3": ("MP3", ".mp3"), "mulaw": ("WAV_MULAW", ".wav"), "alaw": ("WAV_ALAW", ".wav")}
+#: The --format an --out file's suffix implies.
+FORMAT_OF_SUFFIX = {".wav": "wav", ".flac": "flac", ".mp3": "mp3"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phrases per batch (default 1: each phrase alone, exactly as NVIDIA's reference "
                         "renders it; larger batches are faster on a GPU)")
     g.add_argument("--format", choices=sorted(FORMATS), default=None,
-                   help="audio file format: wav (16-bit PCM), wav-float (32-bit float: the audio exactly) "
-                        "or flac (16-bit) (default: flac for --out NAME.flac, else wav)")
+                   help="audio file format: wav (16-bit PCM), wav-float (32-bit float: the audio exactly), "
+                        "flac (16-bit), mp3 (at the voice's rate when MP3 has it, else 48 kHz), mulaw or alaw "
+                        "(8-bit G.711 in a .wav file) (default: from the --out NAME's suffix, else wav)")
+    g.add_argument("--timings", action="store_true",
+                   help="also write N.json beside N.wav: when each word is spoken (start and end seconds), "
+                        "the sample rate and the duration")
     g.add_argument("--save-mel", action="store_true",
                    help="also write N.mel.npy: the post-net mel [n_mel, T] float32")
     g.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS, metavar="N",
@@ -86,10 +94,18 @@ def output_format(args: argparse.Namespace, out: Output) -> tuple[str, str]:
     if out.is_file:
         suffix = out.path.suffix.lower()
         if fmt is None:
-            fmt = "flac" if suffix == ".flac" else "wav"
+            fmt = FORMAT_OF_SUFFIX.get(suffix, "wav")
         if FORMATS[fmt][1] != suffix:
             raise InvalidInputError(f"--out {out.path}: --format {fmt} writes {FORMATS[fmt][1]} files", field="out")
     return FORMATS[fmt or "wav"]
+
+
+def timings_json(result, sample_rate: int) -> bytes:
+    """``N.json`` of ``--timings``: the text, the file's sample rate, the duration and the words' times."""
+    doc = {"text": result.text, "sample_rate": sample_rate, "duration_s": result.audio_seconds,
+           "words": [{"word": w.word, "start_s": w.start_s, "end_s": w.end_s,
+                      "char_start": w.char_start, "char_end": w.char_end} for w in result.words]}
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +128,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         phrases = [(1, args.text.strip())]
     else:
         phrases = read_phrases(args.phrases)
-    out = Output.parse(args.out, one_text=args.text is not None, suffixes=(".wav", ".flac"),
+    out = Output.parse(args.out, one_text=args.text is not None, suffixes=tuple(FORMAT_OF_SUFFIX),
                        default_suffix=FORMATS[args.format or "wav"][1])
     encoding, suffix = output_format(args, out)
     apply_threads(args.threads)
-    from tts.audio import encode, write_atomic, write_npy
+    from tts.audio import MP3_RATES, encode, resample, write_atomic, write_npy
     from tts.report import LatencyStats, environment, format_table, rtf
     from tts.synthesizer import Synthesizer
 
@@ -158,7 +174,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 stage_times[s].append(getattr(t, s))
             for (n, text), r in zip(group, results):
                 path = out.file_for(n, suffix)
-                write_atomic(path, encode(r.audio, r.sample_rate, encoding))
+                audio, rate = r.audio, r.sample_rate
+                if encoding == "MP3" and rate not in MP3_RATES:
+                    audio, rate = resample(audio, rate, 48000), 48000
+                write_atomic(path, encode(audio, rate, encoding))
+                if args.timings:
+                    write_atomic(path.with_suffix(".json"), timings_json(r, rate))
                 wav = path.name
                 entry = {"line": n, "file": wav, "chars": len(text), "normalized_text": r.normalized_text,
                          "audio_seconds": r.audio_seconds, "mel_frames": int(r.mel.shape[-1]),
@@ -172,6 +193,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                           f"({resolved.max_decoder_steps}) before the stop gate: the audio may be cut short, "
                           "or run on past the text",
                           file=sys.stderr)
+                if args.timings:
+                    entry["timings_file"] = path.with_suffix(".json").name
                 if args.save_mel:
                     entry["mel_file"] = f"{path.stem}.mel.npy"
                     write_npy(path.with_name(entry["mel_file"]), r.mel)

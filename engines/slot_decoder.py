@@ -39,6 +39,8 @@ class SlotOutput:
     frames: Tensor                 #: [rows, K, n_frame] float32, CPU: the decoder frames of each step
     gate: Tensor                   #: [rows, K] float32, CPU: gate logits
     stop: list[int | None]         #: per slot: first step of the replay whose gate fired (its threshold), or None
+    #: [rows, K, t_in] float32, CPU: each step's attention weights (word timings); None if not read
+    align: Tensor | None = None
 
 
 # per-slot decoder state (rows on dim 0; ah/dh: ping-pong pairs, rows on dim 1)
@@ -94,10 +96,11 @@ class SlotDecoder:
         self.threshold = [float(c.gate_threshold)] * self.rows
         self._par = 0
         self._graphs: dict[tuple[float, int], torch.cuda.CUDAGraph] = {}
-        self._host: tuple[Tensor, Tensor] | None = None
+        self._host: tuple[Tensor, Tensor, Tensor] | None = None
         if dev.type == "cuda":
             self._host = (torch.zeros(tuple(b.mel.shape), pin_memory=True),
-                          torch.zeros(tuple(b.gate.shape), pin_memory=True))
+                          torch.zeros(tuple(b.gate.shape), pin_memory=True),
+                          torch.zeros(tuple(b.align.shape), pin_memory=True))
 
     # ------------------------------------------------------------------ slots
     @on_device
@@ -206,13 +209,15 @@ class SlotDecoder:
             else:
                 self._steps(p)
             if self._host is not None:
-                hm, hg = self._host
+                hm, hg, ha = self._host
                 hm.copy_(b.mel, non_blocking=True)
                 hg.copy_(b.gate, non_blocking=True)
+                ha.copy_(b.align, non_blocking=True)
                 torch.cuda.current_stream(eng.device).synchronize()
-                frames, gate = hm.clone(), hg.clone()
+                frames, gate, align = hm.clone(), hg.clone(), ha.clone()
             else:
                 frames, gate = b.mel.to("cpu", copy=True), b.gate.to("cpu", copy=True)
+                align = b.align.to("cpu", torch.float32, copy=True)
         self._par = (self._par + k) % 2
         thr = torch.tensor(self.threshold, dtype=torch.float32).unsqueeze(1)
         fired = torch.sigmoid(gate) > thr                                   # [rows, K]
@@ -222,7 +227,7 @@ class SlotDecoder:
             stop.append(int(f) if a and f >= 0 else None)
             if a:
                 self.steps[s] += k
-        return SlotOutput(frames=frames, gate=gate, stop=stop)
+        return SlotOutput(frames=frames, gate=gate, stop=stop, align=align)
 
     # ------------------------------------------------------------------ buckets
     @on_device

@@ -69,17 +69,24 @@ def test_field_numbers_are_stable():
         return {f.name: f.number for f in msg.DESCRIPTOR.fields}
 
     assert numbers(tts_pb2.SynthesizeRequest) == {
-        "text": 1, "voice": 2, "encoding": 3, "sample_rate_hz": 4, "options": 5}
+        "text": 1, "voice": 2, "encoding": 3, "sample_rate_hz": 4, "options": 5, "word_timings": 6}
     assert numbers(tts_pb2.SynthesizeResponse) == {
         "audio": 1, "sample_rate_hz": 2, "duration_seconds": 3, "normalized_text": 4,
-        "timings": 5, "voice": 6, "encoding": 7, "dropped_chars": 8}
+        "timings": 5, "voice": 6, "encoding": 7, "dropped_chars": 8, "words": 9}
     assert numbers(tts_pb2.AudioChunk) == {
-        "audio": 1, "sample_rate_hz": 2, "offset_samples": 3, "last": 4, "normalized_text": 5, "dropped_chars": 6}
+        "audio": 1, "sample_rate_hz": 2, "offset_samples": 3, "last": 4, "normalized_text": 5, "dropped_chars": 6,
+        "words": 7}
+    assert numbers(tts_pb2.WordTiming) == {
+        "word": 1, "start_seconds": 2, "end_seconds": 3, "char_start": 4, "char_end": 5}
     assert numbers(tts_pb2.SynthesisOptions) == {
         "speaking_rate": 1, "denoiser_strength": 2, "sigma": 3, "seed": 4,
         "max_decoder_steps": 5, "gate_threshold": 6, "prenet_dropout": 7, "text_normalizer": 8}
     enc = tts_pb2.AudioEncoding
-    assert [enc.Value(n) for n in ("AUDIO_ENCODING_UNSPECIFIED", "LINEAR_PCM16", "FLOAT32", "WAV", "FLAC", "OGG_OPUS")] == [0, 1, 2, 3, 4, 5]
+    assert [enc.Value(n) for n in ("AUDIO_ENCODING_UNSPECIFIED", "LINEAR_PCM16", "FLOAT32", "WAV", "FLAC", "OGG_OPUS",
+                                   "MP3", "MULAW", "ALAW")] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    from tts.server.audio import Encoding
+    assert {e.name: e.value for e in Encoding} == {
+        ("UNSPECIFIED" if n == "AUDIO_ENCODING_UNSPECIFIED" else n): v for n, v in enc.items()}
     methods = {m.name for m in tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].methods}
     assert methods == {"Synthesize", "StreamingSynthesize", "ListVoices"}
 

@@ -30,9 +30,10 @@ from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
 logger = logging.getLogger(__name__)
 
 #: Encoding names accepted by ``encoding=`` (the proto enum's names).
-ENCODINGS = ("WAV", "LINEAR_PCM16", "FLOAT32", "FLAC", "OGG_OPUS")
+ENCODINGS = ("WAV", "LINEAR_PCM16", "FLOAT32", "FLAC", "OGG_OPUS", "MP3", "MULAW", "ALAW")
 #: ``encoding`` name -> file suffix used by ``tts-client``.
-SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG_OPUS": ".ogg", "LINEAR_PCM16": ".pcm", "FLOAT32": ".f32"}
+SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG_OPUS": ".ogg", "LINEAR_PCM16": ".pcm", "FLOAT32": ".f32",
+          "MP3": ".mp3", "MULAW": ".ulaw", "ALAW": ".alaw"}
 
 _OPTION_NAMES = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold",
                  "prenet_dropout")
@@ -106,10 +107,12 @@ def make_channel(target: str, *, tls: bool = False, root_cert: bytes | None = No
 
 
 def build_request(text: str, *, voice: str = "", encoding: str | int = "WAV", sample_rate_hz: int = 0,
-                  options: Mapping[str, Any] | None = None) -> tts_pb2.SynthesizeRequest:
-    """A ``SynthesizeRequest``; ``options`` keys are the proto's option names (``sigma``, ``seed``, ...)."""
+                  options: Mapping[str, Any] | None = None, word_timings: bool = False) -> tts_pb2.SynthesizeRequest:
+    """A ``SynthesizeRequest``; ``options`` keys are the proto's option names (``sigma``, ``seed``, ...);
+    ``word_timings``: ask for the words' start and end times."""
     enc = tts_pb2.AudioEncoding.Value(encoding) if isinstance(encoding, str) else int(encoding)
-    req = tts_pb2.SynthesizeRequest(text=text, voice=voice, encoding=enc, sample_rate_hz=sample_rate_hz)
+    req = tts_pb2.SynthesizeRequest(text=text, voice=voice, encoding=enc, sample_rate_hz=sample_rate_hz,
+                                    word_timings=bool(word_timings))
     for key, value in (options or {}).items():
         if key not in _OPTION_NAMES:
             raise ValueError(f"unknown option {key!r}; known: {', '.join(_OPTION_NAMES)}")
@@ -181,20 +184,25 @@ class TTSClient:
 
     def synthesize(self, text: str, *, voice: str = "", encoding: str | int = "WAV", sample_rate_hz: int = 0,
                    options: Mapping[str, Any] | None = None, timeout: float | None = None,
-                   request_id: str | None = None) -> tts_pb2.SynthesizeResponse:
-        """Whole utterance in one response (raises ``grpc.RpcError`` on failure)."""
-        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
+                   request_id: str | None = None, word_timings: bool = False) -> tts_pb2.SynthesizeResponse:
+        """Whole utterance in one response (raises ``grpc.RpcError`` on failure); ``word_timings``: the
+        response's ``words`` say when each word is spoken."""
+        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options,
+                            word_timings=word_timings)
         return self._retrying(lambda: self.stub.Synthesize(req, **self._kw(timeout, request_id)))
 
     def stream(self, text: str, *, voice: str = "", encoding: str | int = "LINEAR_PCM16",
                sample_rate_hz: int = 0, options: Mapping[str, Any] | None = None,
-               timeout: float | None = None, request_id: str | None = None) -> Iterator[tts_pb2.AudioChunk]:
-        """Audio chunks as the server produces them (raw LINEAR_PCM16 or FLOAT32).
+               timeout: float | None = None, request_id: str | None = None,
+               word_timings: bool = False) -> Iterator[tts_pb2.AudioChunk]:
+        """Audio chunks as the server produces them (raw LINEAR_PCM16, FLOAT32, MULAW or ALAW); with
+        ``word_timings`` each chunk's ``words`` are the words it completes.
 
         With ``retry_s`` a call refused before its first chunk is retried; once audio has
         arrived an error ends the stream (a retry would repeat audio).
         """
-        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
+        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options,
+                            word_timings=word_timings)
         if self.retry_s <= 0:
             return self.stub.StreamingSynthesize(req, **self._kw(timeout, request_id))
         return self._stream_retrying(req, timeout, request_id)

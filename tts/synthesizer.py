@@ -39,12 +39,14 @@ import torch
 from tts.errors import InvalidInputError
 from tts.options import DEFAULT_MAX_TEXT_CHARS, REFERENCE_DEFAULTS, SynthesisOptions
 from tts.text.lexicon import Lexicon, as_lexicon
+from tts.timings import (WordTimer, WordTiming, attention_path, relocate, token_bounds_from_attention,
+                         token_bounds_from_durations, voiced_frames)
 from tts.voice import Voice
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SynthesisOptions", "StageTimings", "SynthesisResult", "AcousticResult", "TextPlan", "Synthesizer",
-           "PRECISIONS", "REFERENCE_DEFAULTS", "DEFAULT_MAX_TEXT_CHARS"]
+           "WordTiming", "PRECISIONS", "REFERENCE_DEFAULTS", "DEFAULT_MAX_TEXT_CHARS"]
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 
@@ -91,6 +93,8 @@ class SynthesisResult:
     pieces: int = 1
     #: Pieces that hit max_decoder_steps before the stop gate fired.
     hit_max_steps: int = 0
+    #: The words of ``text`` with their start and end in ``audio`` (``tts.timings``), in order.
+    words: list[WordTiming] = field(default_factory=list)
 
     @property
     def audio_seconds(self) -> float:
@@ -101,13 +105,19 @@ class SynthesisResult:
         """The result of ``plan`` from the results of its ``TextPlan.split`` parts, in order; stage
         timings are the parts' summed."""
         total = StageTimings()
+        words: list[WordTiming] = []
+        offset = 0.0
+        for r in parts:                          # each part's times shifted by the audio before it
+            words.extend(relocate(r.text, r.words, offset))
+            offset += r.audio_seconds
         for r in parts:
             for k, v in r.timings.as_dict().items():
                 setattr(total, k, getattr(total, k) + v)
         return cls(text=plan.text, normalized_text=plan.normalized_text,
                    audio=np.concatenate([r.audio for r in parts]), sample_rate=parts[0].sample_rate,
                    mel=np.concatenate([r.mel for r in parts], axis=-1), timings=total, dropped=plan.dropped,
-                   pieces=sum(r.pieces for r in parts), hit_max_steps=sum(r.hit_max_steps for r in parts))
+                   pieces=sum(r.pieces for r in parts), hit_max_steps=sum(r.hit_max_steps for r in parts),
+                   words=relocate(plan.text, words))
 
 
 @dataclass
@@ -120,6 +130,8 @@ class AcousticResult:
     normalized_text: str
     #: Characters of the input that have no symbol and were not spoken.
     dropped: str = ""
+    #: The words of the text with their times in the audio the pieces yield (``SynthesisResult.words``).
+    words: list[WordTiming] = field(default_factory=list)
 
 
 @dataclass
@@ -134,6 +146,8 @@ class _Piece:
     hit_max: bool = False
     text_normalizer: str = "dle"         # the plan's, for re-encoding halves of the piece
     lexicon: Lexicon | None = None       # the plan's, likewise
+    bounds: np.ndarray | None = None     # [len(ids) + 1] the frame each id starts on (word timings)
+    voiced: np.ndarray | None = None     # [frames] bool: the loud frames of its acoustic output (word timings)
 
 
 @dataclass(frozen=True)
@@ -314,9 +328,11 @@ class Synthesizer:
             plan = self._pieces(plans)
             plan.pieces = self._run_acoustic(plan.pieces, opts, self._generators(opts.seed, len(plans)))
         per_utt: list[list[tuple[torch.Tensor, int]]] = [[] for _ in texts]
+        timers = [self.word_timer(p.text, p.text_normalizer) for p in plans]
         for p in sorted(plan.pieces, key=lambda p: p.key):
             per_utt[p.utt].append((p.mel, p.audio_len))
-        return [AcousticResult(pieces, " ".join(plan.cleaned[i]), plan.dropped[i])
+            timers[p.utt].add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
+        return [AcousticResult(pieces, " ".join(plan.cleaned[i]), plan.dropped[i], timers[i].words)
                 for i, pieces in enumerate(per_utt)]
 
     @property
@@ -428,6 +444,9 @@ class Synthesizer:
             mel = out.mel[b:b + 1, :, :keep]
             piece.mel = acoustic.postnet_forward(mel if dtype is None else mel.to(dtype))[0].float()
             piece.audio_len = HOP * n
+            piece.bounds = token_bounds_from_attention(
+                attention_path(out.alignments[b, :n, :len(piece.ids)]), len(piece.ids), n)
+            piece.voiced = voiced_frames(out.mel[b, :, :n])
 
     def _fastspeech_all(self, pieces: list[_Piece], opts: SynthesisOptions) -> list[_Piece]:
         """FastSpeech makes at most max_seq_len frames; a piece that needs more is split in two at
@@ -456,6 +475,8 @@ class Synthesizer:
                     n = int(out.mel_lengths[b])
                     piece.mel = out.mel[b, :n, :].transpose(0, 1).float()
                     piece.audio_len = HOP * n
+                    piece.bounds = token_bounds_from_durations(out.repeats[b, :len(piece.ids)].cpu().numpy())
+                    piece.voiced = voiced_frames(piece.mel)
                     done.append(piece)
         return done
 
@@ -499,13 +520,21 @@ class Synthesizer:
         results = []
         for i, text in enumerate(plan.texts):
             ps = per_utt[i]
+            timer = self.word_timer(text, ps[0].text_normalizer)
+            for p in ps:
+                timer.add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
             audio = torch.cat([p.audio[:p.audio_len] for p in ps]).cpu().numpy().astype(np.float32)
             mel = torch.cat([p.mel for p in ps], dim=-1).cpu().numpy().astype(np.float32)
             results.append(SynthesisResult(
                 text=text, normalized_text=" ".join(plan.cleaned[i]), audio=audio,
                 sample_rate=self.sample_rate, mel=mel, timings=timings, dropped=plan.dropped[i],
-                pieces=len(ps), hit_max_steps=sum(p.hit_max for p in ps)))
+                pieces=len(ps), hit_max_steps=sum(p.hit_max for p in ps), words=timer.words))
         return results
+
+    def word_timer(self, text: str, text_normalizer: str) -> WordTimer:
+        """The word timings of ``text`` (read with ``text_normalizer``), to be fed piece by piece."""
+        return WordTimer(text, frontend=self.voice.frontend, normalizer=text_normalizer,
+                         sample_rate=self.sample_rate, hop=HOP)
 
     # ---------------------------------------------------------------- helpers
 

@@ -7,7 +7,7 @@ are exactly those of the unary path; only the vocoder differs (chunked).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,8 @@ class MelResult:
     pieces: list[tuple[np.ndarray, int]]
     #: The cleaned text spoken.
     normalized_text: str
+    #: Word timings of the text (``tts.timings.WordTiming``) in the audio its pieces yield.
+    words: list = field(default_factory=list)
     #: Always None: tells the engine this result has no audio yet.
     audio: None = None
 
@@ -31,5 +33,5 @@ class MelResult:
 def acoustic_mels(synth, texts: list[str], options: SynthesisOptions | None) -> list[MelResult]:
     """Texts -> per-piece mels with the synthesizer's planning and acoustic batching (blocking)."""
     return [MelResult(pieces=[(mel.float().cpu().numpy(), samples // 256) for mel, samples in r.pieces],
-                      normalized_text=r.normalized_text)
+                      normalized_text=r.normalized_text, words=list(r.words))
             for r in synth.acoustic(list(texts), options)]

@@ -27,10 +27,13 @@ class Encoding(IntEnum):
     WAV = 3
     FLAC = 4
     OGG_OPUS = 5
+    MP3 = 6
+    MULAW = 7
+    ALAW = 8
 
 
 #: Encodings a stream can carry (raw samples, so chunks concatenate).
-STREAMABLE = (Encoding.LINEAR_PCM16, Encoding.FLOAT32)
+STREAMABLE = (Encoding.LINEAR_PCM16, Encoding.FLOAT32, Encoding.MULAW, Encoding.ALAW)
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,18 @@ class EncodedAudio:
 
 
 def output_rate(voice_rate: int, requested: int, encoding: Encoding) -> int:
-    """The rate audio is sent at: the requested one (0 = voice's), 48 kHz for Opus at a rate it lacks."""
+    """The rate audio is sent at: the requested one (0 = voice's), 48 kHz for Opus or MP3 at a rate
+    the codec lacks."""
     rate = requested or voice_rate
     if encoding == Encoding.OGG_OPUS and rate not in _audio.OPUS_RATES:
+        rate = 48000
+    if encoding == Encoding.MP3 and rate not in _audio.MP3_RATES:
         rate = 48000
     return rate
 
 
 def raw_bytes(audio: np.ndarray, encoding: Encoding) -> bytes:
-    """Raw little-endian samples for LINEAR_PCM16 / FLOAT32 (no header)."""
+    """Raw samples for LINEAR_PCM16 / FLOAT32 (little-endian) / MULAW / ALAW (8-bit G.711), no header."""
     if encoding not in STREAMABLE:
         raise ValueError(f"{Encoding(encoding).name} is not a raw sample encoding")
     return _audio.encode(audio, 0, Encoding(encoding).name)
@@ -83,6 +89,8 @@ def decode(data: bytes, encoding: Encoding) -> np.ndarray:
         return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
     if enc == Encoding.FLOAT32:
         return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    if enc in (Encoding.MULAW, Encoding.ALAW):
+        return _audio.g711_decode(data, enc.name)
     import soundfile as sf
 
     samples, _ = sf.read(io.BytesIO(data), dtype="float32")

@@ -272,11 +272,12 @@ class ServingEngine:
         out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only),
                                         key=(voice, options, "mel" if mel_only else "audio"), deadline=deadline)
         result = out.result
+        words = tuple(getattr(result, "words", ()))       # known before any audio: sent as it is spoken
         if getattr(result, "audio", None) is not None and len(result.audio):
             audio = np.asarray(result.audio, dtype=np.float32)
             step = 256 * self.stream_chunk_frames
             for i in range(0, len(audio), step):
-                yield StreamPiece(audio=audio[i:i + step])
+                yield StreamPiece(audio=audio[i:i + step], words=words if i == 0 else ())
         else:
             from tts.streaming import StreamConfig, stream_vocode_mel
 
@@ -290,6 +291,7 @@ class ServingEngine:
                     chunk = await asyncio.to_thread(next, it, None)
                     if chunk is None:
                         break
-                    yield StreamPiece(audio=chunk)
+                    yield StreamPiece(audio=chunk, words=words)
+                    words = ()
         yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=result.normalized_text, last=True)
 

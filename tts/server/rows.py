@@ -53,6 +53,8 @@ class RowFrames:
     frames: torch.Tensor
     #: Index in ``frames`` of the first step whose gate fired (the row's threshold), or None.
     stop: int | None
+    #: ``[n, T_in]`` float32 CPU attention weights of each step over the row's own ids (word timings).
+    align: torch.Tensor | None = None
 
 
 class RowDecoder(Protocol):
@@ -129,7 +131,9 @@ class StepRowDecoder:
         out = self.acoustic.decoder.step(self._state, self._prev, prenet_dropout=prenet_dropout)
         self._prev = out.frame
         fired = torch.sigmoid(out.gate_logit.float()).cpu().tolist()
-        return {k: RowFrames(out.frame[i].unsqueeze(1), 0 if fired[i] > self._thresholds[i] else None)
+        weights = out.attention_weights.float().cpu()
+        return {k: RowFrames(out.frame[i].unsqueeze(1), 0 if fired[i] > self._thresholds[i] else None,
+                             weights[i:i + 1, :self._lengths[i]])
                 for i, k in enumerate(self._keys)}
 
     def leave(self, keys: Sequence[Hashable]) -> None:
@@ -210,7 +214,9 @@ class SlotRowDecoder:
 
     def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
         out = self.sd.run(prenet_dropout)
-        return {k: RowFrames(out.frames[s].t().contiguous(), out.stop[s]) for k, s in self._slot.items()}
+        return {k: RowFrames(out.frames[s].t().contiguous(), out.stop[s],
+                             None if out.align is None else out.align[s, :, :self._length[k]])
+                for k, s in self._slot.items()}
 
     def leave(self, keys: Sequence[Hashable]) -> None:
         for k in keys:

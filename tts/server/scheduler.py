@@ -51,7 +51,7 @@ from tts.server.errors import QueueFullError, ShuttingDownError
 from tts.server.rows import RowStart, SlotRowDecoder, make_row_decoder
 from tts.server.types import ScheduledOutcome, StreamPiece
 from tts.server.vocoding import VocoderStage
-from tts.server.work import Call, Row
+from tts.server.work import Call, Row, piece_words
 from tts.streaming import MelStreamer, StreamConfig, make_vocode
 
 __all__ = ["ScheduledOutcome", "TacotronScheduler", "WARM_INPUT_LENGTHS"]
@@ -203,7 +203,8 @@ class TacotronScheduler:
             call = Call(seq=next(self._seq), text=plan.text, opts=opts, pieces=[list(ids) for _, ids in plan.pieces],
                         cleaned=list(plan.cleaned), loop=loop, deadline=deadline, streaming=streaming,
                         done=None if streaming else loop.create_future(), dropped=plan.dropped,
-                        arrival_step=self.steps_done)
+                        arrival_step=self.steps_done, piece_texts=[t for t, _ in plan.pieces],
+                        text_normalizer=plan.text_normalizer)
             if opts.seed is not None:
                 call.generator = torch.Generator(device=self.device).manual_seed(opts.seed)
             call.text_seconds = time.perf_counter() - t0
@@ -241,6 +242,7 @@ class TacotronScheduler:
         streamers: dict[int, MelStreamer] = {}
         buffered: dict[int, deque] = {}
         current = 0
+        timer = self.synth.word_timer(call.text, call.text_normalizer)
         try:
             while current < len(call.pieces):
                 kind, piece, payload = await call.events.get()
@@ -250,13 +252,19 @@ class TacotronScheduler:
                 while current < len(call.pieces) and buffered.get(current):
                     k, pl = buffered[current].popleft()
                     st = streamers.setdefault(current, MelStreamer(vocode, self._postnet, cfg))
-                    fn = (lambda st=st, pl=pl: st.push(pl)) if k == "frames" else (lambda st=st, pl=pl: st.finish(pl))
-                    chunks = await self.vocoder_stage.run_stream(call, fn)
-                    if k == "end":
+                    words = []
+                    if k == "frames":
+                        chunks = await self.vocoder_stage.run_stream(call, lambda st=st, pl=pl: st.push(pl))
+                    else:
+                        frames, spoken = pl
+                        chunks = await self.vocoder_stage.run_stream(call, lambda st=st, n=frames: st.finish(n))
+                        words = await asyncio.to_thread(piece_words, timer, call, current, frames, spoken)
                         del streamers[current], buffered[current]
                         current += 1
-                    for c in chunks:
-                        yield StreamPiece(audio=c)
+                    for j, c in enumerate(chunks):
+                        yield StreamPiece(audio=c, words=tuple(words) if j == len(chunks) - 1 else ())
+                    if words and not chunks:
+                        yield StreamPiece(audio=np.zeros(0, np.float32), words=tuple(words))
             yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=" ".join(call.cleaned), last=True)
         finally:
             call.cancelled = True
@@ -378,6 +386,8 @@ class TacotronScheduler:
             gate_fired = rf.stop is not None and rf.stop < limit
             n = min(rf.frames.shape[1] if rf.stop is None else rf.stop + 1, limit)
             r.frames.append(rf.frames[:, :n])
+            if rf.align is not None:
+                r.align.append(rf.align[:n])
             r.steps += n
             r.call.max_batch = max(r.call.max_batch, b)
             if gate_fired or r.steps >= r.call.opts.max_decoder_steps:
@@ -412,7 +422,9 @@ class TacotronScheduler:
         if call.streaming:
             if r.sent < r.steps:
                 self._deliver(r)
-            call.post(("end", r.piece, audio_frames))
+            call.post(("end", r.piece, (audio_frames, r.spoken(audio_frames))))
             return False
         call.mels[r.piece] = (torch.cat(r.frames, dim=1), audio_frames)   # [n_mel, steps] decoder output
+        call.aligns[r.piece] = r.spoken(audio_frames)
         return True
+

@@ -95,6 +95,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             audio=encoded.data, sample_rate_hz=encoded.sample_rate, duration_seconds=encoded.seconds,
             normalized_text=result.normalized_text, voice=req.voice, encoding=int(encoded.encoding),
             dropped_chars=getattr(result, "dropped", ""),
+            words=_words_pb(getattr(result, "words", ())) if req.word_timings else (),
             timings=tts_pb2.Timings(
                 queue_seconds=out.queue_seconds, text_seconds=tm.text, acoustic_seconds=tm.acoustic,
                 vocoder_seconds=tm.vocoder, denoiser_seconds=tm.denoiser, encode_seconds=encode_s,
@@ -116,17 +117,22 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         resampler = _StreamResampler(src_rate, rate)
         offset = 0
         first = True
+        words: list = []                 # word timings known and not sent yet, in order
         async for piece in self.engine.stream(req.voice, text, req.options, deadline=_deadline(context)):
+            words.extend(piece.words if req.word_timings else ())
             samples = resampler.push(piece.audio, final=piece.last)
             if len(samples) == 0 and not piece.last:
                 continue
+            done = len(words) if piece.last else _ended_by(words, (offset + len(samples)) / rate)
             if first and len(samples) and self.metrics is not None:
                 self.metrics.ttfa.observe(time.perf_counter() - t0)
                 first = False
             yield tts_pb2.AudioChunk(audio=raw_bytes(samples, req.encoding), sample_rate_hz=rate,
                                      offset_samples=offset, last=piece.last,
                                      normalized_text=piece.normalized_text if piece.last else "",
-                                     dropped_chars=getattr(text, "dropped", "") if piece.last else "")
+                                     dropped_chars=getattr(text, "dropped", "") if piece.last else "",
+                                     words=_words_pb(words[:done]))
+            del words[:done]
             offset += len(samples)
         total = time.perf_counter() - t0
         if self.metrics is not None and total > 0:
@@ -149,6 +155,20 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         if total > 0:
             m.rtf.observe(audio_s / total)
         m.audio_seconds.inc(audio_s)
+
+
+def _words_pb(words) -> list:
+    """``tts.timings.WordTiming``s -> ``tts.v1.WordTiming`` messages."""
+    return [tts_pb2.WordTiming(word=w.word, start_seconds=w.start_s, end_seconds=w.end_s,
+                               char_start=w.char_start, char_end=w.char_end) for w in words]
+
+
+def _ended_by(words: list, seconds: float) -> int:
+    """How many of ``words`` (in order) end within the first ``seconds`` of audio."""
+    n = 0
+    while n < len(words) and words[n].end_s <= seconds + 1e-9:
+        n += 1
+    return n
 
 
 class _StreamResampler:

@@ -15,6 +15,9 @@ class StreamPiece:
     #: Set on the last piece: the normalized text spoken.
     normalized_text: str = ""
     last: bool = False
+    #: Word timings (``tts.timings.WordTiming``, times in the whole utterance) that became known with
+    #: this piece; a word may come before the audio that speaks it.
+    words: tuple = ()
 
 
 @dataclass

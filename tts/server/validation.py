@@ -47,6 +47,8 @@ class ValidRequest:
     sample_rate_hz: int
     #: Per-call options; ``None`` fields take the voice's defaults.
     options: SynthesisOptions
+    #: Whether the response carries word timings.
+    word_timings: bool = False
 
 
 def validate_request(request, *, voices: Collection[str], default_voice: str, max_text_chars: int,
@@ -76,7 +78,8 @@ def validate_request(request, *, voices: Collection[str], default_voice: str, ma
             encoding = Encoding.LINEAR_PCM16
         if encoding not in STREAMABLE:
             raise InvalidInputError(
-                f"encoding: StreamingSynthesize sends raw samples; use LINEAR_PCM16 or FLOAT32, not {encoding.name}",
+                f"encoding: StreamingSynthesize sends raw samples; use "
+                f"{', '.join(e.name for e in STREAMABLE)}, not {encoding.name}",
                 field="encoding")
     elif encoding == Encoding.UNSPECIFIED:
         encoding = Encoding.WAV
@@ -88,7 +91,8 @@ def validate_request(request, *, voices: Collection[str], default_voice: str, ma
             field="sample_rate_hz")
 
     return ValidRequest(text=text, voice=voice, encoding=encoding, sample_rate_hz=rate,
-                        options=options_from_proto(request.options if request.HasField("options") else None))
+                        options=options_from_proto(request.options if request.HasField("options") else None),
+                        word_timings=bool(getattr(request, "word_timings", False)))
 
 
 def options_from_proto(msg) -> SynthesisOptions:

@@ -40,7 +40,7 @@ import torch
 
 from tts.server.errors import DeadlineExpiredError, ShuttingDownError
 from tts.server.types import ScheduledOutcome
-from tts.server.work import Call, settle
+from tts.server.work import Call, piece_words, settle
 from tts.streaming import HOP, MelStreamer, StreamConfig, make_vocode
 
 logger = logging.getLogger(__name__)
@@ -319,8 +319,11 @@ class VocoderStage:
             acoustic = max(0.0, call.acoustic_done - (call.started_perf or call.acoustic_done)) + post_s
             timings = StageTimings(text=call.text_seconds, acoustic=acoustic, vocoder=voc_s, denoiser=den_s,
                                    total=call.text_seconds + acoustic + voc_s + den_s)
+            timer = self.synth.word_timer(call.text, call.text_normalizer)
+            for i in range(n):
+                piece_words(timer, call, i, len(call.audio[i][0]) // HOP, call.aligns.get(i))
             result = SynthesisResult(
-                text=call.text, normalized_text=" ".join(call.cleaned),
+                text=call.text, normalized_text=" ".join(call.cleaned), words=timer.words,
                 audio=torch.cat([call.audio[i][0] for i in range(n)]).numpy().astype(np.float32),
                 sample_rate=self.synth.sample_rate,
                 mel=torch.cat([call.audio[i][1] for i in range(n)], dim=-1).numpy().astype(np.float32),
@@ -333,4 +336,5 @@ class VocoderStage:
             call.fail(exc)
             return
         call.audio.clear()
+        call.aligns.clear()
         call.resolve(outcome)

@@ -19,6 +19,7 @@ import torch
 
 from tts.options import SynthesisOptions
 from tts.server.errors import DeadlineExpiredError
+from tts.streaming import HOP
 
 
 @dataclass(eq=False)
@@ -39,7 +40,7 @@ class Call:
     deadline: float | None
     streaming: bool
     #: Streaming events ``(kind, piece, payload)``: ``("frames", i, mel [n_mel, k])``,
-    #: ``("end", i, audio_frames)``, ``("error", -1, exc)``.
+    #: ``("end", i, (audio_frames, (attention [frames, T_in] or None, loud frames)))``, ``("error", -1, exc)``.
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     #: Unary completion (a ``ScheduledOutcome``), None for streaming.
     done: asyncio.Future | None = None
@@ -71,6 +72,12 @@ class Call:
     voc_seconds: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
     #: Seeded calls: the generator every vocoder call of this call draws from, pieces in order.
     generator: torch.Generator | None = None
+    #: Text per piece (as planned) and the normalizer it was read with: for word timings.
+    piece_texts: list = field(default_factory=list)
+    text_normalizer: str = "dle"
+    #: Unary: piece -> (attention weights ``[frames, T_in]`` of its spoken frames or None, loud frames
+    #: ``[frames]`` bool): what its word timings are read from.
+    aligns: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.todo.extend(range(len(self.pieces)))
@@ -122,6 +129,8 @@ class Row:
     piece: int
     #: Decoder frames so far, chunks ``[n_mel, n]`` in order.
     frames: list = field(default_factory=list)
+    #: Their attention weights, chunks ``[n, T_in]`` (CPU), when the decoder gives them.
+    align: list = field(default_factory=list)
     steps: int = 0
     #: Streaming: steps already delivered and chunks already sent.
     sent: int = 0
@@ -130,6 +139,16 @@ class Row:
     @property
     def ids(self) -> list[int]:
         return self.call.pieces[self.piece]
+
+    def spoken(self, audio_frames: int) -> tuple:
+        """What the row's word timings are read from: (attention weights ``[audio_frames, T_in]`` or None
+        when the decoder gave none, loud frames ``[audio_frames]`` of its decoder mel)."""
+        from tts.timings import voiced_frames
+
+        mel = torch.cat(self.frames, dim=1)[:, :audio_frames]
+        if not self.align or sum(a.shape[0] for a in self.align) < audio_frames:
+            return None, voiced_frames(mel)
+        return torch.cat(self.align, dim=0)[:audio_frames], voiced_frames(mel)
 
 
 def settle(fut: asyncio.Future | None, result: object, exc: BaseException | None) -> None:
@@ -142,3 +161,14 @@ def settle(fut: asyncio.Future | None, result: object, exc: BaseException | None
         fut.set_exception(exc)
     else:
         fut.set_result(result)
+
+
+def piece_words(timer, call: Call, piece: int, audio_frames: int, spoken: tuple | None) -> list:
+    """The word timings of ``call``'s ``piece`` (the next one of ``timer``, a ``tts.timings.WordTimer``),
+    from ``spoken``: ``Row.spoken`` of its row."""
+    from tts.timings import attention_path, token_bounds_from_attention
+
+    ids = call.pieces[piece]
+    align, voiced = spoken if spoken is not None else (None, None)
+    bounds = None if align is None else token_bounds_from_attention(attention_path(align), len(ids), audio_frames)
+    return timer.add(call.piece_texts[piece], ids, bounds, HOP * audio_frames, voiced)

@@ -16,12 +16,18 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WAV: _ClassVar[AudioEncoding]
     FLAC: _ClassVar[AudioEncoding]
     OGG_OPUS: _ClassVar[AudioEncoding]
+    MP3: _ClassVar[AudioEncoding]
+    MULAW: _ClassVar[AudioEncoding]
+    ALAW: _ClassVar[AudioEncoding]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR_PCM16: AudioEncoding
 FLOAT32: AudioEncoding
 WAV: AudioEncoding
 FLAC: AudioEncoding
 OGG_OPUS: AudioEncoding
+MP3: AudioEncoding
+MULAW: AudioEncoding
+ALAW: AudioEncoding
 
 class SynthesisOptions(_message.Message):
     __slots__ = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold", "prenet_dropout", "text_normalizer")
@@ -44,18 +50,34 @@ class SynthesisOptions(_message.Message):
     def __init__(self, speaking_rate: _Optional[float] = ..., denoiser_strength: _Optional[float] = ..., sigma: _Optional[float] = ..., seed: _Optional[int] = ..., max_decoder_steps: _Optional[int] = ..., gate_threshold: _Optional[float] = ..., prenet_dropout: _Optional[float] = ..., text_normalizer: _Optional[str] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("text", "voice", "encoding", "sample_rate_hz", "options")
+    __slots__ = ("text", "voice", "encoding", "sample_rate_hz", "options", "word_timings")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    WORD_TIMINGS_FIELD_NUMBER: _ClassVar[int]
     text: str
     voice: str
     encoding: AudioEncoding
     sample_rate_hz: int
     options: SynthesisOptions
-    def __init__(self, text: _Optional[str] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ...) -> None: ...
+    word_timings: bool
+    def __init__(self, text: _Optional[str] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ..., word_timings: _Optional[bool] = ...) -> None: ...
+
+class WordTiming(_message.Message):
+    __slots__ = ("word", "start_seconds", "end_seconds", "char_start", "char_end")
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CHAR_START_FIELD_NUMBER: _ClassVar[int]
+    CHAR_END_FIELD_NUMBER: _ClassVar[int]
+    word: str
+    start_seconds: float
+    end_seconds: float
+    char_start: int
+    char_end: int
+    def __init__(self, word: _Optional[str] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., char_start: _Optional[int] = ..., char_end: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_seconds", "text_seconds", "acoustic_seconds", "vocoder_seconds", "denoiser_seconds", "encode_seconds", "total_seconds", "batch_size")
@@ -78,7 +100,7 @@ class Timings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., text_seconds: _Optional[float] = ..., acoustic_seconds: _Optional[float] = ..., vocoder_seconds: _Optional[float] = ..., denoiser_seconds: _Optional[float] = ..., encode_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
-    __slots__ = ("audio", "sample_rate_hz", "duration_seconds", "normalized_text", "timings", "voice", "encoding", "dropped_chars")
+    __slots__ = ("audio", "sample_rate_hz", "duration_seconds", "normalized_text", "timings", "voice", "encoding", "dropped_chars", "words")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +109,7 @@ class SynthesizeResponse(_message.Message):
     VOICE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CHARS_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     sample_rate_hz: int
     duration_seconds: float
@@ -95,23 +118,26 @@ class SynthesizeResponse(_message.Message):
     voice: str
     encoding: AudioEncoding
     dropped_chars: str
-    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., normalized_text: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., dropped_chars: _Optional[str] = ...) -> None: ...
+    words: _containers.RepeatedCompositeFieldContainer[WordTiming]
+    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., normalized_text: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., voice: _Optional[str] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., dropped_chars: _Optional[str] = ..., words: _Optional[_Iterable[_Union[WordTiming, _Mapping]]] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("audio", "sample_rate_hz", "offset_samples", "last", "normalized_text", "dropped_chars")
+    __slots__ = ("audio", "sample_rate_hz", "offset_samples", "last", "normalized_text", "dropped_chars", "words")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     OFFSET_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_TEXT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CHARS_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     sample_rate_hz: int
     offset_samples: int
     last: bool
     normalized_text: str
     dropped_chars: str
-    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., offset_samples: _Optional[int] = ..., last: _Optional[bool] = ..., normalized_text: _Optional[str] = ..., dropped_chars: _Optional[str] = ...) -> None: ...
+    words: _containers.RepeatedCompositeFieldContainer[WordTiming]
+    def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., offset_samples: _Optional[int] = ..., last: _Optional[bool] = ..., normalized_text: _Optional[str] = ..., dropped_chars: _Optional[str] = ..., words: _Optional[_Iterable[_Union[WordTiming, _Mapping]]] = ...) -> None: ...
 
 class ListVoicesRequest(_message.Message):
     __slots__ = ()
