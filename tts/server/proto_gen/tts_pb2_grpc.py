@@ -6,7 +6,7 @@ import warnings
 
 from tts.server.proto_gen import tts_pb2 as tts_dot_v1_dot_tts__pb2
 
-GRPC_GENERATED_VERSION = '1.85.4'
+GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
