@@ -259,3 +259,105 @@ def test_shipped_voice_normal_lines_keep_their_frames(shipped, line, seed):
     gate = _frames(shipped, text, seed=seed, stop_rule="gate")
     att = _frames(shipped, text, seed=seed, stop_rule="attention")
     assert gate.shape[-1] < 800 and torch.equal(gate, att)
+
+
+# ----------------------------------------------------------------------------- GPU (-m gpu)
+
+def _cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return torch.device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_gpu_graph_engine_ends_items_on_the_eager_steps(backend, monkeypatch):
+    """``Tacotron2Engine.decode`` on CUDA (graphs, fp32) ends every item on the step the CPU eager
+    decoder ends it under the attention rule: by attention (three lengths), then by budget."""
+    dev = _cuda()
+    t2 = _tiny()
+    rows = [_ids(30, 1), _ids(100, 2), _ids(170, 3)]
+    memory, lengths = _memory(t2, rows)
+    kw = dict(prenet_dropout=0.0, max_decoder_steps=600, gate_threshold=NEVER, stop_rule="attention")
+    with torch.no_grad():
+        want = t2.decoder.infer(memory, lengths, **kw)
+    eng = Tacotron2Engine(t2, device=dev, precision="fp32", backend=backend)
+    got = eng.decode(memory.to(dev), lengths.to(dev), **kw)
+    assert got.mel_lengths.cpu().tolist() == want.mel_lengths.tolist()
+    assert got.mel.shape == want.mel.shape
+    assert float((got.mel.cpu() - want.mel).abs().max()) < 1e-3
+    monkeypatch.setattr(t2mod, "ATTENTION_STOP", dataclasses.replace(ATTENTION_STOP, end_mass=1e9))
+    eng = Tacotron2Engine(t2, device=dev, precision="fp32", backend=backend)     # graphs captured anew
+    got = eng.decode(memory[:2, :100].to(dev), lengths[:2].to(dev), **kw)
+    assert got.mel_lengths.cpu().tolist() == [420, 600] and got.mel.shape[-1] == 600
+
+
+@pytest.mark.gpu
+def test_gpu_slot_decoder_stops_rows_on_the_eager_step():
+    dev = _cuda()
+    t2 = _tiny()
+    eng = Tacotron2Engine(t2, device=dev, precision="fp32", backend="triton")
+    sd = eng.slots(4, 100, steps_per_replay=16)
+    texts = {"a": _ids(30, 1), "b": _ids(100, 2)}
+    kw = dict(prenet_dropout=0.0, max_decoder_steps=600, gate_threshold=NEVER, stop_rule="attention")
+    want = {k: int(t2.infer(v, torch.tensor([v.shape[1]]), **kw).mel_lengths[0]) for k, v in texts.items()}
+    slot, got = {}, {}
+    for name, ids in texts.items():
+        s = sd.free_slots()[0]
+        sd.join(s, t2.encode(ids, torch.tensor([ids.shape[1]])), ids.shape[1], gate_threshold=NEVER,
+                stop_rule="attention")
+        slot[name] = s
+        if name == "a":
+            sd.run(0.0)
+    for _ in range(30):
+        before = list(sd.steps)
+        out = sd.run(0.0)
+        for name, s in slot.items():
+            if name not in got and out.stop[s] is not None:
+                got[name] = before[s] + out.stop[s]
+    assert got == want
+
+
+@pytest.mark.gpu
+def test_gpu_shipped_voice_run_on_is_cut_and_normal_lines_keep_their_length():
+    """On the GPU engines (fp32) line 7 of phrase_8_128.txt ran on at seed 0 (the gate rule's
+    2 000 steps); the attention rule ends every line within 6 steps per symbol, and lines whose
+    gate fires keep their length (and frames, to float rounding)."""
+    from tts.synthesizer import Synthesizer
+    from tts.voice import load_voice
+
+    _cuda()
+    synth = Synthesizer(load_voice("slt-tacotron2"), device="cuda", precision="fp32")
+    lines = PHRASES.read_text().splitlines()
+    report = {}
+    for i, text in enumerate(lines, 1):
+        gate = _frames(synth, text, seed=0, stop_rule="gate")
+        att = _frames(synth, text, seed=0, stop_rule="attention")
+        report[i] = (gate.shape[-1], att.shape[-1])
+        assert att.shape[-1] <= 6 * 128, (i, report[i])
+        if gate.shape[-1] < 2000:
+            assert att.shape[-1] == gate.shape[-1] and float((att - gate).abs().max()) < 1e-3, (i, report[i])
+    print("\nframes (gate, attention) per line at seed 0:", report)
+
+
+@pytest.mark.gpu
+def test_gpu_server_slot_rows_end_where_the_synthesizer_ends_them():
+    from tts.server.scheduler import TacotronScheduler
+    from tts.synthesizer import Synthesizer
+    from tts.voice import Voice
+
+    _cuda()
+    voice = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
+                                   waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt", name="t2")
+    synth = Synthesizer(voice, device="cuda", precision="fp32")
+    text = "A much longer sentence that should take the decoder many more steps to finish speaking."
+    opts = SynthesisOptions(gate_threshold=NEVER, max_decoder_steps=400, stop_rule="attention", **DET)
+    want = synth.synthesize(text, opts)
+    assert want.hit_max_steps == 0 and len(want.audio) < 256 * 400
+    sched = TacotronScheduler(synth, max_rows=4)            # auto: slots with CUDA graphs
+    sched.start()
+    try:
+        got = asyncio.run(sched.synthesize(text, opts))
+    finally:
+        sched.close()
+    assert len(got.result.audio) == len(want.audio)
