@@ -13,8 +13,13 @@ From the gate run it also records the step on which the last symbol's cumulative
 reached ``end_mass`` and the gate's distance from it (the numbers the rule's constants come from).
 
 A run-on is a piece that hit its step limit (``max_decoder_steps``, or the attention rule's budget),
-or, for texts of 20 symbols or more, one with more than ``RUNON_STEPS_PER_SYMBOL`` steps per symbol
-(the corpus makes 4.5 to 7.5). A "normal" draw is one whose gate fired under the gate rule.
+or made as many steps as that budget (10 per symbol + 120) whatever its rule, or, for texts of 20
+symbols or more, more than ``RUNON_STEPS_PER_SYMBOL`` steps per symbol (the corpus makes 4.5 to
+7.5). A "normal" draw is one whose gate fired under the gate rule without a run-on; the attention
+rule must end it on the same step.
+
+``--summarize A.json B.json ...`` merges earlier outputs (e.g. a ``val`` and a ``train`` run) and
+summarizes them again, without decoding.
 
 Usage (from the repository root)::
 
@@ -75,7 +80,10 @@ def _decode(model, ids: list[int], seed: int, rule: str):
 
 
 def _runon(steps: int, limit: int, n: int) -> bool:
-    return steps >= limit or (n >= 20 and steps / n > RUNON_STEPS_PER_SYMBOL)
+    """Hit its own limit, or ran past the attention rule's budget (10 steps per symbol + 120: twice
+    the corpus rate and more), or, from 20 symbols, past ``RUNON_STEPS_PER_SYMBOL``."""
+    return (steps >= limit or steps >= ATTENTION_STOP.limit(n, MAX_STEPS)
+            or (n >= 20 and steps / n > RUNON_STEPS_PER_SYMBOL))
 
 
 def attention_stop(gate_logits: torch.Tensor, alignments: torch.Tensor, n: int, threshold: float = 0.5,
@@ -148,14 +156,14 @@ def summarize(records: list[dict]) -> dict:
     out = {}
     for kind in sorted({r["set"] for r in records}):
         rs = [r for r in records if r["set"] == kind]
-        normal = [r for r in rs if r["gate_fired"]]
+        normal = [r for r in rs if r["gate_fired"] and not r["runon_gate"]]
         verified = [r for r in rs if "identical" in r]
         out[kind] = dict(
             draws=len(rs),
             runons_gate=sum(r["runon_gate"] for r in rs),
             runons_attention=sum(r["runon_attention"] for r in rs),
-            gate_never_fired=[(r["line"], r["seed"]) for r in rs if not r["gate_fired"]],
-            attention_steps_where_gate_never_fired=[r["attention_steps"] for r in rs if not r["gate_fired"]],
+            runons=[dict(line=r["line"], seed=r["seed"], symbols=r["symbols"], gate_steps=r["gate_steps"],
+                         attention_steps=r["attention_steps"]) for r in rs if r["runon_gate"] or r["runon_attention"]],
             normal=len(normal),
             normal_changed=[(r["line"], r["seed"], r["gate_steps"], r["attention_steps"])
                             for r in normal if r["attention_steps"] != r["gate_steps"]],
@@ -175,7 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short-seeds", default="0,1,2,3")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="build/stop_rule/stop_rule.json")
+    p.add_argument("--summarize", nargs="+", metavar="JSON", help="merge and summarize earlier outputs instead")
     a = p.parse_args(argv)
+    if a.summarize:
+        records = [r for f in a.summarize for r in json.loads(Path(f).read_text())["records"]]
+        for r in records:
+            r["runon_gate"] = _runon(r["gate_steps"], MAX_STEPS, r["symbols"])
+            r["runon_attention"] = _runon(r["attention_steps"], r["attention_limit"], r["symbols"])
+        result = dict(records=records, summary=summarize(records), merged=a.summarize)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["summary"], indent=1))
+        return 0
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     result = measure(a.sets.split(","), [int(s) for s in a.seeds.split(",")], a.train_lines, a.verify,
