@@ -74,7 +74,12 @@ class StopRule:
     An item whose gate fires before either ends exactly where the gate rule ends it (same
     frames, same step count), so the rule changes only items that would run on. The
     constants come from the bundled ``slt-tacotron2`` (``recipes/bundled_voice/stop_rule.py``,
-    numbers in ``recipes/bundled_voice/README.md``, "Known faults").
+    numbers in ``recipes/bundled_voice/README.md``, "Known faults"): over 526 draws whose gate
+    fired (val and train lines, phrase_8_128, short texts) the gate fired 0-36 steps after the
+    last symbol's cumulative attention reached 1.0 (``end_frames`` 50 leaves 14), one- and
+    two-symbol texts ended by the gate at up to step 87 with the attention on their last symbol
+    from the first step (``min_steps`` 120), and sentences made 4.1-7.6 steps per symbol, mean
+    5.2 (the budget: 10 per symbol, plus 120 for the shortest texts).
     """
 
     end_mass: float = 1.0
