@@ -189,9 +189,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                     print(f"{PROG}: warning: line {n}: not spoken (no symbol): {r.dropped!r}", file=sys.stderr)
                 if r.hit_max_steps:
                     entry["hit_max_decoder_steps"] = r.hit_max_steps
-                    print(f"{PROG}: warning: line {n}: reached max decoder steps "
-                          f"({resolved.max_decoder_steps}) before the stop gate: the audio may be cut short, "
-                          "or run on past the text",
+                    if resolved.stop_rule == "attention":
+                        limit = (f"max decoder steps ({resolved.max_decoder_steps}) or its step budget "
+                                 "(10 frames per symbol + 120) before the stop gate or the attention ended it")
+                    else:
+                        limit = f"max decoder steps ({resolved.max_decoder_steps}) before the stop gate"
+                    print(f"{PROG}: warning: line {n}: reached {limit}: "
+                          "the audio may be cut short, or run on past the text",
                           file=sys.stderr)
                 if args.timings:
                     entry["timings_file"] = path.with_suffix(".json").name

@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from tts.engines._device import on_device
 from tts.engines._graphs import capture
-from tts.engines.tacotron2_step import DecoderBuffers
+from tts.engines.tacotron2_step import DecoderBuffers, attention_stop_step
+from tts.models.tacotron2 import ATTENTION_STOP, check_stop_rule
 
 __all__ = ["SlotDecoder", "SlotOutput", "slot_buckets", "SLOT_MIN_INPUT"]
 
@@ -38,13 +39,14 @@ class SlotOutput:
 
     frames: Tensor                 #: [rows, K, n_frame] float32, CPU: the decoder frames of each step
     gate: Tensor                   #: [rows, K] float32, CPU: gate logits
-    stop: list[int | None]         #: per slot: first step of the replay whose gate fired (its threshold), or None
+    stop: list[int | None]         #: per slot: first step of the replay whose gate fired (its threshold), or
+    #: where its stop rule is ``attention``, whose attention ended (``tts.models.tacotron2.StopRule``), or None
     #: [rows, K, t_in] float32, CPU: each step's attention weights (word timings); None if not read
     align: Tensor | None = None
 
 
 # per-slot decoder state (rows on dim 0; ah/dh: ping-pong pairs, rows on dim 1)
-_SLOT_ROW_STATE = ("frame", "ac", "dc", "ctx")
+_SLOT_ROW_STATE = ("frame", "ac", "dc", "ctx", "end_count")
 _SLOT_PAIR_STATE = ("ah", "dh")
 _SLOT_TIME_STATE = ("att_w", "att_cum", "memory", "pm")
 
@@ -67,7 +69,9 @@ class SlotDecoder:
 
     Host-side per slot: ``active``, ``steps`` (decoder steps made since joining),
     ``threshold`` (gate threshold: ``SlotOutput.stop`` is the first step with
-    ``sigmoid(gate) > threshold``). Frames after a row's stop step are made and
+    ``sigmoid(gate) > threshold``), ``stop_rule`` (``attention``: ``stop`` is also the first
+    step whose attention ended, from the per-step counts of steps at the last symbol that the
+    replay records; the rule's step budget is the caller's, as ``max_decoder_steps``). Frames after a row's stop step are made and
     ignored (at most K - 1 steps of wasted work). Dropout (``run(prenet_dropout=p)``)
     draws its masks on the device from a seed and a step counter of the decoder
     (one p per replay; a graph per (p, parity)).
@@ -94,13 +98,15 @@ class SlotDecoder:
         self.active = [False] * self.rows
         self.steps = [0] * self.rows
         self.threshold = [float(c.gate_threshold)] * self.rows
+        self.stop_rule = ["gate"] * self.rows
         self._par = 0
         self._graphs: dict[tuple[float, int], torch.cuda.CUDAGraph] = {}
-        self._host: tuple[Tensor, Tensor, Tensor] | None = None
+        self._host: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         if dev.type == "cuda":
             self._host = (torch.zeros(tuple(b.mel.shape), pin_memory=True),
                           torch.zeros(tuple(b.gate.shape), pin_memory=True),
-                          torch.zeros(tuple(b.align.shape), pin_memory=True))
+                          torch.zeros(tuple(b.align.shape), pin_memory=True),
+                          torch.zeros(tuple(b.end_rec.shape), dtype=torch.int32, pin_memory=True))
 
     # ------------------------------------------------------------------ slots
     @on_device
@@ -118,9 +124,12 @@ class SlotDecoder:
 
     @on_device
     @torch.inference_mode()
-    def join(self, slot: int, memory: Tensor, length: int, *, gate_threshold: float | None = None) -> None:
+    def join(self, slot: int, memory: Tensor, length: int, *, gate_threshold: float | None = None,
+             stop_rule: str | None = None) -> None:
         """Starts a row in free ``slot``: ``memory [T, E]`` (or ``[1, T, E]``) encoder output, any
-        float dtype, ``length`` valid positions (1..T, T <= ``t_in``). Outside the graph, between replays."""
+        float dtype, ``length`` valid positions (1..T, T <= ``t_in``), its gate threshold and stop
+        rule (None: the config's threshold, ``gate``). Outside the graph, between replays."""
+        rule = check_stop_rule(stop_rule)
         if not 0 <= slot < self.rows:
             raise IndexError(f"slot {slot} out of range 0..{self.rows - 1}")
         if self.active[slot]:
@@ -145,6 +154,7 @@ class SlotDecoder:
         self.active[slot] = True
         self.steps[slot] = 0
         self.threshold[slot] = float(eng.config.gate_threshold if gate_threshold is None else gate_threshold)
+        self.stop_rule[slot] = rule
 
     @on_device
     def leave(self, slot: int) -> None:
@@ -158,6 +168,7 @@ class SlotDecoder:
         threshold = float(eng.config.gate_threshold)   # the kernels' stop flags are not used here
         for i in range(self.steps_per_replay):
             eng._step(b, i, p, threshold)
+            attention_stop_step(b, i, stop=False)       # counts for rows of stop rule "attention"
         b.drop_step.add_(self.steps_per_replay)
 
     def _state(self) -> list[str]:
@@ -209,18 +220,24 @@ class SlotDecoder:
             else:
                 self._steps(p)
             if self._host is not None:
-                hm, hg, ha = self._host
+                hm, hg, ha, he = self._host
                 hm.copy_(b.mel, non_blocking=True)
                 hg.copy_(b.gate, non_blocking=True)
                 ha.copy_(b.align, non_blocking=True)
+                he.copy_(b.end_rec, non_blocking=True)
                 torch.cuda.current_stream(eng.device).synchronize()
-                frames, gate, align = hm.clone(), hg.clone(), ha.clone()
+                frames, gate, align, ends = hm.clone(), hg.clone(), ha.clone(), he.clone()
             else:
-                frames, gate = b.mel.to("cpu", copy=True), b.gate.to("cpu", copy=True)
+                frames, gate, ends = b.mel.to("cpu", copy=True), b.gate.to("cpu", copy=True), b.end_rec.to("cpu")
                 align = b.align.to("cpu", torch.float32, copy=True)
         self._par = (self._par + k) % 2
         thr = torch.tensor(self.threshold, dtype=torch.float32).unsqueeze(1)
         fired = torch.sigmoid(gate) > thr                                   # [rows, K]
+        if "attention" in self.stop_rule:                                   # tts.models.tacotron2.attention_ended
+            made = torch.tensor(self.steps, dtype=torch.int64).unsqueeze(1) + torch.arange(1, k + 1)   # [rows, K]
+            ended = (ends >= ATTENTION_STOP.end_frames) & (made >= ATTENTION_STOP.min_steps)
+            rule = torch.tensor([r == "attention" for r in self.stop_rule]).unsqueeze(1)
+            fired = fired | (ended & rule)
         first = torch.where(fired.any(1), fired.to(torch.int8).argmax(1), torch.full((self.rows,), -1))
         stop: list[int | None] = []
         for s, (a, f) in enumerate(zip(self.active, first.tolist())):
@@ -254,7 +271,8 @@ class SlotDecoder:
         with torch.autocast(self.engine.device.type, enabled=False):
             rows = {name: getattr(b, name).index_select(0, idx) for name in _SLOT_ROW_STATE + _SLOT_TIME_STATE}
             pairs = {name: getattr(b, name).index_select(1, idx) for name in _SLOT_PAIR_STATE}
-            host = ([self.steps[s] for s in keep], [self.threshold[s] for s in keep])
+            host = ([self.steps[s] for s in keep], [self.threshold[s] for s in keep],
+                    [self.stop_rule[s] for s in keep])
             drop_step = b.drop_step.clone()
             rows_b, t_b = slot_buckets(max_rows, max(1, max_input_len))
             same = (rows_b, t_b) == (self.rows, self.t_in)
@@ -280,4 +298,5 @@ class SlotDecoder:
             new.active[j] = True
             new.steps[j] = host[0][j]
             new.threshold[j] = host[1][j]
+            new.stop_rule[j] = host[2][j]
         return new

@@ -44,8 +44,9 @@ from tts.engines.slot_decoder import SLOT_MIN_INPUT, SlotDecoder, SlotOutput, sl
 from tts.engines.tacotron2_builder import DecoderWeights, Prepared, fold_conv_bn, prepare, prepare_weights, split_lstm
 from tts.engines.tacotron2_encoder import (INPUT_MULTIPLE, GraphEncoder, GraphPostnet, PieceRuns, encode_packed,
                                            postnet_eager)
-from tts.engines.tacotron2_step import DecoderBuffers, decoder_tiles, resolve_pdl, torch_step, triton_step
-from tts.models.tacotron2 import DecoderOutput, Tacotron2, Tacotron2Output
+from tts.engines.tacotron2_step import (DecoderBuffers, attention_stop_step, decoder_tiles, resolve_pdl, torch_step,
+                                        triton_step)
+from tts.models.tacotron2 import ATTENTION_STOP, DecoderOutput, Tacotron2, Tacotron2Output, check_stop_rule
 
 logger = logging.getLogger(__name__)
 
@@ -186,12 +187,13 @@ class Tacotron2Engine:
         else:
             torch_step(self.w, buf, i, p, threshold, dtype=self.dtype, n_frame=self.n_frame)
 
-    def _bucket(self, bsz: int, t_in: int, max_steps: int, p: float, threshold: float) -> DecoderBuffers:
+    def _bucket(self, bsz: int, t_in: int, max_steps: int, p: float, threshold: float,
+                stop_rule: str = "gate") -> DecoderBuffers:
         bp = 1 << max(0, (bsz - 1).bit_length())
         tp = INPUT_MULTIPLE * math.ceil(t_in / INPUT_MULTIPLE)
         k = self.steps_per_replay
         cap = k * math.ceil(max_steps / k) + k       # + one speculative replay
-        key = (bp, tp, p, threshold)
+        key = (bp, tp, p, threshold, stop_rule)
         buf = self._buckets.get(key)
         if buf is not None and buf.cap >= cap:
             return buf
@@ -201,33 +203,39 @@ class Tacotron2Engine:
                              wd=self.dtype, device=self.device)
         return self._buckets.put(key, buf)
 
-    def _steps(self, buf: DecoderBuffers, p: float, threshold: float) -> None:
+    def _steps(self, buf: DecoderBuffers, p: float, threshold: float, stop_rule: str = "gate") -> None:
         for i in range(self.steps_per_replay):
             self._step(buf, i, p, threshold)
+            if stop_rule == "attention":
+                attention_stop_step(buf, i, stop=True)
         buf.step.add_(self.steps_per_replay)
 
-    def _capture(self, buf: DecoderBuffers, p: float, threshold: float) -> None:
+    def _capture(self, buf: DecoderBuffers, p: float, threshold: float, stop_rule: str = "gate") -> None:
         # two warm-up replays' worth of steps: compile kernels, warm the allocator
-        buf.graph, _ = capture(lambda: self._steps(buf, p, threshold), self.device, pool=self._pool, warmup=2)
+        buf.graph, _ = capture(lambda: self._steps(buf, p, threshold, stop_rule), self.device, pool=self._pool,
+                               warmup=2)
 
     @on_device
     @torch.inference_mode()
     def decode(self, memory: Tensor, memory_lengths: Tensor, *, max_decoder_steps: int | None = None,
                gate_threshold: float | None = None, prenet_dropout: float = 0.5,
-               early_stopping: bool | None = None, generator: torch.Generator | None = None
-               ) -> DecoderOutput:
+               early_stopping: bool | None = None, generator: torch.Generator | None = None,
+               stop_rule: str | None = None) -> DecoderOutput:
         """``Decoder.infer`` on the engine: ``memory [B, T_in, E]`` (any float dtype), ``memory_lengths [B]``.
 
         Returns float32 ``mel [B, n_mel, steps * fps]``, gate ``[B, steps]``, alignments
-        ``[B, steps, T_in]`` and ``mel_lengths [B] int32`` with eager decoding's step count.
+        ``[B, steps, T_in]`` and ``mel_lengths [B] int32`` with eager decoding's step count
+        (``stop_rule`` as ``Decoder.infer``: the attention rule's ops run in the captured steps).
         """
         c = self.config
         max_steps = c.max_decoder_steps if max_decoder_steps is None else int(max_decoder_steps)
         threshold = c.gate_threshold if gate_threshold is None else float(gate_threshold)
         stop_early = (not c.decoder_no_early_stopping) if early_stopping is None else bool(early_stopping)
         p = float(prenet_dropout)
+        rule = check_stop_rule(stop_rule)
         bsz, t_in, _ = memory.shape
-        buf = self._bucket(bsz, t_in, max_steps, p, threshold)
+        buf = self._bucket(bsz, t_in, max_steps, p, threshold, rule)
+        limits = ATTENTION_STOP.limits(memory_lengths.to(self.device), max_steps) if rule == "attention" else None
         memory = memory.to(self.device, self.dtype)
         pm = F.linear(memory, self.w.m_w)
         if generator is not None:
@@ -235,17 +243,23 @@ class Tacotron2Engine:
         else:   # the CPU default generator: a CUDA graph captured by another thread cannot interfere
             seed = torch.randint(0, 2**62, (1,))
         with torch.autocast(self.device.type, enabled=False):
-            buf.reset(memory, pm, memory_lengths.to(self.device, torch.int32), seed.to(self.device))
+            buf.reset(memory, pm, memory_lengths.to(self.device, torch.int32), seed.to(self.device), limits)
             if self.use_graphs and buf.graph is None:
-                self._capture(buf, p, threshold)
-                buf.reset(memory, pm, memory_lengths.to(self.device, torch.int32), seed.to(self.device))
-            self._run(buf, bsz, max_steps, stop_early, p, threshold)
+                self._capture(buf, p, threshold, rule)
+                buf.reset(memory, pm, memory_lengths.to(self.device, torch.int32), seed.to(self.device), limits)
+            self._run(buf, bsz, max_steps, stop_early, p, threshold, rule)
         lengths = buf.mel_lengths[:bsz].clamp(max=max_steps)
-        n_steps = min(int(lengths.max()) + 1, max_steps) if stop_early else max_steps
+        ends = lengths + 1 if limits is None else torch.minimum(lengths + 1, limits)   # a budget's last step is its own
+        n_steps = min(int(ends.max()), max_steps) if stop_early else max_steps
         n_open = int(buf.not_finished[:bsz].sum()) if n_steps == max_steps else 0
         if stop_early and n_open and int(lengths.max()) >= max_steps:
             logger.warning("Tacotron2 engine: reached max_decoder_steps=%d before the stop gate fired "
                            "for %d of %d items", max_steps, n_open, bsz)
+        if limits is not None:
+            n_budget = int((lengths >= limits).sum())
+            if n_budget:
+                logger.warning("Tacotron2 engine: %d of %d items reached their step budget (stop rule "
+                               "'attention') before the stop gate or the attention ended them", n_budget, bsz)
         frames = buf.mel[:bsz, :n_steps]
         mel = frames.reshape(bsz, -1, self.n_mel).transpose(1, 2).contiguous()
         return DecoderOutput(mel=mel, gate=buf.gate[:bsz, :n_steps].clone(),
@@ -253,13 +267,13 @@ class Tacotron2Engine:
                              mel_lengths=lengths.to(torch.int32))
 
     def _run(self, buf: DecoderBuffers, bsz: int, max_steps: int, stop_early: bool, p: float,
-             threshold: float) -> None:
+             threshold: float, stop_rule: str = "gate") -> None:
         k = self.steps_per_replay
         n_replays = math.ceil(max_steps / k)
         graph = buf.graph if self.use_graphs else None
         if graph is None:
             for _ in range(n_replays):
-                self._steps(buf, p, threshold)
+                self._steps(buf, p, threshold, stop_rule)
                 if stop_early and not bool(buf.not_finished[:bsz].any()):
                     return
             return
@@ -289,7 +303,7 @@ class Tacotron2Engine:
     def infer(self, ids: Tensor, lengths: Tensor, *, max_decoder_steps: int | None = None,
               gate_threshold: float | None = None, prenet_dropout: float = 0.5,
               early_stopping: bool | None = None,
-              generator: torch.Generator | None = None) -> Tacotron2Output:
+              generator: torch.Generator | None = None, stop_rule: str | None = None) -> Tacotron2Output:
         """``Tacotron2.infer`` on the engine; same arguments (``ids [B, T_in] int64``, ``lengths [B]``),
         same result type.
 
@@ -297,12 +311,12 @@ class Tacotron2Engine:
         ``mel``/``mel_postnet [B, n_mel, T_out]``, ``gate [B, steps]``, ``alignments [B, steps, T_in]``,
         ``mel_lengths [B] int32``, ``encoder_outputs [B, T_in, E]``.
         """
-        self.model._check(ids, lengths, max_decoder_steps, gate_threshold, prenet_dropout)
+        self.model._check(ids, lengths, max_decoder_steps, gate_threshold, prenet_dropout, stop_rule)
         with torch.autocast(self.device.type, enabled=False):
             enc = self.encode(ids, lengths)
             dec = self.decode(enc, lengths, max_decoder_steps=max_decoder_steps,
                               gate_threshold=gate_threshold, prenet_dropout=prenet_dropout,
-                              early_stopping=early_stopping, generator=generator)
+                              early_stopping=early_stopping, generator=generator, stop_rule=stop_rule)
             mel = dec.mel.to(self.dtype)
             post = self.postnet_forward(mel)
         return Tacotron2Output(mel=mel, mel_postnet=post, gate=dec.gate.to(self.dtype),

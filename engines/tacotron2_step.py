@@ -34,8 +34,10 @@ from torch.nn import functional as F
 from tts.engines import _env
 from tts.engines.precision import dot_precision
 from tts.engines.tacotron2_builder import DecoderWeights
+from tts.models.tacotron2 import attention_ended, count_end_frames
 
-__all__ = ["DecoderBuffers", "StepTiles", "decoder_tiles", "resolve_pdl", "torch_step", "triton_step"]
+__all__ = ["DecoderBuffers", "StepTiles", "decoder_tiles", "resolve_pdl", "torch_step", "triton_step",
+           "attention_stop_step"]
 
 
 class DecoderBuffers:
@@ -70,6 +72,9 @@ class DecoderBuffers:
         self.align = z(bsz, cap, t_in)
         self.not_finished = z(bsz, dt=torch.int32)
         self.mel_lengths = z(bsz, dt=torch.int32)
+        self.end_count = z(bsz, dt=torch.int32)   # stop rule "attention": steps at the last symbol
+        self.end_rec = z(bsz, cap, dt=torch.int32)   # end_count after each step, by step
+        self.limit = z(bsz, dt=torch.int32)       # stop rule "attention": each row's step budget
         self.step = z(1, dt=torch.int64)     # first step of the next replay
         self.drop_step = self.step           # step of the dropout masks (SlotDecoder: its own counter)
         self.par0 = 0                        # ping-pong half holding the current h (SlotDecoder: odd K)
@@ -80,12 +85,13 @@ class DecoderBuffers:
         if device.type == "cuda":
             self.flags_host = torch.zeros(bsz, dtype=torch.int32, pin_memory=True)
 
-    def reset(self, memory: Tensor, pm: Tensor, lengths: Tensor, seed: Tensor) -> None:
+    def reset(self, memory: Tensor, pm: Tensor, lengths: Tensor, seed: Tensor, limits: Tensor | None = None) -> None:
         """Start decoding ``memory [b, t, E]`` (processed ``pm [b, t, A]``, ``lengths [b]`` int32,
-        b <= bsz, t <= t_in) from the go frame, with dropout seed ``seed [1]`` int64."""
+        b <= bsz, t <= t_in) from the go frame, with dropout seed ``seed [1]`` int64 and the rows'
+        step budgets ``limits [b]`` int32 (stop rule ``attention``; None: unused)."""
         b, t = memory.shape[:2]
         for buf in (self.frame, self.ah, self.ac, self.dh, self.dc, self.ctx, self.att_w,
-                    self.att_cum, self.memory, self.pm, self.mel_lengths, self.step):
+                    self.att_cum, self.memory, self.pm, self.mel_lengths, self.end_count, self.step):
             buf.zero_()
         self.memory[:b, :t].copy_(memory)
         self.pm[:b, :t].copy_(pm)
@@ -96,6 +102,9 @@ class DecoderBuffers:
         self.not_finished.zero_()
         self.not_finished[:b].fill_(1)
         self.seed.copy_(seed)
+        self.limit.fill_(1)
+        if limits is not None:
+            self.limit[:b].copy_(limits)
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,25 @@ def triton_step(w: DecoderWeights, b: DecoderBuffers, i: int, p: float, threshol
     jbn, jbk, jwarps = tl.proj
     K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
                  b.mel_lengths, threshold, b.step, i, bn=jbn, bk=jbk, pdl=pdl, num_warps=jwarps)
+
+
+def attention_stop_step(b: DecoderBuffers, i: int, *, stop: bool) -> None:
+    """The ``attention`` stop rule after step ``i`` of a replay (step index ``b.step + i``), after
+    the step's gate flags (``tts.models.tacotron2.Decoder.infer`` in buffer ops; capturable).
+
+    Counts each row's steps at its last symbol into ``b.end_count`` and records the count in
+    ``b.end_rec`` at the step index (the slot decoder reads it on the host). With ``stop`` (rows
+    that all started at step 0, as in ``Tacotron2Engine.decode``), also ends the rows whose
+    attention ended as if their gate had fired, and the rows that reached their budget ``b.limit``."""
+    idx = b.step + i
+    count_end_frames(b.end_count, b.att_cum, (b.lengths - 1).clamp(min=0).to(torch.int64))
+    b.end_rec.index_copy_(1, idx, b.end_count.unsqueeze(1))
+    if not stop:
+        return
+    drop = b.not_finished * attention_ended(b.end_count, idx + 1).to(torch.int32)
+    b.not_finished.sub_(drop)
+    b.mel_lengths.sub_(drop)
+    b.not_finished.mul_((b.mel_lengths < b.limit).to(torch.int32))
 
 
 def _lstm_pointwise(gates: Tensor, c: Tensor, h_out: Tensor) -> None:

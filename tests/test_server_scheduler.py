@@ -29,9 +29,10 @@ FIXTURES = Path(__file__).parent / "fixtures" / "reference"
 DET = dict(prenet_dropout=0.0, sigma=0.0)
 SHORT = "Hello there."
 LONG = "A much longer sentence that should take the decoder many more steps to finish speaking."
-#: Ten pieces (max_piece_chars = 256) whose gate never fires: a call that would hold every row.
+#: Ten pieces (max_piece_chars = 256) whose gate never fires: a call that would hold every row
+#: (stop rule ``gate``: the random model's attention would end them).
 HOG_TEXT = " ".join([LONG] * 20)
-HOG = SynthesisOptions(gate_threshold=0.999, max_decoder_steps=100_000, **DET)
+HOG = SynthesisOptions(gate_threshold=0.999, max_decoder_steps=100_000, stop_rule="gate", **DET)
 DECODERS = [{"decoder": "eager"}, {"decoder": "slots", "steps_per_replay": 4}]
 
 
@@ -181,7 +182,7 @@ def test_a_long_piece_is_vocoded_in_chunks_that_interleave_with_other_calls(synt
 
     monkeypatch.setattr(stage, "_run_long", held)
     stage.on_job = jobs.append
-    long_opts = SynthesisOptions(gate_threshold=0.999, max_decoder_steps=400, **DET)
+    long_opts = SynthesisOptions(gate_threshold=0.999, max_decoder_steps=400, stop_rule="gate", **DET)
     done: list[str] = []
 
     async def run(name, text, opts):

@@ -187,8 +187,9 @@ def test_a_decoder_that_does_not_stop_is_reported_per_line(tmp_path, capsys):
     assert [u["mel_frames"] for u in report["utterances"]] == [12, 12]
     assert [u["hit_max_decoder_steps"] for u in report["utterances"]] == [1, 1]
     for n in (1, 2):
-        assert (f"line {n}: reached max decoder steps (12) before the stop gate: the audio may be cut "
-                "short, or run on past the text") in err
+        assert (f"line {n}: reached max decoder steps (12) or its step budget (10 frames per symbol + 120) "
+                "before the stop gate or the attention ended it: the audio may be cut short, or run on past "
+                "the text") in err
         assert read_wav(out / f"{n}.wav")[0].size == 12 * 256
 
 

@@ -50,7 +50,7 @@ def test_options_accept_edges_and_normalise_types():
 def test_every_option_has_help_and_a_flag():
     names = [f.name for f in option_fields()]
     assert names == ["sigma", "denoiser_strength", "speed", "max_decoder_steps", "gate_threshold",
-                     "prenet_dropout", "seed", "text_normalizer"]
+                     "prenet_dropout", "stop_rule", "seed", "text_normalizer"]
     assert all(f.metadata["help"] for f in option_fields())
     assert flag_name("denoiser_strength") == "--denoiser-strength"
 

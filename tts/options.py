@@ -18,6 +18,11 @@ from tts.errors import InvalidInputError
 from tts.text.normalizer import NORMALIZERS
 
 
+#: Tacotron2 stop rules (``stop_rule``); ``tts.models.tacotron2.STOP_RULES`` names the same two
+#: (kept here too so that importing the options does not import torch).
+STOP_RULES = ("gate", "attention")
+
+
 def _opt(help: str, *, type: type, lo: float | None = None, hi: float | None = None,
          lo_open: bool = False, hi_open: bool = False, metavar: str | None = None,
          choices: tuple[str, ...] | None = None) -> Any:
@@ -45,6 +50,11 @@ class SynthesisOptions:
     prenet_dropout: float | None = _opt(
         "Tacotron2: prenet dropout probability at inference (NVIDIA keeps 0.5; 0 = deterministic)",
         type=float, lo=0.0, hi=1.0, hi_open=True)
+    stop_rule: str | None = _opt(
+        "Tacotron2: when a text piece ends: gate (the stop gate alone, or max_decoder_steps: NVIDIA's reference) "
+        "or attention (also once the attention has sat on the last symbol for 50 frames, or at a step budget of "
+        "10 frames per symbol + 120: no run-on past the text; pieces whose gate fires end exactly as with gate)",
+        type=str, choices=STOP_RULES, metavar="|".join(STOP_RULES))
     seed: int | None = _opt(
         "random seed for prenet dropout masks and WaveGlow noise (reproducible output)",
         type=int, lo=0, hi=2**63 - 1, metavar="N")
@@ -112,7 +122,7 @@ DEFAULT_MAX_TEXT_CHARS = 10_000
 #: it. A voice folder's manifest defaults to the ``full`` normalizer (``tts.voice``).
 REFERENCE_DEFAULTS = SynthesisOptions(
     sigma=0.9, denoiser_strength=0.01, speed=1.0, max_decoder_steps=2000,
-    gate_threshold=0.5, prenet_dropout=0.5, seed=None, text_normalizer="full")
+    gate_threshold=0.5, prenet_dropout=0.5, stop_rule="attention", seed=None, text_normalizer="full")
 
 
 def _range_text(m: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tts.errors import InvalidInputError
+from tts.models.tacotron2 import step_limit
 from tts.options import DEFAULT_MAX_TEXT_CHARS, REFERENCE_DEFAULTS, SynthesisOptions
 from tts.text.lexicon import Lexicon, as_lexicon
 from tts.timings import (WordTimer, WordTiming, attention_path, relocate, token_bounds_from_attention,
@@ -91,7 +92,7 @@ class SynthesisResult:
     dropped: str = ""
     #: Number of pieces the text was split into.
     pieces: int = 1
-    #: Pieces that hit max_decoder_steps before the stop gate fired.
+    #: Pieces that hit max_decoder_steps (or the ``attention`` stop rule's step budget) before they stopped.
     hit_max_steps: int = 0
     #: The words of ``text`` with their start and end in ``audio`` (``tts.timings``), in order.
     words: list[WordTiming] = field(default_factory=list)
@@ -434,13 +435,14 @@ class Synthesizer:
             memory = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)     # [B, T_in, E], 0-padded
         decode = acoustic.decode if hasattr(acoustic, "decode") else acoustic.decoder.infer
         out = decode(memory, lengths, max_decoder_steps=opts.max_decoder_steps, gate_threshold=opts.gate_threshold,
-                     prenet_dropout=opts.prenet_dropout, generator=generator)
+                     prenet_dropout=opts.prenet_dropout, generator=generator, stop_rule=opts.stop_rule)
         t_out = out.mel.shape[-1]
         dtype = next(iter(acoustic.parameters())).dtype if isinstance(acoustic, torch.nn.Module) else None
         for b, piece in enumerate(batch):
             n = int(out.mel_lengths[b])
-            piece.hit_max = n >= opts.max_decoder_steps
-            keep = min(n + 1, t_out)            # the frame on which the gate fired is kept, as DLE does
+            limit = step_limit(opts.stop_rule, len(piece.ids), opts.max_decoder_steps)   # the piece's own budget
+            piece.hit_max = n >= limit
+            keep = min(n + 1, t_out, limit)     # the frame on which the gate fired is kept, as DLE does
             mel = out.mel[b:b + 1, :, :keep]
             piece.mel = acoustic.postnet_forward(mel if dtype is None else mel.to(dtype))[0].float()
             piece.audio_len = HOP * n

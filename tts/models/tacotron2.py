@@ -8,6 +8,10 @@ and ``Tacotron2.infer`` computes what DLE's ``Tacotron2.infer`` computes:
 - every item stops on its own gate, but decoding goes on for finished items
   until all have stopped (or ``max_decoder_steps``), and the postnet runs
   over the whole decoded length;
+- that is ``stop_rule="gate"``, the default here; ``stop_rule="attention"``
+  (``StopRule``) also stops an item whose attention has sat on its last input
+  symbol for some frames, or that reached a step budget from its text length,
+  so an item whose gate never fires does not run on to ``max_decoder_steps``;
 - the prenet applies dropout p=0.5 *also in eval mode* (DLE's behaviour);
   ``prenet_dropout=0.0`` gives the deterministic mode of the reference
   fixtures.
@@ -25,6 +29,7 @@ float16/bfloat16.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, NamedTuple
@@ -41,7 +46,91 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Tacotron2Config", "Tacotron2", "Tacotron2Output", "Encoder", "Decoder",
     "DecoderState", "DecoderStepOutput", "DecoderOutput", "Attention", "Prenet", "Postnet",
+    "STOP_RULES", "StopRule", "ATTENTION_STOP", "step_limit", "count_end_frames", "attention_ended",
+    "check_stop_rule",
 ]
+
+
+# --------------------------------------------------------------------------- stop rule
+
+#: How the decoder decides that an item is done: ``gate`` (DLE: the stop gate alone, or
+#: ``max_decoder_steps``) or ``attention`` (``StopRule``: the gate, or the attention on the last
+#: input symbol, or a step budget from the text length).
+STOP_RULES = ("gate", "attention")
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """The ``attention`` stop rule: an item also stops
+
+    - once its cumulative attention on its last input symbol has been at least ``end_mass``
+      for ``end_frames`` decoder steps (counted from the step it first reached ``end_mass``;
+      cumulative attention never falls) and it has made at least ``min_steps`` steps (on one
+      or two symbols the attention sits on the last one from the start); that step counts as
+      the step on which the gate fired; or
+    - at its step budget: ``ceil(steps_per_symbol * n) + margin`` steps (n: its input
+      symbols; never more than ``max_decoder_steps``), a run-on like ``max_decoder_steps``.
+
+    An item whose gate fires before either ends exactly where the gate rule ends it (same
+    frames, same step count), so the rule changes only items that would run on. The
+    constants come from the bundled ``slt-tacotron2`` (``recipes/bundled_voice/stop_rule.py``,
+    numbers in ``recipes/bundled_voice/README.md``, "Known faults"): over 526 draws whose gate
+    fired (val and train lines, phrase_8_128, short texts) the gate fired 0-36 steps after the
+    last symbol's cumulative attention reached 1.0 (``end_frames`` 50 leaves 14), one- and
+    two-symbol texts ended by the gate at up to step 87 with the attention on their last symbol
+    from the first step (``min_steps`` 120), and sentences made 4.1-7.6 steps per symbol, mean
+    5.2 (the budget: 10 per symbol, plus 120 for the shortest texts).
+    """
+
+    end_mass: float = 1.0
+    end_frames: int = 50
+    min_steps: int = 120
+    steps_per_symbol: float = 10.0
+    margin: int = 120
+
+    def limit(self, n_symbols: int, max_steps: int) -> int:
+        """Step budget of an item of ``n_symbols`` inputs: at most ``max_steps``."""
+        return max(1, min(int(max_steps), int(math.ceil(self.steps_per_symbol * int(n_symbols))) + self.margin))
+
+    def limits(self, lengths: Tensor, max_steps: int) -> Tensor:
+        """``limit`` of each of ``lengths [B]`` as an int32 tensor on the same device."""
+        budget = torch.ceil(lengths.to(torch.float64) * self.steps_per_symbol).to(torch.int64) + self.margin
+        return budget.clamp(min=1, max=int(max_steps)).to(torch.int32)
+
+
+#: The constants of the ``attention`` rule in every decoder (eager, CUDA-graph engine, slot decoder).
+ATTENTION_STOP = StopRule()
+
+
+def step_limit(stop_rule: str, n_symbols: int, max_steps: int) -> int:
+    """The most decoder steps an item of ``n_symbols`` inputs makes under ``stop_rule``."""
+    return ATTENTION_STOP.limit(n_symbols, max_steps) if stop_rule == "attention" else int(max_steps)
+
+
+def count_end_frames(end_count: Tensor, cum_weights: Tensor, last: Tensor) -> None:
+    """One step of the ``attention`` rule's count: ``end_count [B] int32`` += 1 (in place) where the
+    cumulative attention ``cum_weights [B, T_in]`` at ``last [B]`` (int64: each item's last input
+    position) is at least ``ATTENTION_STOP.end_mass``. The same tensor ops in every decoder
+    (capturable in a CUDA graph)."""
+    mass = cum_weights.gather(1, last.unsqueeze(1)).squeeze(1)
+    end_count.add_((mass >= ATTENTION_STOP.end_mass).to(torch.int32))
+
+
+def attention_ended(end_count: Tensor, steps: Tensor | int) -> Tensor:
+    """``[B] bool``: the attention part of the rule fires, given ``end_count [B]`` after a step
+    and ``steps`` (int or int tensor broadcastable to ``[B]``) made including that step."""
+    return (end_count >= ATTENTION_STOP.end_frames) & (torch.as_tensor(steps, device=end_count.device)
+                                                       >= ATTENTION_STOP.min_steps)
+
+
+def check_stop_rule(stop_rule: str | None) -> str:
+    """``stop_rule`` (None: ``gate``, DLE's) or InvalidInputError naming ``stop_rule``."""
+    if stop_rule is None:
+        return "gate"
+    if stop_rule not in STOP_RULES:
+        raise InvalidInputError(f"stop_rule must be one of {', '.join(STOP_RULES)}, got {stop_rule!r}",
+                                field="stop_rule")
+    return stop_rule
 
 
 # --------------------------------------------------------------------------- config
@@ -512,23 +601,32 @@ class Decoder(nn.Module):
     def infer(self, memory: Tensor, memory_lengths: Tensor, *, max_decoder_steps: int | None = None,
               gate_threshold: float | None = None, prenet_dropout: float = 0.5,
               early_stopping: bool | None = None,
-              generator: torch.Generator | None = None) -> DecoderOutput:
+              generator: torch.Generator | None = None, stop_rule: str | None = None) -> DecoderOutput:
         """Decode until every item's gate fired (or always, without early stopping)
         or ``max_decoder_steps`` steps; ``None`` options take the config's values.
 
         ``mel_lengths[b]`` counts the steps before item b's first
         ``sigmoid(gate) > gate_threshold``; items that never fire get
-        ``max_decoder_steps`` (a warning is logged).
+        ``max_decoder_steps`` (a warning is logged). ``stop_rule="attention"``
+        (``StopRule``): an item also stops at the step its attention rule fires (counted
+        as a gate), or at its step budget ``step_limit`` (``mel_lengths`` = the budget);
+        ``None``/``"gate"``: DLE's rule.
         """
         max_steps = self.max_decoder_steps if max_decoder_steps is None else int(max_decoder_steps)
         threshold = self.gate_threshold if gate_threshold is None else float(gate_threshold)
         stop_early = self.early_stopping if early_stopping is None else bool(early_stopping)
+        attention_rule = check_stop_rule(stop_rule) == "attention"
 
         state = self.init_state(memory, memory_lengths)
         frame = self.go_frame(state)
         b = state.batch_size
         mel_lengths = torch.zeros(b, dtype=torch.int32, device=memory.device)
         not_finished = torch.ones(b, dtype=torch.int32, device=memory.device)
+        if attention_rule:
+            lengths = memory_lengths.to(memory.device)
+            last = (lengths - 1).to(torch.int64)
+            limits = ATTENTION_STOP.limits(lengths, max_steps)
+            end_count = torch.zeros(b, dtype=torch.int32, device=memory.device)
         frames: list[Tensor] = []
         gates: list[Tensor] = []
         aligns: list[Tensor] = []
@@ -537,8 +635,14 @@ class Decoder(nn.Module):
             frames.append(out.frame)
             gates.append(out.gate_logit)
             aligns.append(out.attention_weights)
-            not_finished = not_finished * torch.le(torch.sigmoid(out.gate_logit), threshold).to(torch.int32)
+            go_on = torch.le(torch.sigmoid(out.gate_logit), threshold)
+            if attention_rule:
+                count_end_frames(end_count, state.attention_weights_cum, last)
+                go_on = go_on & ~attention_ended(end_count, len(frames))
+            not_finished = not_finished * go_on.to(torch.int32)
             mel_lengths += not_finished
+            if attention_rule:
+                not_finished = not_finished * torch.lt(mel_lengths, limits).to(torch.int32)
             if stop_early and not bool(not_finished.any()):
                 break
             if len(frames) == max_steps:
@@ -548,6 +652,11 @@ class Decoder(nn.Module):
                                    "for %d of %d items", max_steps, n_open, b)
                 break
             frame = out.frame
+        if attention_rule:
+            n_budget = int((mel_lengths >= limits).sum())
+            if n_budget:
+                logger.warning("Tacotron2: %d of %d items reached their step budget (stop rule 'attention') "
+                               "before the stop gate or the attention ended them", n_budget, b)
 
         mel = torch.stack(frames, dim=1)  # [B, steps, n_mel * fps]
         mel = mel.view(b, -1, self.n_mel_channels).transpose(1, 2).contiguous()
@@ -585,20 +694,21 @@ class Tacotron2(nn.Module):
     def infer(self, ids: Tensor, lengths: Tensor, *, max_decoder_steps: int | None = None,
               gate_threshold: float | None = None, prenet_dropout: float = 0.5,
               early_stopping: bool | None = None,
-              generator: torch.Generator | None = None) -> Tacotron2Output:
+              generator: torch.Generator | None = None, stop_rule: str | None = None) -> Tacotron2Output:
         """Text ids to mel, as DLE's ``Tacotron2.infer``.
 
         ``ids [B, T_in] int64`` padded with id 0 (on the model's device),
         ``lengths [B] int`` (any order; each in 1..T_in). ``None`` options
         take the config's values; ``prenet_dropout`` defaults to DLE's
         always-on 0.5 (0.0 = deterministic); ``generator`` draws the prenet
-        masks. Raises ValueError for malformed inputs or options.
+        masks; ``stop_rule`` one of ``STOP_RULES`` (None: ``gate``, DLE's).
+        Raises ValueError for malformed inputs or options.
         """
-        self._check(ids, lengths, max_decoder_steps, gate_threshold, prenet_dropout)
+        self._check(ids, lengths, max_decoder_steps, gate_threshold, prenet_dropout, stop_rule)
         enc = self.encode(ids, lengths)
         dec = self.decoder.infer(enc, lengths, max_decoder_steps=max_decoder_steps,
                                  gate_threshold=gate_threshold, prenet_dropout=prenet_dropout,
-                                 early_stopping=early_stopping, generator=generator)
+                                 early_stopping=early_stopping, generator=generator, stop_rule=stop_rule)
         return Tacotron2Output(mel=dec.mel, mel_postnet=self.postnet_forward(dec.mel), gate=dec.gate,
                                alignments=dec.alignments, mel_lengths=dec.mel_lengths,
                                encoder_outputs=enc)
@@ -606,7 +716,7 @@ class Tacotron2(nn.Module):
     forward = infer
 
     def _check(self, ids: Tensor, lengths: Tensor, max_decoder_steps: int | None,
-               gate_threshold: float | None, prenet_dropout: float) -> None:
+               gate_threshold: float | None, prenet_dropout: float, stop_rule: str | None = None) -> None:
         def bad(message: str, field: str) -> InvalidInputError:
             return InvalidInputError(message, field=field)
 
@@ -631,3 +741,4 @@ class Tacotron2(nn.Module):
             raise bad(f"gate_threshold must be in (0, 1), got {gate_threshold!r}", "gate_threshold")
         if not 0.0 <= float(prenet_dropout) < 1.0:
             raise bad(f"prenet_dropout must be in [0, 1), got {prenet_dropout!r}", "prenet_dropout")
+        check_stop_rule(stop_rule)

@@ -38,11 +38,12 @@ DECODERS = ("auto", "eager", "slots")
 
 @dataclass
 class RowStart:
-    """A row to join: its key, token ids and gate threshold."""
+    """A row to join: its key, token ids, gate threshold and stop rule (``tts.models.tacotron2.STOP_RULES``)."""
 
     key: Hashable
     ids: list[int]
     gate_threshold: float
+    stop_rule: str = "gate"
 
 
 @dataclass
@@ -51,7 +52,9 @@ class RowFrames:
 
     #: ``[n_mel, n]`` decoder frames (n = the decoder's ``steps_per_call``), float32.
     frames: torch.Tensor
-    #: Index in ``frames`` of the first step whose gate fired (the row's threshold), or None.
+    #: Index in ``frames`` of the first step whose gate fired (the row's threshold) or, under the
+    #: ``attention`` stop rule, whose attention ended (``tts.models.tacotron2.StopRule``), or None.
+    #: The rule's step budget is the caller's to apply, as ``max_decoder_steps``.
     stop: int | None
     #: ``[n, T_in]`` float32 CPU attention weights of each step over the row's own ids (word timings).
     align: torch.Tensor | None = None
@@ -100,6 +103,9 @@ class StepRowDecoder:
         self._keys: list[Hashable] = []
         self._lengths: list[int] = []
         self._thresholds: list[float] = []
+        self._attention: list[bool] = []          # stop rule "attention"
+        self._steps: list[int] = []               # steps made per row
+        self._end_count: torch.Tensor | None = None   # [B] int32: the attention rule's count
         self._state = None
         self._prev: torch.Tensor | None = None     # [B, n_mel] the last frames
 
@@ -116,6 +122,7 @@ class StepRowDecoder:
             return
         dec = self.acoustic.decoder
         states, prevs = ([self._state], [self._prev]) if self._state is not None else ([], [])
+        counts = [self._end_count] if self._end_count is not None else []
         for r in rows:
             memory, lengths = _memory(self.acoustic, r.ids, self.device)
             st = dec.init_state(memory, lengths)
@@ -124,15 +131,28 @@ class StepRowDecoder:
             self._keys.append(r.key)
             self._lengths.append(len(r.ids))
             self._thresholds.append(float(r.gate_threshold))
+            self._attention.append(r.stop_rule == "attention")
+            self._steps.append(0)
+            counts.append(torch.zeros(1, dtype=torch.int32, device=memory.device))
         self._state = DecoderState.concat(states)
         self._prev = torch.cat(prevs, 0)
+        self._end_count = torch.cat(counts, 0)
 
     def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
+        from tts.models.tacotron2 import attention_ended, count_end_frames
+
         out = self.acoustic.decoder.step(self._state, self._prev, prenet_dropout=prenet_dropout)
         self._prev = out.frame
+        self._steps = [n + 1 for n in self._steps]
         fired = torch.sigmoid(out.gate_logit.float()).cpu().tolist()
         weights = out.attention_weights.float().cpu()
-        return {k: RowFrames(out.frame[i].unsqueeze(1), 0 if fired[i] > self._thresholds[i] else None,
+        ended = [False] * len(self._keys)
+        if any(self._attention):
+            last = torch.tensor([n - 1 for n in self._lengths], dtype=torch.int64, device=self._end_count.device)
+            count_end_frames(self._end_count, self._state.attention_weights_cum.float(), last)
+            steps = torch.tensor(self._steps, dtype=torch.int64, device=self._end_count.device)
+            ended = [a and e for a, e in zip(self._attention, attention_ended(self._end_count, steps).tolist())]
+        return {k: RowFrames(out.frame[i].unsqueeze(1), 0 if fired[i] > self._thresholds[i] or ended[i] else None,
                              weights[i:i + 1, :self._lengths[i]])
                 for i, k in enumerate(self._keys)}
 
@@ -147,6 +167,9 @@ class StepRowDecoder:
         self._keys = [self._keys[i] for i in keep]
         self._lengths = [self._lengths[i] for i in keep]
         self._thresholds = [self._thresholds[i] for i in keep]
+        self._attention = [self._attention[i] for i in keep]
+        self._steps = [self._steps[i] for i in keep]
+        self._end_count = self._end_count.index_select(0, torch.as_tensor(keep, device=self._end_count.device))
         self._state = self._state.select(keep)
         self._prev = self._prev.index_select(0, torch.as_tensor(keep, device=self._prev.device))
         longest = max(self._lengths)
@@ -155,6 +178,7 @@ class StepRowDecoder:
 
     def reset(self) -> None:
         self._keys, self._lengths, self._thresholds = [], [], []
+        self._attention, self._steps, self._end_count = [], [], None
         self._state, self._prev = None, None
 
 
@@ -208,7 +232,7 @@ class SlotRowDecoder:
         self._fit(len(self._slot) + len(rows), max([len(r.ids) for r in rows] + list(self._length.values())))
         for r, slot in zip(rows, self.sd.free_slots()):
             memory, _ = _memory(self.acoustic, r.ids, self.device)
-            self.sd.join(slot, memory, len(r.ids), gate_threshold=r.gate_threshold)
+            self.sd.join(slot, memory, len(r.ids), gate_threshold=r.gate_threshold, stop_rule=r.stop_rule)
             self._slot[r.key] = slot
             self._length[r.key] = len(r.ids)
 

@@ -12,7 +12,8 @@ API, or the slot decoder with K steps per CUDA-graph replay) and loops:
 3. start rows as ``tts.server.admission`` plans: round robin over calls,
    a few rows per call while others wait, streams first among equals;
 4. one ``RowDecoder.step`` for the whole batch;
-5. rows whose stop gate fired (or that reached their ``max_decoder_steps``)
+5. rows whose stop gate fired (or, under the ``attention`` stop rule, whose
+   attention ended; or that reached their ``max_decoder_steps`` or step budget)
    leave; a unary row's frames go to the vocoder stage
    (``tts.server.vocoding``), a streaming row's frames go to its call
    every ``deliver_every`` steps and are vocoded in overlapping chunks
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tts.models.tacotron2 import step_limit
 from tts.options import SynthesisOptions
 from tts.server.admission import AdmissionPolicy, plan_admission
 from tts.server.errors import QueueFullError, ShuttingDownError
@@ -369,7 +371,8 @@ class TacotronScheduler:
             if not c.todo:
                 self._waiting.remove(c)
                 self._mark_admitted(c)
-        self.decoder.join([RowStart(r, r.ids, r.call.opts.gate_threshold) for r in joining])
+        self.decoder.join([RowStart(r, r.ids, r.call.opts.gate_threshold, r.call.opts.stop_rule or "gate")
+                           for r in joining])
         self._rows.extend(joining)
         self._p = plan.join[0].prenet_dropout
 
@@ -382,15 +385,16 @@ class TacotronScheduler:
         finished = []
         for r in self._rows:
             rf = out[r]
-            limit = r.call.opts.max_decoder_steps - r.steps          # steps this row may still make
-            gate_fired = rf.stop is not None and rf.stop < limit
+            most = step_limit(r.call.opts.stop_rule or "gate", len(r.ids), r.call.opts.max_decoder_steps)
+            limit = most - r.steps                                      # steps this row may still make
+            gate_fired = rf.stop is not None and rf.stop < limit        # its gate (or attention) ended it
             n = min(rf.frames.shape[1] if rf.stop is None else rf.stop + 1, limit)
             r.frames.append(rf.frames[:, :n])
             if rf.align is not None:
                 r.align.append(rf.align[:n])
             r.steps += n
             r.call.max_batch = max(r.call.max_batch, b)
-            if gate_fired or r.steps >= r.call.opts.max_decoder_steps:
+            if gate_fired or r.steps >= most:
                 finished.append((r, r.steps - 1 if gate_fired else r.steps, gate_fired))
             elif r.call.streaming and r.steps - r.sent >= self.deliver_every:
                 self._deliver(r)
@@ -414,8 +418,8 @@ class TacotronScheduler:
         call = r.call
         if not gate_fired:
             call.hit_max += 1
-            logger.warning("Tacotron2: a piece reached max_decoder_steps=%d before its stop gate fired",
-                           call.opts.max_decoder_steps)
+            logger.warning("Tacotron2: a piece reached its step limit (%d; max_decoder_steps=%d, stop rule %s) "
+                           "before it stopped", audio_frames, call.opts.max_decoder_steps, call.opts.stop_rule)
         call.decoded += 1
         if call.decoded == len(call.pieces):
             call.acoustic_done = time.perf_counter()
