@@ -165,6 +165,9 @@ class TTSServer:
         self._health = None
         self._metrics_http: MetricsHTTPServer | None = None
         self._stopped = asyncio.Event()
+        self._signals: list[asyncio.Task] | None = None
+        #: True once a stop gave up waiting for work still running (its threads end on their own).
+        self.abandoned = False
 
     async def start(self) -> int:
         """Starts the engine (warm-up included), binds, reports SERVING; returns the gRPC port.
@@ -203,7 +206,8 @@ class TTSServer:
         ]
         server = grpc.aio.server(
             interceptors=[ServingInterceptor(tokens=cfg.auth_tokens, metrics=self.metrics)], options=options)
-        self._servicer = TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics)
+        self._servicer = TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics,
+                                              max_send_bytes=cfg.max_send_bytes)
         tts_pb2_grpc.add_TextToSpeechServicer_to_server(self._servicer, server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -258,7 +262,11 @@ class TTSServer:
             await self._servicer.drain(grace)
             await asyncio.sleep(min(DRAIN_LINGER_S, max(0.0, grace - (loop.time() - t0))))
         await server.stop(max(0.0, grace - (loop.time() - t0)))
-        await self.engine.close()
+        # The grace bounds the whole stop: work still running then (a batch in a model thread) is
+        # abandoned rather than waited for.
+        if not await self.engine.close(timeout=max(0.0, grace - (loop.time() - t0))):
+            self.abandoned = True
+            logger.warning("grace period of %gs over: work still running was abandoned", grace)
         if self._metrics_http is not None:
             self._metrics_http.close()
             self._metrics_http = None
@@ -269,10 +277,14 @@ class TTSServer:
         """Returns once ``stop`` has finished."""
         await self._stopped.wait()
 
-    async def serve_until_signal(self) -> None:
-        """Runs until SIGTERM or SIGINT, then drains and stops."""
+    def handle_signals(self) -> None:
+        """From now on SIGTERM and SIGINT drain and stop the server (idempotent). Call it before the
+        port is announced, so that a signal sent right after the announcement drains too."""
+        if self._signals is not None:
+            return
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task] = []
+        self._signals = stopping
 
         def on_signal(sig: signal.Signals) -> None:
             if not stopping:
@@ -281,8 +293,14 @@ class TTSServer:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+
+    async def serve_until_signal(self) -> None:
+        """Runs until SIGTERM or SIGINT, then drains and stops."""
+        self.handle_signals()
+        loop = asyncio.get_running_loop()
         try:
             await self.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            self._signals = None
