@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from tts.cli.common import (add_threads_argument, add_voice_arguments, apply_threads, engine_cache_from_args,
+from tts.cli.common import (add_deprecated_alias, add_threads_argument, add_voice_arguments, apply_threads, engine_cache_from_args,
                             new_parser, positive_int, run_main, voice_from_args)
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes sent as soon as they are reached")
     g.add_argument("--max-queue-size", type=positive_int, default=256,
                    help="most waiting requests; more get RESOURCE_EXHAUSTED")
-    g.add_argument("--max-text-chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS, help="longest accepted text")
+    g.add_argument("--max-chars", dest="max_text_chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS,
+                   metavar="N", help="longest accepted text, in characters")
     g.add_argument("--no-continuous-batching", action="store_true",
                    help="batch Tacotron2 requests whole instead of joining/leaving the decoder batch per step")
     g.add_argument("--stream-chunk-frames", type=positive_int, default=32, help="mel frames per streamed chunk")
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="server log level")
     add_threads_argument(g)
+    add_deprecated_alias(p, "--max-text-chars", "--max-chars")     # the older name (tts-synth's is canonical)
     return p
 
 
@@ -200,7 +202,10 @@ async def _serve(args, config) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tts.cli.common import require_extra
+
     args = build_parser().parse_args(argv)
+    require_extra(PROG, "grpc", "grpc_health", "grpc_reflection", "google.protobuf", "prometheus_client")
 
     def body() -> int:
         from tts.errors import TTSError

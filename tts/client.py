@@ -195,16 +195,16 @@ class TTSClient:
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
+                if self.retry_s > 0 and not self._waited:
+                    self._waited = True
+                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
+                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
                 waited = time.monotonic() - start
                 if waited + delay > self.retry_s:
                     reason = connection_failure(exc)
                     if reason is not None:
                         raise ServerUnreachableError(self.target, reason, self.retry_s) from None
                     raise
-                if not self._waited:
-                    self._waited = True
-                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
-                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
                 time.sleep(delay)
                 delay = min(2 * delay, MAX_BACKOFF_S)
 
@@ -287,15 +287,15 @@ class AsyncTTSClient:
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
+                if self.retry_s > 0 and not self._waited:
+                    self._waited = True
+                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
+                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
                 if time.monotonic() - start + delay > self.retry_s:
                     reason = connection_failure(exc)
                     if reason is not None:
                         raise ServerUnreachableError(self.target, reason, self.retry_s) from None
                     raise
-                if not self._waited:
-                    self._waited = True
-                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
-                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, MAX_BACKOFF_S)
 
