@@ -307,3 +307,59 @@ def test_sigterm_right_after_serving_on_drains_and_exits_0():
         assert rc == 0, out
         assert "SIGTERM received: draining" in out and "server stopped" in out, out
         assert "before serving" not in out and "Traceback" not in out, out
+
+
+BLOCKING_SERVER = """
+import sys, threading
+from tts.cli import server as cli
+from tts.server.app import TTSServer
+from tts.server.testing import FakeSynthesizer
+
+class Blocking(FakeSynthesizer):
+    def synthesize_batch(self, texts, options=None):
+        if any(t.startswith("slow") for t in texts):
+            print("batch running", flush=True)
+            threading.Event().wait(600)             # a batch that outlives any grace
+        return super().synthesize_batch(texts, options)
+
+cli.build_server = lambda args, config=None: TTSServer({"fake": [Blocking()]}, config)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_tts_server_process_exits_within_the_grace_with_a_call_still_running():
+    """The real tts-server main (a model-free voice whose batch never ends by itself): SIGTERM with
+    --grace-seconds 3 ends the process in about 3 s, exit status 0, not when the batch would end."""
+    grace = 3.0
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKING_SERVER, "--host", HOST, "--port", "0",
+                             "--metrics-port", "-1", "--no-warmup", "--grace-seconds", str(grace)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        port = None
+        for line in proc.stdout:
+            if "serving on" in line:
+                port = int(line.rsplit(":", 1)[1])
+                break
+        assert port
+        errors = []
+        c = TTSClient(f"{HOST}:{port}", timeout=60)
+        caller = threading.Thread(target=lambda: errors.append(_code(lambda: c.synthesize("slow call"))))
+        caller.start()
+        for line in proc.stdout:
+            if "batch running" in line:
+                break
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+        took = time.monotonic() - t0
+        caller.join(30)
+        c.close()
+        assert proc.returncode == 0, out
+        assert grace - 0.1 <= took < grace + 2.0, (took, out)
+        assert "work still running was abandoned" in out and "Traceback" not in out
+        assert errors and errors[0] in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
