@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 
-from tts.cli.common import (add_deprecated_alias, add_threads_argument, add_voice_arguments, apply_threads, engine_cache_from_args,
-                            new_parser, positive_int, run_main, voice_from_args)
+from tts.cli.common import (add_deprecated_alias, add_threads_argument, add_voice_arguments, apply_threads,
+                            engine_cache_from_args, new_parser, positive_int, run_main, voice_from_args)
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 
 PROG = "tts-server"

@@ -75,11 +75,20 @@ async def _in_daemon_thread(fn, timeout: float | None) -> bool:
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
+    def settle(exc: BaseException | None) -> None:
+        if not done.done():
+            done.set_result(None) if exc is None else done.set_exception(exc)
+
     def run() -> None:
+        exc = None
         try:
             fn()
-        finally:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        except BaseException as e:  # noqa: BLE001 - raised in the awaiting coroutine, as to_thread would
+            exc = e
+        try:
+            loop.call_soon_threadsafe(settle, exc)
+        except RuntimeError:        # the loop is gone: nobody waits any more
+            pass
 
     threading.Thread(target=run, name="engine-close", daemon=True).start()
     try:

@@ -93,6 +93,49 @@ def _short(method: str) -> str:
     return method.rsplit("/", 1)[-1] or method
 
 
+def _cancelled_code(context) -> grpc.StatusCode:
+    """How a call that ended without a status of ours ended: its deadline passed, or its client left."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+class _Call:
+    """One call's bookkeeping: counted in once, counted out exactly once, however it ends."""
+
+    def __init__(self, metrics, name: str, rid: str) -> None:
+        self.metrics, self.name, self.rid = metrics, name, rid
+        self.started: float | None = None
+        self.finished = False
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        m = self.metrics
+        if m is not None:
+            if self.started is not None:
+                m.inflight.dec()
+                m.latency.labels(self.name).observe(time.perf_counter() - self.started)
+            m.requests.labels(self.name, code.name).inc()
+
+    async def fail(self, context, exc: BaseException) -> None:
+        code, message = status_for(exc, self.rid)
+        if code == grpc.StatusCode.INTERNAL:
+            logger.error("request %s (%s) failed with an internal error", self.rid, self.name, exc_info=exc)
+        else:
+            logger.info("request %s (%s): %s: %s", self.rid, self.name, code.name, message)
+        self.finish(code)
+        await context.abort(code, message)
+
+    def gone(self, context, how: str) -> None:
+        """The client cancelled, its deadline passed or its connection died: one quiet line."""
+        code = _cancelled_code(context)
+        logger.debug("request %s (%s): %s (%s)", self.rid, self.name, code.name, how)
+        self.finish(code)
+
+
 class ServingInterceptor(grpc.aio.ServerInterceptor):
     """Request ids, bearer-token auth, error mapping and call metrics for every RPC."""
 
@@ -134,52 +177,14 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 self._metrics.inflight.inc()
             return time.perf_counter()
 
-        metrics = self._metrics
-
-        class Call:
-            """One call's bookkeeping: counted in once, counted out exactly once, however it ends."""
-
-            def __init__(self) -> None:
-                self.started: float | None = None
-                self.finished = False
-
-            def finish(self, code: grpc.StatusCode) -> None:
-                if self.finished:
-                    return
-                self.finished = True
-                if track and metrics is not None:
-                    m = metrics
-                    if self.started is not None:
-                        m.inflight.dec()
-                        m.latency.labels(name).observe(time.perf_counter() - self.started)
-                    m.requests.labels(name, code.name).inc()
-
-            async def fail(self, context, exc: BaseException) -> None:
-                code, message = status_for(exc, rid)
-                if code == grpc.StatusCode.INTERNAL:
-                    logger.error("request %s (%s) failed with an internal error", rid, name, exc_info=exc)
-                else:
-                    logger.info("request %s (%s): %s: %s", rid, name, code.name, message)
-                self.finish(code)
-                await context.abort(code, message)
-
-            def gone(self, context, how: str) -> None:
-                """The client cancelled, its deadline passed or its connection died: one quiet line."""
-                code = cancelled_code(context)
-                logger.debug("request %s (%s): %s (%s)", rid, name, code.name, how)
-                self.finish(code)
-
-        def cancelled_code(context) -> grpc.StatusCode:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                return grpc.StatusCode.DEADLINE_EXCEEDED
-            return grpc.StatusCode.CANCELLED
+        def new_call() -> _Call:
+            return _Call(self._metrics if track else None, name, rid)
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary_unary(request, context):
-                call = Call()
+                call = new_call()
                 try:
                     call.started = begin(context)
                     if isinstance(request, UndecodableRequest):
@@ -194,7 +199,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                     call.finish(grpc.StatusCode.OK)
                     return response
                 finally:
-                    call.finish(cancelled_code(context))    # only where nothing above counted it
+                    call.finish(_cancelled_code(context))    # only where nothing above counted it
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, request_deserializer=_tolerant(handler.request_deserializer),
@@ -204,7 +209,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream
 
             async def unary_stream(request, context):
-                call = Call()
+                call = new_call()
                 try:
                     call.started = begin(context)
                     if isinstance(request, UndecodableRequest):
@@ -222,7 +227,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 else:
                     call.finish(grpc.StatusCode.OK)
                 finally:
-                    call.finish(cancelled_code(context))
+                    call.finish(_cancelled_code(context))
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, request_deserializer=_tolerant(handler.request_deserializer),
