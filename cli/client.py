@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = new_parser(PROG, __doc__.split("\n\n")[0])
     p.add_argument("text", nargs="?", help="text to speak (or use --phrases)")
     p.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT", help="the tts-server")
-    p.add_argument("--phrases", metavar="FILE", help="UTF-8 file, one utterance a line; one output file per line")
+    p.add_argument("--phrases", metavar="FILE|-",
+                   help="UTF-8 file, one utterance a line (- reads standard input); one output file per line")
     p.add_argument("--out", metavar="FILE|DIR", help=OUT_HELP)
     p.add_argument("--out-dir", dest="out", help=argparse.SUPPRESS)     # the older name of a folder --out
     p.add_argument("--voice", default="", help="voice name (default: the server's)")

@@ -167,6 +167,8 @@ def test_reply_over_max_send_bytes_is_refused_and_counted(caplog):
         assert sample(st, "tts_requests_total", method="Synthesize", code="RESOURCE_EXHAUSTED") == 1
         assert sample(st, "tts_requests_total", method="Synthesize", code="OK") == 1
         assert sample(st, "tts_inflight_requests") == 0
+        served = 256 * (len(text) + len("short")) / 22050           # the stream and the short call, not the refused one
+        assert sample(st, "tts_audio_seconds_total") == pytest.approx(served, rel=1e-6)
         no_tracebacks(caplog)
     finally:
         st.stop()

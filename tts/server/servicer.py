@@ -91,9 +91,6 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         encode_s = time.perf_counter() - t_enc
         total = time.perf_counter() - t0
         tm = result.timings
-        self._observe(out.queue_seconds, tm, encode_s, total, encoded.seconds)
-        logger.debug("request %s: %d chars -> %.2fs audio in %.3fs (batch %d)", request_id.get(),
-                     len(req.text), encoded.seconds, total, out.batch_size)
         response = tts_pb2.SynthesizeResponse(
             audio=encoded.data, sample_rate_hz=encoded.sample_rate, duration_seconds=encoded.seconds,
             normalized_text=result.normalized_text, voice=req.voice, encoding=int(encoded.encoding),
@@ -102,7 +99,10 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 queue_seconds=out.queue_seconds, text_seconds=tm.text, acoustic_seconds=tm.acoustic,
                 vocoder_seconds=tm.vocoder, denoiser_seconds=tm.denoiser, encode_seconds=encode_s,
                 total_seconds=total, batch_size=out.batch_size))
-        self._check_size(response, req)
+        self._check_size(response, req)        # a refused reply is not counted as audio served
+        self._observe(out.queue_seconds, tm, encode_s, total, encoded.seconds)
+        logger.debug("request %s: %d chars -> %.2fs audio in %.3fs (batch %d)", request_id.get(),
+                     len(req.text), encoded.seconds, total, out.batch_size)
         return response
 
     def _check_size(self, response, req) -> None:
