@@ -2,7 +2,7 @@
 
 Like Triton's perf_analyzer: closed-loop clients, one table row per
 concurrency level with throughput, latency percentiles and (with
-``--streaming``) time to first audio. ``tts-bench`` dispatches here when
+``--stream``) time to first audio. ``tts-bench`` dispatches here when
 ``--server`` is given; ``python -m tts.cli.bench_server`` runs it alone.
 """
 
@@ -26,24 +26,29 @@ DEFAULT_TEXTS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The server-benchmark flags (``--server`` itself included)."""
-    from tts.cli.common import add_wait_argument
+    from tts.cli.common import add_deprecated_alias, add_wait_argument
     g = parser.add_argument_group("server benchmark")
     g.add_argument("--server", required=True, metavar="HOST:PORT", help="a running tts-server")
     g.add_argument("--concurrency", default="1:64:8", metavar="START:END:STEP|A,B,C",
                    help="concurrency levels (end included)")
     g.add_argument("--requests", type=int, default=200, help="measured calls per level (at most)")
     g.add_argument("--duration", type=float, default=60.0, help="seconds per level (at most)")
-    g.add_argument("--warmup-requests", type=int, default=4, help="unmeasured calls per level")
-    g.add_argument("--streaming", action="store_true", help="use StreamingSynthesize (measures time to first audio)")
+    g.add_argument("--warmup", dest="warmup_requests", type=int, default=4, metavar="N",
+                   help="unmeasured calls per level")
+    g.add_argument("--stream", dest="streaming", action="store_true",
+                   help="use StreamingSynthesize (measures time to first audio)")
     g.add_argument("--phrases", metavar="FILE", help="texts to send, one a line (default: four built-in sentences)")
     g.add_argument("--voice", default="", help="voice name (default: the server's)")
     g.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
     g.add_argument("--token", help="bearer token")
     g.add_argument("--root-cert", metavar="PEM", help="use TLS, trusting this CA")
-    g.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    g.add_argument("--output", dest="json", metavar="FILE", help="also write the results as JSON to FILE")
     g.add_argument("--option", action="append", default=[], type=parse_option, metavar="NAME=VALUE",
                    help="a request option of every call (e.g. max_decoder_steps=580, sigma=0.6); repeatable")
     add_wait_argument(g)
+    # The older names; tts-bench's own flags (--warmup, --output) and tts-client's --stream are canonical.
+    for old, new in (("--warmup-requests", "--warmup"), ("--streaming", "--stream"), ("--json", "--output")):
+        add_deprecated_alias(parser, old, new)
 
 
 def parse_option(item: str) -> tuple[str, object]:

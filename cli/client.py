@@ -12,6 +12,7 @@ waited for, up to ``--wait`` seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import sys
@@ -23,20 +24,19 @@ ENCODING_OF_SUFFIX = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG_OPUS", ".pcm"
                       ".f32": "FLOAT32", ".mp3": "MP3", ".ulaw": "MULAW", ".alaw": "ALAW"}
 #: Encodings a stream delivers (raw samples); a WAV file is made of PCM16 chunks.
 STREAM_ENCODINGS = ("LINEAR_PCM16", "FLOAT32", "MULAW", "ALAW")
-OPTIONS = (("speaking-rate", float, "speaking rate, 1 = normal"), ("denoiser-strength", float, "0 = off"),
-           ("sigma", float, "WaveGlow noise scale"), ("seed", int, "seed of dropout masks and noise"),
-           ("max-decoder-steps", int, "Tacotron2 step limit per text piece"),
-           ("gate-threshold", float, "Tacotron2 stop threshold"), ("prenet-dropout", float, "Tacotron2 prenet dropout"))
+#: ``tts.options.SynthesisOptions`` field -> the request's option name, where they differ.
+PROTO_OPTION = {"speed": "speaking_rate"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tts.cli.common import OUT_HELP, add_wait_argument, new_parser
+    from tts.cli.common import OUT_HELP, add_deprecated_alias, add_option_arguments, add_wait_argument, new_parser
     from tts.client import ENCODINGS
 
     p = new_parser(PROG, __doc__.split("\n\n")[0])
     p.add_argument("text", nargs="?", help="text to speak (or use --phrases)")
     p.add_argument("--server", default="127.0.0.1:50051", metavar="HOST:PORT", help="the tts-server")
-    p.add_argument("--phrases", metavar="FILE", help="UTF-8 file, one utterance a line; one output file per line")
+    p.add_argument("--phrases", metavar="FILE|-",
+                   help="UTF-8 file, one utterance a line (- reads standard input); one output file per line")
     p.add_argument("--out", metavar="FILE|DIR", help=OUT_HELP)
     p.add_argument("--out-dir", dest="out", help=argparse.SUPPRESS)     # the older name of a folder --out
     p.add_argument("--voice", default="", help="voice name (default: the server's)")
@@ -46,9 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=int, default=0, help="output rate in Hz (0 = the voice's)")
     p.add_argument("--stream", action="store_true", help="use StreamingSynthesize (audio as it is made)")
     p.add_argument("--list-voices", action="store_true", help="print the server's voices and exit")
-    g = p.add_argument_group("synthesis options (default: the voice's own)")
-    for name, kind, text in OPTIONS:
-        g.add_argument(f"--{name}", type=kind, default=None, metavar="N" if kind is int else "X", help=text)
+    add_option_arguments(p)             # the flags of tts-synth, from tts.options.SynthesisOptions
+    add_deprecated_alias(p, "--speaking-rate", "--speed")      # the older name of --speed here
     g = p.add_argument_group("connection")
     g.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="deadline of each call")
     add_wait_argument(g)
@@ -93,8 +92,9 @@ def pcm16_wav(pcm: bytes, rate: int) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tts.cli.common import run_main
+    from tts.cli.common import require_extra, run_main
 
+    require_extra(PROG, "grpc")         # before the parser, which reads tts.client
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.list_voices and (args.text is None) == (args.phrases is None):
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         import grpc
 
         from tts.audio import write_atomic
-        from tts.cli.common import Output, read_phrases
+        from tts.cli.common import Output, options_from_args, read_phrases
         from tts.client import SUFFIX, ServerUnreachableError, TTSClient
 
         if args.list_voices:
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             encoding, suffix, wrap = resolve_encoding(args, out)
             jobs = [(n, text) for n, text in lines]
         read = (lambda p: Path(p).read_bytes() if p else None)
-        options = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _, _ in OPTIONS}
+        chosen = options_from_args(args)        # range errors name the flag, before any call
+        options = {PROTO_OPTION.get(f.name, f.name): getattr(chosen, f.name) for f in dataclasses.fields(chosen)}
         with TTSClient(args.server, token=args.token, root_cert=read(args.root_cert),
                        client_cert=read(args.client_cert), client_key=read(args.client_key),
                        timeout=args.timeout, retry_s=args.wait) as client:

@@ -52,9 +52,67 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def new_parser(prog: str, description: str, **kw: Any) -> argparse.ArgumentParser:
-    """An ArgumentParser with this package's help layout (defaults shown once)."""
-    return argparse.ArgumentParser(prog=prog, description=description.replace("``", ""),
-                                   formatter_class=HelpFormatter, **kw)
+    """An ArgumentParser with this package's help layout (defaults shown once) and ``--version``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description.replace("``", ""),
+                                     formatter_class=HelpFormatter, **kw)
+    add_version_argument(parser, prog.split()[0])
+    return parser
+
+
+#: The installed distribution whose version ``--version`` prints.
+DISTRIBUTION = "tts-serve"
+
+
+def package_version() -> str:
+    """The version of the installed ``tts-serve`` (its package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def add_version_argument(parser: argparse.ArgumentParser, prog: str) -> None:
+    """``--version``: prints ``PROG VERSION`` and exits 0 (every console script has it)."""
+    parser.add_argument("--version", action="version", version=f"{prog} {package_version()}",
+                        help="print the program's name and version and exit")
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """``old`` still works as a hidden, deprecated spelling of the flag ``new`` (same destination and
+    type; a note on stderr says to use ``new``). One name per option across the commands."""
+    target = next(a for a in parser._actions if new in a.option_strings)
+
+    class Deprecated(argparse.Action):
+        def __call__(self, p, namespace, values, option_string=None):
+            print(f"{p.prog}: warning: {old} is deprecated; use {new}", file=sys.stderr)
+            if target.nargs == 0:
+                setattr(namespace, target.dest, target.const)
+            else:
+                setattr(namespace, target.dest, values)
+
+    # A hidden option of the parser itself (argument groups share the parser's option table).
+    parser.add_argument(old, dest=target.dest, type=target.type, nargs=0 if target.nargs == 0 else None,
+                        action=Deprecated, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                        metavar=target.metavar)
+
+
+#: Module of an optional dependency -> the extra of tts-serve that installs it.
+EXTRAS = {"grpc": "server", "grpc_health": "server", "grpc_reflection": "server", "google.protobuf": "server",
+          "prometheus_client": "server"}
+
+
+def require_extra(prog: str, *modules: str) -> None:
+    """Exit 1 with the pip command to run when a module of an optional extra cannot be imported
+    (instead of a ModuleNotFoundError traceback)."""
+    import importlib
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            extra = EXTRAS.get(module, "server")
+            error_exit(prog, f"{prog} needs the '{extra}' extra ({module} cannot be imported: {exc}); "
+                             f"install it with: pip install 'tts-serve[{extra}]'")
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
@@ -91,11 +149,14 @@ def add_wait_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def read_phrases(path: str, flag: str = "phrases") -> list[tuple[int, str]]:
-    """(line number, text) of every non-blank line of a UTF-8 text file; errors name the file and line.
+    """(line number, text) of every non-blank line of a UTF-8 text file (``-``: standard input);
+    errors name the file and line.
 
     A missing, unreadable, binary or empty file is an InvalidInputError (one line, no traceback).
     """
     from tts.errors import InvalidInputError
+    if path == "-":
+        return _phrases_of(sys.stdin.buffer.read(), "<stdin>", flag)
     p = Path(path)
     if not p.exists():
         raise InvalidInputError(f"{path}: phrase file not found", field=flag)
@@ -105,6 +166,11 @@ def read_phrases(path: str, flag: str = "phrases") -> list[tuple[int, str]]:
         data = p.read_bytes()
     except OSError as exc:
         raise InvalidInputError(f"{path}: cannot read the phrase file ({exc.strerror or exc})", field=flag) from None
+    return _phrases_of(data, path, flag)
+
+
+def _phrases_of(data: bytes, path: str, flag: str) -> list[tuple[int, str]]:
+    from tts.errors import InvalidInputError
     if b"\0" in data:
         raise InvalidInputError(f"{path}: a binary file (it holds NUL bytes), not UTF-8 text with one phrase a line",
                                 field=flag)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tts.cli.common import run_main
+from tts.cli.common import add_version_argument, run_main
 from tts.errors import InvalidInputError
 
 PROG = "tts-normalize"
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Print the normalized, cleaned text a voice will spell, one line per input line.",
         epilog="Exit status: 0 done, 1 error (unreadable file, bad voice), 2 usage.")
+    add_version_argument(p, PROG)
     p.add_argument("file", nargs="?", default="-", metavar="FILE|-",
                    help="UTF-8 text file, one utterance per line; - or nothing reads standard input")
     p.add_argument("--voice", metavar="NAME|DIR",

@@ -15,9 +15,9 @@ import os
 import signal
 import sys
 
-from tts.cli.common import (add_lexicon_argument, add_threads_argument, add_voice_arguments, apply_threads,
-                            engine_cache_from_args, lexicon_from_args, new_parser, positive_int, run_main,
-                            voice_from_args)
+from tts.cli.common import (add_deprecated_alias, add_lexicon_argument, add_threads_argument, add_voice_arguments,
+                            apply_threads, engine_cache_from_args, lexicon_from_args, new_parser, positive_int,
+                            run_main, voice_from_args)
 from tts.options import DEFAULT_MAX_TEXT_CHARS
 
 PROG = "tts-server"
@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also serve the OpenAI-compatible HTTP API (POST /v1/audio/speech, /docs) on this port of "
                         "--host (0 = any free port; default: off)")
     g.add_argument("--metrics-host", default=None,
-                   help="address the metrics endpoint binds (default: the --host address; 0.0.0.0 when that "
-                        "is [::])")
+                   help="address the metrics endpoint binds (default: 127.0.0.1 when TLS or a bearer token is "
+                        "on, as /metrics has neither; else the --host address, 0.0.0.0 when that is [::])")
     g.add_argument("--max-receive-bytes", type=positive_int, default=1 << 20, help="largest request message")
     g.add_argument("--max-send-bytes", type=positive_int, default=64 << 20, help="largest response message")
     g = p.add_argument_group("security")
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes sent as soon as they are reached")
     g.add_argument("--max-queue-size", type=positive_int, default=256,
                    help="most waiting requests; more get RESOURCE_EXHAUSTED")
-    g.add_argument("--max-text-chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS, help="longest accepted text")
+    g.add_argument("--max-chars", dest="max_text_chars", type=positive_int, default=DEFAULT_MAX_TEXT_CHARS,
+                   metavar="N", help="longest accepted text, in characters")
     g.add_argument("--no-continuous-batching", action="store_true",
                    help="batch Tacotron2 requests whole instead of joining/leaving the decoder batch per step")
     g.add_argument("--stream-chunk-frames", type=positive_int, default=32, help="mel frames per streamed chunk")
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="server log level")
     add_threads_argument(g)
+    add_deprecated_alias(p, "--max-text-chars", "--max-chars")     # the older name (tts-synth's is canonical)
     return p
 
 
@@ -101,19 +103,33 @@ def _add_text_normalizer_argument(parser: argparse.ArgumentParser) -> None:
 
 def _tokens(args) -> tuple[str, ...]:
     from tts.cli.common import read_phrases
+    from tts.errors import InvalidInputError
     tokens = []
     if args.auth_token_file:
-        tokens += [line for _, line in read_phrases(args.auth_token_file, flag="--auth-token-file")
-                   if not line.startswith("#")]
+        # A token file without a token must not turn authentication off: refuse to start.
+        none = InvalidInputError(f"--auth-token-file {args.auth_token_file}: no token in the file (it is empty or "
+                                 "holds only comments and blank lines); authentication would be off",
+                                 field="auth_token_file")
+        try:
+            lines = read_phrases(args.auth_token_file, flag="--auth-token-file")
+        except InvalidInputError as exc:
+            raise none if "no phrases" in str(exc) else exc from None
+        tokens += [line for _, line in lines if not line.startswith("#")]
+        if not tokens:
+            raise none
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
         tokens.append(env)
     return tuple(tokens)
 
 
-def metrics_host(args) -> str:
+def metrics_host(args, secured: bool = False) -> str:
+    """The address /metrics binds: --metrics-host; else loopback when the gRPC port is secured (TLS or
+    tokens: /metrics has neither), else the --host address (0.0.0.0 for the IPv6 wildcard)."""
     if args.metrics_host:
         return args.metrics_host
+    if secured:
+        return "127.0.0.1"
     return "0.0.0.0" if args.host in ("[::]", "::", "0.0.0.0", "") else args.host
 
 
@@ -133,9 +149,10 @@ def server_config(args):
         raise VoiceError(f"--metrics-port must be in -1..65535, got {args.metrics_port}")
     if args.http_port is not None and not 0 <= args.http_port <= 65535:
         raise VoiceError(f"--http-port must be in 0..65535, got {args.http_port}")
+    tokens = _tokens(args)
     return ServerConfig(
         host=args.host, port=args.port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-        metrics_host=metrics_host(args), max_text_chars=args.max_text_chars,
+        metrics_host=metrics_host(args, secured=bool(tokens or args.tls_cert)), max_text_chars=args.max_text_chars,
         max_receive_bytes=args.max_receive_bytes, max_send_bytes=args.max_send_bytes,
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1000,
                               preferred_batch_sizes=tuple(args.preferred_batch_sizes),
@@ -143,7 +160,7 @@ def server_config(args):
         continuous=not args.no_continuous_batching, stream_chunk_frames=args.stream_chunk_frames,
         stream_overlap_frames=args.stream_overlap_frames, stream_first_chunk_frames=args.stream_first_chunk_frames,
         tls=TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
-        auth_tokens=_tokens(args), grace_s=args.grace_seconds, warmup=not args.no_warmup, http_port=args.http_port)
+        auth_tokens=tokens, grace_s=args.grace_seconds, warmup=not args.no_warmup, http_port=args.http_port)
 
 
 def build_server(args, config=None):
@@ -181,19 +198,25 @@ def _stop_before_serving(signum, frame) -> None:
     raise _StoppedBeforeServing(signal.Signals(signum).name)
 
 
-async def _serve(args, config) -> None:
+async def _serve(args, config) -> bool:
+    """Serves until SIGTERM/SIGINT; True if the stop abandoned work still running after the grace."""
     print(f"{PROG}: loading voices", flush=True)
     server = build_server(args, config)
     port = await server.start()
+    server.handle_signals()             # before the port is announced: a SIGTERM from now on drains
     metrics = f", metrics on port {server.metrics_port}" if server.metrics_port else ""
     http = f", HTTP (OpenAI-compatible) on port {server.http_port}" if server.http_port else ""
     print(f"{PROG}: serving on {args.host}:{port}{metrics}{http}", flush=True)
     await server.serve_until_signal()
     print(f"{PROG}: stopped", flush=True)
+    return server.abandoned
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tts.cli.common import require_extra
+
     args = build_parser().parse_args(argv)
+    require_extra(PROG, "grpc", "grpc_health", "grpc_reflection", "google.protobuf", "prometheus_client")
 
     def body() -> int:
         from tts.errors import TTSError
@@ -207,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             # SIGTERM before serving (e.g. `kill %1` while models load) ends the start-up cleanly;
             # once serving, the server's own handler drains calls in flight instead.
             signal.signal(signal.SIGTERM, _stop_before_serving)
-            asyncio.run(_serve(args, config))
+            if asyncio.run(_serve(args, config)):
+                # A model thread still runs a batch whose calls are gone; waiting for it would
+                # overrun --grace-seconds, so the process ends now.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
         except BindError as exc:
             raise TTSError(f"{exc} ({PORT_FLAGS[exc.field]})") from None
         except _StoppedBeforeServing as exc:

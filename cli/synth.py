@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Outputs: N.wav per phrase line N (16-bit PCM), N.mel.npy with --save-mel, and report.json "
                "(latency percentiles, RTF, versions) in the --out folder; with --out NAME.wav and one --text, "
                "that file alone. Exit status: 0 all written, 1 error, 2 usage.")
-    p.add_argument("phrases", nargs="?", help="UTF-8 text file, one utterance per line (blank lines are skipped)")
+    p.add_argument("phrases", nargs="?", metavar="PHRASES|-",
+                   help="UTF-8 text file, one utterance per line (blank lines are skipped); - reads standard input")
     p.add_argument("--text", help="speak this one text instead of a phrase file")
     p.add_argument("--out", metavar="FILE|DIR", help=OUT_HELP)
     p.add_argument("--list-voices", action="store_true", help="print the bundled voices and exit")
@@ -147,7 +148,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         try:
             plans[n] = synth.plan(text, options)
         except InvalidInputError as exc:
-            where = "--text" if args.text is not None else f"{args.phrases}: line {n}"
+            where = "--text" if args.text is not None else \
+                f"{'<stdin>' if args.phrases == '-' else args.phrases}: line {n}"
             raise InvalidInputError(f"{where}: {exc}", field="phrases") from None
 
     resolved = options.merged_over(voice.defaults)

@@ -136,3 +136,126 @@ def test_bench_server_options_reach_every_call(target, fake, tmp_path, capsys):
     assert seen and all(o.max_decoder_steps == 7 and o.sigma == 0.5 for o in seen)
     r = run_cli("tts.cli.bench_server", "--server", target, "--option", "loudness=3")
     assert r.returncode == 2 and "unknown option 'loudness'" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ retries and the asyncio client
+
+class FlakyServicer:
+    """Answers the first call of each method UNAVAILABLE (a server refusing for a moment), then serves."""
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
+
+        self.pb = tts_pb2
+        self.calls = collections.Counter()
+        self.lock = threading.Lock()
+        servicer = self
+
+        class Servicer(tts_pb2_grpc.TextToSpeechServicer):
+            def Synthesize(self, request, context):
+                servicer.gate("Synthesize", context)
+                return tts_pb2.SynthesizeResponse(audio=b"RIFF" + request.text.encode(), voice="flaky")
+
+            def StreamingSynthesize(self, request, context):
+                servicer.gate("StreamingSynthesize", context)
+                for i, word in enumerate(request.text.split()):
+                    yield tts_pb2.AudioChunk(audio=word.encode(), offset_samples=i)
+
+            def ListVoices(self, request, context):
+                servicer.gate("ListVoices", context)
+                return tts_pb2.ListVoicesResponse(voices=[tts_pb2.Voice(name="flaky")])
+
+        self.servicer = Servicer()
+
+    def gate(self, method: str, context) -> None:
+        with self.lock:
+            self.calls[method] += 1
+            first = self.calls[method] == 1
+        if first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "not ready yet, try again")
+
+
+@pytest.fixture()
+def flaky():
+    import concurrent.futures as cf
+
+    from tts.server.proto_gen import tts_pb2_grpc
+
+    f = FlakyServicer()
+    server = grpc.server(cf.ThreadPoolExecutor(4))
+    tts_pb2_grpc.add_TextToSpeechServicer_to_server(f.servicer, server)
+    port = server.add_insecure_port(f"{HOST}:0")
+    server.start()
+    f.target = f"{HOST}:{port}"
+    yield f
+    server.stop(None)
+
+
+def test_unavailable_is_retried_by_the_channel_retry_policy(flaky):
+    """retry_s=0 (no retry loop of ours): gRPC's retry policy tries each call again, once."""
+    with TTSClient(flaky.target, retry_s=0, timeout=20) as c:
+        assert c.synthesize("hello").audio == b"RIFFhello"
+        assert [ch.audio for ch in c.stream("one two three")] == [b"one", b"two", b"three"]
+        assert [v.name for v in c.list_voices().voices] == ["flaky"]
+    assert flaky.calls == {"Synthesize": 2, "StreamingSynthesize": 2, "ListVoices": 2}
+
+
+def test_retry_policy_is_in_the_channel_options():
+    from tts.client import MAX_ATTEMPTS, channel_options
+
+    opts = dict(channel_options())
+    assert opts["grpc.enable_retries"] == 1
+    policy = json.loads(opts["grpc.service_config"])["methodConfig"][0]
+    assert policy["name"] == [{"service": "tts.v1.TextToSpeech"}]
+    assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert policy["retryPolicy"]["maxAttempts"] == MAX_ATTEMPTS == 5
+
+
+def test_async_client_retries_unavailable_too(flaky):
+    import asyncio
+
+    from tts.client import AsyncTTSClient
+
+    async def main():
+        async with AsyncTTSClient(flaky.target, timeout=20) as c:
+            audio = (await c.synthesize("hi")).audio
+            chunks = [ch.audio async for ch in c.stream("a b")]
+            names = [v.name for v in (await c.list_voices()).voices]
+        return audio, chunks, names
+
+    assert asyncio.run(main()) == (b"RIFFhi", [b"a", b"b"], ["flaky"])
+    assert flaky.calls == {"Synthesize": 2, "StreamingSynthesize": 2, "ListVoices": 2}
+
+
+def test_async_client_against_the_server(target, fake):
+    """The asyncio twin gives what TTSClient gives: the same audio, chunks, voices and errors."""
+    import asyncio
+
+    from tts.client import AsyncTTSClient
+
+    async def main():
+        async with AsyncTTSClient(target, timeout=30) as c:
+            unary = await c.synthesize("Async client test", encoding="LINEAR_PCM16")
+            chunks = [ch async for ch in c.stream("Async client test")]
+            voices = await c.list_voices()
+            health = await c.health()
+            with pytest.raises(grpc.RpcError) as info:
+                await c.synthesize("   ")
+            many = await asyncio.gather(*(c.synthesize(f"call {i}", encoding="LINEAR_PCM16") for i in range(8)))
+            early = c.stream("An early stop " * 20)
+            first = await early.__anext__()
+            await early.aclose()
+        return unary, chunks, voices, health, info.value.code(), many, first
+
+    unary, chunks, voices, health, code, many, first = asyncio.run(main())
+    expected = (fake.audio_for("Async client test") * 32767).astype(np.int16)
+    got = np.frombuffer(unary.audio, np.int16)
+    assert len(got) == len(expected) and np.abs(got.astype(int) - expected).max() <= 1
+    assert b"".join(ch.audio for ch in chunks) == unary.audio and chunks[-1].last
+    assert [v.name for v in voices.voices] == ["fake"] and health == "SERVING"
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [len(r.audio) for r in many] == [2 * len(fake.audio_for(f"call {i}")) for i in range(8)]
+    assert len(first.audio) > 0

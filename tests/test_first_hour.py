@@ -290,7 +290,8 @@ def test_help_shows_every_default_once(name):
     parser = parsers()[name]
     fmt = parser._get_formatter()
     for action in parser._actions:
-        if not action.option_strings or action.help is argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+        if (not action.option_strings or action.help is argparse.SUPPRESS
+                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
             continue
         text = fmt._expand_help(action)
         assert text.count("(default") <= 1, (name, action.option_strings, text)

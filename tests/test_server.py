@@ -429,10 +429,17 @@ def test_drain_refuses_new_calls_with_unavailable_while_running_ones_finish():
             stopping = cf.ThreadPoolExecutor(1).submit(lambda: st.call(st.server.stop(30.0), timeout=60))
             time.sleep(0.1)
             assert st.server._servicer.draining
-            code, details = code_of(lambda: c.synthesize("new during drain", timeout=10))
+            # The server's own answer, on a channel without retries (TTSClient retries UNAVAILABLE
+            # and would reach the closed port by then: tests/test_client.py).
+            raw_channel = grpc.insecure_channel(f"{HOST}:{st.server.port}", options=[("grpc.enable_retries", 0)])
+            raw = tts_pb2_grpc.TextToSpeechStub(raw_channel)
+            code, details = code_of(lambda: raw.Synthesize(tts_pb2.SynthesizeRequest(text="new during drain"),
+                                                           timeout=10))
             assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
-            code, _ = code_of(lambda: list(c.stream("new stream during drain", timeout=10)))
+            code, _ = code_of(lambda: list(raw.StreamingSynthesize(
+                tts_pb2.SynthesizeRequest(text="new stream during drain"), timeout=10)))
             assert code == grpc.StatusCode.UNAVAILABLE
+            raw_channel.close()
             assert all(f.result(30).audio[:4] == b"RIFF" for f in running)
             assert streaming.result(30)[-1].last
             code, _ = code_of(lambda: c.synthesize("right after the last reply", timeout=10))

@@ -11,16 +11,27 @@ Example::
 
 TLS: ``TTSClient(target, tls=True, root_cert=pem)``; mTLS adds
 ``client_cert=``/``client_key=``; a bearer token goes in ``token=``.
-``retry_s=60`` retries calls answered ``UNAVAILABLE`` (a server still starting, draining or
-not there) with backoff for up to 60 s; a server still unreachable then raises
-``ServerUnreachableError``.
+Every call answered ``UNAVAILABLE`` (a server restarting, draining, or refusing for a moment)
+is retried by gRPC itself, through the channel's retry policy (``RETRY_POLICY``: up to
+``MAX_ATTEMPTS`` tries with exponential backoff; a stream only before its first chunk).
+``retry_s=60`` keeps retrying for up to 60 s (a server still starting or not there yet); a
+server still unreachable then raises ``ServerUnreachableError``.
+
+``AsyncTTSClient`` is the same client for asyncio (``grpc.aio``)::
+
+    async with AsyncTTSClient("127.0.0.1:50051") as c:
+        wav = (await c.synthesize("Hello world.")).audio
+        async for chunk in c.stream("Hello again."):
+            play(chunk.audio)
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -36,11 +47,27 @@ SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG_OPUS": ".ogg", "LINEAR_PCM16": ".
           "MP3": ".mp3", "MULAW": ".ulaw", "ALAW": ".alaw"}
 
 _OPTION_NAMES = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold",
-                 "prenet_dropout")
+                 "prenet_dropout", "text_normalizer")
 
 
 #: Longest pause between two tries of a call answered UNAVAILABLE (and between reconnects), seconds.
 MAX_BACKOFF_S = 1.0
+#: Tries of one call answered UNAVAILABLE that gRPC's retry policy makes (gRPC caps it at 5).
+MAX_ATTEMPTS = 5
+#: The channel's retry policy (gRPC service config): UNAVAILABLE is retried for every method of
+#: ``tts.v1.TextToSpeech``, with exponential backoff (gRPC draws each pause at random up to the bound).
+RETRY_POLICY = {
+    "methodConfig": [{
+        "name": [{"service": "tts.v1.TextToSpeech"}],
+        "retryPolicy": {
+            "maxAttempts": MAX_ATTEMPTS,
+            "initialBackoff": "0.1s",
+            "maxBackoff": f"{MAX_BACKOFF_S:g}s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]
+}
 
 
 class ServerUnreachableError(ConnectionError, grpc.RpcError):
@@ -69,7 +96,9 @@ def channel_options(max_receive_bytes: int = 64 << 20) -> list[tuple[str, Any]]:
             # that is starting should notice it within a second.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000))]
+            ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000)),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(RETRY_POLICY))]
 
 
 def connection_failure(exc: grpc.RpcError) -> str | None:
@@ -169,16 +198,16 @@ class TTSClient:
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
+                if self.retry_s > 0 and not self._waited:
+                    self._waited = True
+                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
+                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
                 waited = time.monotonic() - start
                 if waited + delay > self.retry_s:
                     reason = connection_failure(exc)
                     if reason is not None:
                         raise ServerUnreachableError(self.target, reason, self.retry_s) from None
                     raise
-                if not self._waited:
-                    self._waited = True
-                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
-                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
                 time.sleep(delay)
                 delay = min(2 * delay, MAX_BACKOFF_S)
 
@@ -226,4 +255,97 @@ class TTSClient:
 
         stub = health_pb2_grpc.HealthStub(self.channel)
         resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+
+class AsyncTTSClient:
+    """``TTSClient`` for asyncio (``grpc.aio``): the same arguments; ``synthesize``, ``list_voices``
+    and ``health`` are coroutines, ``stream`` an async iterator. Use it as ``async with``."""
+
+    def __init__(self, target: str, *, token: str | None = None, tls: bool = False,
+                 root_cert: bytes | None = None, client_cert: bytes | None = None,
+                 client_key: bytes | None = None, server_name: str | None = None,
+                 timeout: float | None = 60.0, retry_s: float = 0.0) -> None:
+        self.target = target
+        self.token = token
+        self.timeout = timeout
+        self.retry_s = max(0.0, float(retry_s))
+        self._waited = False
+        self.channel = make_channel(target, tls=tls, root_cert=root_cert, client_cert=client_cert,
+                                    client_key=client_key, server_name=server_name, aio=True)
+        self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncTTSClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    _kw = TTSClient._kw
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``await call()``, tried again on UNAVAILABLE for up to ``retry_s`` (as ``TTSClient``)."""
+        start, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                return await call()
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                if self.retry_s > 0 and not self._waited:
+                    self._waited = True
+                    logger.info("waiting for a tts-server at %s (%s); retrying for up to %.0f s", self.target,
+                                connection_failure(exc) or f"UNAVAILABLE: {exc.details()}", self.retry_s)
+                if time.monotonic() - start + delay > self.retry_s:
+                    reason = connection_failure(exc)
+                    if reason is not None:
+                        raise ServerUnreachableError(self.target, reason, self.retry_s) from None
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, MAX_BACKOFF_S)
+
+    async def synthesize(self, text: str, *, voice: str = "", encoding: str | int = "WAV", sample_rate_hz: int = 0,
+                         options: Mapping[str, Any] | None = None, timeout: float | None = None,
+                         request_id: str | None = None) -> tts_pb2.SynthesizeResponse:
+        """Whole utterance in one response (raises ``grpc.RpcError`` on failure)."""
+        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
+        return await self._retrying(lambda: self.stub.Synthesize(req, **self._kw(timeout, request_id)))
+
+    async def stream(self, text: str, *, voice: str = "", encoding: str | int = "LINEAR_PCM16",
+                     sample_rate_hz: int = 0, options: Mapping[str, Any] | None = None,
+                     timeout: float | None = None, request_id: str | None = None) -> AsyncIterator[tts_pb2.AudioChunk]:
+        """Audio chunks as the server produces them; with ``retry_s`` a call refused before its first
+        chunk is retried, once audio has arrived an error ends the stream."""
+        req = build_request(text, voice=voice, encoding=encoding, sample_rate_hz=sample_rate_hz, options=options)
+
+        async def first():
+            call = self.stub.StreamingSynthesize(req, **self._kw(timeout, request_id))
+            try:
+                chunk = await call.read()
+            except BaseException:
+                call.cancel()
+                raise
+            return call, chunk
+
+        call, chunk = await self._retrying(first)
+        try:
+            while chunk is not grpc.aio.EOF:
+                yield chunk
+                chunk = await call.read()
+        finally:
+            call.cancel()           # a no-op once the stream ended; frees the call when the caller stops early
+
+    async def list_voices(self, timeout: float | None = None) -> tts_pb2.ListVoicesResponse:
+        return await self._retrying(
+            lambda: self.stub.ListVoices(tts_pb2.ListVoicesRequest(), **self._kw(timeout, None)))
+
+    async def health(self, service: str = "", timeout: float | None = 10.0) -> str:
+        """``SERVING``, ``NOT_SERVING``, ... from the standard health service."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)

@@ -114,7 +114,7 @@ class SynthesisOptions:
 
 #: The defaults of a voice that states none: NVIDIA DeepLearningExamples' inference defaults.
 #: Longest text one request (or one phrase line) may have, in characters: the one default of the
-#: CLI's ``--max-chars``, the server's ``--max-text-chars`` and ``Synthesizer(max_text_chars=)``.
+#: CLI's and the server's ``--max-chars`` and ``Synthesizer(max_text_chars=)``.
 DEFAULT_MAX_TEXT_CHARS = 10_000
 
 #: NVIDIA DeepLearningExamples' inference defaults, the defaults of a voice that states none (checkpoints

@@ -178,6 +178,9 @@ class TTSServer:
         self._health = None
         self._metrics_http: MetricsHTTPServer | None = None
         self._stopped = asyncio.Event()
+        self._signals: list[asyncio.Task] | None = None
+        #: True once a stop gave up waiting for work still running (its threads end on their own).
+        self.abandoned = False
 
     async def start(self) -> int:
         """Starts the engine (warm-up included), binds, reports SERVING; returns the gRPC port.
@@ -219,7 +222,8 @@ class TTSServer:
         ]
         server = grpc.aio.server(
             interceptors=[ServingInterceptor(tokens=cfg.auth_tokens, metrics=self.metrics)], options=options)
-        self._servicer = TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics)
+        self._servicer = TextToSpeechServicer(self.engine, max_text_chars=cfg.max_text_chars, metrics=self.metrics,
+                                              max_send_bytes=cfg.max_send_bytes)
         tts_pb2_grpc.add_TextToSpeechServicer_to_server(self._servicer, server)
         riva = RivaSpeechSynthesisServicer(self._servicer)      # Riva's TTS API, same engine and limits
         riva_tts_pb2_grpc.add_RivaSpeechSynthesisServicer_to_server(riva, server)
@@ -298,7 +302,11 @@ class TTSServer:
         http, self.http = self.http, None
         await asyncio.gather(server.stop(max(0.0, grace - (loop.time() - t0))),
                              *([http.close(max(0.0, grace - (loop.time() - t0)))] if http is not None else []))
-        await self.engine.close()
+        # The grace bounds the whole stop: work still running then (a batch in a model thread) is
+        # abandoned rather than waited for.
+        if not await self.engine.close(timeout=max(0.0, grace - (loop.time() - t0))):
+            self.abandoned = True
+            logger.warning("grace period of %gs over: work still running was abandoned", grace)
         if self._metrics_http is not None:
             self._metrics_http.close()
             self._metrics_http = None
@@ -309,10 +317,14 @@ class TTSServer:
         """Returns once ``stop`` has finished."""
         await self._stopped.wait()
 
-    async def serve_until_signal(self) -> None:
-        """Runs until SIGTERM or SIGINT, then drains and stops."""
+    def handle_signals(self) -> None:
+        """From now on SIGTERM and SIGINT drain and stop the server (idempotent). Call it before the
+        port is announced, so that a signal sent right after the announcement drains too."""
+        if self._signals is not None:
+            return
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task] = []
+        self._signals = stopping
 
         def on_signal(sig: signal.Signals) -> None:
             if not stopping:
@@ -321,8 +333,14 @@ class TTSServer:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+
+    async def serve_until_signal(self) -> None:
+        """Runs until SIGTERM or SIGINT, then drains and stops."""
+        self.handle_signals()
+        loop = asyncio.get_running_loop()
         try:
             await self.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            self._signals = None

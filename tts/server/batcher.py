@@ -147,23 +147,32 @@ class DynamicBatcher(Generic[T, R]):
             self._executors.append(ex)
             self._tasks.append(asyncio.create_task(self._worker(i, fn, ex), name=f"{self._name}-{i}"))
 
-    async def close(self) -> None:
-        """Stops taking new items, runs what is queued, then stops the workers."""
+    async def close(self, timeout: float | None = None) -> bool:
+        """Stops taking new items, runs what is queued, then stops the workers. With ``timeout``,
+        waits that many seconds at most: then queued items fail with ShuttingDownError and running
+        batches are abandoned (their threads finish on their own). True if everything finished."""
         if self._cond is None:
-            return
+            return True
         async with self._cond:
             self._closing = True
             self._cond.notify_all()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        finished = True
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            finished = not pending
         # Anything left (no worker alive) is resolved, never left hanging.
         for entry in self._queue:
             if not entry.future.done():
                 entry.future.set_exception(ShuttingDownError("server is shutting down"))
         self._queue.clear()
         for ex in self._executors:
-            ex.shutdown(wait=True)
+            ex.shutdown(wait=finished, cancel_futures=True)
         self._tasks.clear()
         self._executors.clear()
+        return finished
 
     # ----------------------------------------------------------------- submit
     async def submit(self, item: T, *, key: Hashable = None, deadline: float | None = None) -> Batched[R]:

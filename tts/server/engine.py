@@ -67,6 +67,37 @@ class Outcome:
     worker: int
 
 
+async def _in_daemon_thread(fn, timeout: float | None) -> bool:
+    """Runs ``fn()`` in a daemon thread (one a process exit does not wait for); True if it returned
+    within ``timeout`` seconds (None = no limit)."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if not done.done():
+            done.set_result(None) if exc is None else done.set_exception(exc)
+
+    def run() -> None:
+        exc = None
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - raised in the awaiting coroutine, as to_thread would
+            exc = e
+        try:
+            loop.call_soon_threadsafe(settle, exc)
+        except RuntimeError:        # the loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="engine-close", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
 class ServingEngine:
     """Voices on devices behind a dynamic batcher (and, for Tacotron2, a continuous scheduler).
 
@@ -145,13 +176,21 @@ class ServingEngine:
                     s.start()
         self._started = True
 
-    async def close(self) -> None:
-        """Finishes queued work, then stops workers and schedulers."""
-        await self.batcher.close()
+    async def close(self, timeout: float | None = None) -> bool:
+        """Finishes queued work, then stops workers and schedulers. With ``timeout``, waits that many
+        seconds at most and abandons what still runs; True if everything finished."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+
+        def left() -> float | None:
+            return None if end is None else max(0.0, end - loop.time())
+
+        finished = await self.batcher.close(timeout=left())
         for ss in self.schedulers.values():
             for s in ss:
-                await asyncio.to_thread(s.close)
+                finished = await _in_daemon_thread(s.close, left()) and finished
         self._started = False
+        return finished
 
     def warmup(self, text: str = "Warm up.") -> None:
         """Runs every voice once on every device (blocking), so the first call is not slow."""

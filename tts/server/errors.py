@@ -19,3 +19,16 @@ class ShuttingDownError(TTSError):
 
 class AuthError(TTSError):
     """Missing or wrong bearer token (UNAUTHENTICATED)."""
+
+
+class ResponseTooLargeError(TTSError):
+    """The reply would exceed the server's largest message (``--max-send-bytes``) (RESOURCE_EXHAUSTED)."""
+
+
+#: Longest user-given string echoed in an error message or log line (longer ones are cut, with "…").
+ECHO_CHARS = 64
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters plus "…": how user input is echoed in messages and logs."""
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -17,6 +17,7 @@ Every RPC handler of the server runs inside ``ServingInterceptor``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hmac
 import logging
@@ -27,7 +28,8 @@ from collections.abc import Sequence
 import grpc
 
 from tts.errors import InvalidInputError
-from tts.server.errors import AuthError, DeadlineExpiredError, QueueFullError, ShuttingDownError
+from tts.server.errors import (AuthError, DeadlineExpiredError, QueueFullError, ResponseTooLargeError,
+                               ShuttingDownError, clip)
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +42,14 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
 def status_for(exc: BaseException, rid: str) -> tuple[grpc.StatusCode, str]:
     """The status code and message a call ends with when its handler raised ``exc``."""
+    code, message = _status_for(exc, rid)
+    return code, clip(message, MAX_MESSAGE_CHARS)
+
+
+def _status_for(exc: BaseException, rid: str) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, InvalidInputError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, (QueueFullError, ResponseTooLargeError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, DeadlineExpiredError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
@@ -63,8 +70,80 @@ def bearer_ok(value: str, tokens: Sequence[bytes]) -> bool:
     return any(hmac.compare_digest(given, t) for t in tokens)
 
 
+#: Longest status message sent (gRPC metadata limits are a few KB; a longer one would fail the call).
+MAX_MESSAGE_CHARS = 1024
+
+
+class UndecodableRequest:
+    """Stands for a request message that could not be parsed (bad wire format, invalid UTF-8 in a
+    string field): the handler answers INVALID_ARGUMENT instead of gRPC's UNKNOWN and traceback."""
+
+    def __init__(self, what: str, exc: Exception) -> None:
+        reason = "a string field holds invalid UTF-8" if "utf-8" in str(exc).lower() else "not a valid message"
+        self.error = InvalidInputError(f"request: cannot decode the {what} ({reason}); strings must be UTF-8",
+                                       field="request")
+
+
+def _tolerant(deserializer):
+    """``deserializer`` returning an ``UndecodableRequest`` where it would raise."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and friends: a client mistake
+            what = getattr(getattr(deserializer, "__self__", None), "__name__", "request message")
+            return UndecodableRequest(what, exc)
+
+    return parse
+
+
 def _short(method: str) -> str:
     return method.rsplit("/", 1)[-1] or method
+
+
+def _cancelled_code(context) -> grpc.StatusCode:
+    """How a call that ended without a status of ours ended: its deadline passed, or its client left."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+class _Call:
+    """One call's bookkeeping: counted in once, counted out exactly once, however it ends."""
+
+    def __init__(self, metrics, name: str, rid: str) -> None:
+        self.metrics, self.name, self.rid = metrics, name, rid
+        self.started: float | None = None
+        self.finished = False
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        m = self.metrics
+        if m is not None:
+            if self.started is not None:
+                m.inflight.dec()
+                m.latency.labels(self.name).observe(time.perf_counter() - self.started)
+            m.requests.labels(self.name, code.name).inc()
+
+    async def fail(self, context, exc: BaseException) -> None:
+        code, message = status_for(exc, self.rid)
+        if code == grpc.StatusCode.INTERNAL:
+            logger.error("request %s (%s) failed with an internal error", self.rid, self.name, exc_info=exc)
+        else:
+            logger.info("request %s (%s): %s: %s", self.rid, self.name, code.name, message)
+        self.finish(code)
+        await context.abort(code, message)
+
+    def gone(self, context, how: str) -> None:
+        """The client cancelled, its deadline passed or its connection died: one quiet line."""
+        code = _cancelled_code(context)
+        logger.debug("request %s (%s): %s (%s)", self.rid, self.name, code.name, how)
+        self.finish(code)
 
 
 class ServingInterceptor(grpc.aio.ServerInterceptor):
@@ -106,83 +185,81 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 self._metrics.inflight.inc()
             return time.perf_counter()
 
-        def finish(context, started: float | None, code: grpc.StatusCode) -> None:
-            if track and self._metrics is not None:
-                if started is not None:
-                    self._metrics.inflight.dec()
-                    self._metrics.latency.labels(name).observe(time.perf_counter() - started)
-                self._metrics.requests.labels(name, code.name).inc()
-
-        async def fail(context, exc: BaseException, started) -> None:
-            code, message = status_for(exc, rid)
-            if code == grpc.StatusCode.INTERNAL:
-                logger.error("request %s (%s) failed with an internal error", rid, name, exc_info=exc)
-            else:
-                logger.info("request %s (%s): %s: %s", rid, name, code.name, message)
-            finish(context, started, code)
-            await context.abort(code, message)
-
-        def cancelled_code(context) -> grpc.StatusCode:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                return grpc.StatusCode.DEADLINE_EXCEEDED
-            return grpc.StatusCode.CANCELLED
+        def new_call() -> _Call:
+            return _Call(self._metrics if track else None, name, rid)
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary_unary(request, context):
-                started = None
+                call = new_call()
                 try:
-                    started = begin(context)
+                    call.started = begin(context)
+                    if isinstance(request, UndecodableRequest):
+                        raise request.error
                     response = await inner(request, context)
                 except asyncio.CancelledError:
-                    finish(context, started, cancelled_code(context))
+                    call.gone(context, "cancelled")
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped in status_for
-                    await fail(context, exc, started)
-                finish(context, started, grpc.StatusCode.OK)
-                return response
+                    await call.fail(context, exc)
+                else:
+                    call.finish(grpc.StatusCode.OK)
+                    return response
+                finally:
+                    call.finish(_cancelled_code(context))    # only where nothing above counted it
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary, request_deserializer=handler.request_deserializer,
+                unary_unary, request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
 
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
             async def unary_stream(request, context):
-                started = None
+                call = new_call()
                 try:
-                    started = begin(context)
-                    async for item in inner_stream(request, context):
-                        yield item
-                except asyncio.CancelledError:
-                    finish(context, started, cancelled_code(context))
+                    call.started = begin(context)
+                    if isinstance(request, UndecodableRequest):
+                        raise request.error
+                    async with contextlib.aclosing(inner_stream(request, context)) as items:
+                        async for item in items:
+                            yield item
+                except (asyncio.CancelledError, GeneratorExit):
+                    # A client that cancels or whose socket dies ends the stream here, at a yield
+                    # (GeneratorExit when gRPC closes the generator): counted once, no traceback.
+                    call.gone(context, "stream closed by the client or its connection")
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped in status_for
-                    await fail(context, exc, started)
-                finish(context, started, grpc.StatusCode.OK)
+                    await call.fail(context, exc)
+                else:
+                    call.finish(grpc.StatusCode.OK)
+                finally:
+                    call.finish(_cancelled_code(context))
 
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, request_deserializer=handler.request_deserializer,
+                unary_stream, request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
 
         if handler.stream_stream is not None and track:      # Riva's SynthesizeOnline
             inner_bidi = handler.stream_stream
 
             async def stream_stream(request_iterator, context):
-                started = None
+                call = new_call()
                 try:
-                    started = begin(context)
-                    async for item in inner_bidi(request_iterator, context):
-                        yield item
-                except asyncio.CancelledError:
-                    finish(context, started, cancelled_code(context))
+                    call.started = begin(context)
+                    async with contextlib.aclosing(inner_bidi(request_iterator, context)) as items:
+                        async for item in items:
+                            yield item
+                except (asyncio.CancelledError, GeneratorExit):
+                    call.gone(context, "stream closed by the client or its connection")
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped in status_for
-                    await fail(context, exc, started)
-                finish(context, started, grpc.StatusCode.OK)
+                    await call.fail(context, exc)
+                else:
+                    call.finish(grpc.StatusCode.OK)
+                finally:
+                    call.finish(_cancelled_code(context))
 
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, request_deserializer=handler.request_deserializer,

@@ -12,7 +12,7 @@ import time
 
 from tts.server.audio import Encoding, encode, output_rate, raw_bytes
 from tts.server.engine import ServingEngine
-from tts.server.errors import ShuttingDownError
+from tts.server.errors import ResponseTooLargeError, ShuttingDownError
 from tts.server.interceptors import request_id
 from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
 from tts.server.validation import validate_request
@@ -28,9 +28,12 @@ def _deadline(context) -> float | None:
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     """The public API on top of a ``ServingEngine``."""
 
-    def __init__(self, engine: ServingEngine, *, max_text_chars: int, metrics=None) -> None:
+    def __init__(self, engine: ServingEngine, *, max_text_chars: int, metrics=None,
+                 max_send_bytes: int | None = None) -> None:
         self.engine = engine
         self.max_text_chars = max_text_chars
+        #: Largest reply message (the server's ``grpc.max_send_message_length``); None = no check.
+        self.max_send_bytes = max_send_bytes
         self.metrics = metrics
         self.draining = False
         self._inflight = 0
@@ -88,10 +91,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         encode_s = time.perf_counter() - t_enc
         total = time.perf_counter() - t0
         tm = result.timings
-        self._observe(out.queue_seconds, tm, encode_s, total, encoded.seconds)
-        logger.debug("request %s: %d chars -> %.2fs audio in %.3fs (batch %d)", request_id.get(),
-                     len(req.text), encoded.seconds, total, out.batch_size)
-        return tts_pb2.SynthesizeResponse(
+        response = tts_pb2.SynthesizeResponse(
             audio=encoded.data, sample_rate_hz=encoded.sample_rate, duration_seconds=encoded.seconds,
             normalized_text=result.normalized_text, voice=req.voice, encoding=int(encoded.encoding),
             dropped_chars=getattr(result, "dropped", ""),
@@ -100,6 +100,24 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 queue_seconds=out.queue_seconds, text_seconds=tm.text, acoustic_seconds=tm.acoustic,
                 vocoder_seconds=tm.vocoder, denoiser_seconds=tm.denoiser, encode_seconds=encode_s,
                 total_seconds=total, batch_size=out.batch_size))
+        self._check_size(response, req)        # a refused reply is not counted as audio served
+        self._observe(out.queue_seconds, tm, encode_s, total, encoded.seconds)
+        logger.debug("request %s: %d chars -> %.2fs audio in %.3fs (batch %d)", request_id.get(),
+                     len(req.text), encoded.seconds, total, out.batch_size)
+        return response
+
+    def _check_size(self, response, req) -> None:
+        """A reply over the send limit would fail in gRPC's transport (a traceback, and a call counted
+        OK); it is refused here instead, with what to change."""
+        if self.max_send_bytes is None:
+            return
+        size = response.ByteSize()
+        if size > self.max_send_bytes:
+            raise ResponseTooLargeError(
+                f"response: {size} bytes ({response.duration_seconds:.1f} s of {req.encoding.name} audio) is over "
+                f"the server's largest message of {self.max_send_bytes} bytes (--max-send-bytes); use "
+                "StreamingSynthesize, a compressed encoding (FLAC, OGG_OPUS), a lower sample_rate_hz or a shorter "
+                "text")
 
     async def StreamingSynthesize(self, request, context):
         self._enter()

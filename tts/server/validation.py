@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tts.errors import InvalidInputError
 from tts.options import SynthesisOptions
 from tts.server.audio import MAX_RATE_HZ, MIN_RATE_HZ, STREAMABLE, Encoding
+from tts.server.errors import clip
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def validate_request(request, *, voices: Collection[str], default_voice: str, ma
     voice = request.voice or default_voice
     if voice not in voices:
         raise InvalidInputError(
-            f"voice: unknown voice {request.voice!r}; available: {', '.join(sorted(voices))}", field="voice")
+            f"voice: unknown voice {clip(request.voice)!r}; available: {', '.join(sorted(voices))}", field="voice")
 
     raw_enc = int(request.encoding)
     try:
@@ -102,7 +103,10 @@ def options_from_proto(msg) -> SynthesisOptions:
     values = {}
     for proto_name, name in OPTION_FIELDS.items():
         if msg.HasField(proto_name):
-            values[name] = getattr(msg, proto_name)
+            value = getattr(msg, proto_name)
+            # A string option is one of a few short names; a longer one is wrong whatever its end,
+            # and its error message echoes it: cut it as every echoed user string is.
+            values[name] = clip(value) if isinstance(value, str) else value
     try:
         return SynthesisOptions(**values)
     except InvalidInputError as exc:
