@@ -172,6 +172,8 @@ def test_64_concurrent_calls_all_correct(client, fake):
     (dict(text="hi", options=dict(prenet_dropout=1.0)), "options.prenet_dropout"),
     (dict(text="hi", options=dict(denoiser_strength=float("nan"))), "options.denoiser_strength"),
     (dict(text="hi", options=dict(seed=2**64 - 1)), "options.seed"),
+    (dict(text="hi", options=dict(stop_rule="never")), "options.stop_rule"),
+    (dict(text="hi", options=dict(text_normalizer="nope")), "options.text_normalizer"),
 ])
 def test_bad_input_is_invalid_argument_naming_the_field(client, kwargs, field):
     text = kwargs.pop("text")

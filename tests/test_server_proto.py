@@ -80,7 +80,7 @@ def test_field_numbers_are_stable():
         "word": 1, "start_seconds": 2, "end_seconds": 3, "char_start": 4, "char_end": 5}
     assert numbers(tts_pb2.SynthesisOptions) == {
         "speaking_rate": 1, "denoiser_strength": 2, "sigma": 3, "seed": 4,
-        "max_decoder_steps": 5, "gate_threshold": 6, "prenet_dropout": 7, "text_normalizer": 8}
+        "max_decoder_steps": 5, "gate_threshold": 6, "prenet_dropout": 7, "text_normalizer": 8, "stop_rule": 9}
     enc = tts_pb2.AudioEncoding
     assert [enc.Value(n) for n in ("AUDIO_ENCODING_UNSPECIFIED", "LINEAR_PCM16", "FLOAT32", "WAV", "FLAC", "OGG_OPUS",
                                    "MP3", "MULAW", "ALAW")] == [0, 1, 2, 3, 4, 5, 6, 7, 8]

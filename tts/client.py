@@ -47,7 +47,7 @@ SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG_OPUS": ".ogg", "LINEAR_PCM16": ".
           "MP3": ".mp3", "MULAW": ".ulaw", "ALAW": ".alaw"}
 
 _OPTION_NAMES = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold",
-                 "prenet_dropout", "text_normalizer")
+                 "prenet_dropout", "text_normalizer", "stop_rule")
 
 
 #: Longest pause between two tries of a call answered UNAVAILABLE (and between reconnects), seconds.

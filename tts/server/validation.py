@@ -30,6 +30,7 @@ OPTION_FIELDS = {
     "gate_threshold": "gate_threshold",
     "prenet_dropout": "prenet_dropout",
     "text_normalizer": "text_normalizer",
+    "stop_rule": "stop_rule",
 }
 _PROTO_NAME = {v: k for k, v in OPTION_FIELDS.items()}
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10tts/v1/tts.proto\x12\x06tts.v1\"\xf8\x02\n\x10SynthesisOptions\x12\x1a\n\rspeaking_rate\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x1e\n\x11\x64\x65noiser_strength\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05sigma\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x1e\n\x11max_decoder_steps\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x1b\n\x0egate_threshold\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1b\n\x0eprenet_dropout\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x1c\n\x0ftext_normalizer\x18\x08 \x01(\tH\x07\x88\x01\x01\x42\x10\n\x0e_speaking_rateB\x14\n\x12_denoiser_strengthB\x08\n\x06_sigmaB\x07\n\x05_seedB\x14\n\x12_max_decoder_stepsB\x11\n\x0f_gate_thresholdB\x11\n\x0f_prenet_dropoutB\x12\n\x10_text_normalizer\"\xb2\x01\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\'\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x15.tts.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x04 \x01(\x05\x12)\n\x07options\x18\x05 \x01(\x0b\x32\x18.tts.v1.SynthesisOptions\x12\x14\n\x0cword_timings\x18\x06 \x01(\x08\"l\n\nWordTiming\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\x12\x12\n\nchar_start\x18\x04 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x05 \x01(\x05\"\xc6\x01\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x14\n\x0ctext_seconds\x18\x02 \x01(\x01\x12\x18\n\x10\x61\x63oustic_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fvocoder_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x64\x65noiser_seconds\x18\x05 \x01(\x01\x12\x16\n\x0e\x65ncode_seconds\x18\x06 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x07 \x01(\x01\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\"\x82\x02\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fnormalized_text\x18\x04 \x01(\t\x12 \n\x07timings\x18\x05 \x01(\x0b\x32\x0f.tts.v1.Timings\x12\r\n\x05voice\x18\x06 \x01(\t\x12\'\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x15.tts.v1.AudioEncoding\x12\x15\n\rdropped_chars\x18\x08 \x01(\t\x12!\n\x05words\x18\t \x03(\x0b\x32\x12.tts.v1.WordTiming\"\xac\x01\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_samples\x18\x03 \x01(\x03\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x17\n\x0fnormalized_text\x18\x05 \x01(\t\x12\x15\n\rdropped_chars\x18\x06 \x01(\t\x12!\n\x05words\x18\x07 \x03(\x0b\x32\x12.tts.v1.WordTiming\"\x13\n\x11ListVoicesRequest\"Y\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x16\n\x0e\x61\x63oustic_model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\"K\n\x12ListVoicesResponse\x12\x1d\n\x06voices\x18\x01 \x03(\x0b\x32\r.tts.v1.Voice\x12\x16\n\x0emax_text_chars\x18\x02 \x01(\x05*\x8d\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x10\n\x0cLINEAR_PCM16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\x07\n\x03WAV\x10\x03\x12\x08\n\x04\x46LAC\x10\x04\x12\x0c\n\x08OGG_OPUS\x10\x05\x12\x07\n\x03MP3\x10\x06\x12\t\n\x05MULAW\x10\x07\x12\x08\n\x04\x41LAW\x10\x08\x32\xe0\x01\n\x0cTextToSpeech\x12\x43\n\nSynthesize\x12\x19.tts.v1.SynthesizeRequest\x1a\x1a.tts.v1.SynthesizeResponse\x12\x46\n\x13StreamingSynthesize\x12\x19.tts.v1.SynthesizeRequest\x1a\x12.tts.v1.AudioChunk0\x01\x12\x43\n\nListVoices\x12\x19.tts.v1.ListVoicesRequest\x1a\x1a.tts.v1.ListVoicesResponseBE\n\x13org.ttsserve.tts.v1P\x01Z,github.com/tts-serve/tts/gen/go/tts/v1;ttsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10tts/v1/tts.proto\x12\x06tts.v1\"\x9e\x03\n\x10SynthesisOptions\x12\x1a\n\rspeaking_rate\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x1e\n\x11\x64\x65noiser_strength\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05sigma\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x1e\n\x11max_decoder_steps\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x1b\n\x0egate_threshold\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1b\n\x0eprenet_dropout\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x1c\n\x0ftext_normalizer\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x16\n\tstop_rule\x18\t \x01(\tH\x08\x88\x01\x01\x42\x10\n\x0e_speaking_rateB\x14\n\x12_denoiser_strengthB\x08\n\x06_sigmaB\x07\n\x05_seedB\x14\n\x12_max_decoder_stepsB\x11\n\x0f_gate_thresholdB\x11\n\x0f_prenet_dropoutB\x12\n\x10_text_normalizerB\x0c\n\n_stop_rule\"\xb2\x01\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\'\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x15.tts.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x04 \x01(\x05\x12)\n\x07options\x18\x05 \x01(\x0b\x32\x18.tts.v1.SynthesisOptions\x12\x14\n\x0cword_timings\x18\x06 \x01(\x08\"l\n\nWordTiming\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\x12\x12\n\nchar_start\x18\x04 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x05 \x01(\x05\"\xc6\x01\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x14\n\x0ctext_seconds\x18\x02 \x01(\x01\x12\x18\n\x10\x61\x63oustic_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fvocoder_seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x64\x65noiser_seconds\x18\x05 \x01(\x01\x12\x16\n\x0e\x65ncode_seconds\x18\x06 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x07 \x01(\x01\x12\x12\n\nbatch_size\x18\x08 \x01(\x05\"\x82\x02\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fnormalized_text\x18\x04 \x01(\t\x12 \n\x07timings\x18\x05 \x01(\x0b\x32\x0f.tts.v1.Timings\x12\r\n\x05voice\x18\x06 \x01(\t\x12\'\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x15.tts.v1.AudioEncoding\x12\x15\n\rdropped_chars\x18\x08 \x01(\t\x12!\n\x05words\x18\t \x03(\x0b\x32\x12.tts.v1.WordTiming\"\xac\x01\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x16\n\x0eoffset_samples\x18\x03 \x01(\x03\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x17\n\x0fnormalized_text\x18\x05 \x01(\t\x12\x15\n\rdropped_chars\x18\x06 \x01(\t\x12!\n\x05words\x18\x07 \x03(\x0b\x32\x12.tts.v1.WordTiming\"\x13\n\x11ListVoicesRequest\"Y\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x16\n\x0e\x61\x63oustic_model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\"K\n\x12ListVoicesResponse\x12\x1d\n\x06voices\x18\x01 \x03(\x0b\x32\r.tts.v1.Voice\x12\x16\n\x0emax_text_chars\x18\x02 \x01(\x05*\x8d\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x10\n\x0cLINEAR_PCM16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\x07\n\x03WAV\x10\x03\x12\x08\n\x04\x46LAC\x10\x04\x12\x0c\n\x08OGG_OPUS\x10\x05\x12\x07\n\x03MP3\x10\x06\x12\t\n\x05MULAW\x10\x07\x12\x08\n\x04\x41LAW\x10\x08\x32\xe0\x01\n\x0cTextToSpeech\x12\x43\n\nSynthesize\x12\x19.tts.v1.SynthesizeRequest\x1a\x1a.tts.v1.SynthesizeResponse\x12\x46\n\x13StreamingSynthesize\x12\x19.tts.v1.SynthesizeRequest\x1a\x12.tts.v1.AudioChunk0\x01\x12\x43\n\nListVoices\x12\x19.tts.v1.ListVoicesRequest\x1a\x1a.tts.v1.ListVoicesResponseBE\n\x13org.ttsserve.tts.v1P\x01Z,github.com/tts-serve/tts/gen/go/tts/v1;ttsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tts.v1.tts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\023org.ttsserve.tts.v1P\001Z,github.com/tts-serve/tts/gen/go/tts/v1;ttsv1'
-  _globals['_AUDIOENCODING']._serialized_start=1525
-  _globals['_AUDIOENCODING']._serialized_end=1666
+  _globals['_AUDIOENCODING']._serialized_start=1563
+  _globals['_AUDIOENCODING']._serialized_end=1704
   _globals['_SYNTHESISOPTIONS']._serialized_start=29
-  _globals['_SYNTHESISOPTIONS']._serialized_end=405
-  _globals['_SYNTHESIZEREQUEST']._serialized_start=408
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=586
-  _globals['_WORDTIMING']._serialized_start=588
-  _globals['_WORDTIMING']._serialized_end=696
-  _globals['_TIMINGS']._serialized_start=699
-  _globals['_TIMINGS']._serialized_end=897
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=900
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=1158
-  _globals['_AUDIOCHUNK']._serialized_start=1161
-  _globals['_AUDIOCHUNK']._serialized_end=1333
-  _globals['_LISTVOICESREQUEST']._serialized_start=1335
-  _globals['_LISTVOICESREQUEST']._serialized_end=1354
-  _globals['_VOICE']._serialized_start=1356
-  _globals['_VOICE']._serialized_end=1445
-  _globals['_LISTVOICESRESPONSE']._serialized_start=1447
-  _globals['_LISTVOICESRESPONSE']._serialized_end=1522
-  _globals['_TEXTTOSPEECH']._serialized_start=1669
-  _globals['_TEXTTOSPEECH']._serialized_end=1893
+  _globals['_SYNTHESISOPTIONS']._serialized_end=443
+  _globals['_SYNTHESIZEREQUEST']._serialized_start=446
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=624
+  _globals['_WORDTIMING']._serialized_start=626
+  _globals['_WORDTIMING']._serialized_end=734
+  _globals['_TIMINGS']._serialized_start=737
+  _globals['_TIMINGS']._serialized_end=935
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=938
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=1196
+  _globals['_AUDIOCHUNK']._serialized_start=1199
+  _globals['_AUDIOCHUNK']._serialized_end=1371
+  _globals['_LISTVOICESREQUEST']._serialized_start=1373
+  _globals['_LISTVOICESREQUEST']._serialized_end=1392
+  _globals['_VOICE']._serialized_start=1394
+  _globals['_VOICE']._serialized_end=1483
+  _globals['_LISTVOICESRESPONSE']._serialized_start=1485
+  _globals['_LISTVOICESRESPONSE']._serialized_end=1560
+  _globals['_TEXTTOSPEECH']._serialized_start=1707
+  _globals['_TEXTTOSPEECH']._serialized_end=1931
 # @@protoc_insertion_point(module_scope)

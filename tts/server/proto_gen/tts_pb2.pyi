@@ -30,7 +30,7 @@ MULAW: AudioEncoding
 ALAW: AudioEncoding
 
 class SynthesisOptions(_message.Message):
-    __slots__ = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold", "prenet_dropout", "text_normalizer")
+    __slots__ = ("speaking_rate", "denoiser_strength", "sigma", "seed", "max_decoder_steps", "gate_threshold", "prenet_dropout", "text_normalizer", "stop_rule")
     SPEAKING_RATE_FIELD_NUMBER: _ClassVar[int]
     DENOISER_STRENGTH_FIELD_NUMBER: _ClassVar[int]
     SIGMA_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class SynthesisOptions(_message.Message):
     GATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PRENET_DROPOUT_FIELD_NUMBER: _ClassVar[int]
     TEXT_NORMALIZER_FIELD_NUMBER: _ClassVar[int]
+    STOP_RULE_FIELD_NUMBER: _ClassVar[int]
     speaking_rate: float
     denoiser_strength: float
     sigma: float
@@ -47,7 +48,8 @@ class SynthesisOptions(_message.Message):
     gate_threshold: float
     prenet_dropout: float
     text_normalizer: str
-    def __init__(self, speaking_rate: _Optional[float] = ..., denoiser_strength: _Optional[float] = ..., sigma: _Optional[float] = ..., seed: _Optional[int] = ..., max_decoder_steps: _Optional[int] = ..., gate_threshold: _Optional[float] = ..., prenet_dropout: _Optional[float] = ..., text_normalizer: _Optional[str] = ...) -> None: ...
+    stop_rule: str
+    def __init__(self, speaking_rate: _Optional[float] = ..., denoiser_strength: _Optional[float] = ..., sigma: _Optional[float] = ..., seed: _Optional[int] = ..., max_decoder_steps: _Optional[int] = ..., gate_threshold: _Optional[float] = ..., prenet_dropout: _Optional[float] = ..., text_normalizer: _Optional[str] = ..., stop_rule: _Optional[str] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("text", "voice", "encoding", "sample_rate_hz", "options", "word_timings")
