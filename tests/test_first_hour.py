@@ -250,11 +250,11 @@ def test_synth_text_out_file_folder_and_report(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([])                                                        # neither a file nor --text: usage
     assert main([str(phrases), "--out", str(tmp_path / "x.wav")]) == 1
-    assert main(["--text", "Hi.", "--out", str(tmp_path / "x.mp3")]) == 1
+    assert main(["--text", "Hi.", "--out", str(tmp_path / "x.ogg")]) == 1
     assert main(["--text", "Hi.", "--out", str(tmp_path / "x.wav"), "--format", "flac"]) == 1
     err = capsys.readouterr().err
-    assert "phrase file makes one file per line" in err and "writes .wav, .flac files" in err
-    assert not (tmp_path / "x.wav").exists() and not (tmp_path / "x.mp3").exists()
+    assert "phrase file makes one file per line" in err and "writes .wav, .flac, .mp3 files" in err
+    assert not (tmp_path / "x.wav").exists() and not (tmp_path / "x.ogg").exists()
 
 
 def test_synth_failure_leaves_no_empty_output_folder(tmp_path):
