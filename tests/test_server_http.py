@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import base64
 import io
 import json
 import logging
@@ -678,6 +679,13 @@ def test_readme_curl_examples_run_as_written(tmp_path):
     assert len(pcm) > 0.3 * 2 * 22050 and len(pcm) % 2 == 0
     voices, _ = json.JSONDecoder().raw_decode(r.stdout[r.stdout.index('{"voices"'):])
     assert voices["default_voice"] == "slt" and voices["openai_aliases"]["alloy"] == "slt"
+    timed = json.loads((tmp_path / "hello.json").read_text())
+    assert [w["word"] for w in timed["words"]] == ["It", "costs", "$5"]
+    assert timed["normalized_text"].startswith("it costs five dollars")
+    audio, rate = sf.read(io.BytesIO(base64.b64decode(timed["audio"])), dtype="float32")
+    assert rate == timed["sample_rate"] == 22050
+    ends = [w["end"] for w in timed["words"]]
+    assert ends == sorted(ends) and 0 < ends[-1] <= len(audio) / rate + 1e-3
 
 
 def test_readme_python_example_runs_as_written(server, tmp_path, monkeypatch):

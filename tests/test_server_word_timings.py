@@ -209,3 +209,45 @@ def test_tts_client_writes_mp3_ulaw_alaw(fake_server, fake, tmp_path):
     assert (tmp_path / "s.alaw").read_bytes() == (tmp_path / "a.alaw").read_bytes()
     r = run_client("--server", target, "--stream", "--encoding", "MP3", "x", "--out", str(tmp_path / "s.mp3"))
     assert r.returncode != 0 and "--stream" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("voice", ["t2", "fs"])
+def test_http_timestamps_carry_the_words_of_the_grpc_reply(synths, voice):
+    """``POST /v1/audio/speech`` with ``"timestamps": true`` (the HTTP door's documented option): one JSON
+    body with the whole audio (base64, response_format) and the words of the tts.v1 reply for the same text."""
+    import base64
+    import io
+    import json
+    import urllib.request
+
+    srv = TTSServer({k: [v] for k, v in synths.items()},
+                    ServerConfig(host=HOST, port=0, metrics_port=0, http_port=0, warmup=False,
+                                 batcher=BatcherConfig(max_batch_size=2, max_queue_delay_s=0.002)),
+                    default_voice="t2")
+    st = ServerThread(srv)
+    st.start()
+    try:
+        with TTSClient(f"{HOST}:{srv.port}", timeout=120) as c:
+            want = c.synthesize(TEXT, voice=voice, encoding="FLOAT32", options=DET, word_timings=True)
+        req = urllib.request.Request(
+            f"http://{HOST}:{srv.http_port}/v1/audio/speech", method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps({"model": "tts-1", "voice": voice, "input": TEXT, "response_format": "wav",
+                             "timestamps": True}).encode())
+        with urllib.request.urlopen(req, timeout=120) as r:
+            assert r.headers["content-type"] == "application/json"
+            body = json.loads(r.read())
+    finally:
+        st.stop()
+    assert body["format"] == "wav" and body["sample_rate"] == 22050
+    audio, rate = sf.read(io.BytesIO(base64.b64decode(body["audio"])), dtype="float32")
+    assert rate == 22050
+    duration = len(audio) / rate
+    assert [w["word"] for w in body["words"]] == [w.word for w in want.words] == WORDS
+    for got, w in zip(body["words"], want.words):
+        assert got["start"] == pytest.approx(w.start_seconds, abs=1e-3)
+        assert got["end"] == pytest.approx(w.end_seconds, abs=1e-3)
+        assert TEXT[got["char_start"]:got["char_end"]] == got["word"]
+        assert 0 <= got["start"] <= got["end"] <= duration + 1e-3
+    starts = [w["start"] for w in body["words"]]
+    assert starts == sorted(starts)

@@ -25,16 +25,15 @@ open), 404/405 for unknown routes, 413 for input over the text limit or a
 body over ``max_body_bytes``, 429 when the queue is full, 503 while
 draining, 500 only for a fault of the server (logged with its request id).
 
-Hook for word timings: ``SpeechCall.last_piece`` holds the last
-``StreamPiece`` of every call (set before its final bytes go out, seen by
-``SpeechCall.finish``); when the engine's pieces carry word timings, that is
-where they can be collected and sent (e.g. as events of OpenAI's
-``stream_format: "sse"``, which is refused with 400 until then).
+Word timings: with ``"timestamps": true`` (this server's extension of the body) the reply is one
+JSON body, the whole audio in base64 beside the words the engine's pieces carried
+(``SpeechCall.words``); OpenAI's ``stream_format: "sse"`` is refused with 400.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -47,7 +46,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import StreamingResponse
+from starlette.responses import JSONResponse, StreamingResponse
 
 from tts.errors import InvalidInputError, TTSError
 from tts.server import http_models as m
@@ -178,6 +177,8 @@ class SpeechCall:
         self.first_audio_s: float | None = None
         #: The last piece of the stream (normalized text; word timings once the engine sends them).
         self.last_piece = None
+        #: Word timings the pieces carried so far (``tts.timings.WordTiming``).
+        self.words: list = []
         self._pieces: AsyncIterator | None = None
         self._first = None
         self._closed = False
@@ -195,6 +196,7 @@ class SpeechCall:
         held: list[np.ndarray] = []                      # audio waiting for resampling (rate changes only)
         piece = self._first
         while True:
+            self.words.extend(piece.words)
             audio = np.asarray(piece.audio, dtype=np.float32).reshape(-1)
             if self.rate != self.voice_rate:
                 held.append(audio)
@@ -465,7 +467,27 @@ class HTTPFrontEnd:
                 logger.info("request %s: %d: %s", rid, error.status, error.message)
             raise error from None
         headers = {"X-Sample-Rate": str(call.rate), "X-Voice": voice}
+        if req.timestamps:
+            return await self._with_timestamps(call, headers)
         return SpeechResponse(call, media_type=CONTENT_TYPES[fmt], headers=headers)
+
+    async def _with_timestamps(self, call: SpeechCall, headers: dict) -> JSONResponse:
+        """The whole audio and its word timings as one JSON body (``"timestamps": true``)."""
+        error: BaseException | None = None
+        try:
+            data = b"".join([chunk async for chunk in call.body()])
+        except BaseException as exc:
+            error = exc
+            raise _mapped(exc, call.rid) if isinstance(exc, Exception) else exc from None
+        finally:
+            await call.finish(error)
+        last = call.last_piece
+        body = m.SpeechWithTimestamps(
+            audio=base64.b64encode(data).decode("ascii"), format=call.fmt, sample_rate=call.rate,
+            normalized_text=getattr(last, "normalized_text", "") or "",
+            words=[m.WordTimingOut(word=w.word, start=round(w.start_s, 4), end=round(w.end_s, 4),
+                                   char_start=w.char_start, char_end=w.char_end) for w in call.words])
+        return JSONResponse(body.model_dump(), headers=headers)
 
 
 # --------------------------------------------------------------------------- the app

@@ -50,6 +50,11 @@ class SpeechRequest(BaseModel):
         None, ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False,
         description="speaking rate, 1.0 = normal (applied by FastSpeech voices; Tacotron2 voices ignore it)")
     instructions: str | None = Field(None, description="accepted and ignored (OpenAI's style prompt)")
+    timestamps: bool = Field(
+        False, description="this server's extension: answer JSON instead of audio bytes, "
+                           '{"audio": base64 of the whole file in response_format, "format", "sample_rate", '
+                           '"normalized_text", "words": [{"word", "start", "end", "char_start", "char_end"}]} '
+                           "(word timings in seconds of the audio; words as written in input)")
     stream_format: str | None = Field(
         None, description="audio (the default: the response body is the audio file); sse is not supported",
         json_schema_extra={"enum": ["audio", "sse"]})
@@ -99,3 +104,24 @@ class VoiceList(BaseModel):
 class Status(BaseModel):
     status: str
     details: dict[str, Any] = {}
+
+
+class WordTimingOut(BaseModel):
+    """One word of the input as written and where the audio speaks it (seconds)."""
+
+    word: str
+    start: float
+    end: float
+    #: ``input[char_start:char_end] == word``.
+    char_start: int
+    char_end: int
+
+
+class SpeechWithTimestamps(BaseModel):
+    """``POST /v1/audio/speech`` with ``"timestamps": true``: the audio and its word timings in one JSON body."""
+
+    audio: str = Field(description="base64 of the whole audio file in `format`")
+    format: str
+    sample_rate: int
+    normalized_text: str
+    words: list[WordTimingOut]
