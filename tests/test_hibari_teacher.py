@@ -119,13 +119,14 @@ class _FakeTeacher:
             t += 0.05 * len(letters) + 0.05
         n = int((t + 0.1) * 24000)
         audio = (0.3 * np.sin(2 * np.pi * 200 * np.arange(n) / 24000)).astype(np.float32)
-        return type("Spoken", (), {"audio": audio, "tokens": tokens})
+        return type("Spoken", (), {"audio": audio, "rate": 24000, "tokens": tokens})
 
 
 @dataclass(frozen=True)
 class _FakeConfig:
     log: list
     fail_after: int | None = None
+    name: str = "fake"
 
     def load(self):
         return _FakeTeacher(self.log, self.fail_after)
@@ -156,6 +157,8 @@ def test_an_utterance_that_does_not_align_is_skipped_and_logged(tmp_path):
 
     @dataclass(frozen=True)
     class BadConfig:
+        name: str = "bad"
+
         def load(self):
             return Bad([])
 

@@ -47,17 +47,37 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from tts.train.festival import Festival, Token, parse_segments
 
-if TYPE_CHECKING:
-    from tts.train.hibari import HibariConfig
+
+
+class SpokenText(Protocol):
+    """What an in-process teacher returns for one text."""
+
+    audio: np.ndarray   # mono float, at ``rate``
+    rate: int
+    tokens: list[Token]   # one per whitespace-delimited chunk of the text, phone times in seconds
+
+
+class InProcessTeacher(Protocol):
+    def speak(self, text: str, seed: int = 0) -> SpokenText: ...
+
+
+class TeacherConfig(Protocol):
+    """A picklable recipe for an in-process teacher (``tts.train.hibari.HibariConfig``), loaded once
+    per worker process."""
+
+    name: str
+
+    def load(self) -> InProcessTeacher: ...
 
 logger = logging.getLogger(__name__)
 
@@ -296,12 +316,13 @@ def _load_partial(path: Path) -> Utterance:
                          audio=z["audio"].copy(), mel=z["mel"].copy())
 
 
-def teacher_name(teacher: Festival | HibariConfig) -> str:
-    return "festival" if isinstance(teacher, Festival) else "hibari"
+def utterance_seed(uid: str) -> int:
+    """The seed of an utterance's random draws (hibari's noise): reproducible, one per utterance."""
+    return zlib.crc32(uid.encode("utf-8"))
 
 
 def build_shard(items: Sequence[tuple[str, str]], folder: str | os.PathLike[str],
-                teacher: Festival | HibariConfig, *, batch: int = FESTIVAL_BATCH) -> dict:
+                teacher: Festival | TeacherConfig, *, batch: int = FESTIVAL_BATCH) -> dict:
     """Speak ``(uid, text)`` items with the teacher (``Festival`` or ``tts.train.hibari.HibariConfig``)
     and write one shard; skips a finished shard, and resumes an interrupted one from its
     ``.partial`` folder (utterances already made are not made again).
@@ -355,14 +376,13 @@ def build_shard(items: Sequence[tuple[str, str]], folder: str | os.PathLike[str]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     else:
-        from tts.train.hibari import HIBARI_RATE, utterance_seed
         hib = teacher.load()
         for uid, text, sym in todo:
             try:
                 t = time.time()
                 spoken = hib.speak(sym, seed=utterance_seed(uid))
                 teacher_s += time.time() - t
-                _save_partial(partial, process_teacher_audio(uid, text, sym, spoken.audio, HIBARI_RATE,
+                _save_partial(partial, process_teacher_audio(uid, text, sym, spoken.audio, spoken.rate,
                                                              spoken.tokens, mel_maker))
             except AlignmentError as exc:
                 logger.warning("%s skipped: %s", uid, exc)
@@ -374,7 +394,7 @@ def build_shard(items: Sequence[tuple[str, str]], folder: str | os.PathLike[str]
             utts.append(_load_partial(partial / f"{uid}.npz"))
         else:
             skipped.append(uid)
-    stats = {"teacher": teacher_name(teacher), "utterances": len(utts), "skipped": skipped,
+    stats = {"teacher": "festival" if isinstance(teacher, Festival) else teacher.name, "utterances": len(utts), "skipped": skipped,
              "audio_seconds": sum(len(u.audio) for u in utts) / SAMPLE_RATE,
              "wall_seconds": time.time() - start, "teacher_seconds": teacher_s,
              "resumed_utterances": resumed}

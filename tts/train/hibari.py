@@ -28,12 +28,12 @@ import bisect
 import logging
 import os
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from tts.train.corpus import SAMPLE_RATE, AlignmentError, symbol_text
 from tts.train.festival import Phone, Token
 
 logger = logging.getLogger(__name__)
@@ -64,11 +64,12 @@ class Spoken:
     """One text as hibari spoke it."""
 
     audio: np.ndarray
-    """float32 [N] at ``HIBARI_RATE``."""
+    """float32 [N] at ``rate``."""
     tokens: list[Token]
     """One per whitespace-delimited chunk of the text, with its phones' times (seconds)."""
     phonemes: list[str]
     """The phoneme string of each model run (sentence)."""
+    rate: int = HIBARI_RATE
 
 
 def _model_path() -> str:
@@ -166,8 +167,6 @@ class HibariTeacher:
     def speak(self, text: str, seed: int = 0) -> Spoken:
         """Speak ``text`` (our symbol text: every word one whitespace-delimited chunk). Raises
         ``ValueError`` (``corpus.AlignmentError``) when hibari's tokens do not map onto the chunks."""
-        from tts.train.corpus import AlignmentError
-
         tokens = self._tokens(text)
         # character offset of every token in the text (the tokenizer keeps text and whitespace)
         starts: list[int] = []
@@ -226,7 +225,6 @@ class HibariTeacher:
         22050 Hz (polyphase, ``tts.audio.resample``), the same audio a corpus is made of (before
         the corpus trims the silence at the ends)."""
         from tts.audio import resample
-        from tts.train.corpus import SAMPLE_RATE, symbol_text
 
         def speak(text: str) -> tuple[np.ndarray, int]:
             spoken = self.speak(symbol_text(text), seed=seed)
@@ -237,14 +235,12 @@ class HibariTeacher:
 
 @dataclass(frozen=True)
 class HibariConfig:
-    """How to make a ``HibariTeacher`` (picklable, for the corpus builder's worker processes)."""
+    """How to make a ``HibariTeacher`` (picklable, for the corpus builder's worker processes; a
+    ``corpus.TeacherConfig``)."""
 
     threads: int = 1
+    name: str = "hibari"
 
     def load(self) -> HibariTeacher:
         return HibariTeacher(threads=self.threads)
 
-
-def utterance_seed(uid: str) -> int:
-    """The noise seed of an utterance of a corpus: reproducible, different per utterance."""
-    return zlib.crc32(uid.encode("utf-8"))
