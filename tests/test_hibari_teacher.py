@@ -171,3 +171,20 @@ def test_corpus_cli_refuses_an_unknown_teacher(capsys):
     with pytest.raises(SystemExit) as e:
         main(["corpus", "--texts", str(VAL), "--out", "x", "--teacher", "espeak"])
     assert e.value.code == 2 and "invalid choice: 'espeak'" in capsys.readouterr().err
+
+
+def test_corpus_cli_builds_with_hibari_and_leaves_out_held_out_ids(hibari, tmp_path, capsys):
+    from tts.train.__main__ import main
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a1|One cat sat.\nv1|A held out line.\na2|Two dogs ran.\n", encoding="utf-8")
+    held = tmp_path / "val.txt"
+    held.write_text("v1|A held out line.\n", encoding="utf-8")
+    out = tmp_path / "corpus"
+    args = ["corpus", "--teacher", "hibari", "--texts", str(texts), "--out", str(out), "--shards", "2",
+            "--jobs", "1", "--exclude", str(held)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher"] == "hibari" and summary["utterances"] == 2 and summary["excluded"] == 1
+    assert sorted(it.uid for it in Corpus(out).items) == ["a1", "a2"]
+    assert main(args) == 0     # a finished corpus is kept as it is
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["utterances"] == 2
