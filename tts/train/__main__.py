@@ -44,6 +44,11 @@ def _corpus(args: argparse.Namespace) -> int:
     items = read_transcripts(args.texts, args.limit)
     if not items:    # e.g. a slice that starts past the end of train.txt
         raise ValueError(f"{args.texts}: no 'id|text' lines to build a corpus from")
+    excluded = 0
+    for path in args.exclude or []:    # held-out lines (val.txt) never enter a corpus
+        held = {uid for uid, _ in read_transcripts(path)}
+        excluded += sum(uid in held for uid, _ in items)
+        items = [(uid, text) for uid, text in items if uid not in held]
     if args.teacher == "hibari":
         from tts.train.hibari import HibariConfig, HibariUnavailable
         teacher = HibariConfig(threads=1)
@@ -68,7 +73,8 @@ def _corpus(args: argparse.Namespace) -> int:
     total = sum(s["audio_seconds"] for s in stats.values())
     kept = sum(s["utterances"] for s in stats.values())
     skipped = sum(len(s["skipped"]) for s in stats.values())
-    summary = {"teacher": args.teacher, "utterances": kept, "skipped": skipped, "audio_hours": total / 3600,
+    summary = {"teacher": args.teacher, "utterances": kept, "skipped": skipped, "excluded": excluded,
+               "audio_hours": total / 3600,
                "wall_seconds": time.time() - t0, "shards": len(todo), "jobs": args.jobs}
     print(json.dumps(summary))
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
@@ -188,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--texts", required=True, help="id|text file (LJSpeech train.txt)")
     c.add_argument("--out", required=True, help="corpus folder (shard_NNN/ inside)")
     c.add_argument("--limit", type=int, default=None, help="first N lines only")
+    c.add_argument("--exclude", action="append", metavar="FILE",
+                   help="id|text file whose ids are left out (repeatable), e.g. val.txt")
     c.add_argument("--shards", type=int, default=16)
     c.add_argument("--shard", type=int, action="append", help="build only this shard (repeatable)")
     c.add_argument("--jobs", type=int, default=2, help="parallel processes")
