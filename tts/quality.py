@@ -12,15 +12,24 @@ abbreviations expanded exactly as synthesis expands them), hyphens to spaces,
 every character but ``a-z``, apostrophe and space removed, apostrophes kept
 only inside words, whitespace collapsed.
 
-Needs the optional packages ``pocketsphinx`` and ``jiwer`` (imported lazily;
-``QualityUnavailable`` says which is missing).
+Beside the WER, ``MosPredictor`` predicts a mean opinion score (1 bad .. 5
+excellent) of each utterance with Distill-MOS (``distillmos``, Microsoft, MIT,
+weights inside its wheel): a small convolutional + transformer model distilled
+from an XLS-R speech-quality model, fed 16 kHz audio as tensors.
+
+Needs the optional packages ``pocketsphinx`` and ``jiwer`` (and ``distillmos``
+for MOS) (imported lazily; ``QualityUnavailable`` says which is missing).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import re
+import sys
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +109,64 @@ class Recognizer:
         return normalize_for_wer(text)
 
 
+#: Sample rate Distill-MOS takes.
+MOS_SAMPLE_RATE = 16000
+
+
+def _import_distillmos() -> Any:
+    """``distillmos``, importable without torchaudio.
+
+    ``distillmos.sqa`` imports torchaudio at module level but uses it only to load files in its
+    command-line inference; we hand it tensors. torchaudio has no build for every torch (none
+    for our CPU torch 2.13), so where it cannot be imported an empty stand-in module takes its
+    place in ``sys.modules`` for the duration of the import only.
+    """
+    if "distillmos" in sys.modules:
+        return sys.modules["distillmos"]
+    stub = None
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent, or built for another torch
+        sys.modules.pop("torchaudio", None)
+        stub = types.ModuleType("torchaudio")
+        stub.__doc__ = "stand-in for distillmos's import (tts.quality); files are never loaded"
+        sys.modules["torchaudio"] = stub
+    try:
+        import distillmos
+    except ImportError as exc:
+        raise QualityUnavailable("predicted MOS needs distillmos and xls-r-sqa "
+                                 "(pip install --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0)") from exc
+    finally:
+        if stub is not None and sys.modules.get("torchaudio") is stub:
+            del sys.modules["torchaudio"]
+    return distillmos
+
+
+class MosPredictor:
+    """Distill-MOS (variant 7, the weights in the ``distillmos`` wheel) on CPU: mono float audio at
+    any rate -> predicted MOS in [1, 5]. One model reused for every utterance.
+
+    The model peak-normalises its input and scores 7.68 s windows (shorter audio is zero-padded,
+    longer audio is covered by windows at most 1 s apart, their scores averaged).
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        dm = _import_distillmos()
+        with contextlib.redirect_stdout(io.StringIO()):   # it prints where it loaded the weights from
+            self._model = dm.ConvTransformerSQAModel().eval()
+        self._torch = torch
+
+    def __call__(self, audio: np.ndarray, sample_rate: int) -> float:
+        torch = self._torch
+        x = resample(audio, sample_rate, MOS_SAMPLE_RATE).astype(np.float32)
+        if x.size == 0 or not np.any(x):
+            raise ValueError("MOS of silent or empty audio is undefined")
+        with torch.no_grad():
+            return float(self._model(torch.from_numpy(x)[None])[0])
+
+
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Corpus WER (total edits / total reference words) of already normalised texts, as a fraction."""
     try:
@@ -131,6 +198,8 @@ class SentenceResult:
     """Normalised recognised words."""
     audio_seconds: float
     """Length of the audio that was recognised."""
+    mos: float | None = None
+    """Predicted MOS (Distill-MOS) of the audio, where it was asked for."""
 
 
 @dataclass
@@ -141,8 +210,15 @@ class QualityResult:
     """Corpus word error rate, a fraction (0.12 = 12 %)."""
     sentences: list[SentenceResult] = field(default_factory=list)
 
+    @property
+    def mos(self) -> float | None:
+        """Mean predicted MOS over the sentences (None where MOS was not asked for)."""
+        scores = [s.mos for s in self.sentences if s.mos is not None]
+        return float(np.mean(scores)) if scores and len(scores) == len(self.sentences) else None
+
     def as_dict(self) -> dict[str, Any]:
         return {"wer": self.wer, "n": len(self.sentences),
+                **({} if self.mos is None else {"mos": self.mos}),
                 "sentences": [vars(s) for s in self.sentences]}
 
 
@@ -150,17 +226,19 @@ class QualityResult:
 SpeakFn = Callable[[str], "tuple[np.ndarray, int]"]
 
 
-def evaluate(speak: SpeakFn, texts: Iterable[str], *, recognizer: Recognizer | None = None
-             ) -> QualityResult:
-    """Speak every text with ``speak``, recognise it, and score the corpus WER."""
+def evaluate(speak: SpeakFn, texts: Iterable[str], *, recognizer: Recognizer | None = None,
+             mos: MosPredictor | None = None) -> QualityResult:
+    """Speak every text with ``speak``, recognise it, and score the corpus WER (and, with a
+    ``mos`` predictor, every utterance's predicted MOS)."""
     rec = recognizer or Recognizer()
     results: list[SentenceResult] = []
     for text in texts:
         audio, rate = speak(text)
         hyp = rec.recognize(audio, rate)
         results.append(SentenceResult(text=text, reference=normalize_for_wer(text), hypothesis=hyp,
-                                      audio_seconds=len(audio) / float(rate)))
-        logger.info("REF %s\nHYP %s", results[-1].reference, hyp)
+                                      audio_seconds=len(audio) / float(rate),
+                                      mos=None if mos is None else mos(audio, rate)))
+        logger.info("REF %s\nHYP %s\nMOS %s", results[-1].reference, hyp, results[-1].mos)
     wer = word_error_rate([r.reference for r in results], [r.hypothesis for r in results])
     return QualityResult(wer=wer, sentences=results)
 

@@ -2,12 +2,12 @@
 
 Subcommands (each ``--help``):
 
-- ``corpus``   build corpus shards from an ``id|text`` file with the Festival teacher;
+- ``corpus``   build corpus shards from an ``id|text`` file with a teacher (Festival or hibari);
 - ``train``    train one model for a chunk (``--resume``; ``--steps``, ``--max-steps``, ``--max-minutes``, ``--until``);
 - ``export``   write fp16 weights + ``voice.json`` manifests into a voices folder;
 - ``grow-waveglow``  more WN layers / a shorter upsampler for an exported WaveGlow (``tts.train.grow``);
 - ``plot``     loss curves (PNG) from the training logs;
-- ``gate``     the WER quality gate for a voice or the teacher.
+- ``gate``     the quality gate (WER, predicted MOS) for a voice or a teacher.
 """
 
 from __future__ import annotations
@@ -44,22 +44,37 @@ def _corpus(args: argparse.Namespace) -> int:
     items = read_transcripts(args.texts, args.limit)
     if not items:    # e.g. a slice that starts past the end of train.txt
         raise ValueError(f"{args.texts}: no 'id|text' lines to build a corpus from")
-    fest = Festival.from_env(args.festival_prefix)
-    if not fest.available():
-        print(f"festival with voice {fest.voice} does not run (prefix {fest.prefix})", file=sys.stderr)
-        return 1
+    excluded = 0
+    for path in args.exclude or []:    # held-out lines (val.txt) never enter a corpus
+        held = {uid for uid, _ in read_transcripts(path)}
+        excluded += sum(uid in held for uid, _ in items)
+        items = [(uid, text) for uid, text in items if uid not in held]
+    if args.teacher == "hibari":
+        from tts.train.hibari import HibariConfig, HibariUnavailable
+        teacher = HibariConfig(threads=1)
+        try:
+            teacher.load()
+        except HibariUnavailable as e:
+            print(f"the hibari teacher does not load: {e}", file=sys.stderr)
+            return 1
+    else:
+        teacher = Festival.from_env(args.festival_prefix)
+        if not teacher.available():
+            print(f"festival with voice {teacher.voice} does not run (prefix {teacher.prefix})", file=sys.stderr)
+            return 1
     n = max(1, args.shards)
     shards = [items[i::n] for i in range(n)]
     out = Path(args.out)
     t0 = time.time()
     todo = [k for k in range(n) if args.shard is None or k in args.shard]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futs = {k: pool.submit(build_shard, shards[k], out / f"shard_{k:03d}", fest) for k in todo}
+        futs = {k: pool.submit(build_shard, shards[k], out / f"shard_{k:03d}", teacher) for k in todo}
         stats = {k: f.result() for k, f in futs.items()}
     total = sum(s["audio_seconds"] for s in stats.values())
     kept = sum(s["utterances"] for s in stats.values())
     skipped = sum(len(s["skipped"]) for s in stats.values())
-    summary = {"utterances": kept, "skipped": skipped, "audio_hours": total / 3600,
+    summary = {"teacher": args.teacher, "utterances": kept, "skipped": skipped, "excluded": excluded,
+               "audio_hours": total / 3600,
                "wall_seconds": time.time() - t0, "shards": len(todo), "jobs": args.jobs}
     print(json.dumps(summary))
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
@@ -164,7 +179,7 @@ def _gate(args: argparse.Namespace) -> int:
     from tts.train.gate import run_gate
 
     res = run_gate(args.voice, args.texts, n=args.n, out=args.out, festival_prefix=args.festival_prefix,
-                   seed=args.seed)
+                   seed=args.seed, teacher=args.teacher, mos=args.mos)
     print(json.dumps({k: v for k, v in res.items() if k != "sentences"}, indent=1))
     return 0
 
@@ -175,14 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    c = sub.add_parser("corpus", help="build corpus shards with the Festival teacher")
+    c = sub.add_parser("corpus", help="build corpus shards with a teacher (Festival or hibari)")
     c.add_argument("--texts", required=True, help="id|text file (LJSpeech train.txt)")
     c.add_argument("--out", required=True, help="corpus folder (shard_NNN/ inside)")
     c.add_argument("--limit", type=int, default=None, help="first N lines only")
+    c.add_argument("--exclude", action="append", metavar="FILE",
+                   help="id|text file whose ids are left out (repeatable), e.g. val.txt")
     c.add_argument("--shards", type=int, default=16)
     c.add_argument("--shard", type=int, action="append", help="build only this shard (repeatable)")
     c.add_argument("--jobs", type=int, default=2, help="parallel processes")
     c.add_argument("--festival-prefix", default=None, help="dpkg -x prefix (default: system festival)")
+    c.add_argument("--teacher", choices=["festival", "hibari"], default="festival",
+                   help="festival: cmu_us_slt_arctic_hts (default); hibari: hibari-tts (Kokoro-82M af_heart "
+                        "distilled, recipes/bundled_voice/TEACHER.md), one thread per job")
     c.set_defaults(fn=_corpus)
 
     t = sub.add_parser("train", help="train one model for a chunk")
@@ -260,15 +280,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.set_defaults(fn=_plot)
 
-    g = sub.add_parser("gate", help="WER quality gate (pocketsphinx + jiwer)")
-    g.add_argument("voice", help="voice NAME|DIR, or 'teacher' for Festival's own audio")
+    g = sub.add_parser("gate", help="quality gate: WER (pocketsphinx + jiwer) and predicted MOS (Distill-MOS)")
+    g.add_argument("voice", help="voice NAME|DIR, or 'teacher' for the teacher's own audio (--teacher)")
     g.add_argument("--texts", required=True, help="id|text file (LJSpeech val.txt)")
     g.add_argument("--n", type=int, default=100)
     g.add_argument("--out", default=None, help="write the full result JSON here")
     g.add_argument("--festival-prefix", default=None)
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the voice's random draws (Tacotron2 prenet dropout, WaveGlow noise); "
-                        "recorded in the result (default 0)")
+                        "recorded in the result (default 0); hibari: its noise component")
+    g.add_argument("--teacher", choices=["festival", "hibari"], default="festival",
+                   help="which teacher 'teacher' means (default festival)")
+    g.add_argument("--no-mos", dest="mos", action="store_false",
+                   help="skip the predicted MOS (Distill-MOS, the distillmos package)")
     g.set_defaults(fn=_gate)
 
     args = ap.parse_args(argv)

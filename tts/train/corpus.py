@@ -1,10 +1,14 @@
 """The synthetic training corpus: teacher audio, mels and per-symbol durations.
 
+Two teachers: Festival's ``cmu_us_slt_arctic_hts`` (``tts.train.festival``, a
+subprocess per batch, 32 kHz) and hibari (``tts.train.hibari``, Kokoro-82M's
+``af_heart`` distilled, in process, 24 kHz); ``build_shard`` takes either.
+
 For each transcript the text goes through OUR frontend (``english_cleaners``,
 the ``fastspeech`` transliteration); the resulting symbol string (exactly the
-characters that have ids) is what Festival speaks, so that every Festival
+characters that have ids) is what the teacher speaks, so that every teacher
 token is one whitespace-delimited chunk of our symbols. The teacher's phone
-times are then mapped onto our symbols (``symbol_durations``):
+times are then mapped onto our symbols (``symbol_boundaries``):
 
 - the letters of a token share its phones monotonically: letter ``j`` of
   ``m`` covers phone positions ``[j n / m, (j+1) n / m)`` of the token's ``n``
@@ -18,7 +22,8 @@ times are then mapped onto our symbols (``symbol_durations``):
   durations are non-negative integers whose sum is exactly the mel length
   ``1 + n_samples // hop``.
 
-Audio is resampled from Festival's 32 kHz to 22050 Hz; mels are NVIDIA's
+Audio is resampled from the teacher's rate (Festival 32 kHz, hibari 24 kHz) to
+22050 Hz (polyphase, ``tts.audio.resample``); mels are NVIDIA's
 (``tts.models.stft.MelSpectrogram``: 80 bands, n_fft 1024, hop 256, win
 1024, fmin 0, fmax 8000, natural log).
 
@@ -27,7 +32,9 @@ On disk a corpus is a folder of shards; each shard folder holds
 ``symbols``, ``ids``, ``durations``, ``n_samples``, ``n_frames``,
 ``audio_offset``, ``mel_offset``), ``audio.npy`` (int16, all utterances
 concatenated), ``mel.npy`` (float16 ``[sum n_frames, 80]``) and ``DONE``
-once complete.
+once complete. While a shard is being built every finished utterance is kept in
+``shard_NNN.partial/`` (``UID.npz``, or ``UID.skip`` for one that could not be
+aligned), so an interrupted build resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -40,13 +47,37 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from tts.train.festival import Festival, Token, parse_segments
+
+
+
+class SpokenText(Protocol):
+    """What an in-process teacher returns for one text."""
+
+    audio: np.ndarray   # mono float, at ``rate``
+    rate: int
+    tokens: list[Token]   # one per whitespace-delimited chunk of the text, phone times in seconds
+
+
+class InProcessTeacher(Protocol):
+    def speak(self, text: str, seed: int = 0) -> SpokenText: ...
+
+
+class TeacherConfig(Protocol):
+    """A picklable recipe for an in-process teacher (``tts.train.hibari.HibariConfig``), loaded once
+    per worker process."""
+
+    name: str
+
+    def load(self) -> InProcessTeacher: ...
 
 logger = logging.getLogger(__name__)
 
@@ -149,12 +180,10 @@ def trim_window(tokens: Sequence[Token], duration_s: float) -> tuple[float, floa
 
 
 def resample_to(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    from scipy.signal import resample_poly
+    """Polyphase resampling (``tts.audio.resample``) -> float64."""
+    from tts.audio import resample
 
-    if rate == target:
-        return audio.astype(np.float64)
-    g = math.gcd(rate, target)
-    return resample_poly(audio.astype(np.float64), target // g, rate // g)
+    return resample(np.asarray(audio, dtype=np.float64), int(rate), int(target)).astype(np.float64)
 
 
 @dataclass
@@ -189,15 +218,23 @@ class MelMaker:
 
 def process_teacher_output(uid: str, text: str, symbols: str, wav_path: Path, seg_path: Path,
                            mel_maker: MelMaker) -> Utterance:
-    """Teacher wave + segment dump -> trimmed 22050 Hz audio, mel, symbol durations."""
+    """Festival's wave + segment dump -> trimmed 22050 Hz audio, mel, symbol durations."""
     import soundfile as sf
-
-    from tts.text.symbols import SYMBOL_TO_ID
 
     tokens = parse_segments(seg_path.read_text(encoding="utf-8"))
     audio, rate = sf.read(str(wav_path), dtype="float64", always_2d=False)
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
+    return process_teacher_audio(uid, text, symbols, audio, rate, tokens, mel_maker)
+
+
+def process_teacher_audio(uid: str, text: str, symbols: str, audio: np.ndarray, rate: int,
+                          tokens: Sequence[Token], mel_maker: MelMaker) -> Utterance:
+    """A teacher's mono audio at ``rate`` and its tokens (one per whitespace chunk of
+    ``symbols``, phone times in seconds) -> trimmed 22050 Hz audio, mel, symbol durations."""
+    from tts.text.symbols import SYMBOL_TO_ID
+
+    audio = np.asarray(audio, dtype=np.float64).reshape(-1)
     t0, t1 = trim_window(tokens, len(audio) / rate)
     seg = audio[int(round(t0 * rate)):int(round(t1 * rate))]
     y = resample_to(seg, rate)
@@ -263,9 +300,32 @@ def write_tone_corpus(root: str | os.PathLike[str], n: int = 4, seconds: float =
     return root
 
 
-def build_shard(items: Sequence[tuple[str, str]], folder: str | os.PathLike[str], festival: Festival,
-                *, batch: int = FESTIVAL_BATCH) -> dict:
-    """Speak ``(uid, text)`` items with the teacher and write one shard; skips a finished shard.
+def _save_partial(partial: Path, u: Utterance) -> None:
+    tmp = partial / f"{u.uid}.tmp.npz"
+    np.savez(tmp, audio=u.audio, mel=u.mel, durations=np.asarray(u.durations, np.int32),
+             ids=np.asarray(u.ids, np.int32),
+             meta=np.frombuffer(json.dumps({"text": u.text, "symbols": u.symbols}).encode(), np.uint8))
+    os.replace(tmp, partial / f"{u.uid}.npz")
+
+
+def _load_partial(path: Path) -> Utterance:
+    with np.load(path) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        return Utterance(uid=path.stem, text=meta["text"], symbols=meta["symbols"],
+                         ids=[int(i) for i in z["ids"]], durations=[int(d) for d in z["durations"]],
+                         audio=z["audio"].copy(), mel=z["mel"].copy())
+
+
+def utterance_seed(uid: str) -> int:
+    """The seed of an utterance's random draws (hibari's noise): reproducible, one per utterance."""
+    return zlib.crc32(uid.encode("utf-8"))
+
+
+def build_shard(items: Sequence[tuple[str, str]], folder: str | os.PathLike[str],
+                teacher: Festival | TeacherConfig, *, batch: int = FESTIVAL_BATCH) -> dict:
+    """Speak ``(uid, text)`` items with the teacher (``Festival`` or ``tts.train.hibari.HibariConfig``)
+    and write one shard; skips a finished shard, and resumes an interrupted one from its
+    ``.partial`` folder (utterances already made are not made again).
 
     Returns the shard's stats (utterances kept/skipped, audio seconds, wall seconds).
     """
@@ -276,39 +336,70 @@ def build_shard(items: Sequence[tuple[str, str]], folder: str | os.PathLike[str]
         return json.loads((folder / "stats.json").read_text(encoding="utf-8"))
     torch.set_num_threads(1)
     mel_maker = MelMaker()
+    partial = folder.parent / (folder.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    done = {p.stem for p in partial.glob("*.npz") if not p.name.endswith(".tmp.npz")}
+    skipped_before = {p.stem for p in partial.glob("*.skip")}
+    start = time.time()
+    teacher_s = 0.0
+    resumed = len(done) + len(skipped_before)
+
+    def skip(uid: str, why: str) -> None:
+        (partial / f"{uid}.skip").write_text(why + "\n", encoding="utf-8")
+
+    todo = []
+    for uid, text in items:
+        if uid in done or uid in skipped_before:
+            continue
+        sym = symbol_text(text)
+        if not sym.strip(" "):
+            skip(uid, "empty symbol text")
+            continue
+        todo.append((uid, text, sym))
+    if isinstance(teacher, Festival):
+        tmp = Path(tempfile.mkdtemp(prefix="teacher_", dir=folder.parent))
+        try:
+            for i in range(0, len(todo), batch):
+                chunk = todo[i:i + batch]
+                t = time.time()
+                teacher.synthesize([(u, s) for u, _, s in chunk], tmp)
+                teacher_s += time.time() - t
+                for uid, text, sym in chunk:
+                    try:
+                        _save_partial(partial, process_teacher_output(uid, text, sym, tmp / f"{uid}.wav",
+                                                                      tmp / f"{uid}.seg", mel_maker))
+                    except AlignmentError as exc:
+                        logger.warning("%s skipped: %s", uid, exc)
+                        skip(uid, str(exc))
+                    (tmp / f"{uid}.wav").unlink(missing_ok=True)
+                    (tmp / f"{uid}.seg").unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        hib = teacher.load()
+        for uid, text, sym in todo:
+            try:
+                t = time.time()
+                spoken = hib.speak(sym, seed=utterance_seed(uid))
+                teacher_s += time.time() - t
+                _save_partial(partial, process_teacher_audio(uid, text, sym, spoken.audio, spoken.rate,
+                                                             spoken.tokens, mel_maker))
+            except AlignmentError as exc:
+                logger.warning("%s skipped: %s", uid, exc)
+                skip(uid, str(exc))
     utts: list[Utterance] = []
     skipped: list[str] = []
-    start = time.time()
-    fest_s = 0.0
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="teacher_", dir=folder.parent))
-    try:
-        for i in range(0, len(items), batch):
-            chunk = []
-            for uid, text in items[i:i + batch]:
-                sym = symbol_text(text)
-                if not sym.strip(" "):
-                    skipped.append(uid)
-                    continue
-                chunk.append((uid, text, sym))
-            t = time.time()
-            festival.synthesize([(u, s) for u, _, s in chunk], tmp)
-            fest_s += time.time() - t
-            for uid, text, sym in chunk:
-                try:
-                    utts.append(process_teacher_output(uid, text, sym, tmp / f"{uid}.wav",
-                                                       tmp / f"{uid}.seg", mel_maker))
-                except AlignmentError as exc:
-                    logger.warning("%s skipped: %s", uid, exc)
-                    skipped.append(uid)
-                (tmp / f"{uid}.wav").unlink(missing_ok=True)
-                (tmp / f"{uid}.seg").unlink(missing_ok=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    stats = {"utterances": len(utts), "skipped": skipped,
+    for uid, _ in items:
+        if (partial / f"{uid}.npz").is_file():
+            utts.append(_load_partial(partial / f"{uid}.npz"))
+        else:
+            skipped.append(uid)
+    stats = {"teacher": "festival" if isinstance(teacher, Festival) else teacher.name, "utterances": len(utts), "skipped": skipped,
              "audio_seconds": sum(len(u.audio) for u in utts) / SAMPLE_RATE,
-             "wall_seconds": time.time() - start, "festival_seconds": fest_s}
+             "wall_seconds": time.time() - start, "teacher_seconds": teacher_s,
+             "resumed_utterances": resumed}
     write_shard(folder, utts, stats)
+    shutil.rmtree(partial, ignore_errors=True)
     return stats
 
 
