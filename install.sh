@@ -32,3 +32,6 @@ elif ! python3 -m pip install "torch==2.13.0+cpu" 2>/dev/null; then    # a CPU w
   python3 -m pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 fi
 python3 -m pip install -e ".[server,dev]"
+# The quality gate's MOS predictor: its declared torchaudio/transformers/librosa are not used here
+# (tts.quality hands it tensors), and no torchaudio matches every torch build, so: no dependencies.
+python3 -m pip install --no-deps "distillmos==0.9.1" "xls-r-sqa==0.1.0"
