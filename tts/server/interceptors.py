@@ -213,16 +213,17 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 unary_unary, request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
 
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def unary_stream(request, context):
+        def streamed(inner):
+            """``inner`` (a response-streaming handler: unary-stream, or Riva's bidirectional
+            SynthesizeOnline, whose ``request`` is the request iterator) wrapped: every call is
+            counted once however it ends."""
+            async def handler(request, context):
                 call = new_call()
                 try:
                     call.started = begin(context)
                     if isinstance(request, UndecodableRequest):
                         raise request.error
-                    async with contextlib.aclosing(inner_stream(request, context)) as items:
+                    async with contextlib.aclosing(inner(request, context)) as items:
                         async for item in items:
                             yield item
                 except (asyncio.CancelledError, GeneratorExit):
@@ -237,32 +238,16 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     call.finish(_cancelled_code(context))
 
+            return handler
+
+        if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, request_deserializer=_tolerant(handler.request_deserializer),
+                streamed(handler.unary_stream), request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
 
         if handler.stream_stream is not None and track:      # Riva's SynthesizeOnline
-            inner_bidi = handler.stream_stream
-
-            async def stream_stream(request_iterator, context):
-                call = new_call()
-                try:
-                    call.started = begin(context)
-                    async with contextlib.aclosing(inner_bidi(request_iterator, context)) as items:
-                        async for item in items:
-                            yield item
-                except (asyncio.CancelledError, GeneratorExit):
-                    call.gone(context, "stream closed by the client or its connection")
-                    raise
-                except Exception as exc:  # noqa: BLE001 - mapped in status_for
-                    await call.fail(context, exc)
-                else:
-                    call.finish(grpc.StatusCode.OK)
-                finally:
-                    call.finish(_cancelled_code(context))
-
             return grpc.stream_stream_rpc_method_handler(
-                stream_stream, request_deserializer=handler.request_deserializer,
+                streamed(handler.stream_stream), request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
 
         # Other streaming-request methods (reflection): only auth applies.
