@@ -162,6 +162,17 @@ def test_openai_client_mp3_is_the_same_audio(oai, grpc_client, fake):
     check_mp3(r.content, grpc_audio(grpc_client, TEXT), 22050)
 
 
+@pytest.mark.parametrize("fmt", ["mulaw", "alaw"])
+def test_g711_formats_are_the_grpc_bytes(server, grpc_client, fmt):
+    """mulaw/alaw (this server's extension of response_format): headerless G.711 at the voice's rate,
+    byte for byte what tts.v1 sends for MULAW/ALAW, streamed as made."""
+    status, headers, body = request(server, "/v1/audio/speech", speech_body(response_format=fmt))
+    assert status == 200 and headers["x-sample-rate"] == "22050"
+    assert headers["content-type"] == {"mulaw": "audio/basic", "alaw": "audio/x-alaw-basic"}[fmt]
+    assert body == grpc_client.synthesize(TEXT, encoding=fmt.upper()).audio
+    assert len(body) == len(grpc_audio(grpc_client, TEXT))                  # one byte a sample
+
+
 def test_opus_and_flac_match_grpc(server, grpc_client, fake):
     status, headers, body = request(server, "/v1/audio/speech", speech_body(response_format="opus"))
     assert status == 200 and headers["content-type"] == "audio/ogg; codecs=opus"

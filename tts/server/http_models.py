@@ -20,7 +20,8 @@ MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15", 
 
 #: ``response_format`` values of OpenAI's API, and the ones this server makes.
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
-FORMATS = ("mp3", "opus", "flac", "wav", "pcm")
+#: What this server makes: OpenAI's formats but aac, and headerless G.711 (telephony), as every API here.
+FORMATS = ("mp3", "opus", "flac", "wav", "pcm", "mulaw", "alaw")
 
 #: OpenAI's range of ``speed``.
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -45,7 +46,7 @@ class SpeechRequest(BaseModel):
                     f"({', '.join(OPENAI_VOICES)}), which speaks with the server's default voice")
     response_format: str = Field(
         "mp3", description=f"{', '.join(FORMATS)} (aac is not supported)",
-        json_schema_extra={"enum": list(OPENAI_FORMATS)})
+        json_schema_extra={"enum": list(OPENAI_FORMATS) + ["mulaw", "alaw"]})
     speed: float | None = Field(
         None, ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False,
         description="speaking rate, 1.0 = normal (applied by FastSpeech voices; Tacotron2 voices ignore it)")

@@ -41,10 +41,12 @@ CONTENT_TYPES = {
     "flac": "audio/flac",
     "wav": "audio/wav",
     "pcm": "audio/pcm",
+    "mulaw": "audio/basic",          # headerless 8-bit G.711 mu-law (RFC 2046's audio/basic)
+    "alaw": "audio/x-alaw-basic",    # headerless 8-bit G.711 A-law
 }
 
 #: Formats whose bytes go out while the audio is being made (flac waits for the whole audio).
-STREAMED = ("mp3", "opus", "wav", "pcm")
+STREAMED = ("mp3", "opus", "wav", "pcm", "mulaw", "alaw")
 
 #: Samples of silence a decoder puts before a streamed MP3's audio (LAME's encoder delay of 576 plus
 #: the decoder's 529): the Xing/Info tag that tells decoders to drop them cannot be streamed.
@@ -127,6 +129,17 @@ class _Raw:
 
     def finish(self) -> bytes:
         return b""
+
+
+class _G711(_Raw):
+    """``mulaw``/``alaw``: headerless 8-bit G.711 samples at the voice's rate (one byte each)."""
+
+    def __init__(self, rate: int, law: str) -> None:
+        super().__init__(rate)
+        self.law = law
+
+    def push(self, audio: np.ndarray) -> bytes:
+        return _audio.g711_encode(audio, self.law)
 
 
 def wav_stream_header(rate: int) -> bytes:
@@ -215,6 +228,8 @@ def open_encoder(fmt: str, rate: int):
         return _Raw(rate)
     if fmt == "wav":
         return _Wav(rate)
+    if fmt in ("mulaw", "alaw"):
+        return _G711(rate, fmt.upper())
     if fmt in ("mp3", "opus"):
         return _SoundFileStream(fmt, rate)
     if fmt == "flac":
