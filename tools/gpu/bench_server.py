@@ -71,7 +71,7 @@ def shown(argv: list[str], prog: str) -> str:
     """The command as a user types it: program name for ``python -m ...``, file names without folders."""
     words = [prog] + argv[3:]
     for i, w in enumerate(words[:-1]):
-        if w in ("--tacotron2", "--waveglow", "--json"):
+        if w in ("--tacotron2", "--waveglow", "--json", "--output"):
             words[i + 1] = Path(words[i + 1]).name
     return shlex.join(words)
 
@@ -119,8 +119,8 @@ def main() -> int:
             raw = work / f"server_{mode}.json"
             bench = [sys.executable, "-m", "tts.cli.bench", "--server", f"127.0.0.1:{port}",
                      "--option", f"max_decoder_steps={args.steps}", "--requests", "100000", "--timeout", "120",
-                     *(["--streaming"] if mode == "streaming" else []), "--concurrency", levels,
-                     "--duration", f"{args.duration:g}", "--warmup-requests", "8", "--json", str(raw)]
+                     *(["--stream"] if mode == "streaming" else []), "--concurrency", levels,
+                     "--duration", f"{args.duration:g}", "--warmup", "8", "--output", str(raw)]
             rc = subprocess.run(bench, cwd=work).returncode
             failed |= rc != 0
             if not raw.exists():
