@@ -85,3 +85,27 @@ def test_bench_with_a_hifigan_vocoder(tmp_path):
     data = json.loads(out.read_text())
     assert data["verify"][0]["mel_ok"] and data["verify"][0]["audio_ok"]
     assert {r["component"] for r in data["rows"]} >= {"decoder", "waveglow", "end to end"}
+
+
+@pytest.mark.parametrize("mode", ["half", "autocast"])
+def test_eager_fp16_casts_the_baseline_as_told(mode):
+    """``--eager-fp16 half`` (default, DLE's ``inference.py``): the baseline's acoustic model and vocoder in
+    float16; ``autocast``: float32 weights run under autocast. The denoiser stays float32 either way."""
+    import torch
+
+    args = bench.build_parser().parse_args(["--size", "tiny"] + (["--eager-fp16", mode] if mode != "half" else []))
+    assert args.eager_fp16 == mode
+    acoustic, wg, den = bench.random_models("tacotron2", "tiny", 0)
+    models = bench.Models("tacotron2", acoustic, wg, den, "tacotron2", 22050, True)
+    p = bench.Pipeline("eager", models, torch.device("cpu"), "fp16", args)
+    want = torch.float16 if mode == "half" else torch.float32
+    assert next(p.acoustic.parameters()).dtype == want
+    assert p.autocast == (mode == "autocast")
+    assert next(p.vocoder.parameters()).dtype == torch.float16
+    assert p.denoiser.bias_spec.dtype == torch.float32
+
+
+def test_eager_fp16_refuses_other_modes(capsys):
+    with pytest.raises(SystemExit):
+        bench.build_parser().parse_args(["--eager-fp16", "bf16"])
+    assert "--eager-fp16" in capsys.readouterr().err

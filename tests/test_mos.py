@@ -120,3 +120,17 @@ def test_gate_reports_the_default_voices_mos_in_its_measured_range():
     assert 2.0 <= res["mos"] <= 2.8, res["mos"]
     assert res["mos"] == pytest.approx(np.mean([s["mos"] for s in res["sentences"]]))
     assert res["wer"] <= 0.25
+
+
+def test_gate_cli_no_mos_reports_wer_alone(tmp_path, capsys):
+    """``python -m tts.train gate ... --no-mos``: the WER of the voice, no predicted MOS anywhere."""
+    for mod in ("pocketsphinx", "jiwer"):
+        if not _have(mod):
+            pytest.skip(f"{mod} is a dependency of the quality gate")
+    from tts.train.__main__ import main
+    out = tmp_path / "gate.json"
+    assert main(["gate", "slt", "--texts", str(VAL), "--n", "1", "--no-mos", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    full = json.loads(out.read_text())
+    assert "mos" not in printed and "mos" not in full and printed["n"] == 1
+    assert 0.0 <= printed["wer"] <= 1.0 and all(s.get("mos") is None for s in full["sentences"])
