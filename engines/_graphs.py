@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-__all__ = ["GraphPool", "capture", "LRU"]
+__all__ = ["GraphPool", "capture", "LRU", "ShapeGraphs"]
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -124,3 +124,19 @@ class LRU(Generic[V]):
 
     def clear(self) -> None:
         self._items.clear()
+
+
+class ShapeGraphs:
+    """Mixin of the engines that keep one captured graph per input shape in ``self._graphs`` (an
+    ``LRU``): their ``max_graphs`` knob."""
+
+    _graphs: LRU
+
+    @property
+    def max_graphs(self) -> int:
+        """Shapes (graphs with their static buffers) kept, least recently used evicted first."""
+        return self._graphs.max_items
+
+    @max_graphs.setter
+    def max_graphs(self, n: int) -> None:
+        self._graphs.max_items = int(n)

@@ -6,12 +6,12 @@ import torch
 from torch import Tensor
 
 from tts.engines._device import on_device
-from tts.engines._graphs import LRU, GraphPool, capture
+from tts.engines._graphs import LRU, GraphPool, ShapeGraphs, capture
 
 __all__ = ["DenoiserEngine"]
 
 
-class DenoiserEngine:
+class DenoiserEngine(ShapeGraphs):
     """The denoiser on its device in float32 (as DLE runs it): ``__call__(audio [B, N], strength)``.
 
     Returns ``[B, 1, hop * (N // hop)]`` float32, as ``Denoiser.forward``. On CUDA each
@@ -27,15 +27,6 @@ class DenoiserEngine:
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
         self._graphs: LRU[tuple] = LRU(max_graphs)
         self._pool = GraphPool()
-
-    @property
-    def max_graphs(self) -> int:
-        """Shapes (graphs with their static buffers) kept, least recently used evicted first."""
-        return self._graphs.max_items
-
-    @max_graphs.setter
-    def max_graphs(self, n: int) -> None:
-        self._graphs.max_items = int(n)
 
     def _graph(self, b: int, n: int) -> tuple:
         return self._graphs.get_or_make((b, n), lambda: self._capture(b, n))

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from tts.engines._device import on_device
-from tts.engines._graphs import LRU, GraphPool, capture
+from tts.engines._graphs import LRU, GraphPool, ShapeGraphs, capture
 from tts.engines.precision import ENGINE_PRECISIONS, dtype_of, set_float32_math
 from tts.errors import InvalidInputError
 from tts.models.hifigan import HiFiGAN
@@ -32,7 +32,7 @@ from tts.models.hifigan import HiFiGAN
 __all__ = ["HiFiGANEngine"]
 
 
-class HiFiGANEngine:
+class HiFiGANEngine(ShapeGraphs):
     """Fast ``HiFiGAN.infer``: ``mel [B, n_mel, T]`` -> audio ``[B, hop*T]`` in the engine dtype.
 
     ``precision``: one of ``ENGINE_PRECISIONS``. ``use_graphs``: default on for CUDA; ``max_graphs`` shapes are
@@ -58,15 +58,6 @@ class HiFiGANEngine:
         self.use_graphs = self.device.type == "cuda" if use_graphs is None else bool(use_graphs)
         self._graphs: LRU[tuple] = LRU(max_graphs)
         self._pool = GraphPool()
-
-    @property
-    def max_graphs(self) -> int:
-        """Shapes (graphs with their static buffers) kept, least recently used evicted first."""
-        return self._graphs.max_items
-
-    @max_graphs.setter
-    def max_graphs(self, n: int) -> None:
-        self._graphs.max_items = int(n)
 
     def _flags(self):
         """cuDNN settings of every call: TF32 only for ``tf32``, algorithms measured once per shape

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from tts.engines._device import on_device
-from tts.engines._graphs import LRU, GraphPool, capture
+from tts.engines._graphs import LRU, GraphPool, ShapeGraphs, capture
 from tts.engines.denoiser import DenoiserEngine
 from tts.engines.precision import ENGINE_PRECISIONS, set_float32_math
 from tts.engines.waveglow_builder import (END_COLS, KC_MULTIPLE, FusedFlow, GemmFlow, PreparedFlow, flows_from_dict,
@@ -65,7 +65,7 @@ class _Graph:
         self.graph: torch.cuda.CUDAGraph | None = None
 
 
-class WaveGlowEngine:
+class WaveGlowEngine(ShapeGraphs):
     """Fast ``WaveGlow.infer``: ``mel [B, n_mel, T]`` -> audio ``[B, 256*T]`` in the engine dtype.
 
     ``precision``: fp16 or fp32. ``use_graphs``: default on for CUDA; ``max_graphs`` shapes
@@ -122,15 +122,6 @@ class WaveGlowEngine:
         if layout == "fused":
             self._fflows = prepare_fused(self._gflows, self.n_group, self._mel_taps * self.n_mel_channels)
             self._gflows = []
-
-    @property
-    def max_graphs(self) -> int:
-        """Shapes (graphs with their static buffers) kept, least recently used evicted first."""
-        return self._graphs.max_items
-
-    @max_graphs.setter
-    def max_graphs(self, n: int) -> None:
-        self._graphs.max_items = int(n)
 
     # ------------------------------------------------------------------ maths
 
