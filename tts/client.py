@@ -159,9 +159,10 @@ def metadata(token: str | None = None, request_id: str | None = None) -> list[tu
     return md
 
 
-class TTSClient:
-    """Blocking client. ``timeout`` (seconds) is the default deadline of every call (each try);
-    ``retry_s`` how long a call answered ``UNAVAILABLE`` is retried, with backoff (0 = never)."""
+class _ClientBase:
+    """What both clients hold: the channel (blocking or ``grpc.aio``), its stub, token and deadlines."""
+
+    _AIO = False
 
     def __init__(self, target: str, *, token: str | None = None, tls: bool = False,
                  root_cert: bytes | None = None, client_cert: bytes | None = None,
@@ -173,8 +174,13 @@ class TTSClient:
         self.retry_s = max(0.0, float(retry_s))
         self._waited = False
         self.channel = make_channel(target, tls=tls, root_cert=root_cert, client_cert=client_cert,
-                                    client_key=client_key, server_name=server_name)
+                                    client_key=client_key, server_name=server_name, aio=self._AIO)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
+
+
+class TTSClient(_ClientBase):
+    """Blocking client. ``timeout`` (seconds) is the default deadline of every call (each try);
+    ``retry_s`` how long a call answered ``UNAVAILABLE`` is retried, with backoff (0 = never)."""
 
     def close(self) -> None:
         self.channel.close()
@@ -258,22 +264,11 @@ class TTSClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
 
-class AsyncTTSClient:
+class AsyncTTSClient(_ClientBase):
     """``TTSClient`` for asyncio (``grpc.aio``): the same arguments; ``synthesize``, ``list_voices``
     and ``health`` are coroutines, ``stream`` an async iterator. Use it as ``async with``."""
 
-    def __init__(self, target: str, *, token: str | None = None, tls: bool = False,
-                 root_cert: bytes | None = None, client_cert: bytes | None = None,
-                 client_key: bytes | None = None, server_name: str | None = None,
-                 timeout: float | None = 60.0, retry_s: float = 0.0) -> None:
-        self.target = target
-        self.token = token
-        self.timeout = timeout
-        self.retry_s = max(0.0, float(retry_s))
-        self._waited = False
-        self.channel = make_channel(target, tls=tls, root_cert=root_cert, client_cert=client_cert,
-                                    client_key=client_key, server_name=server_name, aio=True)
-        self.stub = tts_pb2_grpc.TextToSpeechStub(self.channel)
+    _AIO = True
 
     async def close(self) -> None:
         await self.channel.close()
