@@ -50,6 +50,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from tts.errors import InvalidInputError, TTSError
 from tts.server import http_models as m
+from tts.server.drain import DrainGate
 from tts.server.errors import DeadlineExpiredError, QueueFullError, ShuttingDownError
 from tts.server.interceptors import bearer_ok, request_id
 from tts.server.stream_encode import CONTENT_TYPES, format_rate, open_encoder
@@ -278,7 +279,7 @@ class SpeechResponse(StreamingResponse):
 
 # --------------------------------------------------------------------------- the front end
 
-class HTTPFrontEnd:
+class HTTPFrontEnd(DrainGate):
     """The HTTP door of one ``TTSServer``: app, socket, uvicorn server, drain and in-flight counting."""
 
     def __init__(self, engine, *, max_text_chars: int, tokens: Sequence[str] = (), max_body_bytes: int = 1 << 20,
@@ -290,11 +291,8 @@ class HTTPFrontEnd:
         self.tls = tls
         self.metrics = metrics
         self.ready = False
-        self.draining = False
         self.port: int | None = None
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        DrainGate.__init__(self)
         self._socket: socket.socket | None = None
         self._server = None
         self._task: asyncio.Task | None = None
@@ -328,16 +326,6 @@ class HTTPFrontEnd:
         self.ready = True
         logger.info("HTTP (OpenAI-compatible) on port %d%s", self.port, " with TLS" if ctx is not None else "")
 
-    async def drain(self, timeout: float) -> bool:
-        """Not ready from now on; new speech calls get 503; waits up to ``timeout`` s for the running
-        ones to finish. True if they all did."""
-        self.draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
     async def close(self, timeout: float = 5.0) -> None:
         """Stops accepting, closes idle connections, lets responses end (up to ``timeout`` s), stops."""
         self.ready = False
@@ -359,21 +347,14 @@ class HTTPFrontEnd:
         if self.draining:
             raise HTTPError(503, "server is shutting down and takes no new calls; retry elsewhere",
                             type="server_unavailable", code="draining", headers={"Retry-After": "1"})
-        self._inflight += 1
-        self._idle.clear()
+        self._enter()
         if self.metrics is not None:
             self.metrics.inflight.inc()
 
     def leave(self) -> None:
-        self._inflight -= 1
-        if self._inflight == 0:
-            self._idle.set()
+        self._leave()
         if self.metrics is not None:
             self.metrics.inflight.dec()
-
-    @property
-    def inflight(self) -> int:
-        return self._inflight
 
     def count(self, status: int, seconds: float | None = None) -> None:
         if self.metrics is not None:

@@ -11,8 +11,9 @@ import logging
 import time
 
 from tts.server.audio import Encoding, encode, output_rate, raw_bytes
+from tts.server.drain import DrainGate
 from tts.server.engine import ServingEngine
-from tts.server.errors import ResponseTooLargeError, ShuttingDownError
+from tts.server.errors import ResponseTooLargeError
 from tts.server.interceptors import request_id
 from tts.server.proto_gen import tts_pb2, tts_pb2_grpc
 from tts.server.validation import validate_request
@@ -25,8 +26,9 @@ def _deadline(context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
-    """The public API on top of a ``ServingEngine``."""
+class TextToSpeechServicer(DrainGate, tts_pb2_grpc.TextToSpeechServicer):
+    """The public API on top of a ``ServingEngine``; drains through ``DrainGate`` (UNAVAILABLE, answered by
+    this servicer, so a caller never sees the transport cancel it)."""
 
     def __init__(self, engine: ServingEngine, *, max_text_chars: int, metrics=None,
                  max_send_bytes: int | None = None) -> None:
@@ -35,38 +37,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         #: Largest reply message (the server's ``grpc.max_send_message_length``); None = no check.
         self.max_send_bytes = max_send_bytes
         self.metrics = metrics
-        self.draining = False
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def _enter(self) -> None:
-        """Counts a synthesis call in; refuses it (UNAVAILABLE) once the server drains."""
-        if self.draining:
-            raise ShuttingDownError("server is shutting down and takes no new calls; retry elsewhere")
-        self._inflight += 1
-        self._idle.clear()
-
-    def _leave(self) -> None:
-        self._inflight -= 1
-        if self._inflight == 0:
-            self._idle.set()
-
-    @property
-    def inflight(self) -> int:
-        """Synthesis calls running now (unary and streaming)."""
-        return self._inflight
-
-    async def drain(self, timeout: float) -> bool:
-        """Refuse new synthesis calls from now on (UNAVAILABLE, answered by this servicer, so a
-        caller never sees the transport cancel it) and wait up to ``timeout`` s for the running
-        ones to finish; True if they all did."""
-        self.draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        DrainGate.__init__(self)
 
     def _validate(self, request, *, streaming: bool):
         req = validate_request(request, voices=self.engine.voice_names, default_voice=self.engine.default_voice,
