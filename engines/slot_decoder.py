@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from tts.engines._device import on_device
 from tts.engines._graphs import capture
-from tts.engines.tacotron2_step import DecoderBuffers, attention_stop_step
+from tts.engines.tacotron2_step import DecoderBuffers
 from tts.models.tacotron2 import ATTENTION_STOP, check_stop_rule
 
 __all__ = ["SlotDecoder", "SlotOutput", "slot_buckets", "SLOT_MIN_INPUT"]
@@ -167,8 +167,7 @@ class SlotDecoder:
         b.par0 = self._par
         threshold = float(eng.config.gate_threshold)   # the kernels' stop flags are not used here
         for i in range(self.steps_per_replay):
-            eng._step(b, i, p, threshold)
-            attention_stop_step(b, i, stop=False)       # counts for rows of stop rule "attention"
+            eng._step(b, i, p, threshold, "count")      # counts for rows of stop rule "attention"
         b.drop_step.add_(self.steps_per_replay)
 
     def _state(self) -> list[str]:

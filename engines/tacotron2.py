@@ -179,13 +179,17 @@ class Tacotron2Engine:
 
     # ------------------------------------------------------------------ decoder
 
-    def _step(self, buf: DecoderBuffers, i: int, p: float, threshold: float) -> None:
-        """Decoder step ``i`` of a replay on ``buf`` with this engine's backend."""
+    def _step(self, buf: DecoderBuffers, i: int, p: float, threshold: float, attention: str | None = None) -> None:
+        """Decoder step ``i`` of a replay on ``buf`` with this engine's backend; ``attention``:
+        the attention stop rule after it, ``"count"`` or ``"stop"`` (``attention_stop_step`` with
+        ``stop=False`` / ``True``; fused into the kernels on the ``triton`` backend) or None."""
         if self.backend == "triton":
             triton_step(self.w, buf, i, p, threshold, dtype=self.dtype, pdl=self.pdl,
-                        hmax=max(self.config.attention_rnn_dim, self.config.decoder_rnn_dim))
+                        hmax=max(self.config.attention_rnn_dim, self.config.decoder_rnn_dim), attention=attention)
         else:
             torch_step(self.w, buf, i, p, threshold, dtype=self.dtype, n_frame=self.n_frame)
+            if attention is not None:
+                attention_stop_step(buf, i, stop=attention == "stop")
 
     def _bucket(self, bsz: int, t_in: int, max_steps: int, p: float, threshold: float,
                 stop_rule: str = "gate") -> DecoderBuffers:
@@ -205,9 +209,7 @@ class Tacotron2Engine:
 
     def _steps(self, buf: DecoderBuffers, p: float, threshold: float, stop_rule: str = "gate") -> None:
         for i in range(self.steps_per_replay):
-            self._step(buf, i, p, threshold)
-            if stop_rule == "attention":
-                attention_stop_step(buf, i, stop=True)
+            self._step(buf, i, p, threshold, "stop" if stop_rule == "attention" else None)
         buf.step.add_(self.steps_per_replay)
 
     def _capture(self, buf: DecoderBuffers, p: float, threshold: float, stop_rule: str = "gate") -> None:

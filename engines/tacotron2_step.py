@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from tts.engines import _env
 from tts.engines.precision import dot_precision
 from tts.engines.tacotron2_builder import DecoderWeights
-from tts.models.tacotron2 import attention_ended, count_end_frames
+from tts.models.tacotron2 import ATTENTION_STOP, attention_ended, count_end_frames
 
 __all__ = ["DecoderBuffers", "StepTiles", "decoder_tiles", "resolve_pdl", "torch_step", "triton_step",
            "attention_stop_step"]
@@ -167,12 +167,17 @@ def resolve_pdl(pdl: bool | None, *, device: torch.device, backend: str, use_gra
 
 
 def triton_step(w: DecoderWeights, b: DecoderBuffers, i: int, p: float, threshold: float, *,
-                dtype: torch.dtype, pdl: int, hmax: int) -> None:
+                dtype: torch.dtype, pdl: int, hmax: int, attention: str | None = None) -> None:
     """Step ``i`` of a replay (step index ``b.step + i``) with the Triton kernels, in place on ``b``.
 
     ``p``: prenet dropout; ``threshold``: gate threshold of the stop flags; ``dtype``: the
     weights' dtype (selects the tiles); ``pdl``: programmatic dependent launch mode;
-    ``hmax``: the larger LSTM hidden size (sizes the split-K workspace)."""
+    ``hmax``: the larger LSTM hidden size (sizes the split-K workspace); ``attention``: the
+    attention stop rule inside the kernels, ``attention_stop_step`` bit for bit: ``"count"``
+    (``attention_stop_step(stop=False)``: the count, in ``attention_context``), ``"stop"``
+    (``stop=True``: the count, and the stop after the gate in ``projection``), None (neither)."""
+    if attention not in (None, "count", "stop"):
+        raise ValueError(f"attention must be None, 'count' or 'stop', got {attention!r}")
     from tts.plugins import decoder as K
     tl = decoder_tiles(b.bsz, dtype)
     lstm = tl.lstm
@@ -196,12 +201,15 @@ def triton_step(w: DecoderWeights, b: DecoderBuffers, i: int, p: float, threshol
         K.location_energy2(b.pq, w.loc_w, b.att_w, b.att_cum, b.pm, w.v, b.lengths, b.energy, bt=tl.loc_bt,
                            pdl=pdl)
     be, bt, cwarps = tl.ctx
-    K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i,
+    rule = ATTENTION_STOP
+    count = (b.lengths, b.end_count, b.end_rec, rule.end_mass) if attention else None
+    K.attention_context(b.energy, b.memory, b.att_w, b.att_cum, b.ctx, b.align, b.step, i, count=count,
                         be=be, bt=min(bt, 1 << max(0, (b.t_in - 1).bit_length())), pdl=pdl, num_warps=cwarps)
     K.lstm_cell2((ah_new, b.ctx, dh_old), w.dec_w, w.dec_b, b.dc, dh_new, ws=b.lstm_ws, pdl=pdl, **lstm)
     jbn, jbk, jwarps = tl.proj
+    stop = (b.end_count, b.limit, rule.end_frames, rule.min_steps) if attention == "stop" else None
     K.projection((dh_new, b.ctx), w.proj_w, w.proj_b, b.frame, b.mel, b.gate, b.not_finished,
-                 b.mel_lengths, threshold, b.step, i, bn=jbn, bk=jbk, pdl=pdl, num_warps=jwarps)
+                 b.mel_lengths, threshold, b.step, i, stop=stop, bn=jbn, bk=jbk, pdl=pdl, num_warps=jwarps)
 
 
 def attention_stop_step(b: DecoderBuffers, i: int, *, stop: bool) -> None:

@@ -90,9 +90,9 @@ def linear_act_kernel(x_ptr, sx, K, w_ptr, out_ptr, so, B, N, seed_ptr, step_ptr
 
 @triton.jit
 def attention_context_kernel(e_ptr, mem_ptr, aw_ptr, ac_ptr, ctx_ptr, al_ptr, al_stride_b,
-                             step_ptr, step_i, T, E,
+                             step_ptr, step_i, T, E, len_ptr, cnt_ptr, rec_ptr, rec_stride_b, end_mass,
                              TB: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
-                             ALIGN: tl.constexpr, PDL: tl.constexpr = 0):
+                             ALIGN: tl.constexpr, COUNT: tl.constexpr = 0, PDL: tl.constexpr = 0):
     b = tl.program_id(0)
     pe = tl.program_id(1)
     offs_all = tl.arange(0, TB)
@@ -127,17 +127,27 @@ def attention_context_kernel(e_ptr, mem_ptr, aw_ptr, ac_ptr, ctx_ptr, al_ptr, al
         am = offs_all < T
         w_all = tl.exp(e_all - mx) / den
         tl.store(aw_ptr + b * T + offs_all, w_all, mask=am)
-        cum = tl.load(ac_ptr + b * T + offs_all, mask=am, other=0.0)
-        tl.store(ac_ptr + b * T + offs_all, cum + w_all, mask=am)
+        cum = tl.load(ac_ptr + b * T + offs_all, mask=am, other=0.0) + w_all
+        tl.store(ac_ptr + b * T + offs_all, cum, mask=am)
         if ALIGN:
             step = tl.load(step_ptr) + step_i
             tl.store(al_ptr + b * al_stride_b + step * T + offs_all, w_all, mask=am)
+        if COUNT:
+            # the attention stop rule's count: steps with the cumulative weight of the row's last
+            # input position at least end_mass (tts.models.tacotron2.count_end_frames)
+            last = tl.maximum(tl.load(len_ptr + b) - 1, 0)
+            mass = tl.sum(tl.where(offs_all == last, cum, 0.0), axis=0)
+            cnt = tl.load(cnt_ptr + b) + (mass >= end_mass).to(tl.int32)
+            tl.store(cnt_ptr + b, cnt)
+            step_c = tl.load(step_ptr) + step_i
+            tl.store(rec_ptr + b * rec_stride_b + step_c, cnt)
 
 @triton.jit
 def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stride_b,
                       gate_ptr, gate_stride_b, nf_ptr, len_ptr, step_ptr, step_i, threshold,
-                      B, NF,
-                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr = 0):
+                      B, NF, cnt_ptr, lim_ptr, end_frames, min_steps,
+                      BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, STOP: tl.constexpr = 0,
+                      PDL: tl.constexpr = 0):
     offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
     offs_b = tl.program_id(1) * BB + tl.arange(0, BB)
     N = NF + 1
@@ -166,9 +176,18 @@ def projection_kernel(x1, K1, x2, K2, w_ptr, b_ptr, frame_ptr, mel_ptr, mel_stri
         tl.store(gate_ptr + offs_b * gate_stride_b + step, gate, mask=bm)
         nf = tl.load(nf_ptr + offs_b, mask=bm, other=0)
         nf = tl.where(tl.sigmoid(gate) <= threshold, nf, 0)
+        ln = tl.load(len_ptr + offs_b, mask=bm, other=0) + nf
+        if STOP:
+            # the attention stop rule after the gate (tts.engines.tacotron2_step.attention_stop_step):
+            # a row whose attention ended stops as if its gate had fired; a row at its budget stops
+            cnt = tl.load(cnt_ptr + offs_b, mask=bm, other=0)
+            drop = tl.where((cnt >= end_frames) & (step + 1 >= min_steps), nf, 0)
+            nf = nf - drop
+            ln = ln - drop
+            lim = tl.load(lim_ptr + offs_b, mask=bm, other=0)
+            nf = tl.where(ln < lim, nf, 0)
         tl.store(nf_ptr + offs_b, nf, mask=bm)
-        ln = tl.load(len_ptr + offs_b, mask=bm, other=0)
-        tl.store(len_ptr + offs_b, ln + nf, mask=bm)
+        tl.store(len_ptr + offs_b, ln, mask=bm)
 
 
 # ----------------------------------------------------------------------------- LSTM cell

@@ -208,33 +208,51 @@ def linear_act(x: Tensor, w: Tensor, out: Tensor, *, relu: bool = False, p: floa
 
 def attention_context(energy: Tensor, memory: Tensor, att_w: Tensor, att_cum: Tensor, ctx: Tensor,
                       align: Tensor | None = None, step: Tensor | None = None, step_i: int = 0, *,
+                      count: tuple[Tensor, Tensor, Tensor, float] | None = None,
                       be: int = 64, bt: int = 32, pdl: int = 0, num_warps: int = 4) -> None:
     """Kernel of ``attention_context_ref``. ``align`` here is the whole record ``[B, steps, T]``,
-    written at row ``step + step_i`` (needs ``step``)."""
+    written at row ``step + step_i`` (needs ``step``).
+
+    ``count = (lengths [B] int32, end_count [B] int32, end_rec [B, steps] int32, end_mass)`` also
+    runs the attention stop rule's count (``tts.models.tacotron2.count_end_frames``; needs ``step``): ``end_count``
+    adds 1 where the new cumulative weight at the row's last input position is at least
+    ``end_mass``, and ``end_rec`` receives the count at step ``step + step_i``."""
     k = _kernels()["attention_context"]
     batch, t = energy.shape
     e = memory.shape[2]
     grid = (batch, math.ceil(e / be))
     al = align if align is not None else ctx
+    if count is not None and step is None:
+        raise ValueError("attention_context(count=...) needs step")
+    lengths, cnt, rec, end_mass = count if count is not None else (ctx, ctx, ctx, 0.0)
     k[grid](energy, memory, att_w, att_cum, ctx, al, al.stride(0) if align is not None else 0,
             step if step is not None else ctx, step_i, t, e,
-            TB=_next_pow2(t), BT=bt, BE=be, ALIGN=align is not None, num_warps=num_warps, **_pdl_kw(pdl))
+            lengths, cnt, rec, rec.stride(0) if count is not None else 0, float(end_mass),
+            TB=_next_pow2(t), BT=bt, BE=be, ALIGN=align is not None, COUNT=int(count is not None),
+            num_warps=num_warps, **_pdl_kw(pdl))
 
 
 def projection(xs: tuple[Tensor, Tensor], w: Tensor, b: Tensor, frame: Tensor, mel: Tensor,
                gate: Tensor, not_finished: Tensor, mel_lengths: Tensor, gate_threshold: float,
-               step: Tensor, step_i: int = 0, *, bn: int = 4, bk: int = 256, pdl: int = 0,
-               num_warps: int = 4) -> None:
+               step: Tensor, step_i: int = 0, *, stop: tuple[Tensor, Tensor, int, int] | None = None,
+               bn: int = 4, bk: int = 256, pdl: int = 0, num_warps: int = 4) -> None:
     """Kernel of ``projection_ref``; ``mel [B, steps, n_frame]`` and ``gate [B, steps]`` are the
-    whole records, written at step ``step + step_i``."""
+    whole records, written at step ``step + step_i``.
+
+    ``stop = (end_count [B] int32, limit [B] int32, end_frames, min_steps)`` also applies the
+    attention stop rule after the gate (``tts.engines.tacotron2_step.attention_stop_step``): a row whose count reached
+    ``end_frames`` after at least ``min_steps`` steps ends as if its gate had fired, and a row
+    whose ``mel_lengths`` reached its ``limit`` ends."""
     k = _kernels()["projection"]
     x1, x2 = xs
     batch, nf = frame.shape
     bb = _bb(batch)
     grid = (math.ceil((nf + 1) / bn), math.ceil(batch / bb))
+    cnt, lim, end_frames, min_steps = stop if stop is not None else (not_finished, not_finished, 0, 0)
     k[grid](x1, x1.shape[1], x2, x2.shape[1], w, b, frame, mel, mel.stride(0), gate, gate.stride(0),
             not_finished, mel_lengths, step, step_i, float(gate_threshold), batch, nf,
-            BB=bb, BN=bn, BK=bk, num_warps=num_warps, **_pdl_kw(pdl))
+            cnt, lim, int(end_frames), int(min_steps),
+            BB=bb, BN=bn, BK=bk, STOP=int(stop is not None), num_warps=num_warps, **_pdl_kw(pdl))
 
 
 def lstm2_workspace(split: int, batch_rows: int, hdim: int, device, n_tiles: int = 4096) -> tuple[Tensor, Tensor]:

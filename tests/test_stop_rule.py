@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -361,3 +365,130 @@ def test_gpu_server_slot_rows_end_where_the_synthesizer_ends_them():
     finally:
         sched.close()
     assert len(got.result.audio) == len(want.audio)
+
+
+# ----------------------------------------------------------------------------- fused into the Triton step
+
+_FUSED_STEP = """
+import dataclasses, sys, torch
+import tts.engines.tacotron2_step as S
+import tts.models.tacotron2 as M
+from tts.cli.bench import random_models
+from tts.engines.tacotron2 import Tacotron2Engine
+dev = sys.argv[1]
+rule = dataclasses.replace(M.ATTENTION_STOP, end_mass=0.25, end_frames=1, min_steps=3)
+M.ATTENTION_STOP = S.ATTENTION_STOP = rule
+t2, _, _ = random_models("tacotron2", "tiny", 0)
+names = ("not_finished", "mel_lengths", "end_count", "end_rec", "mel", "gate", "att_cum")
+fired = set()
+for bsz, prec in ((2, "fp32"), (3, "fp16")):
+    eng = Tacotron2Engine(t2, device=dev, precision=prec, backend="triton", steps_per_replay=2)
+    g = torch.Generator().manual_seed(bsz)
+    lens = torch.tensor([2, 3, 9][:bsz], dtype=torch.int32)
+    ids = torch.randint(1, 148, (bsz, 9), generator=g)
+    enc = eng.encode(ids, lens).to(eng.device, eng.dtype)
+    limits = torch.tensor([12, 2, 12][:bsz], dtype=torch.int32, device=eng.device)  # row 1: its budget ends it
+    for mode in ("stop", "count"):
+        out = []
+        for fused in (True, False):
+            buf = eng._bucket(bsz, 9, 16, 0.0, 0.9999999, "attention")
+            buf.reset(enc, torch.nn.functional.linear(enc, eng.w.m_w), lens.to(eng.device),
+                      torch.tensor([7], device=eng.device), limits)
+            for i in range(5):
+                S.triton_step(eng.w, buf, i, 0.0, 0.9999999, dtype=eng.dtype, pdl=eng.pdl, hmax=64,
+                              attention=mode if fused else None)
+                if not fused:
+                    S.attention_stop_step(buf, i, stop=mode == "stop")
+            out.append({n: getattr(buf, n).clone() for n in names})
+        for n in names:
+            assert torch.equal(out[0][n], out[1][n]), (bsz, prec, mode, n, out[0][n], out[1][n])
+        nf, ln, cnt = out[0]["not_finished"], out[0]["mel_lengths"], out[0]["end_count"]
+        if mode == "stop":
+            fired |= {"attention" for r in range(bsz) if nf[r] == 0 and ln[r] < limits[r]}
+            fired |= {"budget" for r in range(bsz) if nf[r] == 0 and ln[r] == limits[r]}
+        fired |= {"counted"} if int(cnt.max()) > 0 else set()
+assert fired == {"attention", "budget", "counted"}, fired
+print("ok")
+"""
+
+
+def test_fused_rule_kernels_equal_the_rule_ops_under_interpreter():
+    """The Triton step runs the attention rule inside its kernels: ``attention_context(count=...)``
+    adds the count (``count_end_frames``) and records it, ``projection(stop=...)`` ends rows after the
+    gate as ``attention_stop_step(stop=True)`` does; each kernel equals the kernel without it
+    followed by the rule's tensor ops, bit for bit, on cases where counts, ends by attention, ends
+    by budget and rows at min_steps all occur (CPU, ``TRITON_INTERPRET=1``). The whole step: the
+    GPU test below."""
+    pytest.importorskip("triton")
+    code = textwrap.dedent("""
+        import torch
+        from tts.plugins import decoder as K
+        import tts.models.tacotron2 as M
+        import dataclasses
+        torch.manual_seed(0)
+        B, T, E, steps, nf = 4, 7, 32, 6, 20
+        seen = set()
+        for trial in range(4):
+            energy = torch.randn(B, T) * 3
+            lengths = torch.tensor([1, 3, 7, 5], dtype=torch.int32)
+            energy[torch.arange(T)[None, :] >= lengths[:, None]] = float("-inf")
+            memory = torch.randn(B, T, E).half()
+            cum0 = torch.rand(B, T) * 0.9
+            cnt0 = torch.tensor([0, 2, 5, 1], dtype=torch.int32)
+            step = torch.tensor([2], dtype=torch.int64)
+            res = []
+            for fused in (True, False):
+                aw, ac, ctx = torch.zeros(B, T), cum0.clone(), torch.zeros(B, E)
+                cnt, rec = cnt0.clone(), torch.zeros(B, steps, dtype=torch.int32)
+                K.attention_context(energy, memory, aw, ac, ctx, None, step, 1, be=16, bt=4,
+                                    count=(lengths, cnt, rec, 1.0) if fused else None)
+                if not fused:
+                    last = (lengths - 1).clamp(min=0).long()
+                    cnt.add_((ac.gather(1, last[:, None])[:, 0] >= 1.0).int())
+                    rec[:, 3] = cnt
+                res.append((aw, ac, ctx, cnt, rec))
+            for a, b in zip(*res):
+                assert torch.equal(a, b), (trial, a, b)
+            seen.update((res[0][3] - cnt0).tolist())
+        assert seen == {0, 1}, seen                   # rows counted and rows not
+        # projection: the gate, then the rule (end_frames 3, min_steps 4: step 2 + i 1 + 1 = 4)
+        xs = (torch.randn(B, 16), torch.randn(B, 8))
+        w, bias = torch.randn(nf + 1, 24).half(), torch.randn(nf + 1)
+        for trial, thr in enumerate((0.5, 0.9999999)):
+            nf0 = torch.tensor([1, 1, 1, 0], dtype=torch.int32)
+            len0 = torch.tensor([3, 3, 1, 3], dtype=torch.int32)
+            cnt = torch.tensor([3, 1, 0, 9], dtype=torch.int32)
+            lim = torch.tensor([99, 99, 2, 99], dtype=torch.int32)
+            res = []
+            for fused in (True, False):
+                frame, mel, gate = torch.zeros(B, nf), torch.zeros(B, steps, nf), torch.zeros(B, steps)
+                nfl, ln = nf0.clone(), len0.clone()
+                K.projection(xs, w, bias, frame, mel, gate, nfl, ln, thr, torch.tensor([2]), 1, bn=8, bk=8,
+                             stop=(cnt, lim, 3, 4) if fused else None)
+                if not fused:
+                    ended = (cnt >= 3) & (torch.tensor(4) >= 4)
+                    drop = nfl * ended.int()
+                    nfl.sub_(drop); ln.sub_(drop)
+                    nfl.mul_((ln < lim).int())
+                res.append((frame, mel, gate, nfl, ln))
+            for a, b in zip(*res):
+                assert torch.equal(a, b), (trial, a, b)
+            if trial == 1:                   # gate never fires: row 0 by attention, row 2 by budget
+                assert res[0][3].tolist() == [0, 1, 0, 0] and res[0][4].tolist() == [3, 4, 2, 3], res[0][3:]
+        print("ok")
+    """)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:] + r.stdout[-2000:]
+
+
+@pytest.mark.gpu
+def test_gpu_triton_step_fuses_the_rule_bit_for_bit():
+    """The whole Triton step with the rule fused (``attention="stop"`` / ``"count"``) equals the step
+    without it followed by ``attention_stop_step(stop=True / False)``, bit for bit (counts, their
+    record, stop flags, lengths, frames), with a loosened rule so that counts, ends by attention and
+    ends by budget occur in 5 steps; tiny model, fp32 batch 2 and fp16 batch 3 (the default tiles)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    r = subprocess.run([sys.executable, "-c", _FUSED_STEP, "cuda"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:] + r.stdout[-2000:]
