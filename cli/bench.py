@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-frames", type=positive_int, default=None,
                    help="decode exactly this many Tacotron2 steps (default: 580 for random weights; "
                         "with checkpoints the stop gate decides)")
+    g.add_argument("--stop-rule", choices=["gate", "attention"], default="gate",
+                   help="Tacotron2 stop rule of the engine and eager runs (default: gate, NVIDIA's, as the "
+                        "TorchScript baseline runs; attention: the voices' default, its per-step work included)")
     g.add_argument("--warmup", type=int, default=2, help="unmeasured runs first (default: 2)")
     g.add_argument("--repeats", type=positive_int, default=10, help="measured runs (default: 10)")
     g.add_argument("--walk", action="store_true",
@@ -206,6 +209,7 @@ class Pipeline:
         self.kind = models.kind
         self.frontend = models.frontend
         self.scripted_vocoder = False
+        self.stop_rule = getattr(args, "stop_rule", "gate")
         acoustic = copy.deepcopy(models.acoustic).to(device).eval()
         vocoder = copy.deepcopy(models.vocoder).to(device).eval()
         if name in ("eager", "torchscript"):
@@ -330,7 +334,7 @@ class Pipeline:
         t["encoder"] = self._lap(t0)
         t0 = time.perf_counter()
         kw = dict(max_decoder_steps=num_frames, prenet_dropout=dropout,
-                  early_stopping=False if forced else None)
+                  early_stopping=False if forced else None, stop_rule=self.stop_rule)
         if self.name == "torchscript":
             dec_mel, _, _, dec_lengths = a.decode(enc, lengths)
         else:
@@ -590,7 +594,8 @@ def _body(args) -> int:
                               "acoustic": models.kind, "random_weights": models.random, "size": args.size,
                               "num_frames": num_frames, "precision": precision, "baselines": baselines,
                               "baseline_fp16": args.eager_fp16 if precision == "fp16" else None,
-                              "float32_math": math_mode, "rows": rows}
+                              "float32_math": math_mode,
+                              "stop_rule": args.stop_rule if models.kind == "tacotron2" else None, "rows": rows}
     if args.verify:
         result["verify"] = verify(models, args, device, num_frames)
         print()

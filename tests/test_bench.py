@@ -51,6 +51,12 @@ def test_bench_baseline_flag_and_fastspeech_has_no_torchscript_baseline(tmp_path
     data = json.loads(out.read_text())
     assert data["baselines"] == ["eager"] and {r["backend"] for r in data["rows"]} == {"eager", "engine"}
     assert all(r["speedup_torchscript"] == "" for r in data["rows"])
+    assert data["stop_rule"] == "gate"                       # NVIDIA's rule unless asked
+    assert bench.main(["--size", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--input-length", "12",
+                       "--num-frames", "4", "--baseline", "eager", "--stop-rule", "attention", "--verify",
+                       "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["stop_rule"] == "attention" and data["verify"][0]["mel_ok"]
     assert bench.main(["--size", "tiny", "--device", "cpu", "--repeats", "1", "--warmup", "0", "--input-length", "12",
                        "--acoustic", "fastspeech", "--output", str(out)]) == 0
     data = json.loads(out.read_text())

@@ -14,6 +14,9 @@
 #   fs_b1       FastSpeech + WaveGlow + denoiser, fp16, batch 1, --verify (eager baseline only:
 #               DLE's FastSpeech has no TorchScript path)
 #   t2_b1_fp32  Tacotron2 + WaveGlow + denoiser in IEEE fp32 (TF32 off), batch 1, --verify
+#   t2_b1_attention, t2_b8_attention  (not in the default STEPS) t2_b1 / t2_b8 with the engines and
+#               the eager baseline on the voices' stop rule (--stop-rule attention), its per-step work
+#               included
 # then a summary, and the records collect.py makes of DIR (a dry run: nothing in benchmarks/ is
 # written). Copy DIR to benchmarks/raw/MACHINE-YYYY-MM-DD/ and run
 # python3 benchmarks/collect.py benchmarks/raw/MACHINE-YYYY-MM-DD to add them.
@@ -43,6 +46,8 @@ run t2_b1 240 --precision fp16 --batch 1 --warmup 3 --repeats 10 --verify
 run t2_b8 200 --precision fp16 --batch 8 --warmup 2 --repeats 5
 run fs_b1 120 --precision fp16 --acoustic fastspeech --batch 1 --warmup 3 --repeats 10 --verify
 run t2_b1_fp32 200 --precision fp32 --batch 1 --warmup 2 --repeats 5 --verify
+run t2_b1_attention 200 --precision fp16 --batch 1 --warmup 2 --repeats 10 --baseline eager --stop-rule attention
+run t2_b8_attention 200 --precision fp16 --batch 8 --warmup 2 --repeats 5 --baseline eager --stop-rule attention
 echo "== all steps: $((SECONDS - T0)) s"
 python3 - "$D" <<'EOF'
 import json, shutil, sys, tempfile
