@@ -44,6 +44,8 @@ class SynthItem:
     options: SynthesisOptions
     #: Acoustic model only (streaming): the result carries the mel, the audio is vocoded in chunks.
     mel_only: bool = False
+    #: The call asked for word timings (items with and without share a batch; only these compute them).
+    word_timings: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,19 +227,21 @@ class ServingEngine:
         return min(scheds, key=lambda s: s.load)
 
     async def synthesize(self, voice: str, text, options: SynthesisOptions,
-                         deadline: float | None = None) -> Outcome:
+                         deadline: float | None = None, *, word_timings: bool = False) -> Outcome:
         """Synthesizes one text (``str`` or its ``TextPlan`` from ``check_text``) whole; ``deadline``
-        is a ``time.monotonic()`` value."""
+        is a ``time.monotonic()`` value; ``word_timings``: the result carries its words' times
+        (else none are computed)."""
         sched = self._scheduler_for(voice, options)
         if sched is not None:
-            out = await sched.synthesize(text, options, deadline=deadline)
+            out = await sched.synthesize(text, options, deadline=deadline, word_timings=word_timings)
             if self.metrics is not None:
                 self.metrics.batch_size.labels("decoder").observe(out.batch_size)
             return Outcome(result=out.result, queue_seconds=out.queue_seconds, batch_size=out.batch_size,
                            worker=self.schedulers[voice].index(sched))
         parts = self._parts(voice, text, options)
         if len(parts) == 1:
-            b = await self.batcher.submit(SynthItem(voice, text, options), key=(voice, options), deadline=deadline)
+            b = await self.batcher.submit(SynthItem(voice, text, options, word_timings=word_timings),
+                                          key=(voice, options), deadline=deadline)
             return Outcome(result=b.result, queue_seconds=b.queue_seconds, batch_size=b.batch_size, worker=b.worker)
         # A long text goes in parts, one after another, so other calls' pieces interleave with its
         # own (a short call waits for at most one batch), and a call whose deadline passed or whose
@@ -246,8 +250,8 @@ class ServingEngine:
         for part in parts:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExpiredError("deadline passed during synthesis")
-            done.append(await self.batcher.submit(SynthItem(voice, part, options), key=(voice, options),
-                                                  deadline=deadline))
+            done.append(await self.batcher.submit(SynthItem(voice, part, options, word_timings=word_timings),
+                                                  key=(voice, options), deadline=deadline))
         from tts.synthesizer import SynthesisResult
 
         return Outcome(result=SynthesisResult.joined(text, [b.result for b in done]),
@@ -268,11 +272,14 @@ class ServingEngine:
         def run(items: list[SynthItem]) -> list[object]:
             synth = self.synthesizers[items[0].voice][worker]
             texts = [it.text for it in items]
+            timed = [it.word_timings for it in items]
             if items[0].mel_only and hasattr(synth, "device"):
                 from tts.server.acoustic import acoustic_mels
 
-                return acoustic_mels(synth, texts, items[0].options)
-            return synth.synthesize_batch(texts, items[0].options)
+                return acoustic_mels(synth, texts, items[0].options, word_timings=timed)
+            if any(timed):
+                return synth.synthesize_batch(texts, items[0].options, word_timings=timed)
+            return synth.synthesize_batch(texts, items[0].options)      # no timings (the default)
 
         return run
 
@@ -282,24 +289,26 @@ class ServingEngine:
 
     # -------------------------------------------------------------- streaming
     async def stream(self, voice: str, text, options: SynthesisOptions,
-                     deadline: float | None = None) -> AsyncIterator[StreamPiece]:
+                     deadline: float | None = None, *, word_timings: bool = False) -> AsyncIterator[StreamPiece]:
         """Yields audio pieces as they are vocoded; their concatenation is the utterance (``text``: a
         ``str`` or its ``TextPlan``). A vocoder that cannot work in chunks (Griffin-Lim finds each
-        phase from the whole spectrogram) makes the whole audio first, then sends it in chunks."""
+        phase from the whole spectrogram) makes the whole audio first, then sends it in chunks.
+        ``word_timings``: pieces carry the words they complete (else none are computed)."""
         sched = self._scheduler_for(voice, options) if self._vocodes_in_chunks(voice) else None
         if sched is not None:
             async for piece in sched.stream(text, options, deadline=deadline, chunk_frames=self.stream_chunk_frames,
                                             overlap_frames=self.stream_overlap_frames,
-                                            first_chunk_frames=self.stream_first_chunk_frames):
+                                            first_chunk_frames=self.stream_first_chunk_frames,
+                                            word_timings=word_timings):
                 yield piece
             return
-        async for piece in self._stream_whole_mel(voice, text, options, deadline):
+        async for piece in self._stream_whole_mel(voice, text, options, deadline, word_timings):
             yield piece
 
     def _vocodes_in_chunks(self, voice: str) -> bool:
         return getattr(getattr(self.synthesizers[voice][0], "voice", None), "vocoder_kind", "") != "griffinlim"
 
-    async def _stream_whole_mel(self, voice, text, options, deadline) -> AsyncIterator[StreamPiece]:
+    async def _stream_whole_mel(self, voice, text, options, deadline, word_timings) -> AsyncIterator[StreamPiece]:
         """The acoustic model runs whole (through the batcher), then the mel is vocoded chunk by chunk.
 
         Used for FastSpeech (non-autoregressive: its mel comes in one fast pass)
@@ -308,7 +317,8 @@ class ServingEngine:
         """
         synth = self.synthesizers[voice][0]
         mel_only = self._vocodes_in_chunks(voice)
-        out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only),
+        out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only,
+                                                  word_timings=word_timings),
                                         key=(voice, options, "mel" if mel_only else "audio"), deadline=deadline)
         result = out.result
         words = tuple(getattr(result, "words", ()))       # known before any audio: sent as it is spoken

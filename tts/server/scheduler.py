@@ -190,7 +190,8 @@ class TacotronScheduler:
             raise task.error
 
     # ----------------------------------------------------------------- API
-    def _submit(self, text, options: SynthesisOptions, deadline: float | None, streaming: bool) -> Call:
+    def _submit(self, text, options: SynthesisOptions, deadline: float | None, streaming: bool,
+                word_timings: bool) -> Call:
         if self._closed:
             raise ShuttingDownError("server is shutting down")
         with self._lock:
@@ -206,7 +207,7 @@ class TacotronScheduler:
                         cleaned=list(plan.cleaned), loop=loop, deadline=deadline, streaming=streaming,
                         done=None if streaming else loop.create_future(), dropped=plan.dropped,
                         arrival_step=self.steps_done, piece_texts=[t for t, _ in plan.pieces],
-                        text_normalizer=plan.text_normalizer)
+                        text_normalizer=plan.text_normalizer, word_timings=bool(word_timings))
             if opts.seed is not None:
                 call.generator = torch.Generator(device=self.device).manual_seed(opts.seed)
             call.text_seconds = time.perf_counter() - t0
@@ -220,23 +221,25 @@ class TacotronScheduler:
         with self._lock:
             self._unadmitted -= 1
 
-    async def synthesize(self, text, options: SynthesisOptions, *, deadline: float | None = None
-                         ) -> ScheduledOutcome:
+    async def synthesize(self, text, options: SynthesisOptions, *, deadline: float | None = None,
+                         word_timings: bool = False) -> ScheduledOutcome:
         """Whole utterance (unary) of ``text``: a ``str`` or its ``tts.synthesizer.TextPlan``
-        (``Synthesizer.plan``). Cancelling the caller removes its rows between steps."""
-        call = self._submit(text, options, deadline, streaming=False)
+        (``Synthesizer.plan``); with its words' times when ``word_timings``. Cancelling the caller
+        removes its rows between steps."""
+        call = self._submit(text, options, deadline, streaming=False, word_timings=word_timings)
         try:
             return await call.done
         finally:
             call.cancelled = True   # no-op when finished; frees the rows of a cancelled call
 
     async def stream(self, text, options: SynthesisOptions, *, deadline: float | None = None,
-                     chunk_frames: int = 32, overlap_frames: int = 8, first_chunk_frames: int = 8
-                     ) -> AsyncIterator[StreamPiece]:
-        """Yields ``StreamPiece``s of ``text`` (``str`` or ``TextPlan``) as frames are decoded and vocoded."""
+                     chunk_frames: int = 32, overlap_frames: int = 8, first_chunk_frames: int = 8,
+                     word_timings: bool = False) -> AsyncIterator[StreamPiece]:
+        """Yields ``StreamPiece``s of ``text`` (``str`` or ``TextPlan``) as frames are decoded and vocoded;
+        with ``word_timings``, a piece's words come with its last chunk."""
         cfg = StreamConfig(chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                            first_chunk_frames=first_chunk_frames)
-        call = self._submit(text, options, deadline, streaming=True)
+        call = self._submit(text, options, deadline, streaming=True, word_timings=word_timings)
         o = call.opts
         vocode = make_vocode(self.vocoder_stage.vocoder, self.vocoder_stage.denoiser, sigma=o.sigma,
                              denoiser_strength=o.denoiser_strength, generator=call.generator,
@@ -244,7 +247,7 @@ class TacotronScheduler:
         streamers: dict[int, MelStreamer] = {}
         buffered: dict[int, deque] = {}
         current = 0
-        timer = self.synth.word_timer(call.text, call.text_normalizer)
+        timer = self.synth.word_timer(call.text, call.text_normalizer) if call.word_timings else None
         try:
             while current < len(call.pieces):
                 kind, piece, payload = await call.events.get()
@@ -260,7 +263,8 @@ class TacotronScheduler:
                     else:
                         frames, spoken = pl
                         chunks = await self.vocoder_stage.run_stream(call, lambda st=st, n=frames: st.finish(n))
-                        words = await asyncio.to_thread(piece_words, timer, call, current, frames, spoken)
+                        if timer is not None:
+                            words = await asyncio.to_thread(piece_words, timer, call, current, frames, spoken)
                         del streamers[current], buffered[current]
                         current += 1
                     for j, c in enumerate(chunks):
@@ -371,8 +375,8 @@ class TacotronScheduler:
             if not c.todo:
                 self._waiting.remove(c)
                 self._mark_admitted(c)
-        self.decoder.join([RowStart(r, r.ids, r.call.opts.gate_threshold, r.call.opts.stop_rule or "gate")
-                           for r in joining])
+        self.decoder.join([RowStart(r, r.ids, r.call.opts.gate_threshold, r.call.opts.stop_rule or "gate",
+                                    align=r.call.word_timings) for r in joining])
         self._rows.extend(joining)
         self._p = plan.join[0].prenet_dropout
 
@@ -426,9 +430,10 @@ class TacotronScheduler:
         if call.streaming:
             if r.sent < r.steps:
                 self._deliver(r)
-            call.post(("end", r.piece, (audio_frames, r.spoken(audio_frames))))
+            call.post(("end", r.piece, (audio_frames, r.spoken(audio_frames) if call.word_timings else None)))
             return False
         call.mels[r.piece] = (torch.cat(r.frames, dim=1), audio_frames)   # [n_mel, steps] decoder output
-        call.aligns[r.piece] = r.spoken(audio_frames)
+        if call.word_timings:
+            call.aligns[r.piece] = r.spoken(audio_frames)
         return True
 

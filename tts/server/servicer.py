@@ -55,7 +55,8 @@ class TextToSpeechServicer(DrainGate, tts_pb2_grpc.TextToSpeechServicer):
     async def _synthesize(self, request, context):
         t0 = time.perf_counter()
         req, text = self._validate(request, streaming=False)
-        out = await self.engine.synthesize(req.voice, text, req.options, deadline=_deadline(context))
+        out = await self.engine.synthesize(req.voice, text, req.options, deadline=_deadline(context),
+                                           word_timings=req.word_timings)
         result = out.result
         t_enc = time.perf_counter()
         encoded = await asyncio.to_thread(encode, result.audio, result.sample_rate, req.encoding, req.sample_rate_hz)
@@ -107,7 +108,8 @@ class TextToSpeechServicer(DrainGate, tts_pb2_grpc.TextToSpeechServicer):
         offset = 0
         first = True
         words: list = []                 # word timings known and not sent yet, in order
-        async for piece in self.engine.stream(req.voice, text, req.options, deadline=_deadline(context)):
+        async for piece in self.engine.stream(req.voice, text, req.options, deadline=_deadline(context),
+                                              word_timings=req.word_timings):
             words.extend(piece.words if req.word_timings else ())
             samples = resampler.push(piece.audio, final=piece.last)
             if len(samples) == 0 and not piece.last:

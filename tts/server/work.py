@@ -40,7 +40,8 @@ class Call:
     deadline: float | None
     streaming: bool
     #: Streaming events ``(kind, piece, payload)``: ``("frames", i, mel [n_mel, k])``,
-    #: ``("end", i, (audio_frames, (attention [frames, T_in] or None, loud frames)))``, ``("error", -1, exc)``.
+    #: ``("end", i, (audio_frames, (attention [frames, T_in] or None, loud frames) or None without word
+    #: timings))``, ``("error", -1, exc)``.
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     #: Unary completion (a ``ScheduledOutcome``), None for streaming.
     done: asyncio.Future | None = None
@@ -75,8 +76,11 @@ class Call:
     #: Text per piece (as planned) and the normalizer it was read with: for word timings.
     piece_texts: list = field(default_factory=list)
     text_normalizer: str = "dle"
-    #: Unary: piece -> (attention weights ``[frames, T_in]`` of its spoken frames or None, loud frames
-    #: ``[frames]`` bool): what its word timings are read from.
+    #: The call asked for word timings: only then do its rows keep their attention (the decoder
+    #: reads it back from the device) and are its words computed.
+    word_timings: bool = False
+    #: Unary, with word timings: piece -> (attention weights ``[frames, T_in]`` of its spoken frames or
+    #: None, loud frames ``[frames]`` bool): what its word timings are read from.
     aligns: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
