@@ -8,6 +8,11 @@ Semantics (as Triton's dynamic batcher):
   ``preferred_batch_sizes``, the largest such batch leaves at once;
   otherwise the batcher waits until the oldest item has waited
   ``max_queue_delay_s`` and then sends what it has.
+- Unless no other call could join: given ``in_flight`` (the number of the
+  server's calls that may still submit, queued ones included), when every one
+  of them is already queued, waiting cannot grow a batch, and the oldest key's
+  items leave at once. So a lone call (one client) never waits
+  ``max_queue_delay_s``; under concurrent load the delay applies as above.
 - The queue is bounded: ``submit`` on a full queue raises ``QueueFullError``.
 - A caller that is cancelled (client cancel, gRPC deadline) leaves the queue
   and frees its slot at once; an item whose own deadline has passed when its
@@ -102,6 +107,9 @@ class DynamicBatcher(Generic[T, R]):
             ``list[T]`` of one key and returns one result per item.
         config: batching limits.
         on_batch: optional callback ``(worker, batch_size, seconds)`` after every batch (metrics).
+        in_flight: optional count of the calls that may still ``submit`` (the queued ones included);
+            when it is no more than the queued items, they leave without waiting (module doc).
+            None: the delay always applies.
     """
 
     def __init__(
@@ -111,12 +119,14 @@ class DynamicBatcher(Generic[T, R]):
         *,
         on_batch: Callable[[int, int, float], None] | None = None,
         name: str = "batcher",
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         if not batch_fns:
             raise ValueError("DynamicBatcher needs at least one batch function")
         self.config = config
         self._fns = list(batch_fns)
         self._on_batch = on_batch
+        self._in_flight = in_flight
         self._name = name
         self._queue: list[_Entry[T]] = []
         self._cond: asyncio.Condition | None = None
@@ -231,7 +241,7 @@ class DynamicBatcher(Generic[T, R]):
             waited = now - oldest.enqueued
             if fitting and (fitting[-1] == n or not cfg.preferred_batch_sizes[-1] > n):
                 take = fitting[-1]
-            elif waited >= cfg.max_queue_delay_s or self._closing:
+            elif waited >= cfg.max_queue_delay_s or self._closing or self._none_to_come():
                 take = n
             else:
                 wait = cfg.max_queue_delay_s - waited
@@ -239,6 +249,10 @@ class DynamicBatcher(Generic[T, R]):
                     wait = min(wait, max(0.0, oldest.deadline - now))
                 return [], wait
         return same[:take], None
+
+    def _none_to_come(self) -> bool:
+        """True when every call that may still submit is queued (waiting could not grow a batch)."""
+        return self._in_flight is not None and self._in_flight() <= len(self._queue)
 
     async def _worker(self, index: int, fn: BatchFn, executor: ThreadPoolExecutor) -> None:
         assert self._cond is not None

@@ -135,8 +135,11 @@ class ServingEngine:
         self.stream_first_chunk_frames = stream_first_chunk_frames
         self.scheduler_options = dict(scheduler_options or {})
         fns = [self._batch_fn(i) for i in range(self.n_workers)]
+        #: Calls on their way through the dynamic batcher (from before their first submit to after
+        #: their last): when all of them are queued, the batcher sends them without its delay.
+        self.batcher_calls = 0
         self.batcher: DynamicBatcher[SynthItem, object] = DynamicBatcher(
-            fns, batcher, on_batch=self._on_batch, name="synth")
+            fns, batcher, on_batch=self._on_batch, name="synth", in_flight=lambda: self.batcher_calls)
         self.schedulers: dict[str, list] = {}
         self._started = False
 
@@ -238,6 +241,14 @@ class ServingEngine:
                 self.metrics.batch_size.labels("decoder").observe(out.batch_size)
             return Outcome(result=out.result, queue_seconds=out.queue_seconds, batch_size=out.batch_size,
                            worker=self.schedulers[voice].index(sched))
+        self.batcher_calls += 1
+        try:
+            return await self._batched(voice, text, options, deadline, word_timings)
+        finally:
+            self.batcher_calls -= 1
+
+    async def _batched(self, voice: str, text, options: SynthesisOptions, deadline: float | None,
+                       word_timings: bool) -> Outcome:
         parts = self._parts(voice, text, options)
         if len(parts) == 1:
             b = await self.batcher.submit(SynthItem(voice, text, options, word_timings=word_timings),
@@ -317,9 +328,13 @@ class ServingEngine:
         """
         synth = self.synthesizers[voice][0]
         mel_only = self._vocodes_in_chunks(voice)
-        out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only,
-                                                  word_timings=word_timings),
-                                        key=(voice, options, "mel" if mel_only else "audio"), deadline=deadline)
+        self.batcher_calls += 1
+        try:
+            out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only,
+                                                      word_timings=word_timings),
+                                            key=(voice, options, "mel" if mel_only else "audio"), deadline=deadline)
+        finally:
+            self.batcher_calls -= 1
         result = out.result
         words = tuple(getattr(result, "words", ()))       # known before any audio: sent as it is spoken
         if getattr(result, "audio", None) is not None and len(result.audio):
