@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -234,7 +235,7 @@ class SlotDecoder:
                     ha.copy_(b.align, non_blocking=True)
                 he.copy_(b.end_rec, non_blocking=True)
                 torch.cuda.current_stream(eng.device).synchronize()
-                frames, gate, ends = hm.clone(), hg.clone(), he.clone()
+                frames, gate, ends = hm.clone(), hg.clone(), he       # ends: read below, before the next run
                 if want_align:
                     align = ha.clone()
             else:
@@ -242,20 +243,25 @@ class SlotDecoder:
                 if want_align:
                     align = b.align.to("cpu", torch.float32, copy=True)
         self._par = (self._par + k) % 2
-        thr = torch.tensor(self.threshold, dtype=torch.float32).unsqueeze(1)
-        fired = torch.sigmoid(gate) > thr                                   # [rows, K]
-        if "attention" in self.stop_rule:                                   # tts.models.tacotron2.attention_ended
-            made = torch.tensor(self.steps, dtype=torch.int64).unsqueeze(1) + torch.arange(1, k + 1)   # [rows, K]
-            ended = (ends >= ATTENTION_STOP.end_frames) & (made >= ATTENTION_STOP.min_steps)
-            rule = torch.tensor([r == "attention" for r in self.stop_rule]).unsqueeze(1)
-            fired = fired | (ended & rule)
-        first = torch.where(fired.any(1), fired.to(torch.int8).argmax(1), torch.full((self.rows,), -1))
-        stop: list[int | None] = []
-        for s, (a, f) in enumerate(zip(self.active, first.tolist())):
-            stop.append(int(f) if a and f >= 0 else None)
+        stop = self._stops(gate, ends)
+        for s, a in enumerate(self.active):
             if a:
                 self.steps[s] += k
         return SlotOutput(frames=frames, gate=gate, stop=stop, align=align)
+
+    def _stops(self, gate: Tensor, ends: Tensor) -> list[int | None]:
+        """Each active slot's first step of this replay whose gate fired (its threshold) or, under the
+        ``attention`` rule, whose attention ended (``tts.models.tacotron2.attention_ended``); None if
+        none. On the host, once per replay, in numpy: a few microseconds for every slot together."""
+        k = self.steps_per_replay
+        fired = torch.sigmoid(gate).numpy() > np.asarray(self.threshold, dtype=np.float32)[:, None]   # [rows, K]
+        if "attention" in self.stop_rule:
+            made = np.asarray(self.steps, dtype=np.int64)[:, None] + np.arange(1, k + 1)               # [rows, K]
+            ended = (ends.numpy() >= ATTENTION_STOP.end_frames) & (made >= ATTENTION_STOP.min_steps)
+            ended &= np.asarray([r == "attention" for r in self.stop_rule])[:, None]
+            fired |= ended
+        hit, first = fired.any(1).tolist(), fired.argmax(1).tolist()
+        return [f if a and h else None for a, h, f in zip(self.active, hit, first)]
 
     # ------------------------------------------------------------------ buckets
     @on_device

@@ -247,8 +247,8 @@ class SlotRowDecoder:
 
     def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
         out = self.sd.run(prenet_dropout)
-        return {k: RowFrames(out.frames[s].t().contiguous(), out.stop[s],
-                             out.align[s, :, :self._length[k]] if self._align[k] else None)
+        frames = out.frames.transpose(1, 2).contiguous()     # [rows, n_mel, K]: one copy for every row
+        return {k: RowFrames(frames[s], out.stop[s], out.align[s, :, :self._length[k]] if self._align[k] else None)
                 for k, s in self._slot.items()}
 
     def leave(self, keys: Sequence[Hashable]) -> None:

@@ -368,7 +368,9 @@ class TacotronScheduler:
         joining = []
         now, now_perf = time.monotonic(), time.perf_counter()
         for c in plan.join:
-            r = Row(call=c, piece=c.todo.popleft())
+            piece = c.todo.popleft()
+            r = Row(call=c, piece=piece, most=step_limit(c.opts.stop_rule or "gate", len(c.pieces[piece]),
+                                                         c.opts.max_decoder_steps))
             joining.append(r)
             if c.join_step is None:
                 c.join_step, c.started, c.started_perf = self.steps_done, now, now_perf
@@ -389,11 +391,12 @@ class TacotronScheduler:
         finished = []
         for r in self._rows:
             rf = out[r]
-            most = step_limit(r.call.opts.stop_rule or "gate", len(r.ids), r.call.opts.max_decoder_steps)
+            most = r.most
             limit = most - r.steps                                      # steps this row may still make
             gate_fired = rf.stop is not None and rf.stop < limit        # its gate (or attention) ended it
-            n = min(rf.frames.shape[1] if rf.stop is None else rf.stop + 1, limit)
-            r.frames.append(rf.frames[:, :n])
+            width = rf.frames.shape[1]
+            n = min(width if rf.stop is None else rf.stop + 1, limit)
+            r.frames.append(rf.frames if n == width else rf.frames[:, :n])
             if rf.align is not None:
                 r.align.append(rf.align[:n])
             r.steps += n

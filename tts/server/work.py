@@ -131,6 +131,8 @@ class Row:
 
     call: Call
     piece: int
+    #: Most decoder steps the row may make (``tts.models.tacotron2.step_limit`` of its options and ids).
+    most: int = 0
     #: Decoder frames so far, chunks ``[n_mel, n]`` in order.
     frames: list = field(default_factory=list)
     #: Their attention weights, chunks ``[n, T_in]`` (CPU), when the decoder gives them.
