@@ -542,8 +542,8 @@ class Synthesizer:
                 for p in ps:
                     timer.add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
                 words = timer.words
-            audio = torch.cat([p.audio[:p.audio_len] for p in ps]).cpu().numpy().astype(np.float32)
-            mel = torch.cat([p.mel for p in ps], dim=-1).cpu().numpy().astype(np.float32)
+            audio = torch.cat([p.audio[:p.audio_len] for p in ps]).cpu().numpy().astype(np.float32, copy=False)
+            mel = torch.cat([p.mel for p in ps], dim=-1).cpu().numpy().astype(np.float32, copy=False)
             results.append(SynthesisResult(
                 text=text, normalized_text=" ".join(plan.cleaned[i]), audio=audio,
                 sample_rate=self.sample_rate, mel=mel, timings=timings, dropped=plan.dropped[i],

@@ -327,9 +327,9 @@ class VocoderStage:
                 words = timer.words
             result = SynthesisResult(
                 text=call.text, normalized_text=" ".join(call.cleaned), words=words,
-                audio=torch.cat([call.audio[i][0] for i in range(n)]).numpy().astype(np.float32),
+                audio=torch.cat([call.audio[i][0] for i in range(n)]).numpy().astype(np.float32, copy=False),
                 sample_rate=self.synth.sample_rate,
-                mel=torch.cat([call.audio[i][1] for i in range(n)], dim=-1).numpy().astype(np.float32),
+                mel=torch.cat([call.audio[i][1] for i in range(n)], dim=-1).numpy().astype(np.float32, copy=False),
                 timings=timings, dropped=call.dropped, pieces=n, hit_max_steps=call.hit_max)
             outcome = ScheduledOutcome(
                 result=result, queue_seconds=max(0.0, (call.started or call.enqueued) - call.enqueued),
