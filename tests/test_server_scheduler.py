@@ -345,3 +345,36 @@ def test_streams_progress_while_unary_calls_run(synth):
     assert {j.kind for j in jobs} == {"unary", "stream"}
     for j1, j2 in zip(jobs, jobs[1:]):
         assert not (j1.kind == j2.kind == "unary" and j2.streams_waiting > 0)
+
+
+@pytest.mark.parametrize("kw", DECODERS)
+def test_stream_frames_are_delivered_as_they_complete_a_chunk(synth, monkeypatch, kw):
+    """A streaming row's frames reach the vocoder when they complete the stream's next audio chunk:
+    every delivery makes audio (no vocoder job and thread hop for frames that cannot), the first as
+    soon as its frames are decoded; the audio is the unary audio."""
+    import tts.server.scheduler as scheduler
+
+    pushes: list[tuple[int, int]] = []            # (frames pushed so far, chunks that push made)
+
+    class Counting(scheduler.MelStreamer):
+        def push(self, frames):
+            out = super().push(frames)
+            pushes.append((self.n_frames, len(out)))
+            return out
+
+    monkeypatch.setattr(scheduler, "MelStreamer", Counting)
+    sched = TacotronScheduler(synth, max_rows=4, **kw)
+    opts = SynthesisOptions(**DET, max_decoder_steps=120)
+    want = synth.synthesize(LONG, opts).audio
+
+    async def main():
+        return [p async for p in sched.stream(LONG, opts, chunk_frames=16, first_chunk_frames=4, overlap_frames=8)]
+
+    with running(sched):
+        pieces = asyncio.run(main())
+    audio = np.concatenate([p.audio for p in pieces])
+    assert len(audio) == len(want) and np.abs(audio - want).max() < 1e-4
+    assert len(pushes) >= 3 and all(n > 0 for _, n in pushes[:-1])       # the last: with the end of the piece
+    k = sched.decoder.steps_per_call
+    first = 4 + 8 + 10                                     # first chunk + overlap + the postnet's context
+    assert pushes[0][0] == -(-first // k) * k               # the first step (replay) that completes it
