@@ -103,7 +103,7 @@ async def until(cond, tries: int = 5000) -> None:
 def _call(seq, pieces, *, running=0, streaming=False, p=0.0):
     """A call with ``pieces`` pieces waiting (after ``running`` pieces that decode as rows)."""
     return SimpleNamespace(seq=seq, todo=deque(range(running, running + pieces)), streaming=streaming,
-                           prenet_dropout=p)
+                           prenet_dropout=p, join_step=0 if running else None)
 
 
 def _rows(call, n, steps=(10,)):
@@ -127,6 +127,10 @@ def test_admission_round_robin_share_reserve_and_eviction():
     unary, stream = _call(0, 3), _call(1, 3, streaming=True)
     plan = plan_admission(AdmissionPolicy(max_rows=2, share=1), [unary, stream], [], None)
     assert plan.join == [stream, unary]                                      # streams first among equals
+    fresh = _call(0, 4, streaming=True)
+    assert plan_admission(pol, [fresh], [], None).join == [fresh]            # a new stream's first row alone
+    going = _call(0, 3, running=1, streaming=True)
+    assert plan_admission(pol, [going], _rows(going, 1), 0.0).join == [going] * 3     # then the others
     x, y, z = _call(0, 1, p=0.5), _call(1, 1), _call(2, 1)
     assert plan_admission(pol, [x, y], _rows(z, 1), 0.0).join == []          # drain before another dropout
     assert plan_admission(pol, [x, y], [], None).join == [x]
