@@ -73,3 +73,56 @@ def test_inline_is_bounded_by_length_and_resampling():
     assert not server_audio.inline(n + 1, 22050, Encoding.LINEAR_PCM16)           # long: a thread
     assert not server_audio.inline(10, 22050, Encoding.FLOAT32, 16000)            # resampled: a thread
     assert not server_audio.inline(10, 22050, Encoding.MP3)                       # a codec: a thread
+
+
+def test_a_whole_mel_stream_goes_part_by_part_from_its_first_piece(monkeypatch):
+    """FastSpeech streams (and other whole-mel streams) run the acoustic model on the first piece alone,
+    then on the next part while the current one is vocoded: the first audio does not wait for the whole
+    text's mels. The audio and the word timings are those of the unary call."""
+    from pathlib import Path
+
+    from tts.options import SynthesisOptions
+    from tts.server.engine import ServingEngine
+    from tts.synthesizer import Synthesizer
+    from tts.voice import Voice
+
+    fixtures = Path(__file__).parent / "fixtures" / "reference"
+    voice = Voice.from_checkpoints(fastspeech=fixtures / "fastspeech/checkpoint_005000.pt",
+                                   waveglow=fixtures / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt", name="fs")
+    synth = Synthesizer(voice, max_batch=4, max_piece_chars=16)
+    text = "Hello there. How are you? Fine, thanks. And you?"
+    plan = synth.plan(text)
+    assert len(plan.pieces) == 4
+    opts = SynthesisOptions(sigma=0.0)
+    want = synth.synthesize(plan, opts, word_timings=True)
+    acoustic_pieces: list[int] = []                 # pieces of each acoustic-model call, in order
+    inner = synth.acoustic
+
+    def acoustic(texts, options=None, **kw):
+        acoustic_pieces.extend(len(t.pieces) for t in texts)
+        return inner(texts, options, **kw)
+
+    monkeypatch.setattr(synth, "acoustic", acoustic)
+
+    async def main():
+        engine = ServingEngine({"fs": [synth]}, batcher=BatcherConfig(max_batch_size=4))
+        await engine.start()
+        pieces, at_first_audio = [], None
+        async for p in engine.stream("fs", plan, opts, word_timings=True):
+            if len(p.audio) and at_first_audio is None:
+                at_first_audio = list(acoustic_pieces)
+            pieces.append(p)
+        await engine.close()
+        return pieces, at_first_audio
+
+    pieces, at_first_audio = asyncio.run(main())
+    assert at_first_audio[0] == 1 and sum(at_first_audio) < 4       # the first piece alone; not the whole text
+    assert acoustic_pieces == [1, 2, 1]                             # then parts of half a batch
+    audio = np.concatenate([p.audio for p in pieces])
+    assert len(audio) == len(want.audio) and np.abs(audio - want.audio).max() < 1e-4
+    words = [w for p in pieces for w in p.words]
+    assert [(w.word, w.char_start, w.char_end) for w in words] == [(w.word, w.char_start, w.char_end)
+                                                                   for w in want.words]
+    np.testing.assert_allclose([w.start_s for w in words], [w.start_s for w in want.words], atol=1e-6)
+    np.testing.assert_allclose([w.end_s for w in words], [w.end_s for w in want.words], atol=1e-6)
+    assert pieces[-1].last and pieces[-1].normalized_text == want.normalized_text

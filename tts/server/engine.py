@@ -319,43 +319,89 @@ class ServingEngine:
     def _vocodes_in_chunks(self, voice: str) -> bool:
         return getattr(getattr(self.synthesizers[voice][0], "voice", None), "vocoder_kind", "") != "griffinlim"
 
+    def _stream_parts(self, voice: str, text, options: SynthesisOptions) -> list:
+        """A stream's parts for ``_stream_whole_mel``: its first piece alone (its first audio waits for
+        no other piece's acoustic model), then parts as ``_parts`` cuts them; ``[text]`` where
+        ``_parts`` does not cut (a fake's text, one piece, a seeded call)."""
+        if not hasattr(text, "split") or isinstance(text, str) or len(text.pieces) == 1:
+            return [text]
+        if options.merged_over(self.synthesizers[voice][0].voice.defaults).seed is not None:
+            return [text]
+        import dataclasses
+
+        rest = dataclasses.replace(text, text=" ".join(t for t, _ in text.pieces[1:]), pieces=text.pieces[1:],
+                                   cleaned=text.cleaned[1:], dropped="")
+        return text.split(1)[:1] + self._parts(voice, rest, options)
+
     async def _stream_whole_mel(self, voice, text, options, deadline, word_timings) -> AsyncIterator[StreamPiece]:
-        """The acoustic model runs whole (through the batcher), then the mel is vocoded chunk by chunk.
+        """The acoustic model runs part by part (through the batcher), then each part's mel is vocoded
+        chunk by chunk: the first piece alone, so the first audio waits only for its own acoustic
+        model; the next part's acoustic model runs while this one's audio is vocoded.
 
         Used for FastSpeech (non-autoregressive: its mel comes in one fast pass)
         and Tacotron2 calls that cannot share a continuous batch. Synthesizers
         without model modules (test fakes) send their unary audio in chunks.
         """
         synth = self.synthesizers[voice][0]
+        rate = int(synth.sample_rate)
         mel_only = self._vocodes_in_chunks(voice)
-        self.batcher_calls += 1
+        key = (voice, options, "mel" if mel_only else "audio")
+        parts = self._stream_parts(voice, text, options)
+
+        async def acoustic(part):
+            self.batcher_calls += 1
+            try:
+                item = SynthItem(voice, part, options, mel_only=mel_only, word_timings=word_timings)
+                return (await self.batcher.submit(item, key=key, deadline=deadline)).result
+            finally:
+                self.batcher_calls -= 1
+
+        from tts.timings import relocate
+
+        pending = asyncio.ensure_future(acoustic(parts[0]))
+        samples, cursor = 0, 0
         try:
-            out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only,
-                                                      word_timings=word_timings),
-                                            key=(voice, options, "mel" if mel_only else "audio"), deadline=deadline)
+            for i in range(len(parts)):
+                result = await pending
+                pending = asyncio.ensure_future(acoustic(parts[i + 1])) if i + 1 < len(parts) else None
+                # known before its audio: sent with its first chunk (times and offsets in the whole text)
+                words = tuple(getattr(result, "words", ()))
+                if words and len(parts) > 1:
+                    words = tuple(relocate(text.text, words, samples / rate, start=cursor))
+                    cursor = words[-1].char_end
+                async for chunk in self._vocoded(synth, result, options, deadline):
+                    samples += len(chunk)
+                    yield StreamPiece(audio=chunk, words=words)
+                    words = ()
+                if words:
+                    yield StreamPiece(audio=np.zeros(0, np.float32), words=words)
         finally:
-            self.batcher_calls -= 1
-        result = out.result
-        words = tuple(getattr(result, "words", ()))       # known before any audio: sent as it is spoken
+            if pending is not None:                 # the stream ended early: the next part is not needed
+                pending.cancel()
+                if pending.done() and not pending.cancelled():
+                    pending.exception()             # retrieved: a failed prefetch is not reported twice
+        normalized = text.normalized_text if len(parts) > 1 else result.normalized_text
+        yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=normalized, last=True)
+
+    async def _vocoded(self, synth, result, options, deadline) -> AsyncIterator[np.ndarray]:
+        """The audio of one acoustic result in chunks: its own audio cut up (a vocoder that cannot work in
+        chunks, a fake), or its mels vocoded chunk by chunk."""
         if getattr(result, "audio", None) is not None and len(result.audio):
             audio = np.asarray(result.audio, dtype=np.float32)
             step = 256 * self.stream_chunk_frames
             for i in range(0, len(audio), step):
-                yield StreamPiece(audio=audio[i:i + step], words=words if i == 0 else ())
-        else:
-            from tts.streaming import StreamConfig, stream_vocode_mel
+                yield audio[i:i + step]
+            return
+        from tts.streaming import StreamConfig, stream_vocode_mel
 
-            cfg = StreamConfig(chunk_frames=self.stream_chunk_frames, overlap_frames=self.stream_overlap_frames,
-                               first_chunk_frames=self.stream_first_chunk_frames)
-            for mel, audio_frames in result.pieces:
-                it = stream_vocode_mel(synth, mel, options, config=cfg, audio_frames=audio_frames)
-                while True:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise DeadlineExpiredError("deadline passed while streaming")
-                    chunk = await asyncio.to_thread(next, it, None)
-                    if chunk is None:
-                        break
-                    yield StreamPiece(audio=chunk, words=words)
-                    words = ()
-        yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=result.normalized_text, last=True)
-
+        cfg = StreamConfig(chunk_frames=self.stream_chunk_frames, overlap_frames=self.stream_overlap_frames,
+                           first_chunk_frames=self.stream_first_chunk_frames)
+        for mel, audio_frames in result.pieces:
+            it = stream_vocode_mel(synth, mel, options, config=cfg, audio_frames=audio_frames)
+            while True:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeadlineExpiredError("deadline passed while streaming")
+                chunk = await asyncio.to_thread(next, it, None)
+                if chunk is None:
+                    break
+                yield chunk
