@@ -2,16 +2,19 @@
 
     python benchmarks/server_overhead.py --voice fixture-t2                  # CPU, Tacotron2 + WaveGlow fixtures
     python benchmarks/server_overhead.py --voice fixture-fs --http --stream  # FastSpeech fixture, every door
-    python benchmarks/server_overhead.py --voice slt-tacotron2-waveglow --device cuda --concurrency 1,16,64
+    python benchmarks/server_overhead.py --voice slt-tacotron2-waveglow --device cuda --precision fp16 \
+        --stream --concurrency 1,16,64
     python benchmarks/server_overhead.py --voice fixture-t2 --profile /tmp/server.svg   # py-spy the server
 
 Runs one text, with the same options, (a) in process through ``Synthesizer.synthesize`` and
 (b) through a ``tts-server`` started here on loopback (its own process, as deployed): one
-gRPC client sending unary calls back to back, then (``--stream``) streaming calls (time to
-first audio), then (``--http``) ``POST /v1/audio/speech`` on the HTTP door, then
-(``--concurrency``) C closed-loop unary clients. It prints the p50 of every path and the gap
-between the server and the in-process call (what the server adds: gRPC, validation, the
-batcher or scheduler, encoding, thread hops), and writes them as JSON with ``--json``.
+gRPC client sending unary calls, then (``--stream``) streaming calls (time to first audio),
+then (``--http``) ``POST /v1/audio/speech`` on the HTTP door, each call followed by an
+in-process one, so that both see the same machine (other programs' load changes slowly);
+then (``--concurrency``) C closed-loop unary clients. It prints the p50 of every path, the gap
+(the median of the per-pair differences: what the server adds, gRPC, validation, the batcher
+or scheduler, encoding, thread hops), the stage times the server put in its replies, and
+writes them all as JSON with ``--json``.
 
 Voices: ``fixture-t2`` / ``fixture-fs`` are the test fixtures (Tacotron2 or FastSpeech with
 the fixture WaveGlow; deterministic options, Tacotron2 cut at 80 frames: fast on a CPU),
@@ -31,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -88,11 +90,11 @@ def summary(values: list[float]) -> dict:
 class InProcess:
     """The same voice through ``Synthesizer.synthesize`` in this process."""
 
-    def __init__(self, voice: str, device: str, text: str, word_timings: bool) -> None:
+    def __init__(self, voice: str, device: str, precision: str, text: str, word_timings: bool) -> None:
         from tts.synthesizer import Synthesizer
         from tts.voice import load_voice
 
-        self.synth = Synthesizer(load_voice(voice), device=device)
+        self.synth = Synthesizer(load_voice(voice), device=device, precision=precision)
         self.text = text
         import inspect
 
@@ -136,8 +138,9 @@ def paired(name: str, path, base: InProcess, requests: int, warmup: int) -> dict
 class Server:
     """A ``tts-server`` subprocess on loopback (free ports), serving one voice."""
 
-    def __init__(self, voice: str, device: str, threads: int | None, extra: list[str]) -> None:
-        cmd = [sys.executable, "-m", "tts.cli.server", "--voice", voice, "--device", device, "--host", "127.0.0.1",
+    def __init__(self, voice: str, device: str, precision: str, threads: int | None, extra: list[str]) -> None:
+        cmd = [sys.executable, "-m", "tts.cli.server", "--voice", voice, "--device", device, "--precision", precision,
+               "--host", "127.0.0.1",
                "--port", "0", "--metrics-port", "0", "--http-port", "0", "--log-level", "ERROR", *extra]
         if threads:
             cmd += ["--threads", str(threads)]
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--voice", default="fixture-t2", help="fixture-t2, fixture-fs, a bundled voice or a voice folder")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16"], help="in process and the server")
     p.add_argument("--text", default=TEXT)
     p.add_argument("--requests", type=int, default=40, help="measured calls per path")
     p.add_argument("--warmup", type=int, default=5, help="calls before measuring, per path")
@@ -301,11 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     voice = str(fixture_voice(args.voice, Path(tmp.name))) if args.voice.startswith("fixture-") else args.voice
     from tts.voice import load_voice
     name = load_voice(voice).name
-    results: dict = {"voice": args.voice, "device": args.device, "text": args.text, "word_timings": args.word_timings,
-                     "threads": args.threads}
+    results: dict = {"voice": args.voice, "device": args.device, "precision": args.precision, "text": args.text,
+                     "word_timings": args.word_timings, "threads": args.threads}
 
-    base = InProcess(voice, args.device, args.text, args.word_timings)
-    server = Server(voice, args.device, args.threads, args.server_arg)
+    base = InProcess(voice, args.device, args.precision, args.text, args.word_timings)
+    server = Server(voice, args.device, args.precision, args.threads, args.server_arg)
     grpc_calls = GrpcCalls(server.port, name, args.text, args.word_timings)
     http_calls = HttpCalls(server.http_port, name, args.text) if args.http else None
     try:
