@@ -131,6 +131,42 @@ def test_calls_queued_together_with_none_to_come_leave_as_one_batch_at_once():
     assert [o.result for o in outs] == [0, 2, 4] and rec.batches == [[0, 1, 2]]
 
 
+def test_a_call_queued_behind_a_running_batch_leaves_once_that_batch_is_answered():
+    """Two clients: B arrives while A's batch runs. When A's batch ends, A's call is on its way out
+    (answered, not returned yet): B is all that could be batched, and leaves at once."""
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    in_flight = [0]
+    b = DynamicBatcher([rec], BatcherConfig(max_batch_size=8, max_queue_delay_s=FOREVER),
+                       in_flight=lambda: in_flight[0])
+
+    async def call(x):
+        in_flight[0] += 1
+        try:
+            return await b.submit(x)
+        finally:
+            in_flight[0] -= 1
+
+    async def main():
+        await b.start()
+        first = asyncio.create_task(call(1))
+        await asyncio.wait_for(_until(lambda: b.running == 1), 30)     # A's batch holds the worker
+        second = asyncio.create_task(call(2))
+        await asyncio.sleep(0.01)
+        gate.set()
+        outs = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        await b.close()
+        return outs
+
+    outs = run(main())
+    assert [o.result for o in outs] == [2, 4] and rec.batches == [[1], [2]]
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.005)
+
+
 def test_the_queue_delay_holds_while_other_calls_may_still_join():
     """Another call in flight (not queued yet) may still join: the lone queued call waits the delay,
     and a call that arrives within it shares its batch."""
