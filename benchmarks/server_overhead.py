@@ -20,6 +20,8 @@ Voices: ``fixture-t2`` / ``fixture-fs`` are the test fixtures (Tacotron2 or Fast
 the fixture WaveGlow; deterministic options, Tacotron2 cut at 80 frames: fast on a CPU),
 written to a temporary voice folder so that the server and the in-process run read the very
 same voice and defaults; any other value is a bundled voice name or a voice folder.
+``--tacotron2 CKPT --waveglow CKPT --defaults JSON`` makes such a folder of checkpoints, e.g. the
+random NGC-size voice of ``tools/gpu/bench_server.py`` with ``{"max_decoder_steps": 580}``.
 
 ``--profile FILE`` records the server process with ``py-spy`` (``pip install py-spy``; every
 thread, idle ones left out) while the single-client unary calls run: a flame graph (``.svg``)
@@ -52,22 +54,24 @@ FIXTURE_DEFAULTS = {"sigma": 0.0, "denoiser_strength": 0.0, "prenet_dropout": 0.
                     "seed": 0}
 
 
-def fixture_voice(kind: str, folder: Path) -> Path:
+def fixture_voice(kind: str, folder: Path, defaults: dict | None = None) -> Path:
     """A voice folder for a fixture voice (``fixture-t2``, ``fixture-fs``), written into ``folder``."""
     wg = FIXTURES / "waveglow" / "checkpoint_WaveGlow_ngc_style_ddp.pt"
     if kind == "fixture-t2":
         acoustic = {"kind": "tacotron2", "checkpoint": str(FIXTURES / "tacotron2" / "checkpoint_Tacotron2_current_1gpu.pt")}
+        own = dict(FIXTURE_DEFAULTS)
     elif kind == "fixture-fs":
         acoustic = {"kind": "fastspeech", "checkpoint": str(FIXTURES / "fastspeech" / "checkpoint_005000.pt")}
+        own = {k: v for k, v in FIXTURE_DEFAULTS.items() if k not in ("max_decoder_steps", "prenet_dropout")}
     else:
         raise ValueError(kind)
-    spec = {"name": kind, "sample_rate": 22050, "acoustic": acoustic,
-            "vocoder": {"kind": "waveglow", "checkpoint": str(wg)},
-            "defaults": {**FIXTURE_DEFAULTS, "text_normalizer": "dle"}}
-    if kind == "fixture-fs":
-        spec["defaults"].pop("max_decoder_steps")
-        spec["defaults"].pop("prenet_dropout")
-    d = folder / kind
+    return voice_folder(folder / kind, kind, acoustic, wg, {**own, "text_normalizer": "dle", **(defaults or {})})
+
+
+def voice_folder(d: Path, name: str, acoustic: dict, waveglow: Path, defaults: dict) -> Path:
+    """A voice folder ``d`` (``voice.json``) of an acoustic model and a WaveGlow, with ``defaults``."""
+    spec = {"name": name, "sample_rate": 22050, "acoustic": acoustic,
+            "vocoder": {"kind": "waveglow", "checkpoint": str(Path(waveglow).resolve())}, "defaults": defaults}
     d.mkdir(parents=True, exist_ok=True)
     (d / "voice.json").write_text(json.dumps(spec, indent=2))
     return d
@@ -275,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--voice", default="fixture-t2", help="fixture-t2, fixture-fs, a bundled voice or a voice folder")
+    p.add_argument("--tacotron2", metavar="CKPT", help="a Tacotron2 checkpoint (with --waveglow) instead of --voice")
+    p.add_argument("--fastspeech", metavar="CKPT", help="a FastSpeech checkpoint (with --waveglow) instead of --voice")
+    p.add_argument("--waveglow", metavar="CKPT", help="the WaveGlow checkpoint of --tacotron2/--fastspeech")
+    p.add_argument("--defaults", metavar="JSON", help='the voice\'s default options for both runs, e.g. '
+                   '\'{"max_decoder_steps": 580, "sigma": 0.6}\' (checkpoints and fixture voices)')
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16"], help="in process and the server")
     p.add_argument("--text", default=TEXT)
@@ -292,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-arg", action="append", default=[], help="an extra tts-server flag (repeatable)")
     p.add_argument("--json", metavar="FILE", help="write the results here")
     args = p.parse_args(argv)
+    if bool(args.tacotron2 or args.fastspeech) != bool(args.waveglow):
+        p.error("--tacotron2 or --fastspeech goes with --waveglow")
     if args.threads is None and args.device == "cpu":
         args.threads = 1
 
@@ -302,7 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     logging.getLogger("tts").setLevel(logging.ERROR)      # the fixture Tacotron2 warns at its step budget
     tmp = tempfile.TemporaryDirectory(prefix="server-overhead-")
-    voice = str(fixture_voice(args.voice, Path(tmp.name))) if args.voice.startswith("fixture-") else args.voice
+    defaults = json.loads(args.defaults) if args.defaults else {}
+    if args.tacotron2 or args.fastspeech:
+        kind = "tacotron2" if args.tacotron2 else "fastspeech"
+        acoustic = {"kind": kind, "checkpoint": str(Path(args.tacotron2 or args.fastspeech).resolve())}
+        voice = str(voice_folder(Path(tmp.name) / "checkpoints", "checkpoints", acoustic, args.waveglow, defaults))
+    elif args.voice.startswith("fixture-"):
+        voice = str(fixture_voice(args.voice, Path(tmp.name), defaults))
+    else:
+        voice = args.voice
     from tts.voice import load_voice
     name = load_voice(voice).name
     results: dict = {"voice": args.voice, "device": args.device, "precision": args.precision, "text": args.text,
