@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         for i in range(0, len(phrases), args.batch):
             group = phrases[i:i + args.batch]
             try:
-                results = synth.synthesize_batch([plans[n] for n, _ in group], options)
+                results = synth.synthesize_batch([plans[n] for n, _ in group], options, word_timings=args.timings)
             except TTSError as exc:
                 for n, _ in group:
                     failures.append({"line": n, "error": str(exc)})

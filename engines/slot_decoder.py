@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -41,7 +42,8 @@ class SlotOutput:
     gate: Tensor                   #: [rows, K] float32, CPU: gate logits
     stop: list[int | None]         #: per slot: first step of the replay whose gate fired (its threshold), or
     #: where its stop rule is ``attention``, whose attention ended (``tts.models.tacotron2.StopRule``), or None
-    #: [rows, K, t_in] float32, CPU: each step's attention weights (word timings); None if not read
+    #: [rows, K, t_in] float32, CPU: each step's attention weights (word timings); None when no active
+    #: slot joined with ``align`` (then it is not copied from the device)
     align: Tensor | None = None
 
 
@@ -99,6 +101,7 @@ class SlotDecoder:
         self.steps = [0] * self.rows
         self.threshold = [float(c.gate_threshold)] * self.rows
         self.stop_rule = ["gate"] * self.rows
+        self.align = [False] * self.rows                 # per slot: its attention is read back
         self._par = 0
         self._graphs: dict[tuple[float, int], torch.cuda.CUDAGraph] = {}
         self._host: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
@@ -125,10 +128,11 @@ class SlotDecoder:
     @on_device
     @torch.inference_mode()
     def join(self, slot: int, memory: Tensor, length: int, *, gate_threshold: float | None = None,
-             stop_rule: str | None = None) -> None:
+             stop_rule: str | None = None, align: bool = False) -> None:
         """Starts a row in free ``slot``: ``memory [T, E]`` (or ``[1, T, E]``) encoder output, any
         float dtype, ``length`` valid positions (1..T, T <= ``t_in``), its gate threshold and stop
-        rule (None: the config's threshold, ``gate``). Outside the graph, between replays."""
+        rule (None: the config's threshold, ``gate``), and whether ``run`` reads its attention back
+        (``SlotOutput.align``, for word timings). Outside the graph, between replays."""
         rule = check_stop_rule(stop_rule)
         if not 0 <= slot < self.rows:
             raise IndexError(f"slot {slot} out of range 0..{self.rows - 1}")
@@ -155,6 +159,7 @@ class SlotDecoder:
         self.steps[slot] = 0
         self.threshold[slot] = float(eng.config.gate_threshold if gate_threshold is None else gate_threshold)
         self.stop_rule[slot] = rule
+        self.align[slot] = bool(align)
 
     @on_device
     def leave(self, slot: int) -> None:
@@ -208,10 +213,13 @@ class SlotDecoder:
     @torch.inference_mode()
     def run(self, prenet_dropout: float = 0.0) -> SlotOutput:
         """Advances every slot K steps (one graph replay on CUDA); returns the K frames and gates of
-        every slot on the host and each active slot's first stop step. Active slots' ``steps`` += K."""
+        every slot on the host and each active slot's first stop step (and the attention weights when
+        an active slot joined with ``align``). Active slots' ``steps`` += K."""
         eng, b = self.engine, self.buf
         p = float(prenet_dropout)
         k = self.steps_per_replay
+        want_align = any(a and w for a, w in zip(self.active, self.align))
+        align = None
         with torch.autocast(eng.device.type, enabled=False):
             if eng.use_graphs:
                 graph = self._graphs.get((p, self._par)) or self._capture(p, self._par)
@@ -222,28 +230,37 @@ class SlotDecoder:
                 hm, hg, ha, he = self._host
                 hm.copy_(b.mel, non_blocking=True)
                 hg.copy_(b.gate, non_blocking=True)
-                ha.copy_(b.align, non_blocking=True)
+                if want_align:
+                    ha.copy_(b.align, non_blocking=True)
                 he.copy_(b.end_rec, non_blocking=True)
                 torch.cuda.current_stream(eng.device).synchronize()
-                frames, gate, align, ends = hm.clone(), hg.clone(), ha.clone(), he.clone()
+                frames, gate, ends = hm.clone(), hg.clone(), he       # ends: read below, before the next run
+                if want_align:
+                    align = ha.clone()
             else:
                 frames, gate, ends = b.mel.to("cpu", copy=True), b.gate.to("cpu", copy=True), b.end_rec.to("cpu")
-                align = b.align.to("cpu", torch.float32, copy=True)
+                if want_align:
+                    align = b.align.to("cpu", torch.float32, copy=True)
         self._par = (self._par + k) % 2
-        thr = torch.tensor(self.threshold, dtype=torch.float32).unsqueeze(1)
-        fired = torch.sigmoid(gate) > thr                                   # [rows, K]
-        if "attention" in self.stop_rule:                                   # tts.models.tacotron2.attention_ended
-            made = torch.tensor(self.steps, dtype=torch.int64).unsqueeze(1) + torch.arange(1, k + 1)   # [rows, K]
-            ended = (ends >= ATTENTION_STOP.end_frames) & (made >= ATTENTION_STOP.min_steps)
-            rule = torch.tensor([r == "attention" for r in self.stop_rule]).unsqueeze(1)
-            fired = fired | (ended & rule)
-        first = torch.where(fired.any(1), fired.to(torch.int8).argmax(1), torch.full((self.rows,), -1))
-        stop: list[int | None] = []
-        for s, (a, f) in enumerate(zip(self.active, first.tolist())):
-            stop.append(int(f) if a and f >= 0 else None)
+        stop = self._stops(gate, ends)
+        for s, a in enumerate(self.active):
             if a:
                 self.steps[s] += k
         return SlotOutput(frames=frames, gate=gate, stop=stop, align=align)
+
+    def _stops(self, gate: Tensor, ends: Tensor) -> list[int | None]:
+        """Each active slot's first step of this replay whose gate fired (its threshold) or, under the
+        ``attention`` rule, whose attention ended (``tts.models.tacotron2.attention_ended``); None if
+        none. On the host, once per replay, in numpy: a few microseconds for every slot together."""
+        k = self.steps_per_replay
+        fired = torch.sigmoid(gate).numpy() > np.asarray(self.threshold, dtype=np.float32)[:, None]   # [rows, K]
+        if "attention" in self.stop_rule:
+            made = np.asarray(self.steps, dtype=np.int64)[:, None] + np.arange(1, k + 1)               # [rows, K]
+            ended = (ends.numpy() >= ATTENTION_STOP.end_frames) & (made >= ATTENTION_STOP.min_steps)
+            ended &= np.asarray([r == "attention" for r in self.stop_rule])[:, None]
+            fired |= ended
+        hit, first = fired.any(1).tolist(), fired.argmax(1).tolist()
+        return [f if a and h else None for a, h, f in zip(self.active, hit, first)]
 
     # ------------------------------------------------------------------ buckets
     @on_device
@@ -271,7 +288,7 @@ class SlotDecoder:
             rows = {name: getattr(b, name).index_select(0, idx) for name in _SLOT_ROW_STATE + _SLOT_TIME_STATE}
             pairs = {name: getattr(b, name).index_select(1, idx) for name in _SLOT_PAIR_STATE}
             host = ([self.steps[s] for s in keep], [self.threshold[s] for s in keep],
-                    [self.stop_rule[s] for s in keep])
+                    [self.stop_rule[s] for s in keep], [self.align[s] for s in keep])
             drop_step = b.drop_step.clone()
             rows_b, t_b = slot_buckets(max_rows, max(1, max_input_len))
             same = (rows_b, t_b) == (self.rows, self.t_in)
@@ -298,4 +315,5 @@ class SlotDecoder:
             new.steps[j] = host[0][j]
             new.threshold[j] = host[1][j]
             new.stop_rule[j] = host[2][j]
+            new.align[j] = host[3][j]
         return new

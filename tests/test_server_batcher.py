@@ -98,6 +98,123 @@ def test_single_call_waits_at_most_the_queue_delay():
     assert out.queue_seconds >= 0.09
 
 
+#: A queue delay no test waits out: a call that leaves at all left without it.
+FOREVER = 3600.0
+
+
+def test_a_lone_call_leaves_at_once_when_no_other_call_is_in_flight():
+    """One client: the only call in flight is the queued one, so waiting could not fill a batch."""
+    rec = Recorder()
+
+    async def main():
+        b = DynamicBatcher([rec], BatcherConfig(max_batch_size=8, max_queue_delay_s=FOREVER), in_flight=lambda: 1)
+        await b.start()
+        out = await asyncio.wait_for(b.submit(1), 30)
+        await b.close()
+        return out
+
+    out = run(main())
+    assert out.result == 2 and out.batch_size == 1 and rec.batches == [[1]]
+
+
+def test_calls_queued_together_with_none_to_come_leave_as_one_batch_at_once():
+    rec = Recorder()
+
+    async def main():
+        b = DynamicBatcher([rec], BatcherConfig(max_batch_size=8, max_queue_delay_s=FOREVER), in_flight=lambda: 3)
+        await b.start()
+        outs = await asyncio.wait_for(asyncio.gather(*(b.submit(i) for i in range(3))), 30)
+        await b.close()
+        return outs
+
+    outs = run(main())
+    assert [o.result for o in outs] == [0, 2, 4] and rec.batches == [[0, 1, 2]]
+
+
+def test_a_call_queued_behind_a_running_batch_leaves_once_that_batch_is_answered():
+    """Two clients: B arrives while A's batch runs. When A's batch ends, A's call is on its way out
+    (answered, not returned yet): B is all that could be batched, and leaves at once."""
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    in_flight = [0]
+    b = DynamicBatcher([rec], BatcherConfig(max_batch_size=8, max_queue_delay_s=FOREVER),
+                       in_flight=lambda: in_flight[0])
+
+    async def call(x):
+        in_flight[0] += 1
+        try:
+            return await b.submit(x)
+        finally:
+            in_flight[0] -= 1
+
+    async def main():
+        await b.start()
+        first = asyncio.create_task(call(1))
+        await asyncio.wait_for(_until(lambda: b.running == 1), 30)     # A's batch holds the worker
+        second = asyncio.create_task(call(2))
+        await asyncio.sleep(0.01)
+        gate.set()
+        outs = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        await b.close()
+        return outs
+
+    outs = run(main())
+    assert [o.result for o in outs] == [2, 4] and rec.batches == [[1], [2]]
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.005)
+
+
+def test_the_queue_delay_holds_while_other_calls_may_still_join():
+    """Another call in flight (not queued yet) may still join: the lone queued call waits the delay,
+    and a call that arrives within it shares its batch."""
+    rec = Recorder()
+    in_flight = 2
+
+    async def main():
+        b = DynamicBatcher([rec], BatcherConfig(max_batch_size=8, max_queue_delay_s=0.2), in_flight=lambda: in_flight)
+        await b.start()
+        first = asyncio.create_task(b.submit(1))
+        await asyncio.sleep(0.02)
+        assert not first.done()
+        second = await b.submit(2)
+        out = await first
+        await b.close()
+        return out, second
+
+    out, second = run(main())
+    assert rec.batches == [[1, 2]] and out.batch_size == second.batch_size == 2
+    assert out.queue_seconds >= 0.015
+
+
+def test_the_engine_sends_a_lone_call_without_the_queue_delay():
+    """``ServingEngine`` tells its batcher which calls are on their way (unary and streaming alike)."""
+    from tts.options import SynthesisOptions
+    from tts.server.engine import ServingEngine
+    from tts.server.testing import FakeSynthesizer
+
+    fake = FakeSynthesizer()
+
+    async def main():
+        engine = ServingEngine({"fake": [fake]}, batcher=BatcherConfig(max_batch_size=8, max_queue_delay_s=FOREVER))
+        await engine.start()
+        out = await asyncio.wait_for(engine.synthesize("fake", "Hello there", SynthesisOptions()), 30)
+        pieces = await asyncio.wait_for(_collect(engine.stream("fake", "Hello there", SynthesisOptions())), 30)
+        assert engine.batcher_calls == 0
+        await engine.close()
+        return out, pieces
+
+    out, pieces = run(main())
+    assert out.batch_size == 1 and len(out.result.audio) == len(fake.audio_for("Hello there"))
+    assert pieces[-1].last and fake.batches == [1, 1]
+
+
+async def _collect(agen) -> list:
+    return [x async for x in agen]
+
+
 def test_preferred_batch_size_leaves_without_waiting():
     rec = Recorder()
 

@@ -103,7 +103,7 @@ async def until(cond, tries: int = 5000) -> None:
 def _call(seq, pieces, *, running=0, streaming=False, p=0.0):
     """A call with ``pieces`` pieces waiting (after ``running`` pieces that decode as rows)."""
     return SimpleNamespace(seq=seq, todo=deque(range(running, running + pieces)), streaming=streaming,
-                           prenet_dropout=p)
+                           prenet_dropout=p, join_step=0 if running else None)
 
 
 def _rows(call, n, steps=(10,)):
@@ -127,6 +127,10 @@ def test_admission_round_robin_share_reserve_and_eviction():
     unary, stream = _call(0, 3), _call(1, 3, streaming=True)
     plan = plan_admission(AdmissionPolicy(max_rows=2, share=1), [unary, stream], [], None)
     assert plan.join == [stream, unary]                                      # streams first among equals
+    fresh = _call(0, 4, streaming=True)
+    assert plan_admission(pol, [fresh], [], None).join == [fresh]            # a new stream's first row alone
+    going = _call(0, 3, running=1, streaming=True)
+    assert plan_admission(pol, [going], _rows(going, 1), 0.0).join == [going] * 3     # then the others
     x, y, z = _call(0, 1, p=0.5), _call(1, 1), _call(2, 1)
     assert plan_admission(pol, [x, y], _rows(z, 1), 0.0).join == []          # drain before another dropout
     assert plan_admission(pol, [x, y], [], None).join == [x]
@@ -345,3 +349,36 @@ def test_streams_progress_while_unary_calls_run(synth):
     assert {j.kind for j in jobs} == {"unary", "stream"}
     for j1, j2 in zip(jobs, jobs[1:]):
         assert not (j1.kind == j2.kind == "unary" and j2.streams_waiting > 0)
+
+
+@pytest.mark.parametrize("kw", DECODERS)
+def test_stream_frames_are_delivered_as_they_complete_a_chunk(synth, monkeypatch, kw):
+    """A streaming row's frames reach the vocoder when they complete the stream's next audio chunk:
+    every delivery makes audio (no vocoder job and thread hop for frames that cannot), the first as
+    soon as its frames are decoded; the audio is the unary audio."""
+    import tts.server.scheduler as scheduler
+
+    pushes: list[tuple[int, int]] = []            # (frames pushed so far, chunks that push made)
+
+    class Counting(scheduler.MelStreamer):
+        def push(self, frames):
+            out = super().push(frames)
+            pushes.append((self.n_frames, len(out)))
+            return out
+
+    monkeypatch.setattr(scheduler, "MelStreamer", Counting)
+    sched = TacotronScheduler(synth, max_rows=4, **kw)
+    opts = SynthesisOptions(**DET, max_decoder_steps=120)
+    want = synth.synthesize(LONG, opts).audio
+
+    async def main():
+        return [p async for p in sched.stream(LONG, opts, chunk_frames=16, first_chunk_frames=4, overlap_frames=8)]
+
+    with running(sched):
+        pieces = asyncio.run(main())
+    audio = np.concatenate([p.audio for p in pieces])
+    assert len(audio) == len(want) and np.abs(audio - want).max() < 1e-4
+    assert len(pushes) >= 3 and all(n > 0 for _, n in pushes[:-1])       # the last: with the end of the piece
+    k = sched.decoder.steps_per_call
+    first = 4 + 8 + 10                                     # first chunk + overlap + the postnet's context
+    assert pushes[0][0] == -(-first // k) * k               # the first step (replay) that completes it

@@ -57,7 +57,7 @@ def _serve(synths, scheduler_options=None) -> ServerThread:
 
 @pytest.fixture(scope="module")
 def expected(synths):
-    return {k: s.synthesize(TEXT, SynthesisOptions(**DET)) for k, s in synths.items()}
+    return {k: s.synthesize(TEXT, SynthesisOptions(**DET), word_timings=True) for k, s in synths.items()}
 
 
 @pytest.fixture(scope="module")

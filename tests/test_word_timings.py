@@ -157,7 +157,7 @@ def bundled():
 @pytest.mark.parametrize("name", ["slt", "slt-tacotron2"])
 def test_bundled_voice_words_sit_over_speech_and_pauses_between_them(bundled, name):
     synth = bundled[name]
-    r = synth.synthesize("One. Two. Three.", T2_DET if "tacotron2" in name else None)
+    r = synth.synthesize("One. Two. Three.", T2_DET if "tacotron2" in name else None, word_timings=True)
     check_words(r, ["One", "Two", "Three"])
     sec = 256 / r.sample_rate
     rms = frame_rms(r.audio)
@@ -180,8 +180,8 @@ def test_bundled_voice_words_sit_over_speech_and_pauses_between_them(bundled, na
 
 def test_fastspeech_speaking_rate_scales_the_timings(bundled):
     synth = bundled["slt"]
-    slow = synth.synthesize("Read this quickly.")
-    fast = synth.synthesize("Read this quickly.", SynthesisOptions(speed=2.0))
+    slow = synth.synthesize("Read this quickly.", word_timings=True)
+    fast = synth.synthesize("Read this quickly.", SynthesisOptions(speed=2.0), word_timings=True)
     check_words(fast, ["Read", "this", "quickly"])
     ratio = fast.words[-1].end_s / slow.words[-1].end_s
     assert 0.4 < ratio < 0.6
@@ -194,19 +194,19 @@ def test_pieces_accumulate_and_batching_does_not_change_the_timings(bundled):
     voice = bundled["slt"].voice
     text = "One. Two. Three. Four words here. Five."
     pieced = Synthesizer(voice, max_piece_chars=16)
-    whole = pieced.synthesize(text)
+    whole = pieced.synthesize(text, word_timings=True)
     assert whole.pieces >= 3
     check_words(whole, ["One", "Two", "Three", "Four", "words", "here", "Five"])
     # the words of each piece, shifted by the audio of the pieces before it
     plan = pieced.plan(text)
-    parts = [pieced.synthesize(p) for p in plan.split(1)]
+    parts = [pieced.synthesize(p, word_timings=True) for p in plan.split(1)]
     joined = type(whole).joined(plan, parts)
     assert [(w.word, w.char_start) for w in joined.words] == [(w.word, w.char_start) for w in whole.words]
     np.testing.assert_allclose([w.start_s for w in joined.words], [w.start_s for w in whole.words], atol=1e-9)
     np.testing.assert_allclose([w.end_s for w in joined.words], [w.end_s for w in whole.words], atol=1e-9)
     offset = parts[0].audio_seconds
     assert parts[1].words[0].start_s + offset == pytest.approx(whole.words[len(parts[0].words)].start_s)
-    batch = pieced.synthesize_batch(["Short one.", text])
+    batch = pieced.synthesize_batch(["Short one.", text], word_timings=True)
     assert batch[1].words == whole.words
 
 
@@ -228,9 +228,9 @@ def fixture_t2():
 def test_tacotron2_fixture_voice_words_alone_and_batched(fixture_t2):
     opts = SynthesisOptions(prenet_dropout=0.0, sigma=0.0, max_decoder_steps=200)
     texts = ["Hello there, world.", "A second and longer text to share the batch."]
-    alone = fixture_t2.synthesize(texts[0], opts)
+    alone = fixture_t2.synthesize(texts[0], opts, word_timings=True)
     check_words(alone, ["Hello", "there", "world"])
-    batched = fixture_t2.synthesize_batch(texts, opts)
+    batched = fixture_t2.synthesize_batch(texts, opts, word_timings=True)
     check_words(batched[1], ["A", "second", "and", "longer", "text", "to", "share", "the", "batch"])
     # batch invariance: the same words at the same frames (to a frame of float rounding)
     frame = 256 / alone.sample_rate
@@ -240,8 +240,8 @@ def test_tacotron2_fixture_voice_words_alone_and_batched(fixture_t2):
 
 def test_timings_of_the_acoustic_stage_equal_the_result(bundled):
     synth = bundled["slt"]
-    r = synth.synthesize("Stream me, please.")
-    (ac,) = synth.acoustic(["Stream me, please."])
+    r = synth.synthesize("Stream me, please.", word_timings=True)
+    (ac,) = synth.acoustic(["Stream me, please."], word_timings=True)
     assert ac.words == r.words
 
 
@@ -348,7 +348,7 @@ def test_slot_decoder_hands_out_each_steps_attention(device):
         memory = eng.encode(t, lengths)
         ref = eng.decode(memory, lengths, max_decoder_steps=8, prenet_dropout=0.0, early_stopping=False)
         sd = eng.slots(2, len(ids), steps_per_replay=4)
-        sd.join(1, memory, len(ids))
+        sd.join(1, memory, len(ids), align=True)
         outs = [sd.run(0.0), sd.run(0.0)]
     align = torch.cat([o.align[1] for o in outs], dim=0)            # [8, t_in] of slot 1
     assert align.shape == (8, sd.t_in) and align.device.type == "cpu"
@@ -371,7 +371,8 @@ def test_gpu_engines_give_the_cpu_word_timings(bundled, name):
     assert gpu.engine == "fast"
     opts = T2_DET if "tacotron2" in name else None
     text = "One. Two. Three."
-    cpu_r, gpu_r = bundled[name].synthesize(text, opts), gpu.synthesize(text, opts)
+    cpu_r, gpu_r = (bundled[name].synthesize(text, opts, word_timings=True),
+                    gpu.synthesize(text, opts, word_timings=True))
     check_words(gpu_r, ["One", "Two", "Three"])
     frame = 256 / gpu_r.sample_rate
     for a, b in zip(cpu_r.words, gpu_r.words):
@@ -390,7 +391,7 @@ def test_gpu_server_slot_scheduler_words_equal_the_pipeline(bundled):
     torch.backends.cuda.matmul.allow_tf32 = False
     gpu = Synthesizer(bundled["slt-tacotron2"].voice, device="cuda", precision="fp32", max_piece_chars=16)
     text = "One. Two. Three. Four words here."
-    want = gpu.synthesize(text, T2_DET)
+    want = gpu.synthesize(text, T2_DET, word_timings=True)
     st = ServerThread(TTSServer({"t2": [gpu]}, ServerConfig(host="127.0.0.1", port=0, metrics_port=None,
                                                             warmup=False)))
     st.start()

@@ -94,7 +94,8 @@ class SynthesisResult:
     pieces: int = 1
     #: Pieces that hit max_decoder_steps (or the ``attention`` stop rule's step budget) before they stopped.
     hit_max_steps: int = 0
-    #: The words of ``text`` with their start and end in ``audio`` (``tts.timings``), in order.
+    #: The words of ``text`` with their start and end in ``audio`` (``tts.timings``), in order; empty
+    #: unless the call asked for them (``word_timings=True``).
     words: list[WordTiming] = field(default_factory=list)
 
     @property
@@ -131,7 +132,8 @@ class AcousticResult:
     normalized_text: str
     #: Characters of the input that have no symbol and were not spoken.
     dropped: str = ""
-    #: The words of the text with their times in the audio the pieces yield (``SynthesisResult.words``).
+    #: The words of the text with their times in the audio the pieces yield (``SynthesisResult.words``;
+    #: empty unless asked for).
     words: list[WordTiming] = field(default_factory=list)
 
 
@@ -147,6 +149,7 @@ class _Piece:
     hit_max: bool = False
     text_normalizer: str = "dle"         # the plan's, for re-encoding halves of the piece
     lexicon: Lexicon | None = None       # the plan's, likewise
+    timed: bool = False                  # its text asked for word timings
     bounds: np.ndarray | None = None     # [len(ids) + 1] the frame each id starts on (word timings)
     voiced: np.ndarray | None = None     # [frames] bool: the loud frames of its acoustic output (word timings)
 
@@ -280,16 +283,20 @@ class Synthesizer:
             raise InvalidInputError(f"text is {len(text)} characters long; the maximum is "
                                     f"{self.max_text_chars}", field="text")
 
-    def synthesize(self, text: str | TextPlan, options: SynthesisOptions | None = None) -> SynthesisResult:
-        """One text -> one result."""
-        return self.synthesize_batch([text], options)[0]
+    def synthesize(self, text: str | TextPlan, options: SynthesisOptions | None = None, *,
+                   word_timings: bool = False) -> SynthesisResult:
+        """One text -> one result (with ``SynthesisResult.words`` when ``word_timings``)."""
+        return self.synthesize_batch([text], options, word_timings=word_timings)[0]
 
-    def synthesize_batch(self, texts: Sequence[str | TextPlan], options: SynthesisOptions | None = None
-                         ) -> list[SynthesisResult]:
+    def synthesize_batch(self, texts: Sequence[str | TextPlan], options: SynthesisOptions | None = None, *,
+                         word_timings: bool | Sequence[bool] = False) -> list[SynthesisResult]:
         """Several texts (or their plans) with the same options -> one result each, in order.
 
         Every text is validated before any work is done, so a bad text fails
         the call without partial results. Each result equals that text's result alone.
+        ``word_timings``: whether the results carry their words' times (``SynthesisResult.words``),
+        for every text or per text; the audio is the same either way. Off, nothing of the
+        timings is computed: no attention is read back from the device, no alignment is searched.
         """
         if isinstance(texts, str):
             raise InvalidInputError("texts must be a list of strings, not one string", field="text")
@@ -299,8 +306,9 @@ class Synthesizer:
         timings = StageTimings()
         start = time.perf_counter()
         plans = [t if isinstance(t, TextPlan) else self.plan(t, opts) for t in texts]
+        timed = _per_text(word_timings, len(plans))
         with torch.inference_mode():
-            plan = self._pieces(plans)
+            plan = self._pieces(plans, timed)
             t1 = self._now()
             timings.text = t1 - start
             generator = self._generators(opts.seed, len(plans))
@@ -317,23 +325,27 @@ class Synthesizer:
             timings.total = t4 - start
         return results
 
-    def acoustic(self, texts: Sequence[str | TextPlan], options: SynthesisOptions | None = None
-                 ) -> list[AcousticResult]:
+    def acoustic(self, texts: Sequence[str | TextPlan], options: SynthesisOptions | None = None, *,
+                 word_timings: bool | Sequence[bool] = False) -> list[AcousticResult]:
         """Only the text and acoustic stages (for callers that vocode themselves, e.g. streaming).
 
-        The mels are exactly those ``synthesize_batch`` vocodes for the same texts and options.
+        The mels are exactly those ``synthesize_batch`` vocodes for the same texts and options;
+        ``word_timings`` as there.
         """
         opts = (options or SynthesisOptions()).merged_over(self.voice.defaults)
         plans = [t if isinstance(t, TextPlan) else self.plan(t, opts) for t in texts]
+        timed = _per_text(word_timings, len(plans))
         with torch.inference_mode():
-            plan = self._pieces(plans)
+            plan = self._pieces(plans, timed)
             plan.pieces = self._run_acoustic(plan.pieces, opts, self._generators(opts.seed, len(plans)))
         per_utt: list[list[tuple[torch.Tensor, int]]] = [[] for _ in texts]
-        timers = [self.word_timer(p.text, p.text_normalizer) for p in plans]
+        timers = [self.word_timer(p.text, p.text_normalizer) if t else None for p, t in zip(plans, timed)]
         for p in sorted(plan.pieces, key=lambda p: p.key):
             per_utt[p.utt].append((p.mel, p.audio_len))
-            timers[p.utt].add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
-        return [AcousticResult(pieces, " ".join(plan.cleaned[i]), plan.dropped[i], timers[i].words)
+            if timers[p.utt] is not None:
+                timers[p.utt].add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
+        return [AcousticResult(pieces, " ".join(plan.cleaned[i]), plan.dropped[i],
+                               timers[i].words if timers[i] is not None else [])
                 for i, pieces in enumerate(per_utt)]
 
     @property
@@ -385,11 +397,11 @@ class Synthesizer:
             logger.debug("characters with no symbol were not spoken: %r", plan.dropped)
         return plan
 
-    def _pieces(self, plans: list[TextPlan]) -> _Plan:
+    def _pieces(self, plans: list[TextPlan], timed: list[bool]) -> _Plan:
         plan = _Plan([p.text for p in plans])
         for i, tp in enumerate(plans):
             plan.pieces.extend(_Piece(i, (k,), text, list(ids), text_normalizer=tp.text_normalizer,
-                                      lexicon=tp.lexicon)
+                                      lexicon=tp.lexicon, timed=timed[i])
                                for k, (text, ids) in enumerate(tp.pieces))
             plan.cleaned.append(list(tp.cleaned))
             plan.dropped.append(tp.dropped)
@@ -446,9 +458,10 @@ class Synthesizer:
             mel = out.mel[b:b + 1, :, :keep]
             piece.mel = acoustic.postnet_forward(mel if dtype is None else mel.to(dtype))[0].float()
             piece.audio_len = HOP * n
-            piece.bounds = token_bounds_from_attention(
-                attention_path(out.alignments[b, :n, :len(piece.ids)]), len(piece.ids), n)
-            piece.voiced = voiced_frames(out.mel[b, :, :n])
+            if piece.timed:          # the attention leaves the device only for word timings
+                piece.bounds = token_bounds_from_attention(
+                    attention_path(out.alignments[b, :n, :len(piece.ids)]), len(piece.ids), n)
+                piece.voiced = voiced_frames(out.mel[b, :, :n])
 
     def _fastspeech_all(self, pieces: list[_Piece], opts: SynthesisOptions) -> list[_Piece]:
         """FastSpeech makes at most max_seq_len frames; a piece that needs more is split in two at
@@ -477,8 +490,9 @@ class Synthesizer:
                     n = int(out.mel_lengths[b])
                     piece.mel = out.mel[b, :n, :].transpose(0, 1).float()
                     piece.audio_len = HOP * n
-                    piece.bounds = token_bounds_from_durations(out.repeats[b, :len(piece.ids)].cpu().numpy())
-                    piece.voiced = voiced_frames(piece.mel)
+                    if piece.timed:
+                        piece.bounds = token_bounds_from_durations(out.repeats[b, :len(piece.ids)].cpu().numpy())
+                        piece.voiced = voiced_frames(piece.mel)
                     done.append(piece)
         return done
 
@@ -493,7 +507,7 @@ class Synthesizer:
             ids, _, _ = self._encode(h, piece.text_normalizer, piece.lexicon)
             if _speakable(ids):
                 out.append(_Piece(piece.utt, (*piece.key, j), h, ids, text_normalizer=piece.text_normalizer,
-                                  lexicon=piece.lexicon))
+                                  lexicon=piece.lexicon, timed=piece.timed))
         return out
 
     def _run_vocoder(self, pieces: list[_Piece], opts: SynthesisOptions,
@@ -522,15 +536,18 @@ class Synthesizer:
         results = []
         for i, text in enumerate(plan.texts):
             ps = per_utt[i]
-            timer = self.word_timer(text, ps[0].text_normalizer)
-            for p in ps:
-                timer.add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
-            audio = torch.cat([p.audio[:p.audio_len] for p in ps]).cpu().numpy().astype(np.float32)
-            mel = torch.cat([p.mel for p in ps], dim=-1).cpu().numpy().astype(np.float32)
+            words: list[WordTiming] = []
+            if ps[0].timed:
+                timer = self.word_timer(text, ps[0].text_normalizer)
+                for p in ps:
+                    timer.add(p.text, p.ids, p.bounds, p.audio_len, p.voiced)
+                words = timer.words
+            audio = torch.cat([p.audio[:p.audio_len] for p in ps]).cpu().numpy().astype(np.float32, copy=False)
+            mel = torch.cat([p.mel for p in ps], dim=-1).cpu().numpy().astype(np.float32, copy=False)
             results.append(SynthesisResult(
                 text=text, normalized_text=" ".join(plan.cleaned[i]), audio=audio,
                 sample_rate=self.sample_rate, mel=mel, timings=timings, dropped=plan.dropped[i],
-                pieces=len(ps), hit_max_steps=sum(p.hit_max for p in ps), words=timer.words))
+                pieces=len(ps), hit_max_steps=sum(p.hit_max for p in ps), words=words))
         return results
 
     def word_timer(self, text: str, text_normalizer: str) -> WordTimer:
@@ -558,6 +575,16 @@ class Synthesizer:
 
 
 _SPEAKABLE: frozenset[int] | None = None
+
+
+def _per_text(word_timings: bool | Sequence[bool], n: int) -> list[bool]:
+    """``word_timings`` (one flag, or one per text) as one flag per text."""
+    if isinstance(word_timings, (bool, int)):
+        return [bool(word_timings)] * n
+    flags = [bool(w) for w in word_timings]
+    if len(flags) != n:
+        raise ValueError(f"word_timings has {len(flags)} flags for {n} texts")
+    return flags
 
 
 def _speakable(ids: list[int]) -> bool:

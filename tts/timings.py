@@ -200,10 +200,10 @@ class WordTimer:
         return out
 
 
-def relocate(text: str, words: Sequence[WordTiming], offset_s: float = 0.0) -> list[WordTiming]:
+def relocate(text: str, words: Sequence[WordTiming], offset_s: float = 0.0, start: int = 0) -> list[WordTiming]:
     """``words`` shifted by ``offset_s`` seconds, with their character offsets found again in ``text``
-    (for results joined from parts of a text)."""
-    out, cursor = [], 0
+    from character ``start`` on (for results joined from parts of a text)."""
+    out, cursor = [], start
     for w in words:
         at = text.find(w.word, cursor)
         if at >= 0:

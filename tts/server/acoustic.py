@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import numpy as np
+import torch
 
 from tts.options import SynthesisOptions
 
@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 class MelResult:
     """The mels of one text, piece by piece."""
 
-    #: Per piece: (mel float32 [n_mel, T] ready for the vocoder, frames of audio it yields).
-    pieces: list[tuple[np.ndarray, int]]
+    #: Per piece: (mel float32 [n_mel, T] ready for the vocoder, on the synthesizer's device: it is
+    #: vocoded there, never copied to the host and back; frames of audio it yields).
+    pieces: list[tuple[torch.Tensor, int]]
     #: The cleaned text spoken.
     normalized_text: str
     #: Word timings of the text (``tts.timings.WordTiming``) in the audio its pieces yield.
@@ -30,8 +31,10 @@ class MelResult:
     audio: None = None
 
 
-def acoustic_mels(synth, texts: list[str], options: SynthesisOptions | None) -> list[MelResult]:
-    """Texts -> per-piece mels with the synthesizer's planning and acoustic batching (blocking)."""
-    return [MelResult(pieces=[(mel.float().cpu().numpy(), samples // 256) for mel, samples in r.pieces],
+def acoustic_mels(synth, texts: list[str], options: SynthesisOptions | None,
+                  word_timings: bool | list[bool] = False) -> list[MelResult]:
+    """Texts -> per-piece mels with the synthesizer's planning and acoustic batching (blocking);
+    ``word_timings`` (all texts or per text) as ``Synthesizer.acoustic``."""
+    return [MelResult(pieces=[(mel.float(), samples // 256) for mel, samples in r.pieces],
                       normalized_text=r.normalized_text, words=list(r.words))
-            for r in synth.acoustic(list(texts), options)]
+            for r in synth.acoustic(list(texts), options, word_timings=word_timings)]

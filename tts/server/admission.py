@@ -14,6 +14,9 @@ two steps the scheduler asks ``plan_admission`` for the rows to start:
    rows never leave: their frames are already on the way to the listener.
 3. Rows beyond a call's share are handed out only while ``share`` rows stay
    free, so a call arriving later finds a row at the next step.
+4. A stream's first row joins alone: its other pieces join from the next
+   step on, so its first audio does not wait for their encoders (they are
+   heard only after the first piece).
 
 All rows of a step share one prenet dropout probability: when the next call
 in line asks for another one, nobody joins until the batch drains.
@@ -61,13 +64,16 @@ def plan_admission(policy: AdmissionPolicy, waiting: Sequence[Call], rows: Seque
 
     ``waiting``: live calls with pieces not decoding (``Call.todo``), ``rows``: the rows decoding,
     ``prenet_dropout``: the batch's probability (None when no row decodes). Reads ``Call.todo``,
-    ``Call.streaming``, ``Call.seq``, ``Call.prenet_dropout``, ``Row.call``, ``Row.steps`` and ``Row.piece``;
-    changes nothing.
+    ``Call.streaming``, ``Call.join_step``, ``Call.seq``, ``Call.prenet_dropout``, ``Row.call``, ``Row.steps``
+    and ``Row.piece``; changes nothing.
     """
     held: dict[int, int] = {}
     for r in rows:
         held[id(r.call)] = held.get(id(r.call), 0) + 1
     left = {id(c): len(c.todo) for c in waiting}
+    for c in waiting:                   # a stream that has not started: one row now (rule 4)
+        if c.streaming and c.join_step is None:
+            left[id(c)] = min(left[id(c)], 1)
     free = policy.max_rows - len(rows)
     p = prenet_dropout
     plan = Admission()

@@ -8,6 +8,12 @@ Semantics (as Triton's dynamic batcher):
   ``preferred_batch_sizes``, the largest such batch leaves at once;
   otherwise the batcher waits until the oldest item has waited
   ``max_queue_delay_s`` and then sends what it has.
+- Unless no other call could join: given ``in_flight`` (the number of the
+  server's calls that may still submit, queued ones included), when every one
+  of them is already queued (or was just answered, on its way out), waiting
+  cannot grow a batch, and the oldest key's items leave at once. So a lone
+  call (one client) never waits ``max_queue_delay_s``; while other calls run
+  or are about to submit, the delay applies as above.
 - The queue is bounded: ``submit`` on a full queue raises ``QueueFullError``.
 - A caller that is cancelled (client cancel, gRPC deadline) leaves the queue
   and frees its slot at once; an item whose own deadline has passed when its
@@ -92,6 +98,7 @@ class _Entry(Generic[T]):
     enqueued: float
     deadline: float | None  # time.monotonic() value, or None
     started: float = field(default=0.0)
+    answered: bool = False  # its future was given a result or an error by the batcher
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -102,6 +109,9 @@ class DynamicBatcher(Generic[T, R]):
             ``list[T]`` of one key and returns one result per item.
         config: batching limits.
         on_batch: optional callback ``(worker, batch_size, seconds)`` after every batch (metrics).
+        in_flight: optional count of the calls that may still ``submit`` (the queued ones included);
+            when it is no more than the queued items, they leave without waiting (module doc).
+            None: the delay always applies.
     """
 
     def __init__(
@@ -111,12 +121,14 @@ class DynamicBatcher(Generic[T, R]):
         *,
         on_batch: Callable[[int, int, float], None] | None = None,
         name: str = "batcher",
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         if not batch_fns:
             raise ValueError("DynamicBatcher needs at least one batch function")
         self.config = config
         self._fns = list(batch_fns)
         self._on_batch = on_batch
+        self._in_flight = in_flight
         self._name = name
         self._queue: list[_Entry[T]] = []
         self._cond: asyncio.Condition | None = None
@@ -124,6 +136,7 @@ class DynamicBatcher(Generic[T, R]):
         self._executors: list[ThreadPoolExecutor] = []
         self._closing = False
         self._running = 0
+        self._answered = 0      # items answered whose ``submit`` has not returned yet
 
     # ------------------------------------------------------------------ state
     @property
@@ -166,7 +179,7 @@ class DynamicBatcher(Generic[T, R]):
         # Anything left (no worker alive) is resolved, never left hanging.
         for entry in self._queue:
             if not entry.future.done():
-                entry.future.set_exception(ShuttingDownError("server is shutting down"))
+                self._answer(entry, exc=ShuttingDownError("server is shutting down"))
         self._queue.clear()
         for ex in self._executors:
             ex.shutdown(wait=finished, cancel_futures=True)
@@ -199,6 +212,8 @@ class DynamicBatcher(Generic[T, R]):
         try:
             return await entry.future
         finally:
+            if entry.answered:
+                self._answered -= 1
             if entry in self._queue:  # cancelled while waiting: free the slot
                 self._queue.remove(entry)
                 if not entry.future.done():
@@ -211,7 +226,7 @@ class DynamicBatcher(Generic[T, R]):
             if e.future.done():  # cancelled
                 continue
             if e.deadline is not None and now >= e.deadline:
-                e.future.set_exception(DeadlineExpiredError("deadline passed while the request was queued"))
+                self._answer(e, exc=DeadlineExpiredError("deadline passed while the request was queued"))
                 continue
             keep.append(e)
         self._queue[:] = keep
@@ -231,7 +246,7 @@ class DynamicBatcher(Generic[T, R]):
             waited = now - oldest.enqueued
             if fitting and (fitting[-1] == n or not cfg.preferred_batch_sizes[-1] > n):
                 take = fitting[-1]
-            elif waited >= cfg.max_queue_delay_s or self._closing:
+            elif waited >= cfg.max_queue_delay_s or self._closing or self._none_to_come():
                 take = n
             else:
                 wait = cfg.max_queue_delay_s - waited
@@ -239,6 +254,19 @@ class DynamicBatcher(Generic[T, R]):
                     wait = min(wait, max(0.0, oldest.deadline - now))
                 return [], wait
         return same[:take], None
+
+    def _none_to_come(self) -> bool:
+        """True when every call that may still submit is queued (waiting could not grow a batch): calls
+        whose item was just answered are on their way out, not in."""
+        return self._in_flight is not None and self._in_flight() - self._answered <= len(self._queue)
+
+    def _answer(self, e: _Entry[T], result: object = None, exc: BaseException | None = None) -> None:
+        e.answered = True
+        self._answered += 1
+        if exc is not None:
+            e.future.set_exception(exc)
+        else:
+            e.future.set_result(result)
 
     async def _worker(self, index: int, fn: BatchFn, executor: ThreadPoolExecutor) -> None:
         assert self._cond is not None
@@ -278,7 +306,7 @@ class DynamicBatcher(Generic[T, R]):
             logger.debug("batch of %d failed on worker %d: %r", len(batch), index, exc)
             for e in batch:
                 if not e.future.done():
-                    e.future.set_exception(err)
+                    self._answer(e, exc=err)
             if err is not exc:
                 raise
             results = None
@@ -288,9 +316,8 @@ class DynamicBatcher(Generic[T, R]):
         if results is not None:
             for e, r in zip(batch, results):
                 if not e.future.done():
-                    e.future.set_result(
-                        Batched(result=r, queue_seconds=started - e.enqueued, batch_size=len(batch), worker=index)
-                    )
+                    self._answer(e, Batched(result=r, queue_seconds=started - e.enqueued, batch_size=len(batch),
+                                            worker=index))
         if self._on_batch is not None:
             try:
                 self._on_batch(index, len(batch), seconds)

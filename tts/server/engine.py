@@ -44,6 +44,8 @@ class SynthItem:
     options: SynthesisOptions
     #: Acoustic model only (streaming): the result carries the mel, the audio is vocoded in chunks.
     mel_only: bool = False
+    #: The call asked for word timings (items with and without share a batch; only these compute them).
+    word_timings: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,11 @@ class ServingEngine:
         self.stream_first_chunk_frames = stream_first_chunk_frames
         self.scheduler_options = dict(scheduler_options or {})
         fns = [self._batch_fn(i) for i in range(self.n_workers)]
+        #: Calls on their way through the dynamic batcher (from before their first submit to after
+        #: their last): when all of them are queued, the batcher sends them without its delay.
+        self.batcher_calls = 0
         self.batcher: DynamicBatcher[SynthItem, object] = DynamicBatcher(
-            fns, batcher, on_batch=self._on_batch, name="synth")
+            fns, batcher, on_batch=self._on_batch, name="synth", in_flight=lambda: self.batcher_calls)
         self.schedulers: dict[str, list] = {}
         self._started = False
 
@@ -225,19 +230,29 @@ class ServingEngine:
         return min(scheds, key=lambda s: s.load)
 
     async def synthesize(self, voice: str, text, options: SynthesisOptions,
-                         deadline: float | None = None) -> Outcome:
+                         deadline: float | None = None, *, word_timings: bool = False) -> Outcome:
         """Synthesizes one text (``str`` or its ``TextPlan`` from ``check_text``) whole; ``deadline``
-        is a ``time.monotonic()`` value."""
+        is a ``time.monotonic()`` value; ``word_timings``: the result carries its words' times
+        (else none are computed)."""
         sched = self._scheduler_for(voice, options)
         if sched is not None:
-            out = await sched.synthesize(text, options, deadline=deadline)
+            out = await sched.synthesize(text, options, deadline=deadline, word_timings=word_timings)
             if self.metrics is not None:
                 self.metrics.batch_size.labels("decoder").observe(out.batch_size)
             return Outcome(result=out.result, queue_seconds=out.queue_seconds, batch_size=out.batch_size,
                            worker=self.schedulers[voice].index(sched))
+        self.batcher_calls += 1
+        try:
+            return await self._batched(voice, text, options, deadline, word_timings)
+        finally:
+            self.batcher_calls -= 1
+
+    async def _batched(self, voice: str, text, options: SynthesisOptions, deadline: float | None,
+                       word_timings: bool) -> Outcome:
         parts = self._parts(voice, text, options)
         if len(parts) == 1:
-            b = await self.batcher.submit(SynthItem(voice, text, options), key=(voice, options), deadline=deadline)
+            b = await self.batcher.submit(SynthItem(voice, text, options, word_timings=word_timings),
+                                          key=(voice, options), deadline=deadline)
             return Outcome(result=b.result, queue_seconds=b.queue_seconds, batch_size=b.batch_size, worker=b.worker)
         # A long text goes in parts, one after another, so other calls' pieces interleave with its
         # own (a short call waits for at most one batch), and a call whose deadline passed or whose
@@ -246,8 +261,8 @@ class ServingEngine:
         for part in parts:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExpiredError("deadline passed during synthesis")
-            done.append(await self.batcher.submit(SynthItem(voice, part, options), key=(voice, options),
-                                                  deadline=deadline))
+            done.append(await self.batcher.submit(SynthItem(voice, part, options, word_timings=word_timings),
+                                                  key=(voice, options), deadline=deadline))
         from tts.synthesizer import SynthesisResult
 
         return Outcome(result=SynthesisResult.joined(text, [b.result for b in done]),
@@ -268,11 +283,14 @@ class ServingEngine:
         def run(items: list[SynthItem]) -> list[object]:
             synth = self.synthesizers[items[0].voice][worker]
             texts = [it.text for it in items]
+            timed = [it.word_timings for it in items]
             if items[0].mel_only and hasattr(synth, "device"):
                 from tts.server.acoustic import acoustic_mels
 
-                return acoustic_mels(synth, texts, items[0].options)
-            return synth.synthesize_batch(texts, items[0].options)
+                return acoustic_mels(synth, texts, items[0].options, word_timings=timed)
+            if any(timed):
+                return synth.synthesize_batch(texts, items[0].options, word_timings=timed)
+            return synth.synthesize_batch(texts, items[0].options)      # no timings (the default)
 
         return run
 
@@ -282,55 +300,108 @@ class ServingEngine:
 
     # -------------------------------------------------------------- streaming
     async def stream(self, voice: str, text, options: SynthesisOptions,
-                     deadline: float | None = None) -> AsyncIterator[StreamPiece]:
+                     deadline: float | None = None, *, word_timings: bool = False) -> AsyncIterator[StreamPiece]:
         """Yields audio pieces as they are vocoded; their concatenation is the utterance (``text``: a
         ``str`` or its ``TextPlan``). A vocoder that cannot work in chunks (Griffin-Lim finds each
-        phase from the whole spectrogram) makes the whole audio first, then sends it in chunks."""
+        phase from the whole spectrogram) makes the whole audio first, then sends it in chunks.
+        ``word_timings``: pieces carry the words they complete (else none are computed)."""
         sched = self._scheduler_for(voice, options) if self._vocodes_in_chunks(voice) else None
         if sched is not None:
             async for piece in sched.stream(text, options, deadline=deadline, chunk_frames=self.stream_chunk_frames,
                                             overlap_frames=self.stream_overlap_frames,
-                                            first_chunk_frames=self.stream_first_chunk_frames):
+                                            first_chunk_frames=self.stream_first_chunk_frames,
+                                            word_timings=word_timings):
                 yield piece
             return
-        async for piece in self._stream_whole_mel(voice, text, options, deadline):
+        async for piece in self._stream_whole_mel(voice, text, options, deadline, word_timings):
             yield piece
 
     def _vocodes_in_chunks(self, voice: str) -> bool:
         return getattr(getattr(self.synthesizers[voice][0], "voice", None), "vocoder_kind", "") != "griffinlim"
 
-    async def _stream_whole_mel(self, voice, text, options, deadline) -> AsyncIterator[StreamPiece]:
-        """The acoustic model runs whole (through the batcher), then the mel is vocoded chunk by chunk.
+    def _stream_parts(self, voice: str, text, options: SynthesisOptions) -> list:
+        """A stream's parts for ``_stream_whole_mel``: its first piece alone (its first audio waits for
+        no other piece's acoustic model), then parts as ``_parts`` cuts them; ``[text]`` where
+        ``_parts`` does not cut (a fake's text, one piece, a seeded call)."""
+        if not hasattr(text, "split") or isinstance(text, str) or len(text.pieces) == 1:
+            return [text]
+        if options.merged_over(self.synthesizers[voice][0].voice.defaults).seed is not None:
+            return [text]
+        import dataclasses
+
+        rest = dataclasses.replace(text, text=" ".join(t for t, _ in text.pieces[1:]), pieces=text.pieces[1:],
+                                   cleaned=text.cleaned[1:], dropped="")
+        return text.split(1)[:1] + self._parts(voice, rest, options)
+
+    async def _stream_whole_mel(self, voice, text, options, deadline, word_timings) -> AsyncIterator[StreamPiece]:
+        """The acoustic model runs part by part (through the batcher), then each part's mel is vocoded
+        chunk by chunk: the first piece alone, so the first audio waits only for its own acoustic
+        model; the next part's acoustic model runs while this one's audio is vocoded.
 
         Used for FastSpeech (non-autoregressive: its mel comes in one fast pass)
         and Tacotron2 calls that cannot share a continuous batch. Synthesizers
         without model modules (test fakes) send their unary audio in chunks.
         """
         synth = self.synthesizers[voice][0]
+        rate = int(synth.sample_rate)
         mel_only = self._vocodes_in_chunks(voice)
-        out = await self.batcher.submit(SynthItem(voice, text, options, mel_only=mel_only),
-                                        key=(voice, options, "mel" if mel_only else "audio"), deadline=deadline)
-        result = out.result
-        words = tuple(getattr(result, "words", ()))       # known before any audio: sent as it is spoken
+        key = (voice, options, "mel" if mel_only else "audio")
+        parts = self._stream_parts(voice, text, options)
+
+        async def acoustic(part):
+            self.batcher_calls += 1
+            try:
+                item = SynthItem(voice, part, options, mel_only=mel_only, word_timings=word_timings)
+                return (await self.batcher.submit(item, key=key, deadline=deadline)).result
+            finally:
+                self.batcher_calls -= 1
+
+        from tts.timings import relocate
+
+        pending = asyncio.ensure_future(acoustic(parts[0]))
+        samples, cursor = 0, 0
+        try:
+            for i in range(len(parts)):
+                result = await pending
+                pending = asyncio.ensure_future(acoustic(parts[i + 1])) if i + 1 < len(parts) else None
+                # known before its audio: sent with its first chunk (times and offsets in the whole text)
+                words = tuple(getattr(result, "words", ()))
+                if words and len(parts) > 1:
+                    words = tuple(relocate(text.text, words, samples / rate, start=cursor))
+                    cursor = words[-1].char_end
+                async for chunk in self._vocoded(synth, result, options, deadline):
+                    samples += len(chunk)
+                    yield StreamPiece(audio=chunk, words=words)
+                    words = ()
+                if words:
+                    yield StreamPiece(audio=np.zeros(0, np.float32), words=words)
+        finally:
+            if pending is not None:                 # the stream ended early: the next part is not needed
+                pending.cancel()
+                if pending.done() and not pending.cancelled():
+                    pending.exception()             # retrieved: a failed prefetch is not reported twice
+        normalized = text.normalized_text if len(parts) > 1 else result.normalized_text
+        yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=normalized, last=True)
+
+    async def _vocoded(self, synth, result, options, deadline) -> AsyncIterator[np.ndarray]:
+        """The audio of one acoustic result in chunks: its own audio cut up (a vocoder that cannot work in
+        chunks, a fake), or its mels vocoded chunk by chunk."""
         if getattr(result, "audio", None) is not None and len(result.audio):
             audio = np.asarray(result.audio, dtype=np.float32)
             step = 256 * self.stream_chunk_frames
             for i in range(0, len(audio), step):
-                yield StreamPiece(audio=audio[i:i + step], words=words if i == 0 else ())
-        else:
-            from tts.streaming import StreamConfig, stream_vocode_mel
+                yield audio[i:i + step]
+            return
+        from tts.streaming import StreamConfig, stream_vocode_mel
 
-            cfg = StreamConfig(chunk_frames=self.stream_chunk_frames, overlap_frames=self.stream_overlap_frames,
-                               first_chunk_frames=self.stream_first_chunk_frames)
-            for mel, audio_frames in result.pieces:
-                it = stream_vocode_mel(synth, mel, options, config=cfg, audio_frames=audio_frames)
-                while True:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise DeadlineExpiredError("deadline passed while streaming")
-                    chunk = await asyncio.to_thread(next, it, None)
-                    if chunk is None:
-                        break
-                    yield StreamPiece(audio=chunk, words=words)
-                    words = ()
-        yield StreamPiece(audio=np.zeros(0, np.float32), normalized_text=result.normalized_text, last=True)
-
+        cfg = StreamConfig(chunk_frames=self.stream_chunk_frames, overlap_frames=self.stream_overlap_frames,
+                           first_chunk_frames=self.stream_first_chunk_frames)
+        for mel, audio_frames in result.pieces:
+            it = stream_vocode_mel(synth, mel, options, config=cfg, audio_frames=audio_frames)
+            while True:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeadlineExpiredError("deadline passed while streaming")
+                chunk = await asyncio.to_thread(next, it, None)
+                if chunk is None:
+                    break
+                yield chunk

@@ -169,8 +169,11 @@ def ssl_context(cert: bytes, key: bytes, client_ca: bytes | None = None) -> ssl.
 class SpeechCall:
     """One ``POST /v1/audio/speech`` from its validated body to the last byte (or the client leaving)."""
 
-    def __init__(self, front: HTTPFrontEnd, voice: str, text, options, fmt: str, rid: str) -> None:
+    def __init__(self, front: HTTPFrontEnd, voice: str, text, options, fmt: str, rid: str, *,
+                 timestamps: bool = False) -> None:
         self.front, self.voice, self.text, self.options, self.fmt, self.rid = front, voice, text, options, fmt, rid
+        #: ``"timestamps": true``: the engine computes the words' times (else it computes none).
+        self.timestamps = timestamps
         self.voice_rate = front.engine.sample_rate(voice)
         self.rate = format_rate(fmt, self.voice_rate)
         self.t0 = time.perf_counter()
@@ -187,7 +190,8 @@ class SpeechCall:
     async def begin(self) -> None:
         """Starts synthesis and waits for the first piece, so that errors before any audio (a full queue)
         still get their status."""
-        self._pieces = self.front.engine.stream(self.voice, self.text, self.options).__aiter__()
+        asked = {"word_timings": True} if self.timestamps else {}         # else the engine's default: none
+        self._pieces = self.front.engine.stream(self.voice, self.text, self.options, **asked).__aiter__()
         self._first = await self._pieces.__anext__()
 
     async def body(self) -> AsyncIterator[bytes]:
@@ -432,7 +436,7 @@ class HTTPFrontEnd(DrainGate):
         call = None
         try:
             voice, text, options, fmt = self.check(req)
-            call = SpeechCall(self, voice, text, options, fmt, rid)
+            call = SpeechCall(self, voice, text, options, fmt, rid, timestamps=bool(req.timestamps))
             await call.begin()
         except BaseException as exc:
             error = _mapped(exc, rid) if isinstance(exc, Exception) else None

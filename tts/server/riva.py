@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tts import audio as _audio
+from tts.server import audio as server_audio
 from tts.errors import InvalidInputError
 from tts.options import SynthesisOptions
 from tts.server.proto_gen import riva_audio_pb2, riva_tts_pb2, riva_tts_pb2_grpc, tts_pb2
@@ -161,7 +162,8 @@ class RivaSpeechSynthesisServicer(riva_tts_pb2_grpc.RivaSpeechSynthesisServicer)
             samples = _audio.resample(np.asarray(result.audio, np.float32).reshape(-1), result.sample_rate, rate)
             return _audio.encode(samples, rate, req.encoding), len(samples)
 
-        data, n = await asyncio.to_thread(encode)
+        cheap = server_audio.inline(len(result.audio), result.sample_rate, server_audio.Encoding[req.encoding], rate)
+        data, n = encode() if cheap else await asyncio.to_thread(encode)        # raw samples: no thread hop
         encode_s = time.perf_counter() - t_enc
         self.tts._observe(out.queue_seconds, result.timings, encode_s, time.perf_counter() - t0, n / rate)
         response = riva_tts_pb2.SynthesizeSpeechResponse(audio=data, meta=self._meta(request, result.normalized_text))

@@ -38,12 +38,14 @@ DECODERS = ("auto", "eager", "slots")
 
 @dataclass
 class RowStart:
-    """A row to join: its key, token ids, gate threshold and stop rule (``tts.models.tacotron2.STOP_RULES``)."""
+    """A row to join: its key, token ids, gate threshold and stop rule (``tts.models.tacotron2.STOP_RULES``),
+    and whether its steps' attention is read back (``RowFrames.align``, for word timings)."""
 
     key: Hashable
     ids: list[int]
     gate_threshold: float
     stop_rule: str = "gate"
+    align: bool = False
 
 
 @dataclass
@@ -56,7 +58,8 @@ class RowFrames:
     #: ``attention`` stop rule, whose attention ended (``tts.models.tacotron2.StopRule``), or None.
     #: The rule's step budget is the caller's to apply, as ``max_decoder_steps``.
     stop: int | None
-    #: ``[n, T_in]`` float32 CPU attention weights of each step over the row's own ids (word timings).
+    #: ``[n, T_in]`` float32 CPU attention weights of each step over the row's own ids (word timings);
+    #: None unless the row joined with ``align``.
     align: torch.Tensor | None = None
 
 
@@ -93,7 +96,12 @@ def _memory(acoustic, ids: list[int], device) -> tuple[torch.Tensor, torch.Tenso
 
 
 class StepRowDecoder:
-    """Rows in a ``DecoderState``, one ``Decoder.step`` per ``step`` (see module doc)."""
+    """Rows in a ``DecoderState``, one ``Decoder.step`` per ``step`` (see module doc).
+
+    The rows' stop tests run on the device as one vector (each row's gate threshold, its stop
+    rule's count), and their outcome is read back once per step; the per-row constants are
+    tensors made when rows join or leave, not at every step.
+    """
 
     steps_per_call = 1
 
@@ -104,10 +112,12 @@ class StepRowDecoder:
         self._lengths: list[int] = []
         self._thresholds: list[float] = []
         self._attention: list[bool] = []          # stop rule "attention"
-        self._steps: list[int] = []               # steps made per row
+        self._align: list[bool] = []              # attention read back (word timings)
+        self._steps: torch.Tensor | None = None    # [B] int64: steps made per row
         self._end_count: torch.Tensor | None = None   # [B] int32: the attention rule's count
         self._state = None
         self._prev: torch.Tensor | None = None     # [B, n_mel] the last frames
+        self._consts: tuple | None = None          # (thresholds [B] f64, attention [B] bool, last id [B]) or None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -123,6 +133,7 @@ class StepRowDecoder:
         dec = self.acoustic.decoder
         states, prevs = ([self._state], [self._prev]) if self._state is not None else ([], [])
         counts = [self._end_count] if self._end_count is not None else []
+        steps = [self._steps] if self._steps is not None else []
         for r in rows:
             memory, lengths = _memory(self.acoustic, r.ids, self.device)
             st = dec.init_state(memory, lengths)
@@ -132,28 +143,40 @@ class StepRowDecoder:
             self._lengths.append(len(r.ids))
             self._thresholds.append(float(r.gate_threshold))
             self._attention.append(r.stop_rule == "attention")
-            self._steps.append(0)
+            self._align.append(bool(r.align))
             counts.append(torch.zeros(1, dtype=torch.int32, device=memory.device))
+            steps.append(torch.zeros(1, dtype=torch.int64, device=memory.device))
         self._state = DecoderState.concat(states)
         self._prev = torch.cat(prevs, 0)
         self._end_count = torch.cat(counts, 0)
+        self._steps = torch.cat(steps, 0)
+        self._consts = None
+
+    def _constants(self) -> tuple:
+        if self._consts is None:
+            dev = self._end_count.device
+            self._consts = (torch.tensor(self._thresholds, dtype=torch.float64, device=dev),
+                            torch.tensor(self._attention, dtype=torch.bool, device=dev),
+                            torch.tensor([n - 1 for n in self._lengths], dtype=torch.int64, device=dev))
+        return self._consts
 
     def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
         from tts.models.tacotron2 import attention_ended, count_end_frames
 
         out = self.acoustic.decoder.step(self._state, self._prev, prenet_dropout=prenet_dropout)
         self._prev = out.frame
-        self._steps = [n + 1 for n in self._steps]
-        fired = torch.sigmoid(out.gate_logit.float()).cpu().tolist()
-        weights = out.attention_weights.float().cpu()
-        ended = [False] * len(self._keys)
+        self._steps += 1
+        thresholds, attention, last = self._constants()
+        # sigmoid in float32 as the model gives it, compared with each row's threshold in float64
+        stop = torch.sigmoid(out.gate_logit.float()).double() > thresholds
         if any(self._attention):
-            last = torch.tensor([n - 1 for n in self._lengths], dtype=torch.int64, device=self._end_count.device)
             count_end_frames(self._end_count, self._state.attention_weights_cum.float(), last)
-            steps = torch.tensor(self._steps, dtype=torch.int64, device=self._end_count.device)
-            ended = [a and e for a, e in zip(self._attention, attention_ended(self._end_count, steps).tolist())]
-        return {k: RowFrames(out.frame[i].unsqueeze(1), 0 if fired[i] > self._thresholds[i] or ended[i] else None,
-                             weights[i:i + 1, :self._lengths[i]])
+            stop |= attention_ended(self._end_count, self._steps) & attention
+        stop = stop.tolist()                                                            # one read back
+        weights = out.attention_weights.float().cpu() if any(self._align) else None     # word timings only
+        frames = out.frame.unsqueeze(2)                                                 # [B, n_mel, 1]
+        return {k: RowFrames(frames[i], 0 if stop[i] else None,
+                             weights[i:i + 1, :self._lengths[i]] if self._align[i] else None)
                 for i, k in enumerate(self._keys)}
 
     def leave(self, keys: Sequence[Hashable]) -> None:
@@ -168,18 +191,21 @@ class StepRowDecoder:
         self._lengths = [self._lengths[i] for i in keep]
         self._thresholds = [self._thresholds[i] for i in keep]
         self._attention = [self._attention[i] for i in keep]
-        self._steps = [self._steps[i] for i in keep]
-        self._end_count = self._end_count.index_select(0, torch.as_tensor(keep, device=self._end_count.device))
+        self._align = [self._align[i] for i in keep]
+        index = torch.as_tensor(keep, device=self._end_count.device)
+        self._steps = self._steps.index_select(0, index)
+        self._end_count = self._end_count.index_select(0, index)
         self._state = self._state.select(keep)
         self._prev = self._prev.index_select(0, torch.as_tensor(keep, device=self._prev.device))
+        self._consts = None
         longest = max(self._lengths)
         if longest < self._state.max_input_length:
             self._state = self._state.narrow_inputs(longest)
 
     def reset(self) -> None:
         self._keys, self._lengths, self._thresholds = [], [], []
-        self._attention, self._steps, self._end_count = [], [], None
-        self._state, self._prev = None, None
+        self._attention, self._align, self._steps, self._end_count = [], [], None, None
+        self._state, self._prev, self._consts = None, None, None
 
 
 class SlotRowDecoder:
@@ -199,6 +225,7 @@ class SlotRowDecoder:
         self.sd = None                                   # the SlotDecoder in use (kept while idle)
         self._slot: dict[Hashable, int] = {}
         self._length: dict[Hashable, int] = {}
+        self._align: dict[Hashable, bool] = {}
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -232,21 +259,23 @@ class SlotRowDecoder:
         self._fit(len(self._slot) + len(rows), max([len(r.ids) for r in rows] + list(self._length.values())))
         for r, slot in zip(rows, self.sd.free_slots()):
             memory, _ = _memory(self.acoustic, r.ids, self.device)
-            self.sd.join(slot, memory, len(r.ids), gate_threshold=r.gate_threshold, stop_rule=r.stop_rule)
+            self.sd.join(slot, memory, len(r.ids), gate_threshold=r.gate_threshold, stop_rule=r.stop_rule,
+                         align=r.align)
             self._slot[r.key] = slot
             self._length[r.key] = len(r.ids)
+            self._align[r.key] = bool(r.align)
 
     def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
         out = self.sd.run(prenet_dropout)
-        return {k: RowFrames(out.frames[s].t().contiguous(), out.stop[s],
-                             None if out.align is None else out.align[s, :, :self._length[k]])
+        frames = out.frames.transpose(1, 2).contiguous()     # [rows, n_mel, K]: one copy for every row
+        return {k: RowFrames(frames[s], out.stop[s], out.align[s, :, :self._length[k]] if self._align[k] else None)
                 for k, s in self._slot.items()}
 
     def leave(self, keys: Sequence[Hashable]) -> None:
         for k in keys:
             if k in self._slot:
                 self.sd.leave(self._slot.pop(k))
-                del self._length[k]
+                del self._length[k], self._align[k]
         self._fit(len(self._slot), max(self._length.values(), default=1))
 
     def reset(self) -> None:
@@ -254,6 +283,7 @@ class SlotRowDecoder:
             self.sd.reset()
         self._slot.clear()
         self._length.clear()
+        self._align.clear()
 
     def warmup(self, max_rows: int, input_lengths: Sequence[int], prenet_dropout: float) -> int:
         """Captures the graphs of every rows bucket up to ``max_rows`` and the input-length buckets

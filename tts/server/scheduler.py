@@ -16,8 +16,9 @@ API, or the slot decoder with K steps per CUDA-graph replay) and loops:
    attention ended; or that reached their ``max_decoder_steps`` or step budget)
    leave; a unary row's frames go to the vocoder stage
    (``tts.server.vocoding``), a streaming row's frames go to its call
-   every ``deliver_every`` steps and are vocoded in overlapping chunks
-   (``tts.streaming.MelStreamer``) on the same stage.
+   as they complete its stream's next audio chunk (so every delivery makes
+   audio, and the first leaves as soon as it can) and are vocoded in
+   overlapping chunks (``tts.streaming.MelStreamer``) on the same stage.
 
 So a short call that arrives while a long one decodes joins at the next
 step and leaves as soon as it is done, and a long text cannot take every
@@ -54,7 +55,7 @@ from tts.server.rows import RowStart, SlotRowDecoder, make_row_decoder
 from tts.server.types import ScheduledOutcome, StreamPiece
 from tts.server.vocoding import VocoderStage
 from tts.server.work import Call, Row, piece_words
-from tts.streaming import MelStreamer, StreamConfig, make_vocode
+from tts.streaming import POSTNET_CONTEXT, MelStreamer, StreamConfig, make_vocode
 
 __all__ = ["ScheduledOutcome", "TacotronScheduler", "WARM_INPUT_LENGTHS"]
 
@@ -82,7 +83,8 @@ class TacotronScheduler:
         max_rows: most rows decoding at once (default: the synthesizer's ``max_batch``).
         max_queue: most calls accepted and not yet fully admitted; one more gets ``QueueFullError``.
         rows_per_call: rows one call holds while others wait (default: a quarter of ``max_rows``).
-        deliver_every: streaming rows get their new frames once they have this many.
+        deliver_every: streaming rows get their new frames when these complete an audio chunk, and at
+            least this many steps after their last delivery.
         decoder: ``"slots"``, ``"eager"`` or ``"auto"`` (``tts.server.rows.make_row_decoder``).
         steps_per_replay: decoder steps per slot-decoder replay (K).
         vocoder_batch: most pieces in one batched unary vocoder call.
@@ -190,7 +192,8 @@ class TacotronScheduler:
             raise task.error
 
     # ----------------------------------------------------------------- API
-    def _submit(self, text, options: SynthesisOptions, deadline: float | None, streaming: bool) -> Call:
+    def _submit(self, text, options: SynthesisOptions, deadline: float | None, streaming: bool,
+                word_timings: bool, chunks: StreamConfig | None = None) -> Call:
         if self._closed:
             raise ShuttingDownError("server is shutting down")
         with self._lock:
@@ -206,7 +209,10 @@ class TacotronScheduler:
                         cleaned=list(plan.cleaned), loop=loop, deadline=deadline, streaming=streaming,
                         done=None if streaming else loop.create_future(), dropped=plan.dropped,
                         arrival_step=self.steps_done, piece_texts=[t for t, _ in plan.pieces],
-                        text_normalizer=plan.text_normalizer)
+                        text_normalizer=plan.text_normalizer, word_timings=bool(word_timings))
+            if chunks is not None:       # MelStreamer's thresholds with the postnet's context
+                call.chunk_first = chunks.first_chunk_frames + chunks.overlap_frames + POSTNET_CONTEXT
+                call.chunk_every = chunks.chunk_frames
             if opts.seed is not None:
                 call.generator = torch.Generator(device=self.device).manual_seed(opts.seed)
             call.text_seconds = time.perf_counter() - t0
@@ -220,23 +226,25 @@ class TacotronScheduler:
         with self._lock:
             self._unadmitted -= 1
 
-    async def synthesize(self, text, options: SynthesisOptions, *, deadline: float | None = None
-                         ) -> ScheduledOutcome:
+    async def synthesize(self, text, options: SynthesisOptions, *, deadline: float | None = None,
+                         word_timings: bool = False) -> ScheduledOutcome:
         """Whole utterance (unary) of ``text``: a ``str`` or its ``tts.synthesizer.TextPlan``
-        (``Synthesizer.plan``). Cancelling the caller removes its rows between steps."""
-        call = self._submit(text, options, deadline, streaming=False)
+        (``Synthesizer.plan``); with its words' times when ``word_timings``. Cancelling the caller
+        removes its rows between steps."""
+        call = self._submit(text, options, deadline, streaming=False, word_timings=word_timings)
         try:
             return await call.done
         finally:
             call.cancelled = True   # no-op when finished; frees the rows of a cancelled call
 
     async def stream(self, text, options: SynthesisOptions, *, deadline: float | None = None,
-                     chunk_frames: int = 32, overlap_frames: int = 8, first_chunk_frames: int = 8
-                     ) -> AsyncIterator[StreamPiece]:
-        """Yields ``StreamPiece``s of ``text`` (``str`` or ``TextPlan``) as frames are decoded and vocoded."""
+                     chunk_frames: int = 32, overlap_frames: int = 8, first_chunk_frames: int = 8,
+                     word_timings: bool = False) -> AsyncIterator[StreamPiece]:
+        """Yields ``StreamPiece``s of ``text`` (``str`` or ``TextPlan``) as frames are decoded and vocoded;
+        with ``word_timings``, a piece's words come with its last chunk."""
         cfg = StreamConfig(chunk_frames=chunk_frames, overlap_frames=overlap_frames,
                            first_chunk_frames=first_chunk_frames)
-        call = self._submit(text, options, deadline, streaming=True)
+        call = self._submit(text, options, deadline, streaming=True, word_timings=word_timings, chunks=cfg)
         o = call.opts
         vocode = make_vocode(self.vocoder_stage.vocoder, self.vocoder_stage.denoiser, sigma=o.sigma,
                              denoiser_strength=o.denoiser_strength, generator=call.generator,
@@ -244,7 +252,7 @@ class TacotronScheduler:
         streamers: dict[int, MelStreamer] = {}
         buffered: dict[int, deque] = {}
         current = 0
-        timer = self.synth.word_timer(call.text, call.text_normalizer)
+        timer = self.synth.word_timer(call.text, call.text_normalizer) if call.word_timings else None
         try:
             while current < len(call.pieces):
                 kind, piece, payload = await call.events.get()
@@ -257,10 +265,13 @@ class TacotronScheduler:
                     words = []
                     if k == "frames":
                         chunks = await self.vocoder_stage.run_stream(call, lambda st=st, pl=pl: st.push(pl))
-                    else:
-                        frames, spoken = pl
-                        chunks = await self.vocoder_stage.run_stream(call, lambda st=st, n=frames: st.finish(n))
-                        words = await asyncio.to_thread(piece_words, timer, call, current, frames, spoken)
+                    else:                       # the row's last frames (if any) and its end: one vocoder job
+                        rest, frames, spoken = pl
+                        chunks = await self.vocoder_stage.run_stream(
+                            call, lambda st=st, rest=rest, n=frames: (st.push(rest) if rest is not None else [])
+                            + st.finish(n))
+                        if timer is not None:
+                            words = await asyncio.to_thread(piece_words, timer, call, current, frames, spoken)
                         del streamers[current], buffered[current]
                         current += 1
                     for j, c in enumerate(chunks):
@@ -364,15 +375,17 @@ class TacotronScheduler:
         joining = []
         now, now_perf = time.monotonic(), time.perf_counter()
         for c in plan.join:
-            r = Row(call=c, piece=c.todo.popleft())
+            piece = c.todo.popleft()
+            r = Row(call=c, piece=piece, most=step_limit(c.opts.stop_rule or "gate", len(c.pieces[piece]),
+                                                         c.opts.max_decoder_steps))
             joining.append(r)
             if c.join_step is None:
                 c.join_step, c.started, c.started_perf = self.steps_done, now, now_perf
             if not c.todo:
                 self._waiting.remove(c)
                 self._mark_admitted(c)
-        self.decoder.join([RowStart(r, r.ids, r.call.opts.gate_threshold, r.call.opts.stop_rule or "gate")
-                           for r in joining])
+        self.decoder.join([RowStart(r, r.ids, r.call.opts.gate_threshold, r.call.opts.stop_rule or "gate",
+                                    align=r.call.word_timings) for r in joining])
         self._rows.extend(joining)
         self._p = plan.join[0].prenet_dropout
 
@@ -385,18 +398,19 @@ class TacotronScheduler:
         finished = []
         for r in self._rows:
             rf = out[r]
-            most = step_limit(r.call.opts.stop_rule or "gate", len(r.ids), r.call.opts.max_decoder_steps)
+            most = r.most
             limit = most - r.steps                                      # steps this row may still make
             gate_fired = rf.stop is not None and rf.stop < limit        # its gate (or attention) ended it
-            n = min(rf.frames.shape[1] if rf.stop is None else rf.stop + 1, limit)
-            r.frames.append(rf.frames[:, :n])
+            width = rf.frames.shape[1]
+            n = min(width if rf.stop is None else rf.stop + 1, limit)
+            r.frames.append(rf.frames if n == width else rf.frames[:, :n])
             if rf.align is not None:
                 r.align.append(rf.align[:n])
             r.steps += n
             r.call.max_batch = max(r.call.max_batch, b)
             if gate_fired or r.steps >= most:
                 finished.append((r, r.steps - 1 if gate_fired else r.steps, gate_fired))
-            elif r.call.streaming and r.steps - r.sent >= self.deliver_every:
+            elif r.call.streaming and r.steps >= r.next_delivery(self.deliver_every):
                 self._deliver(r)
         if self.on_step is not None:
             self.on_step(index, list(self._rows))
@@ -407,11 +421,15 @@ class TacotronScheduler:
                 self.vocoder_stage.add_pieces([(r.call, r.piece) for r in ready])
 
     # -------------------------------------------------------- row results
-    def _deliver(self, r: Row) -> None:
-        mel = torch.cat(r.frames[r.sent_chunks:], dim=1)   # [n_mel, k]
+    def _undelivered(self, r: Row) -> torch.Tensor:
+        """A streaming row's frames not delivered yet ``[n_mel, k]``, marked delivered."""
+        mel = torch.cat(r.frames[r.sent_chunks:], dim=1)
         r.sent_chunks = len(r.frames)
         r.sent = r.steps
-        r.call.post(("frames", r.piece, mel))
+        return mel
+
+    def _deliver(self, r: Row) -> None:
+        r.call.post(("frames", r.piece, self._undelivered(r)))
 
     def _finish_row(self, r: Row, audio_frames: int, gate_fired: bool) -> bool:
         """Ends a decoded row; True when it is a unary piece for the vocoder stage."""
@@ -424,11 +442,11 @@ class TacotronScheduler:
         if call.decoded == len(call.pieces):
             call.acoustic_done = time.perf_counter()
         if call.streaming:
-            if r.sent < r.steps:
-                self._deliver(r)
-            call.post(("end", r.piece, (audio_frames, r.spoken(audio_frames))))
+            rest = self._undelivered(r) if r.sent < r.steps else None
+            call.post(("end", r.piece, (rest, audio_frames, r.spoken(audio_frames) if call.word_timings else None)))
             return False
         call.mels[r.piece] = (torch.cat(r.frames, dim=1), audio_frames)   # [n_mel, steps] decoder output
-        call.aligns[r.piece] = r.spoken(audio_frames)
+        if call.word_timings:
+            call.aligns[r.piece] = r.spoken(audio_frames)
         return True
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-from tts.server.audio import Encoding, encode, output_rate, raw_bytes
+from tts.server.audio import Encoding, encode, inline, output_rate, raw_bytes
 from tts.server.drain import DrainGate
 from tts.server.engine import ServingEngine
 from tts.server.errors import ResponseTooLargeError
@@ -55,10 +55,13 @@ class TextToSpeechServicer(DrainGate, tts_pb2_grpc.TextToSpeechServicer):
     async def _synthesize(self, request, context):
         t0 = time.perf_counter()
         req, text = self._validate(request, streaming=False)
-        out = await self.engine.synthesize(req.voice, text, req.options, deadline=_deadline(context))
+        out = await self.engine.synthesize(req.voice, text, req.options, deadline=_deadline(context),
+                                           word_timings=req.word_timings)
         result = out.result
         t_enc = time.perf_counter()
-        encoded = await asyncio.to_thread(encode, result.audio, result.sample_rate, req.encoding, req.sample_rate_hz)
+        args = (result.audio, result.sample_rate, req.encoding, req.sample_rate_hz)
+        # raw samples and WAV are a cast and a copy: done here, without a round trip through a thread
+        encoded = encode(*args) if inline(len(result.audio), *args[1:]) else await asyncio.to_thread(encode, *args)
         encode_s = time.perf_counter() - t_enc
         total = time.perf_counter() - t0
         tm = result.timings
@@ -107,7 +110,8 @@ class TextToSpeechServicer(DrainGate, tts_pb2_grpc.TextToSpeechServicer):
         offset = 0
         first = True
         words: list = []                 # word timings known and not sent yet, in order
-        async for piece in self.engine.stream(req.voice, text, req.options, deadline=_deadline(context)):
+        async for piece in self.engine.stream(req.voice, text, req.options, deadline=_deadline(context),
+                                              word_timings=req.word_timings):
             words.extend(piece.words if req.word_timings else ())
             samples = resampler.push(piece.audio, final=piece.last)
             if len(samples) == 0 and not piece.last:

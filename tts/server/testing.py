@@ -63,7 +63,8 @@ class FakeSynthesizer:
         scale = 1.0 if options is None or options.speed is None else 1.0 / options.speed
         return (0.5 * scale * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
-    def synthesize_batch(self, texts, options=None):
+    def synthesize_batch(self, texts, options=None, *, word_timings=False):
+        """Like ``Synthesizer.synthesize_batch``; ``word_timings`` is accepted (the fake has no words)."""
         with self.lock:
             self.batches.append(len(texts))
             self.options_seen.append(options)

@@ -319,14 +319,17 @@ class VocoderStage:
             acoustic = max(0.0, call.acoustic_done - (call.started_perf or call.acoustic_done)) + post_s
             timings = StageTimings(text=call.text_seconds, acoustic=acoustic, vocoder=voc_s, denoiser=den_s,
                                    total=call.text_seconds + acoustic + voc_s + den_s)
-            timer = self.synth.word_timer(call.text, call.text_normalizer)
-            for i in range(n):
-                piece_words(timer, call, i, len(call.audio[i][0]) // HOP, call.aligns.get(i))
+            words = []
+            if call.word_timings:
+                timer = self.synth.word_timer(call.text, call.text_normalizer)
+                for i in range(n):
+                    piece_words(timer, call, i, len(call.audio[i][0]) // HOP, call.aligns.get(i))
+                words = timer.words
             result = SynthesisResult(
-                text=call.text, normalized_text=" ".join(call.cleaned), words=timer.words,
-                audio=torch.cat([call.audio[i][0] for i in range(n)]).numpy().astype(np.float32),
+                text=call.text, normalized_text=" ".join(call.cleaned), words=words,
+                audio=torch.cat([call.audio[i][0] for i in range(n)]).numpy().astype(np.float32, copy=False),
                 sample_rate=self.synth.sample_rate,
-                mel=torch.cat([call.audio[i][1] for i in range(n)], dim=-1).numpy().astype(np.float32),
+                mel=torch.cat([call.audio[i][1] for i in range(n)], dim=-1).numpy().astype(np.float32, copy=False),
                 timings=timings, dropped=call.dropped, pieces=n, hit_max_steps=call.hit_max)
             outcome = ScheduledOutcome(
                 result=result, queue_seconds=max(0.0, (call.started or call.enqueued) - call.enqueued),

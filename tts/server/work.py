@@ -40,7 +40,8 @@ class Call:
     deadline: float | None
     streaming: bool
     #: Streaming events ``(kind, piece, payload)``: ``("frames", i, mel [n_mel, k])``,
-    #: ``("end", i, (audio_frames, (attention [frames, T_in] or None, loud frames)))``, ``("error", -1, exc)``.
+    #: ``("end", i, (its last frames [n_mel, k] or None, audio_frames, (attention [frames, T_in] or None,
+    #: loud frames) or None without word timings))``, ``("error", -1, exc)``.
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     #: Unary completion (a ``ScheduledOutcome``), None for streaming.
     done: asyncio.Future | None = None
@@ -75,8 +76,16 @@ class Call:
     #: Text per piece (as planned) and the normalizer it was read with: for word timings.
     piece_texts: list = field(default_factory=list)
     text_normalizer: str = "dle"
-    #: Unary: piece -> (attention weights ``[frames, T_in]`` of its spoken frames or None, loud frames
-    #: ``[frames]`` bool): what its word timings are read from.
+    #: The call asked for word timings: only then do its rows keep their attention (the decoder
+    #: reads it back from the device) and are its words computed.
+    word_timings: bool = False
+    #: Streaming: decoder frames a row needs before its first audio chunk can be made, and frames per
+    #: later chunk (``tts.streaming.MelStreamer``'s thresholds); a row's frames are delivered as they
+    #: complete a chunk. 0: every ``deliver_every`` steps.
+    chunk_first: int = 0
+    chunk_every: int = 0
+    #: Unary, with word timings: piece -> (attention weights ``[frames, T_in]`` of its spoken frames or
+    #: None, loud frames ``[frames]`` bool): what its word timings are read from.
     aligns: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +136,8 @@ class Row:
 
     call: Call
     piece: int
+    #: Most decoder steps the row may make (``tts.models.tacotron2.step_limit`` of its options and ids).
+    most: int = 0
     #: Decoder frames so far, chunks ``[n_mel, n]`` in order.
     frames: list = field(default_factory=list)
     #: Their attention weights, chunks ``[n, T_in]`` (CPU), when the decoder gives them.
@@ -135,6 +146,19 @@ class Row:
     #: Streaming: steps already delivered and chunks already sent.
     sent: int = 0
     sent_chunks: int = 0
+
+    def next_delivery(self, deliver_every: int) -> int:
+        """Streaming: the step count at which the row's frames go to its call next: when they complete
+        the stream's next audio chunk (``Call.chunk_first``, ``chunk_every``), but at least
+        ``deliver_every`` steps after the last delivery."""
+        c = self.call
+        floor = self.sent + deliver_every
+        if not c.chunk_first:
+            return floor
+        if self.sent < c.chunk_first:
+            return max(floor, c.chunk_first)
+        k = (self.sent - c.chunk_first) // c.chunk_every + 1
+        return max(floor, c.chunk_first + k * c.chunk_every)
 
     @property
     def ids(self) -> list[int]:
