@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(fn=_corpus)
 
     t = sub.add_parser("train", help="train one model for a chunk")
-    t.add_argument("model", choices=["fastspeech", "tacotron2", "waveglow"])
+    t.add_argument("model", choices=["fastspeech", "tacotron2", "waveglow", "hifigan"])
     t.add_argument("--corpus", required=True)
     t.add_argument("--out", required=True, help="checkpoint/log folder")
     t.add_argument("--resume", action="store_true", help="continue from OUT/<model>_last.pt if present")
@@ -234,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                         'fraction of input frames replaced by its own predictions: parallel scheduled '
                         'sampling; "self_feed_passes" K: predictions of the K-th gradient-free pass, '
                         'each fed the one before) and "gta"/"gta_fraction" (learn an exported FastSpeech\'s aligned '
-                        'mels: knowledge distillation)')
+                        'mels: knowledge distillation); hifigan "amp" (true/"bf16" or "fp16"), "compile", '
+                        '"gta"/"gta_fraction", "lr_decay"/"lr_decay_every", "warmup" (the generator\'s), '
+                        '"d_warmup" (discriminator-only steps after --init-from), "loss_fmax", '
+                        '"mel_weight", "fm_weight", "segment_length" (tts/train/tasks.py HiFiGANTask)')
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,
                    help="exported voice file to start from when there is no checkpoint to resume")
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
     e.add_argument("--name", default="slt")
     e.add_argument("--max-mib", type=float, default=30.0)
-    e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow"], default=None,
+    e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow", "hifigan"], default=None,
                    help="write just this model's fp16 file into OUT (a run that trained only it)")
     e.set_defaults(fn=_export)
 
