@@ -297,3 +297,17 @@ def test_the_train_export_and_plot_commands(tones, tmp_path, capsys):
     assert main(["train", "hifigan", "--corpus", str(tones), "--out", str(ck), "--steps", "1",
                  "--settings", '{"segment_length": 1000}']) == 2
     assert "multiple of the hop" in capsys.readouterr().err
+
+
+def test_learning_rates_decay_from_step_0_and_warm_the_generator_up_after_the_d_only_steps():
+    from tts.train.tasks import make_task
+    t = make_task("hifigan", dict(lr=1e-3, lr_decay=0.5, lr_decay_every=10, d_warmup=3, warmup=4))
+    base = 1e-3 * 0.5 ** (100 / 10)
+    assert t.learning_rates(100, warmup_from=100) == pytest.approx((0.0, base))        # D only
+    assert t.learning_rates(103, 100)[0] == pytest.approx(1e-3 * 0.5 ** 10.3 / 4)       # 1st G step
+    assert t.learning_rates(106, 100)[0] == pytest.approx(1e-3 * 0.5 ** 10.6)           # warmed up
+    plain = make_task("hifigan", dict(lr=2e-4))
+    assert plain.learning_rates(0, 0) == (2e-4, 2e-4)
+    assert plain.learning_rates(1000, 0)[0] == pytest.approx(2e-4 * 0.999)
+    with pytest.raises(ValueError, match="multiple of the hop"):
+        make_task("hifigan", dict(segment_length=8000))

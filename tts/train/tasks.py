@@ -508,11 +508,11 @@ class HiFiGANTask(Task):
     as ``WaveGlowTask`` does.
 
     Both learning rates are ``lr * lr_decay ** (step / lr_decay_every)`` (counted from step 0, so
-    a resumed or re-initialised run goes on along the same curve); the generator's also warms up
-    over ``warmup`` steps from where its optimizer began. ``d_warmup`` N: the first N steps of a
-    fresh optimizer train only the discriminators (the generator's losses are still logged):
-    for a run that starts from an exported generator (``--init-from``), whose discriminators
-    start again from scratch. No step reads a value back from the GPU: the logged values are
+    a resumed or re-initialised run goes on along the same curve). ``d_warmup`` N: the first N
+    steps of fresh optimizers train only the discriminators (the generator's losses are still
+    logged): for a run that starts from an exported generator (``--init-from``), whose
+    discriminators start again from scratch. ``warmup`` M: the generator's rate then rises
+    linearly over its first M steps (after the ``d_warmup`` ones). No step reads a value back from the GPU: the logged values are
     device tensors (the trainer reads them at its logging interval only).
 
     ``disc_width_div`` k divides the discriminators' channels by k (tests and smoke runs only).
@@ -614,7 +614,8 @@ class HiFiGANTask(Task):
         s = self.settings
         lr = float(s["lr"]) * float(s["lr_decay"]) ** (step / float(s["lr_decay_every"]))
         warm = int(s.get("warmup", 0))
-        g = lr * min(1.0, (step - warmup_from + 1) / warm) if warm > 0 else lr
+        k = step - warmup_from - int(s.get("d_warmup", 0))   # the generator's own steps so far
+        g = lr * min(1.0, max(0, k + 1) / warm) if warm > 0 else lr
         return g, lr
 
     def step(self, model, optimizer, corpus, pool, rng, device, step, warmup_from):
