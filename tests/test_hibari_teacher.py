@@ -204,3 +204,48 @@ def test_gate_scores_the_hibari_teacher(hibari):
     assert res["wer"] <= 0.2 and res["mos"] >= 4.3, (res["wer"], res["mos"])
     with pytest.raises(ValueError, match="unknown teacher"):
         run_gate("teacher", str(VAL), n=1, teacher="espeak")
+
+
+def test_a_g2p_table_made_ahead_gives_the_same_speech_and_corpus(hibari, tmp_path):
+    """``G2PTable`` (``hibari-pack``): the phoneme ids of each text made ahead speak exactly as
+    hibari's own G2P does (what lets the GPU machine build a corpus without the G2P), a text that is
+    not in the table is an error, and a table of another hibari version is refused."""
+    from tts.quality import read_transcripts
+    from tts.train.hibari import G2PTable, HibariConfig, HibariTeacher, HibariUnavailable
+    items = read_transcripts(VAL, 4)
+    items.append(("two", "It rained. Then it stopped, and we went out."))
+    texts = [symbol_text(t) for _, t in items]
+    G2PTable.build(hibari, texts).save(tmp_path / "g2p.npz")
+    ahead = HibariTeacher(g2p=tmp_path / "g2p.npz")
+    assert not hasattr(ahead, "_g2p")
+    for text in texts:
+        a, b = hibari.speak(text, seed=7), ahead.speak(text, seed=7)
+        assert np.array_equal(a.audio, b.audio) and a.tokens == b.tokens
+        assert [p.replace(" ", "") for p in a.phonemes] == [p.replace(" ", "") for p in b.phonemes]
+    assert len(hibari.plan(texts[-1])) == 2
+    with pytest.raises(KeyError, match="other texts"):
+        ahead.speak("not in the table.")
+    one = build_shard(items[:2], tmp_path / "own" / "shard_000", HibariConfig())
+    two = build_shard(items[:2], tmp_path / "ahead" / "shard_000", HibariConfig(g2p=str(tmp_path / "g2p.npz")))
+    assert one["utterances"] == two["utterances"] == 2
+    for name in ("audio.npy", "mel.npy", "meta.jsonl"):
+        assert (tmp_path / "own" / "shard_000" / name).read_bytes() == \
+            (tmp_path / "ahead" / "shard_000" / name).read_bytes()
+    table = G2PTable.load(tmp_path / "g2p.npz")
+    table.meta["hibari"] = "0.0.1"
+    table.save(tmp_path / "old.npz")
+    with pytest.raises(HibariUnavailable, match="0.0.1"):
+        HibariTeacher(g2p=tmp_path / "old.npz")
+
+
+def test_hibari_pack_writes_the_runtime_and_the_g2p(hibari, tmp_path, capsys):
+    from tts.train.__main__ import main
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a1|One cat sat.\na2|Two dogs ran.\n", encoding="utf-8")
+    assert main(["hibari-pack", "--texts", str(texts), "--out", str(tmp_path / "pack")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["texts"] == 2 and res["alignment_errors"] == 0
+    names = set(res["files"])
+    assert {"g2p.npz", "LICENSE", "NOTICE", "hibari/assets/hibari.onnx", "hibari/dsp.py"} <= names
+    assert not any("g2p/" in n or "lexicon" in n or "oov" in n for n in names)   # no G2P travels
+    assert res["bytes"] < 8.5e6

@@ -94,3 +94,26 @@ def test_cont_goes_on_from_the_shipped_file_for_exactly_the_steps_asked(tmp_path
     _gpu_sh(["cont", "tacotron2", "5"], WORK_DIR=str(work), STEPS="2", TO_STEP=str(start + 3))
     assert torch.load(ckpt, map_location="cpu", weights_only=True)["train"]["step"] == start + 3
     assert _log_steps(work / "ckpt" / "tacotron2_log.csv") == [start + 1, start + 2, start + 3]
+
+
+def test_cont_hifigan_resumes_on_a_warm_machine_and_packs_its_file(tmp_path, tone_corpus):
+    """``cont hifigan`` from scratch (no shipped file), the next call on the same (warm) machine
+    resuming the checkpoint up to TO_STEP, then ``pack-only hifigan``: the fp16 generator file
+    that ``load_hifigan`` reads and the loss log."""
+    from tts.checkpoints import load_hifigan
+    work, out = tmp_path / "work", tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(tone_corpus, work / "corpus")
+    settings = '{"segment_length": 4096, "disc_width_div": 8, "amp": true, "compile": false}'
+    ckpt = work / "ckpt" / "hifigan_last.pt"
+    _gpu_sh(["cont", "hifigan", "5"], WORK_DIR=str(work), STEPS="2", SETTINGS=settings)
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["train"]["step"] == 2
+    _gpu_sh(["cont", "hifigan", "5"], WORK_DIR=str(work), STEPS="5", TO_STEP="3", SETTINGS=settings)
+    ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert ck["train"]["step"] == 3 and ck["train_state"] == {"iters_all": 3}
+    assert _log_steps(work / "ckpt" / "hifigan_log.csv") == [1, 2, 3]
+    _gpu_sh(["pack-only", "hifigan"], WORK_DIR=str(work), OUT=str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["hifigan.pt", "hifigan_log_continued.csv"]
+    f = torch.load(out / "hifigan.pt", map_location="cpu", weights_only=True)
+    assert f["train_state"]["iters_all"] == 3 and all(v.dtype == torch.float16 for v in f["generator"].values())
+    assert load_hifigan(out / "hifigan.pt").config.upsample_initial_channel == 128

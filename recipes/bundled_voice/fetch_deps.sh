@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
-# Run HERE (CPU machine with apt and pip), once, from the repository root.
+# Run HERE (CPU machine with apt and pip), once, from the repository root:
+#   bash recipes/bundled_voice/fetch_deps.sh [festival] [wheels] [hibari]    (no argument: all three)
 # Collects what the GPU machine lacks into ignored folders that `run` carries:
-#   .debs/   Festival + the SLT HTS voice + its shared libraries (Debian bookworm .deb files)
-#   .whl/    Python wheels the GPU image lacks (for Python 3.12 there)
+#   .debs/   festival: Festival + the SLT HTS voice + its shared libraries (Debian bookworm .deb files)
+#   .whl/    wheels: Python wheels the GPU image lacks (for Python 3.12 there), 2.0 MB
 #   .recipe_data/  the LJSpeech transcripts, gzipped (../shared does not travel; gzip keeps the
-#                  travelling tree under 64 MiB: 0.5 MB instead of 1.4)
+#                  travelling tree under 64 MiB: 0.5 MB instead of 1.4), and
+#   .recipe_data/hibari/  hibari: what `gpu.sh corpus` needs for TEACHER=hibari (the GPU image has
+#                  no hibari-tts): the part of the installed hibari package that speaks from phoneme
+#                  ids (its model, 7.9 MB, and signal processing) and the G2P of every line of
+#                  train.txt, made here (g2p.npz, 0.9 MB): 8.4 MiB in all (tts.train.hibari.pack_runtime)
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
+WHAT=${*:-festival wheels hibari}
+PY=${PYTHON:-python3}
 # (.gitignore ignores all three folders, so `run` carries them only when named in carry.)
-mkdir -p .debs .whl .recipe_data
+mkdir -p .recipe_data
 rm -f .recipe_data/train.txt .recipe_data/val.txt   # plain copies, from before they were gzipped
 gzip -9c ../shared/data/ljspeech/train.txt > .recipe_data/train.txt.gz
-# Festival, its lexicons, the teacher voice, and the shared libraries `ldd festival` names that
-# the GPU image lacks. Not glibc/libstdc++/libgcc (the image has newer ones), nor the libraries
-# every Debian/Ubuntu image has for apt itself (libgcrypt20, libgpg-error0, liblz4-1, liblzma5,
-# libsystemd0, libzstd1): leaving those out keeps the tree that travels under 64 MiB (the corpus
-# stage runs without them).
-PKGS="festival festvox-us-slt-hts festlex-cmu festlex-poslex libestools2.5 libasound2 libasound2-data
-  libasyncns0 libbsd0 libcap2 libdbus-1-3 libflac12 libgomp1 libmd0 libmp3lame0 libmpg123-0
-  libogg0 libopus0 libpulse0 libsndfile1 libtinfo6 libvorbis0a libvorbisenc2 libx11-6 libx11-xcb1
-  libxau6 libxcb1 libxdmcp6"
-apt-get update -qq
-(cd .debs && apt-get download $PKGS)
-# Wheels (pure Python, or manylinux for CPython 3.12) of the package's dependencies missing there.
-python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .whl inflect jaraco.functools more-itertools typeguard unidecode soundfile cffi pycparser
-du -sh .debs .whl .recipe_data
+for what in $WHAT; do
+  case $what in
+    festival)
+      # Festival, its lexicons, the teacher voice, and the shared libraries `ldd festival` names that
+      # the GPU image lacks. Not glibc/libstdc++/libgcc (the image has newer ones), nor the libraries
+      # every Debian/Ubuntu image has for apt itself (libgcrypt20, libgpg-error0, liblz4-1, liblzma5,
+      # libsystemd0, libzstd1): leaving those out keeps the tree that travels under 64 MiB (the corpus
+      # stage runs without them).
+      PKGS="festival festvox-us-slt-hts festlex-cmu festlex-poslex libestools2.5 libasound2 libasound2-data
+        libasyncns0 libbsd0 libcap2 libdbus-1-3 libflac12 libgomp1 libmd0 libmp3lame0 libmpg123-0
+        libogg0 libopus0 libpulse0 libsndfile1 libtinfo6 libvorbis0a libvorbisenc2 libx11-6 libx11-xcb1
+        libxau6 libxcb1 libxdmcp6"
+      mkdir -p .debs
+      apt-get update -qq
+      (cd .debs && apt-get download $PKGS) ;;
+    wheels)
+      # Wheels (pure Python, or manylinux for CPython 3.12) of the package's dependencies missing there.
+      mkdir -p .whl
+      $PY -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl inflect jaraco.functools more-itertools typeguard unidecode soundfile cffi pycparser ;;
+    hibari)
+      # needs hibari-tts 0.2.1 installed here (the train extra); the G2P runs on this machine (15 s)
+      $PY -m tts.train hibari-pack --texts ../shared/data/ljspeech/train.txt --out .recipe_data/hibari \
+        | $PY -c "import json, sys; d = json.load(sys.stdin); print('hibari-pack:', d['texts'], 'texts,', d['alignment_errors'], 'alignment errors,', d['bytes'], 'bytes')" ;;
+    *) echo "fetch_deps.sh: unknown part '$what' (festival, wheels, hibari)" >&2; exit 2 ;;
+  esac
+done
+du -sh .debs .whl .recipe_data 2>/dev/null || true

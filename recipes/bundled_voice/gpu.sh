@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (through the device tool), from the repository root:
 #   bash recipes/bundled_voice/gpu.sh STAGE [ARGS]
-# with carry [".debs", ".whl", ".recipe_data"] (made once by fetch_deps.sh). build/bundled_voice
-# (corpus and full checkpoints) is an ignored build folder: it survives between calls only while
-# the machine stays warm.
+# with carry [".debs", ".whl", ".recipe_data"] (made once by fetch_deps.sh; TEACHER=hibari needs no
+# .debs). build/bundled_voice (corpus and full checkpoints) is an ignored build folder: it survives
+# between calls only while the machine stays warm.
 # STAGE:
-#   corpus          unpack Festival (dpkg -x), build the corpus from train.txt on all cores
-#                   (CORPUS_LIMIT: that many lines; CORPUS_OFFSET: after skipping that many)
+#   corpus          build the corpus from train.txt on all cores (CORPUS_LIMIT: that many lines;
+#                   CORPUS_OFFSET: after skipping that many) with TEACHER: festival (the default:
+#                   unpacks Festival from .debs with dpkg -x) or hibari (from .recipe_data/hibari:
+#                   the model, its signal processing and the G2P of train.txt made by fetch_deps.sh)
 #   train MINUTES   train FastSpeech, Tacotron2 and WaveGlow side by side from scratch (or resuming
 #                   their checkpoints in $W/ckpt)
 #   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB)
 #   all MINUTES     corpus, then train, then pack (one call)
-#   cont MODEL MIN  continue one model: resume $W/ckpt if this (warm) machine has it, else start
-#                   from INIT (default: its shipped file in tts/voices) at the step it records
+#   cont MODEL MIN  continue one model (fastspeech, tacotron2, waveglow, hifigan): resume $W/ckpt if
+#                   this (warm) machine has it, else start from INIT (default: its shipped file in
+#                   tts/voices; hifigan: tts/voices/slt-hifigan/hifigan.pt, from scratch while there is
+#                   none) at the step it records
 #   pack-only M...  export just these models' fp16 files + loss logs into $OUT
 #   chunk SECONDS   corpus if missing, WaveGlow + Tacotron2 side by side until SECONDS into the
 #                   call, then pack-only both
@@ -23,8 +27,8 @@
 # A warm machine keeps $W: `cont` then resumes $W/ckpt whatever INIT says, and `corpus` keeps the
 # corpus it built whatever CORPUS_OFFSET now says: begin a call with `rm -rf build/bundled_voice`
 # to start afresh.
-# Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS
-# (corpus), DEVICE (default cuda), BATCH, GRAPH (auto|on|off|static), INIT, SETTINGS (cont: a JSON of
+# Environment: WORK_DIR (default build/bundled_voice), CORPUS_LIMIT / CORPUS_OFFSET / CORPUS_SHARDS /
+# TEACHER (corpus), RECIPE_DATA (default .recipe_data), DEVICE (default cuda), BATCH, GRAPH (auto|on|off|static), INIT, SETTINGS (cont: a JSON of
 # training settings, tts/train/tasks.py; for waveglow a "graph" key there is the trainer's --graph),
 # WG_SETTINGS / T2_SETTINGS (chunk's SETTINGS for each model; WaveGlow's default
 # {"amp": true, "compile": true, "graph": true}), THREADS (torch CPU threads per trainer: 4 in
@@ -40,12 +44,14 @@ if ! python3 -c "import inflect, unidecode, soundfile" 2>/dev/null && [ ! -d /tm
 fi
 export PYTHONPATH=/tmp/site:$ROOT
 PREFIX=/tmp/festival
+RD=${RECIPE_DATA:-.recipe_data}
+case $RD in /*) ;; *) RD=$ROOT/$RD ;; esac
 
 corpus() {
   local texts=$W/train.txt   # fetch_deps.sh gzips the transcripts so that the carry stays small
-  if [ -f .recipe_data/train.txt.gz ]; then python3 -c "import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), sys.stdout.buffer)" .recipe_data/train.txt.gz > $texts
-  elif [ -f .recipe_data/train.txt ]; then cp .recipe_data/train.txt $texts
-  else echo "gpu.sh: no .recipe_data/train.txt.gz: run recipes/bundled_voice/fetch_deps.sh and carry .recipe_data" >&2; exit 2
+  if [ -f $RD/train.txt.gz ]; then python3 -c "import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), sys.stdout.buffer)" $RD/train.txt.gz > $texts
+  elif [ -f $RD/train.txt ]; then cp $RD/train.txt $texts
+  else echo "gpu.sh: no $RD/train.txt.gz: run recipes/bundled_voice/fetch_deps.sh and carry .recipe_data" >&2; exit 2
   fi
   if [ -n "${CORPUS_OFFSET:-}" ]; then   # a different slice of train.txt per call: more variety
     tail -n +$((CORPUS_OFFSET + 1)) $W/train.txt > $W/texts_slice.txt
@@ -60,11 +66,25 @@ corpus() {
       exit 2
     fi
   fi
-  if [ ! -x $PREFIX/usr/bin/festival ]; then
-    for f in .debs/*.deb; do dpkg -x "$f" $PREFIX; done
-  fi
-  python3 -m tts.train corpus --texts $texts --out $W/corpus \
-    --shards ${CORPUS_SHARDS:-64} --jobs "$(nproc)" --festival-prefix $PREFIX ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT}
+  case ${TEACHER:-festival} in
+    hibari)
+      # hibari without its G2P: its model and signal processing from $RD/hibari (first on the path,
+      # so the carried files are the ones that run), the phoneme ids of every text from g2p.npz
+      if [ ! -f $RD/hibari/g2p.npz ]; then
+        echo "gpu.sh: no $RD/hibari/g2p.npz: run recipes/bundled_voice/fetch_deps.sh hibari and carry .recipe_data" >&2
+        exit 2
+      fi
+      PYTHONPATH=$RD/hibari:$PYTHONPATH OMP_NUM_THREADS=1 python3 -m tts.train corpus --teacher hibari \
+        --hibari-g2p $RD/hibari/g2p.npz --texts $texts --out $W/corpus --shards ${CORPUS_SHARDS:-64} \
+        --jobs "$(nproc)" ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT} ;;
+    festival)
+      if [ ! -x $PREFIX/usr/bin/festival ]; then
+        for f in .debs/*.deb; do dpkg -x "$f" $PREFIX; done
+      fi
+      python3 -m tts.train corpus --texts $texts --out $W/corpus \
+        --shards ${CORPUS_SHARDS:-64} --jobs "$(nproc)" --festival-prefix $PREFIX ${CORPUS_LIMIT:+--limit $CORPUS_LIMIT} ;;
+    *) echo "gpu.sh: TEACHER must be festival or hibari, not '$TEACHER'" >&2; exit 2 ;;
+  esac
 }
 
 # budget MINUTES: the trainer's budget arguments: STEPS steps, else MINUTES of training; TO_STEP caps
@@ -97,7 +117,8 @@ cont() {
     fastspeech) init=${INIT:-tts/voices/slt/fastspeech.pt} ;;
     waveglow)   init=${INIT:-tts/voices/slt-waveglow/waveglow.pt} ;;
     tacotron2)  init=${INIT:-tts/voices/slt-tacotron2/tacotron2.pt} ;;
-    *) echo "gpu.sh cont: unknown model '$model' (fastspeech, tacotron2, waveglow)" >&2; return 2 ;;
+    hifigan)    init=${INIT:-tts/voices/slt-hifigan/hifigan.pt} ;;
+    *) echo "gpu.sh cont: unknown model '$model' (fastspeech, tacotron2, waveglow, hifigan)" >&2; return 2 ;;
   esac
   local settings=${SETTINGS:-} graph=${GRAPH:-}
   if [ "$model" = waveglow ] && [ -n "$settings" ]; then   # a "graph" key is --graph, not a setting
@@ -120,7 +141,7 @@ print({True: "on", False: "off", None: "-"}[g], json.dumps(d))' "$settings")
       return 1
     elif [ -n "${UNTIL:-}" ] && [ "$(date +%s)" -ge "${UNTIL%.*}" ]; then
       echo "$model: stopped at the deadline (UNTIL)"
-    elif [ "$model" != fastspeech ] && [ "${graph:-auto}" != off ]; then
+    elif [ "$model" != fastspeech ] && [ "$model" != hifigan ] && [ "${graph:-auto}" != off ]; then
       local left; left=$(python3 -c "print(max(0.0, $m - ($SECONDS - $t0) / 60 - 0.2))")
       echo "$model: the graphed step failed; eager for $left more minutes"   # for what is left
       run "$left" off

@@ -3,6 +3,8 @@
 Subcommands (each ``--help``):
 
 - ``corpus``   build corpus shards from an ``id|text`` file with a teacher (Festival or hibari);
+- ``hibari-pack``  what a machine without hibari's G2P needs to build a hibari corpus: the model, its
+  signal processing and the G2P of the texts, done here (``tts.train.hibari.pack_runtime``);
 - ``train``    train one model for a chunk (``--resume``; ``--steps``, ``--max-steps``, ``--max-minutes``, ``--until``);
 - ``export``   write fp16 weights + ``voice.json`` manifests into a voices folder;
 - ``grow-waveglow``  more WN layers / a shorter upsampler for an exported WaveGlow (``tts.train.grow``);
@@ -51,7 +53,7 @@ def _corpus(args: argparse.Namespace) -> int:
         items = [(uid, text) for uid, text in items if uid not in held]
     if args.teacher == "hibari":
         from tts.train.hibari import HibariConfig, HibariUnavailable
-        teacher = HibariConfig(threads=1)
+        teacher = HibariConfig(threads=1, g2p=args.hibari_g2p)
         try:
             teacher.load()
         except HibariUnavailable as e:
@@ -78,6 +80,23 @@ def _corpus(args: argparse.Namespace) -> int:
                "wall_seconds": time.time() - t0, "shards": len(todo), "jobs": args.jobs}
     print(json.dumps(summary))
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return 0
+
+
+def _hibari_pack(args: argparse.Namespace) -> int:
+    from tts.quality import read_transcripts
+    from tts.train.corpus import symbol_text
+    from tts.train.hibari import HibariUnavailable, pack_runtime
+
+    texts = []
+    for path in args.texts:
+        texts.extend(symbol_text(text) for _, text in read_transcripts(path))
+    try:
+        res = pack_runtime(texts, args.out)
+    except HibariUnavailable as e:
+        print(f"the hibari teacher does not load: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(res, indent=1))
     return 0
 
 
@@ -203,10 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--teacher", choices=["festival", "hibari"], default="festival",
                    help="festival: cmu_us_slt_arctic_hts (default); hibari: hibari-tts (Kokoro-82M af_heart "
                         "distilled, recipes/bundled_voice/TEACHER.md), one thread per job")
+    c.add_argument("--hibari-g2p", default=None, metavar="FILE",
+                   help="hibari: the G2P of the texts made ahead (g2p.npz of hibari-pack); hibari's own "
+                        "G2P is then not needed")
     c.set_defaults(fn=_corpus)
 
+    hp = sub.add_parser("hibari-pack", help="the part of hibari that speaks from phoneme ids, and the "
+                                            "G2P of the texts, into a folder (a machine without hibari)")
+    hp.add_argument("--texts", required=True, action="append",
+                    help="id|text file whose lines will be spoken (repeatable)")
+    hp.add_argument("--out", required=True, help="folder: hibari/ (put OUT on PYTHONPATH), g2p.npz, LICENSE, NOTICE")
+    hp.set_defaults(fn=_hibari_pack)
+
     t = sub.add_parser("train", help="train one model for a chunk")
-    t.add_argument("model", choices=["fastspeech", "tacotron2", "waveglow"])
+    t.add_argument("model", choices=["fastspeech", "tacotron2", "waveglow", "hifigan"])
     t.add_argument("--corpus", required=True)
     t.add_argument("--out", required=True, help="checkpoint/log folder")
     t.add_argument("--resume", action="store_true", help="continue from OUT/<model>_last.pt if present")
@@ -234,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                         'fraction of input frames replaced by its own predictions: parallel scheduled '
                         'sampling; "self_feed_passes" K: predictions of the K-th gradient-free pass, '
                         'each fed the one before) and "gta"/"gta_fraction" (learn an exported FastSpeech\'s aligned '
-                        'mels: knowledge distillation)')
+                        'mels: knowledge distillation); hifigan "amp" (true/"bf16" or "fp16"), "compile", '
+                        '"gta"/"gta_fraction", "lr_decay"/"lr_decay_every", "warmup" (the generator\'s), '
+                        '"d_warmup" (discriminator-only steps after --init-from), "loss_fmax", '
+                        '"mel_weight", "fm_weight", "segment_length" (tts/train/tasks.py HiFiGANTask)')
     t.add_argument("--model-config", default=None, help="JSON overriding the architecture")
     t.add_argument("--init-from", default=None,
                    help="exported voice file to start from when there is no checkpoint to resume")
@@ -252,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
     e.add_argument("--name", default="slt")
     e.add_argument("--max-mib", type=float, default=30.0)
-    e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow"], default=None,
+    e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow", "hifigan"], default=None,
                    help="write just this model's fp16 file into OUT (a run that trained only it)")
     e.set_defaults(fn=_export)
 

@@ -1,9 +1,9 @@
 """Export trained checkpoints as the bundled voices (fp16) and plot the loss curves.
 
-Two voices share one WaveGlow file: ``<name>/`` (FastSpeech + WaveGlow, the
-default: it sorts first) and ``<name>-tacotron2/`` (Tacotron2 + the same
-WaveGlow, referenced as ``../<name>/waveglow.pt``). Weights are stored as
-float16 in the layouts the loaders read; WaveGlow's weight norm is folded.
+Voices share files: the WaveGlow (``<name>-waveglow/waveglow.pt``) and the HiFi-GAN
+(``<name>-hifigan/hifigan.pt``) each vocode the FastSpeech and the Tacotron2 voices
+(``write_manifests``). Weights are stored as float16 in the layouts the loaders read;
+WaveGlow's and HiFi-GAN's weight norm is folded.
 """
 
 from __future__ import annotations
@@ -68,6 +68,15 @@ def export_acoustic(kind: str, ckpt_dir: str | os.PathLike[str], out_dir: str | 
         model.load_state_dict(ck["state_dict"])
         model.remove_weight_norm()
         obj = {"iteration": step, "config": ck["config"], "state_dict": _half(model.state_dict())}
+    elif kind == "hifigan":
+        # DLE's generator file (``hifigan_gen_checkpoint_*.pt``) as ``load_hifigan`` reads it:
+        # ``generator`` (weight norm folded), ``config``, ``train_state``; no discriminators
+        from tts.models.hifigan import HiFiGAN, HiFiGANConfig
+        gen = HiFiGAN(HiFiGANConfig.from_dict(ck["config"]), weight_norm=True)
+        gen.load_state_dict(ck["generator"])
+        gen.remove_weight_norm()
+        obj = {"generator": _half(gen.state_dict()), "config": ck["config"],
+               "train_state": {"iters_all": step}}
     else:
         obj = {"step": step, "model": _half(ck["model"])}
     size = _save(obj, Path(out_dir) / f"{kind}.pt")
@@ -79,6 +88,17 @@ GRIFFINLIM = {"kind": "griffinlim", "n_iter": 60, "power": 1.0}
 GL_DEFAULTS = {"sigma": 0.0, "denoiser_strength": 0.0}
 ABOUT = ("trained on Festival cmu_us_slt_arctic_hts speaking LJSpeech transcripts; "
          "see recipes/bundled_voice/README.md")
+#: The attribution a model trained on a hibari corpus carries (recipes/bundled_voice/TEACHER.md).
+HIBARI_NOTICE = (
+    "The models of this voice were trained on speech synthesized by hibari (hibari-tts 0.2.1, "
+    "https://github.com/MMWilliams/hibari), Copyright 2026 Maureese Williams, licensed under the "
+    "Apache License, Version 2.0; hibari's acoustic model was distilled from Kokoro-82M "
+    "(https://huggingface.co/hexgrad/Kokoro-82M) by hexgrad, Apache License 2.0, voice af_heart. "
+    "The transcripts are LJSpeech's (public domain). No hibari or Kokoro code or weights are included.")
+#: The HiFi-GAN vocoder's provenance: it is trained on a hibari corpus (recipes/bundled_voice/README.md).
+HIFIGAN_ABOUT = "the HiFi-GAN vocoder trained on a hibari corpus: " + HIBARI_NOTICE
+#: Synthesis defaults of the HiFi-GAN voices: no denoiser (DLE's inference default); sigma unused.
+HIFIGAN_VOICE_DEFAULTS = {"sigma": 0.0, "denoiser_strength": 0.0}
 
 
 def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[Path]:
@@ -87,13 +107,17 @@ def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[
     - ``<name>/``: FastSpeech (``fastspeech.pt``) + Griffin-Lim, the default voice;
     - ``<name>-tacotron2/``: Tacotron2 (``tacotron2.pt``) + Griffin-Lim;
     - ``<name>-waveglow/``: the same FastSpeech + the trained WaveGlow (``waveglow.pt``);
-    - ``<name>-tacotron2-waveglow/``: that Tacotron2 + that WaveGlow (no files of its own).
+    - ``<name>-tacotron2-waveglow/``: that Tacotron2 + that WaveGlow (no files of its own);
+    - ``<name>-hifigan/``: the FastSpeech + the trained HiFi-GAN (``hifigan.pt``, and a ``NOTICE``
+      with the hibari attribution its corpus asks for);
+    - ``<name>-tacotron2-hifigan/``: the Tacotron2 + that HiFi-GAN (no files of its own).
 
     Returns the voice folders written.
     """
     out = Path(out_dir)
     fs, t2, wg = out / name / "fastspeech.pt", out / f"{name}-tacotron2" / "tacotron2.pt", \
         out / f"{name}-waveglow" / "waveglow.pt"
+    hg = out / f"{name}-hifigan" / "hifigan.pt"
     specs = []
     if fs.is_file():
         specs.append((out / name, {"acoustic": {"kind": "fastspeech", "checkpoint": "fastspeech.pt"},
@@ -115,6 +139,20 @@ def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[
                        "vocoder": {"kind": "waveglow", "checkpoint": f"../{name}-waveglow/waveglow.pt"},
                        "defaults": TACOTRON2_WG_DEFAULTS,
                        "about": "Tacotron2 + WaveGlow, " + ABOUT}))
+    if fs.is_file() and hg.is_file():
+        (hg.parent / "NOTICE").write_text(HIBARI_NOTICE + "\n", encoding="utf-8")
+        specs.append((hg.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": f"../{name}/fastspeech.pt"},
+                                  "vocoder": {"kind": "hifigan", "checkpoint": "hifigan.pt"},
+                                  "defaults": HIFIGAN_VOICE_DEFAULTS,
+                                  "about": "FastSpeech + HiFi-GAN; the FastSpeech " + ABOUT + "; "
+                                           + HIFIGAN_ABOUT}))
+    if t2.is_file() and hg.is_file():
+        (out / f"{name}-tacotron2-hifigan").mkdir(exist_ok=True)
+        specs.append((out / f"{name}-tacotron2-hifigan",
+                      {"acoustic": {"kind": "tacotron2", "checkpoint": f"../{name}-tacotron2/tacotron2.pt"},
+                       "vocoder": {"kind": "hifigan", "checkpoint": f"../{name}-hifigan/hifigan.pt"},
+                       "defaults": dict(HIFIGAN_VOICE_DEFAULTS, prenet_dropout=0.5),
+                       "about": "Tacotron2 + HiFi-GAN; the Tacotron2 " + ABOUT + "; " + HIFIGAN_ABOUT}))
     written = []
     for folder, spec in specs:
         manifest = {"name": folder.name, "sample_rate": 22050, "frontend": "fastspeech", **spec}
@@ -134,13 +172,15 @@ def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
 
     ck = Path(ckpt_dir)
     out = Path(out_dir)
-    fs_path, t2_path, wg_path = (ck / f"{k}_last.pt" for k in ("fastspeech", "tacotron2", "waveglow"))
-    if not any(p.is_file() for p in (fs_path, t2_path, wg_path)):
+    fs_path, t2_path, wg_path, hg_path = (ck / f"{k}_last.pt"
+                                          for k in ("fastspeech", "tacotron2", "waveglow", "hifigan"))
+    if not any(p.is_file() for p in (fs_path, t2_path, wg_path, hg_path)):
         raise FileNotFoundError(f"{ck}: no checkpoint to export")
     sizes: dict[str, int] = {}
     steps: dict[str, int] = {}
     for kind, path, folder in (("fastspeech", fs_path, name), ("tacotron2", t2_path, f"{name}-tacotron2"),
-                               ("waveglow", wg_path, f"{name}-waveglow")):
+                               ("waveglow", wg_path, f"{name}-waveglow"),
+                               ("hifigan", hg_path, f"{name}-hifigan")):
         if path.is_file():
             r = export_acoustic(kind, ck, out / folder)
             steps[kind] = r["step"]

@@ -20,16 +20,27 @@ audio and the phoneme times that made it. One duration unit is ``UNIT_SAMPLES`` 
 punctuation (stress marks included: the model spends time on them too); spaces and
 punctuation ids (pauses) fall into the gaps between words, where ``corpus.symbol_boundaries``
 gives them to the gap's punctuation or space, as it does Festival's pauses.
+
+The G2P can be done ahead (``G2PTable``, ``python -m tts.train hibari-pack``): the phoneme ids
+of every text, with the word each belongs to, in one small file. A machine that has it needs only
+the model, hibari's signal processing and ``onnx``/``onnxruntime``, not hibari's G2P (its
+lexicons, tagger and out-of-vocabulary net); ``pack_runtime`` copies that much of the installed
+package into a folder (the GPU machine's corpus, ``recipes/bundled_voice/gpu.sh``). The ids are
+those the in-process G2P gives, so the audio is the same.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +83,92 @@ class Spoken:
     rate: int = HIBARI_RATE
 
 
+@dataclass
+class Run:
+    """One model run (a sentence, or a clause of a long one): phoneme ids, pads included."""
+
+    ids: list[int]
+    words: list[int]
+    """For each id, the whitespace-delimited chunk of the text it is a phone of; -1 for the pads,
+    spaces and pauses (punctuation)."""
+
+
+def text_key(text: str) -> int:
+    """A G2P table's key of a symbol text: the first 8 bytes of its BLAKE2b digest."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class G2PTable:
+    """hibari's G2P of a set of texts, done ahead: each text's runs (``Run``), or the alignment
+    error the planning raised. Saved as one ``.npz`` (``save``; ids ``uint8``, word indices
+    ``int16``, keys ``text_key``), with the hibari version and vocabulary it was made with."""
+
+    def __init__(self, plans: dict[int, list[Run] | str], meta: dict) -> None:
+        self.plans, self.meta = plans, meta
+
+    @classmethod
+    def build(cls, teacher: "HibariTeacher", texts: Sequence[str]) -> "G2PTable":
+        """Plan ``texts`` (symbol texts) with ``teacher``'s in-process G2P."""
+        import hibari
+        plans: dict[int, list[Run] | str] = {}
+        for text in texts:
+            try:
+                plans[text_key(text)] = teacher.plan(text)
+            except AlignmentError as exc:
+                plans[text_key(text)] = str(exc) or "alignment error"
+        return cls(plans, {"hibari": hibari.__version__, "vocab": _vocab_digest(teacher._vocab),
+                           "texts": len(plans)})
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        keys, run_off, id_off, ids, words, errors = [], [0], [0], [], [], {}
+        for k, plan in self.plans.items():
+            keys.append(k)
+            if isinstance(plan, str):
+                errors[str(len(keys) - 1)] = plan
+                plan = []
+            for r in plan:
+                ids.extend(r.ids)
+                words.extend(r.words)
+                id_off.append(len(ids))
+            run_off.append(len(id_off) - 1)
+        meta = dict(self.meta, errors=errors)
+        blob = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez_compressed(tmp, keys=np.asarray(keys, np.uint64), run_offsets=np.asarray(run_off, np.int64),
+                            id_offsets=np.asarray(id_off, np.int64), ids=np.asarray(ids, np.uint8),
+                            words=np.asarray(words, np.int16), meta=blob)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "G2PTable":
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+            keys, ro, io_ = z["keys"], z["run_offsets"], z["id_offsets"]
+            ids, words = z["ids"].astype(np.int64), z["words"].astype(np.int64)
+        errors = meta.pop("errors", {})
+        plans: dict[int, list[Run] | str] = {}
+        for j, k in enumerate(keys.tolist()):
+            if str(j) in errors:
+                plans[k] = errors[str(j)]
+                continue
+            plans[k] = [Run(ids[io_[r]:io_[r + 1]].tolist(), words[io_[r]:io_[r + 1]].tolist())
+                        for r in range(ro[j], ro[j + 1])]
+        return cls(plans, meta)
+
+    def plan(self, text: str) -> list[Run]:
+        plan = self.plans.get(text_key(text))
+        if plan is None:
+            raise KeyError(f"no G2P of {text!r} in this table ({self.meta.get('texts')} texts): it was "
+                           "built from other texts")
+        if isinstance(plan, str):
+            raise AlignmentError(plan)
+        return plan
+
+
+def _vocab_digest(vocab: dict[str, int]) -> str:
+    return hashlib.sha256(json.dumps(vocab, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 def _model_path() -> str:
     try:
         import hibari.tts as htts
@@ -86,11 +183,14 @@ def _model_path() -> str:
 
 
 class HibariTeacher:
-    """hibari with per-phoneme durations exposed; ``threads`` onnxruntime threads (1 by default)."""
+    """hibari with per-phoneme durations exposed; ``threads`` onnxruntime threads (1 by default).
+
+    ``g2p``: a ``G2PTable`` file made ahead for the texts to be spoken; hibari's own G2P (and its
+    ``hibari.g2p`` module) is then not used."""
 
     sample_rate = HIBARI_RATE
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, g2p: str | os.PathLike[str] | None = None) -> None:
         path = _model_path()
         try:
             import onnx
@@ -98,7 +198,6 @@ class HibariTeacher:
         except ImportError as exc:
             raise HibariUnavailable("the hibari teacher needs onnxruntime and onnx") from exc
         from hibari import dsp
-        from hibari.g2p import G2P
         from hibari.tts import ASSETS
 
         model = onnx.load(path)
@@ -112,11 +211,21 @@ class HibariTeacher:
         so.intra_op_num_threads = so.inter_op_num_threads = threads
         so.log_severity_level = 3
         self._sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        import json
         with open(os.path.join(ASSETS, "vocab.json"), encoding="utf-8") as f:
             self._vocab: dict[str, int] = json.load(f)
-        self._g2p = G2P(british=False)
+        self._phoneme = {i: c for c, i in self._vocab.items()}
         self._dsp = dsp
+        self._table: G2PTable | None = None
+        if g2p is not None:
+            import hibari
+            self._table = G2PTable.load(g2p)
+            want = {"hibari": hibari.__version__, "vocab": _vocab_digest(self._vocab)}
+            got = {k: self._table.meta.get(k) for k in want}
+            if got != want:
+                raise HibariUnavailable(f"{g2p}: made with hibari {got} but this one is {want}")
+        else:
+            from hibari.g2p import G2P
+            self._g2p = G2P(british=False)
 
     # -- text ------------------------------------------------------------------------------
 
@@ -164,9 +273,12 @@ class HibariTeacher:
                                f"match its audio ({audio.shape[0]} samples)")
         return audio, dur
 
-    def speak(self, text: str, seed: int = 0) -> Spoken:
-        """Speak ``text`` (our symbol text: every word one whitespace-delimited chunk). Raises
-        ``ValueError`` (``corpus.AlignmentError``) when hibari's tokens do not map onto the chunks."""
+    def plan(self, text: str) -> list[Run]:
+        """The model runs of ``text`` (our symbol text: every word one whitespace-delimited
+        chunk): hibari's G2P, or the ``G2PTable``'s entry. Raises ``ValueError``
+        (``corpus.AlignmentError``) when hibari's tokens do not map onto the chunks."""
+        if self._table is not None:
+            return self._table.plan(text)
         tokens = self._tokens(text)
         # character offset of every token in the text (the tokenizer keeps text and whitespace)
         starts: list[int] = []
@@ -177,43 +289,43 @@ class HibariTeacher:
                 raise AlignmentError(f"hibari token {tk.text!r} not found at {pos} in {text!r}")
             starts.append(k)
             pos = k + len(tk.text)
-        chunks = [(m.start(), m.end()) for m in _CHUNK_RE.finditer(text)]
-        chunk_starts = [a for a, _ in chunks]
-        words = [Token(text[a:e]) for a, e in chunks]
+        chunk_starts = [m.start() for m in _CHUNK_RE.finditer(text)]
+        runs = []
+        for sent in self._sentences(tokens):
+            ids, words = [0], [-1]      # each id's chunk; -1: pad, space or pause
+            for j, i in enumerate(sent):
+                tk = tokens[i]
+                ps = tk.phonemes or ""
+                ps_full = ps + " " if tk.whitespace and j + 1 < len(sent) else ps
+                w = bisect.bisect_right(chunk_starts, starts[i]) - 1
+                for c in ps_full:
+                    if c in self._vocab:
+                        ids.append(self._vocab[c])
+                        words.append(-1 if c in PAUSE_PHONEMES else w)
+            ids.append(0)
+            words.append(-1)
+            runs.append(Run(ids, words))
+        return runs
+
+    def speak(self, text: str, seed: int = 0) -> Spoken:
+        """Speak ``text`` (our symbol text: every word one whitespace-delimited chunk). Raises
+        ``ValueError`` (``corpus.AlignmentError``) when hibari's tokens do not map onto the chunks."""
+        runs = self.plan(text)
+        words = [Token(m.group()) for m in _CHUNK_RE.finditer(text)]
         rng = np.random.default_rng(seed)
         audio_parts: list[np.ndarray] = []
         phoneme_runs: list[str] = []
         t_off = 0.0
-        for sent in self._sentences(tokens):
-            ids = [0]
-            owner: list[tuple[int, str] | None] = [None]   # (token index, phoneme) of each id; None:
-            #                                                pad, space or pause
-            ps_run = ""
-            for j, i in enumerate(sent):
-                tk = tokens[i]
-                ps = tk.phonemes or ""
-                if tk.whitespace and j + 1 < len(sent):
-                    ps_full = ps + " "
-                else:
-                    ps_full = ps
-                ps_run += ps_full
-                for c in ps_full:
-                    if c in self._vocab:
-                        ids.append(self._vocab[c])
-                        owner.append(None if c in PAUSE_PHONEMES else (i, c))
-            ids.append(0)
-            owner.append(None)
-            audio, dur = self._run(ids, rng)
+        for run in runs:
+            audio, dur = self._run(run.ids, rng)
             ends = np.cumsum(dur) * UNIT_SAMPLES / HIBARI_RATE + t_off
             begins = ends - dur * UNIT_SAMPLES / HIBARI_RATE
-            for k, o in enumerate(owner):
-                if o is None:
-                    continue
-                w = bisect.bisect_right(chunk_starts, starts[o[0]]) - 1
-                words[w].phones.append(Phone(o[1], float(begins[k]), float(ends[k])))
+            for k, w in enumerate(run.words):
+                if w >= 0:
+                    words[w].phones.append(Phone(self._phoneme[run.ids[k]], float(begins[k]), float(ends[k])))
             t_off += audio.shape[0] / HIBARI_RATE
             audio_parts.append(audio)
-            phoneme_runs.append(ps_run.strip())
+            phoneme_runs.append("".join(self._phoneme[i] for i in run.ids[1:-1]).strip())
         for w in words:
             if not w.phones and any(c.isalnum() for c in w.name):
                 raise AlignmentError(f"hibari spoke no phonemes for the word {w.name!r}")
@@ -240,7 +352,41 @@ class HibariConfig:
 
     threads: int = 1
     name: str = "hibari"
+    g2p: str | None = None
+    """A ``G2PTable`` file of the texts (``python -m tts.train hibari-pack``), or None: hibari's G2P."""
 
     def load(self) -> HibariTeacher:
-        return HibariTeacher(threads=self.threads)
+        return HibariTeacher(threads=self.threads, g2p=self.g2p)
+
+
+#: What ``pack_runtime`` copies of the installed package: the Python modules that synthesis from
+#: phoneme ids imports (not the G2P), and the assets they read.
+RUNTIME_FILES = ("__init__.py", "tts.py", "dsp.py", "voices.py", "assets/hibari.onnx", "assets/vocab.json",
+                 "assets/voices.json", "assets/normalize.json")
+
+
+def pack_runtime(texts: Sequence[str], out: str | os.PathLike[str], threads: int = 1) -> dict:
+    """Write into ``out``: ``hibari/`` (the installed package's ``RUNTIME_FILES``: with ``out`` on
+    ``sys.path`` it imports as ``hibari`` and speaks from phoneme ids), ``g2p.npz`` (the
+    ``G2PTable`` of ``texts``, symbol texts) and hibari's ``LICENSE`` and ``NOTICE``. Returns the
+    files' sizes and the table's summary."""
+    import hibari
+    src = Path(hibari.__file__).resolve().parent
+    out = Path(out)
+    pkg = out / "hibari"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    for rel in RUNTIME_FILES:
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, pkg / rel)
+    dist = next(src.parent.glob("hibari_tts-*.dist-info"), None)
+    for name in ("LICENSE", "NOTICE"):
+        found = sorted(dist.rglob(name)) if dist is not None else []
+        if found:
+            shutil.copyfile(found[0], out / name)
+    table = G2PTable.build(HibariTeacher(threads=threads), texts)
+    table.save(out / "g2p.npz")
+    sizes = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
+    n_err = sum(isinstance(v, str) for v in table.plans.values())
+    return {"texts": len(table.plans), "alignment_errors": n_err, "bytes": sum(sizes.values()), "files": sizes}
 

@@ -51,6 +51,10 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
                       postnet_kernel_size=5, postnet_n_convolutions=5),
     "waveglow": dict(n_mel_channels=80, n_flows=8, n_group=8, n_early_every=4, n_early_size=2,
                      WN_config=dict(n_layers=4, kernel_size=3, n_channels=64)),
+    # HiFi-GAN "V2" (Kong et al. 2020, config_v2.json): 0.93 M parameters, 1.8 MiB in fp16
+    "hifigan": dict(upsample_rates=[8, 8, 2, 2], upsample_kernel_sizes=[16, 16, 4, 4],
+                    upsample_initial_channel=128, resblock="1", resblock_kernel_sizes=[3, 7, 11],
+                    resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], n_mel_channels=80),
 }
 
 #: Training settings per task (CLI flags override).
@@ -64,6 +68,14 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
                      segment_length=16000, sigma=1.0, compile=False, gta=None, gta_fraction=1.0,
                      gta_generation=1,
                      spec_weight=0.0, spec_sigma=1.0),
+    # DLE's HiFi-GAN recipe: AdamW (its default weight decay 0.01) at 2e-4, betas (0.8, 0.99),
+    # exponential decay (the original's 0.999 per epoch; an LJSpeech epoch is ~820 steps at 16),
+    # 8192-sample windows, loss weights mel 45, feature matching 2, mel loss up to Nyquist
+    "hifigan": dict(batch_size=16, lr=2e-4, betas=(0.8, 0.99), weight_decay=0.01, lr_decay=0.999,
+                    lr_decay_every=1000, warmup=0, d_warmup=0, grad_clip=0.0, amp=False, compile=False,
+                    segment_length=8192, mel_weight=45.0, fm_weight=2.0, loss_fmax=None,
+                    mpd_periods=(2, 3, 5, 7, 11), disc_width_div=1, cudnn_benchmark=True,
+                    gta=None, gta_fraction=1.0, gta_generation=1),
 }
 
 
@@ -95,6 +107,24 @@ class Task:
     def usable(self, corpus: Corpus) -> list[int]:
         """Indices of utterances this task can train on."""
         return list(range(len(corpus)))
+
+    #: True where the task takes its steps itself (``step``): a GAN's two optimizers.
+    own_step = False
+
+    def make_optimizer(self, model: nn.Module, device: torch.device):
+        """The eager step's optimizer (Adam at ``lr``, ``weight_decay``)."""
+        return torch.optim.Adam(model.parameters(), lr=self.settings["lr"],
+                                weight_decay=self.settings["weight_decay"])
+
+    def optimizer_state(self, ckpt: dict[str, Any]) -> Any:
+        """The optimizer's state in a checkpoint (``None``: none saved)."""
+        return ckpt.get("optimizer", ckpt.get("optim"))
+
+    def step(self, model: nn.Module, optimizer: Any, corpus: Corpus, pool: list[int],
+             rng: np.random.Generator, device: torch.device, step: int, warmup_from: int
+             ) -> dict[str, Tensor]:
+        """One whole training step, for the tasks with ``own_step``; returns the logged values."""
+        raise NotImplementedError
 
     def payload(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -457,7 +487,217 @@ class WaveGlowTask(Task):
         model.load_state_dict(ckpt["state_dict"])
 
 
-TASKS = {"fastspeech": FastSpeechTask, "tacotron2": Tacotron2Task, "waveglow": WaveGlowTask}
+class HiFiGANTask(Task):
+    """HiFi-GAN (``tts.models.hifigan.HiFiGAN``, weight norm on) against the multi-period and
+    multi-scale discriminators (``tts.train.hifigan_gan``), DLE's training step:
+
+    1. the generator makes audio from each window's mel (bf16/fp16 autocast on CUDA with the
+       setting ``amp``: ``true`` or ``"bf16"``, or ``"fp16"`` with gradient scaling);
+    2. discriminator step: least-squares loss of both discriminators on the real and the
+       (detached) generated windows, one AdamW step;
+    3. generator step, the discriminators frozen: least-squares adversarial loss +
+       ``fm_weight`` x feature matching + ``mel_weight`` x the L1 distance between the log-mels of
+       the real and generated windows (NVIDIA's mel, ``tts.models.stft.MelSpectrogram``, with
+       ``fmax`` = ``loss_fmax``; ``None`` is Nyquist, 11 025 Hz, as DLE's ``--mel_fmax_loss``),
+       one AdamW step.
+
+    The input mels are the corpus's own (utterance-level NVIDIA mels, 0-8 kHz, as inference
+    gets them), in frame-aligned windows (``data.aligned_segments``): ``segment_length / 256``
+    frames make ``segment_length`` samples. With the setting ``gta`` (an exported FastSpeech or
+    Tacotron2, or a list), ``gta_fraction`` of the items get that model's aligned mels instead,
+    as ``WaveGlowTask`` does.
+
+    Both learning rates are ``lr * lr_decay ** (step / lr_decay_every)`` (counted from step 0, so
+    a resumed or re-initialised run goes on along the same curve). ``d_warmup`` N: the first N
+    steps of fresh optimizers train only the discriminators (the generator's losses are still
+    logged): for a run that starts from an exported generator (``--init-from``), whose
+    discriminators start again from scratch. ``warmup`` M: the generator's rate then rises
+    linearly over its first M steps (after the ``d_warmup`` ones). No step reads a value back from the GPU: the logged values are
+    device tensors (the trainer reads them at its logging interval only).
+
+    ``disc_width_div`` k divides the discriminators' channels by k (tests and smoke runs only).
+    ``compile``: ``torch.compile`` the generator, both discriminators and the mel loss.
+    """
+
+    own_step = True
+
+    def build_model(self) -> nn.Module:
+        from tts.models.hifigan import HiFiGAN, HiFiGANConfig
+        from tts.train.hifigan_gan import HiFiGANTrainModel, dle_init_generator
+        gen = HiFiGAN(HiFiGANConfig.from_dict(copy.deepcopy(self.model_config)), weight_norm=True)
+        dle_init_generator(gen)
+        return HiFiGANTrainModel(gen, tuple(self.settings["mpd_periods"]),
+                                 int(self.settings["disc_width_div"]))
+
+    def usable(self, corpus: Corpus) -> list[int]:
+        half = int(self.settings["segment_length"]) // 2
+        return [i for i, it in enumerate(corpus.items) if len(it.audio) >= half]
+
+    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype (``None``: float32), from the setting ``amp`` (CUDA only)."""
+        amp = self.settings.get("amp")
+        if device.type != "cuda" or not amp:
+            return None
+        if amp is True or amp == "bf16":
+            return torch.bfloat16
+        if amp == "fp16":
+            return torch.float16
+        raise ValueError(f'amp must be true, false, "bf16" or "fp16", got {amp!r}')
+
+    def make_optimizer(self, model: nn.Module, device: torch.device):
+        from tts.train.hifigan_gan import GANOptimizers
+        s = self.settings
+        kw = dict(lr=float(s["lr"]), betas=tuple(float(b) for b in s["betas"]),
+                  weight_decay=float(s["weight_decay"]))
+        if device.type == "cuda":
+            kw["fused"] = True   # one kernel per step, no host synchronisation
+        opt_g = torch.optim.AdamW(model.generator.parameters(), **kw)
+        opt_d = torch.optim.AdamW([p for d in model.discriminators() for p in d.parameters()], **kw)
+        scalers = (None, None)
+        if self.amp_dtype(device) == torch.float16:
+            scalers = (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda"))
+        return GANOptimizers(opt_g, opt_d, *scalers)
+
+    def optimizer_state(self, ckpt: dict[str, Any]) -> Any:
+        if "optim_g" not in ckpt:
+            return None
+        return {k: ckpt[k] for k in ("optim_g", "optim_d", "scaler_g", "scaler_d") if k in ckpt}
+
+    def prepare(self, corpus: Corpus, pool: list[int], device: torch.device) -> None:
+        if device.type == "cuda":   # one batch shape for the whole run: let cuDNN pick its kernels
+            torch.backends.cudnn.benchmark = bool(self.settings.get("cudnn_benchmark", True))
+        self.prepare_gta(corpus, pool, device)
+
+    def loss_mel(self, device: torch.device) -> MelSpectrogram:
+        """NVIDIA's mel front end with ``fmax`` = the setting ``loss_fmax`` (the mel L1 term's)."""
+        key = ("_loss_mel", device.type)
+        if key not in self.__dict__:
+            fmax = self.settings.get("loss_fmax")
+            self.__dict__[key] = MelSpectrogram(mel_fmax=None if fmax is None else float(fmax)).to(device).eval()
+        return self.__dict__[key]
+
+    def sample_batch(self, corpus: Corpus, pool: list[int], rng: np.random.Generator
+                     ) -> tuple[Tensor, Tensor]:
+        """``(audio [B, L], mel [B, n_mel, L / 256])`` (CPU): a frame-aligned window of each of
+        ``batch_size`` items drawn with replacement; each item's mel the corpus's own, or with the
+        setting ``gta`` a GTA one with probability ``gta_fraction``."""
+        idx = [pool[int(j)] for j in rng.integers(0, len(pool), size=int(self.settings["batch_size"]))]
+        seg = int(self.settings["segment_length"])
+        mels = self.pick_mels(corpus, idx, rng) if self.gta_files() else [corpus[i].mel for i in idx]
+        audio, mel = aligned_segments([corpus[i].audio for i in idx], mels, seg, rng)
+        return audio, mel[:, :, :seg // 256].contiguous()
+
+    def _fns(self, model: nn.Module, device: torch.device):
+        """``(generator, discriminate, mel_l1)``, compiled with the setting ``compile``."""
+        cache = self.__dict__.setdefault("_fn_cache", {})
+        key = (id(model), device.type)
+        if key in cache:
+            return cache[key]
+        from tts.train.losses import _log_mel
+        mel_fn = self.loss_mel(device)
+
+        def mel_l1(y: Tensor, y_hat: Tensor) -> Tensor:
+            with torch.no_grad():
+                target = mel_fn(y)
+            return torch.mean(torch.abs(target - _log_mel(mel_fn, y_hat)))
+
+        gen, disc = model.generator, model.discriminate
+        if self.settings.get("compile"):
+            gen = torch.compile(gen, dynamic=False)
+            disc = torch.compile(disc, dynamic=False)
+            mel_l1 = torch.compile(mel_l1, dynamic=False)
+        cache[key] = (gen, disc, mel_l1)
+        return cache[key]
+
+    def learning_rates(self, step: int, warmup_from: int) -> tuple[float, float]:
+        """``(generator, discriminators)`` learning rates at ``step``."""
+        s = self.settings
+        lr = float(s["lr"]) * float(s["lr_decay"]) ** (step / float(s["lr_decay_every"]))
+        warm = int(s.get("warmup", 0))
+        k = step - warmup_from - int(s.get("d_warmup", 0))   # the generator's own steps so far
+        g = lr * min(1.0, max(0, k + 1) / warm) if warm > 0 else lr
+        return g, lr
+
+    def step(self, model, optimizer, corpus, pool, rng, device, step, warmup_from):
+        from tts.train.hifigan_gan import discriminator_loss, feature_loss, generator_loss
+        s = self.settings
+        cuda = device.type == "cuda"
+        audio, mel = self.sample_batch(corpus, pool, rng)
+        audio = (audio.pin_memory() if cuda else audio).to(device, non_blocking=cuda)
+        mel = (mel.pin_memory() if cuda else mel).to(device, non_blocking=cuda)
+        gen, disc, mel_l1 = self._fns(model, device)
+        lr_g, lr_d = self.learning_rates(step, warmup_from)
+        for g in optimizer.g.param_groups:
+            g["lr"] = lr_g
+        for g in optimizer.d.param_groups:
+            g["lr"] = lr_d
+        dtype = self.amp_dtype(device)
+        d_params = [p for p in optimizer.d.param_groups[0]["params"]]
+        d_only = step - warmup_from < int(s.get("d_warmup", 0))
+        clip = float(s.get("grad_clip", 0.0))
+        y = audio.unsqueeze(1)
+
+        def autocast():
+            return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+        def backward_and_step(loss: Tensor, opt: torch.optim.Optimizer, scaler, params) -> None:
+            opt.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                if clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                if clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+                scaler.step(opt)
+                scaler.update()
+
+        with torch.set_grad_enabled(not d_only), autocast():
+            y_hat = gen(mel)                                          # [B, 1, L]
+        # the discriminators' step, on the real and the (detached) generated windows
+        for p in d_params:
+            p.requires_grad_(True)
+        with autocast():
+            outs, _ = disc(torch.cat([y, y_hat.detach().to(y.dtype)]))
+        loss_d = discriminator_loss(outs)
+        backward_and_step(loss_d, optimizer.d, optimizer.scaler_d, d_params)
+        # the generator's step, the discriminators frozen (DLE's freeze)
+        for p in d_params:
+            p.requires_grad_(False)
+        with torch.set_grad_enabled(not d_only):
+            with autocast():
+                outs, fmaps = disc(torch.cat([y, y_hat.to(y.dtype)]))
+            adv = generator_loss(outs)
+            fm = feature_loss(fmaps)
+            mel_loss = mel_l1(audio, y_hat.squeeze(1).float())
+            loss_g = adv + float(s["fm_weight"]) * fm + float(s["mel_weight"]) * mel_loss
+        if not d_only:
+            backward_and_step(loss_g, optimizer.g, optimizer.scaler_g, list(model.generator.parameters()))
+        return {"loss": loss_g.detach(), "mel": mel_loss.detach(), "gen": adv.detach(), "fm": fm.detach(),
+                "disc": loss_d.detach()}
+
+    def payload(self, model, optimizer, step):
+        """One dict with the entries of DLE's two files (``hifigan_gen_checkpoint_*.pt``:
+        ``generator``, ``gen_ema``, ``config``, ``train_state``; ``hifigan_discrim_checkpoint_*.pt``:
+        ``mpd``, ``msd``, ``optim_g``, ``optim_d``), so ``load_hifigan`` reads it as it is."""
+        return {"generator": model.generator.state_dict(), "gen_ema": None,
+                "config": model.generator.config.to_dict(), "train_state": {"iters_all": step},
+                "mpd": model.mpd.state_dict(), "msd": model.msd.state_dict(), **optimizer.state_dict()}
+
+    def load_payload(self, model, ckpt):
+        """The generator (a training checkpoint or an exported file, weight norm on), and the
+        discriminators where the checkpoint has them."""
+        model.generator.load_state_dict(ckpt["generator"])
+        if "mpd" in ckpt:
+            model.mpd.load_state_dict(ckpt["mpd"])
+            model.msd.load_state_dict(ckpt["msd"])
+
+
+TASKS = {"fastspeech": FastSpeechTask, "tacotron2": Tacotron2Task, "waveglow": WaveGlowTask,
+         "hifigan": HiFiGANTask}
 
 
 def make_task(kind: str, overrides: dict[str, Any] | None = None,
@@ -473,12 +713,14 @@ def make_task(kind: str, overrides: dict[str, Any] | None = None,
     for key in ("self_feed_passes", "gta_generation"):
         v = settings.get(key, 1)
         if key == "gta_generation" and v == "free":
-            if kind != "waveglow":
-                raise ValueError(f'gta_generation "free" is for a vocoder (waveglow), not a {kind}')
+            if kind not in ("waveglow", "hifigan"):
+                raise ValueError(f'gta_generation "free" is for a vocoder (waveglow, hifigan), not a {kind}')
             continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             extra = ' or "free"' if key == "gta_generation" else ""
             raise ValueError(f"{key} must be a whole number >= 1{extra}, got {v!r}")
+    if kind == "hifigan" and int(settings["segment_length"]) % 256:
+        raise ValueError(f"segment_length must be a multiple of the hop (256), got {settings['segment_length']!r}")
     cfg = copy.deepcopy(MODEL_CONFIGS[kind])
     for k, v in (model_overrides or {}).items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -57,9 +57,10 @@ def _set_rng(rng: np.random.Generator, blob: str) -> None:
     rng.bit_generator.state = json.loads(blob)
 
 
-def _unfold_weight_norm(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path
-                        ) -> dict[str, torch.Tensor]:
-    """An exported WaveGlow has its weight norm folded (``.weight``); the training model has
+def _unfold_weight_norm(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path,
+                        name: str = "WaveGlow") -> dict[str, torch.Tensor]:
+    """An exported WaveGlow (or HiFi-GAN generator) has its weight norm folded (``.weight``); the
+    training model has
     ``weight_g``/``weight_v``. ``v = W``, ``g = ||W||`` gives back exactly ``W``. An all-zero
     row (output channel), as ``tts.train.grow`` leaves in new layers, gets ``g = 0`` and a fixed
     random unit ``v`` (``v = 0`` would make ``g * v / ||v||`` NaN): still exactly zero, and
@@ -71,7 +72,7 @@ def _unfold_weight_norm(model: torch.nn.Module, sd: dict[str, torch.Tensor], pat
         if k.endswith(".weight_v"):
             base = k[: -len("_v")]
             if base not in sd:
-                raise ValueError(f"{path}: not an exported WaveGlow of this size (no {base})")
+                raise ValueError(f"{path}: not an exported {name} of this size (no {base})")
             w = sd[base].float()
             g = torch.linalg.vector_norm(w, dim=(1, 2), keepdim=True)
             zero = g.flatten() == 0
@@ -105,12 +106,17 @@ def _init_from_export(task: Task, model: torch.nn.Module, kind: str, path: Path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if kind == "waveglow":
         ckpt = dict(ckpt, state_dict=_unfold_weight_norm(model, ckpt.get("state_dict", {}), path))
+    elif kind == "hifigan":   # the generator only: the discriminators are never exported
+        ckpt = {"generator": _unfold_weight_norm(model.generator, ckpt.get("generator", {}), path,
+                                                 "HiFi-GAN"), "train_state": ckpt.get("train_state", {})}
     try:
         task.load_payload(model, ckpt)
     except (KeyError, RuntimeError) as e:
         raise ValueError(f"{path}: not an exported {kind} file ({e})") from None
     task.after_load(model)
-    return int(ckpt.get("iteration", ckpt.get("step", 0)))
+    train_state = ckpt.get("train_state")
+    step = train_state.get("iters_all", 0) if isinstance(train_state, dict) else 0
+    return int(ckpt.get("iteration", ckpt.get("step", step)))
 
 
 def lr_at(step: int, base: float, warmup: int) -> float:
@@ -126,7 +132,8 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
           settings: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
           corpus: Corpus | None = None, init_from: str | os.PathLike[str] | None = None,
           graph: str = "off", until: float | None = None, steps: int | None = None) -> TrainResult:
-    """Train ``kind`` (fastspeech | tacotron2 | waveglow) for one chunk; see the module docstring.
+    """Train ``kind`` (fastspeech | tacotron2 | waveglow | hifigan) for one chunk; see the module
+    docstring.
 
     ``steps``: at most this many steps in this chunk, counted from where it starts (a resumed
     checkpoint's step, an ``init_from`` file's, or 0); ``max_steps`` is a total step instead.
@@ -137,8 +144,9 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     second.
 
     ``init_from``: when there is no checkpoint to resume, start from the weights of an exported
-    voice file (``tts.train export``'s fp16 ``tacotron2.pt``, ``fastspeech.pt`` or ``waveglow.pt``,
-    whose folded weights are re-parametrised with weight norm) at the step it
+    voice file (``tts.train export``'s fp16 ``tacotron2.pt``, ``fastspeech.pt``, ``waveglow.pt`` or
+    ``hifigan.pt``, whose folded weights are re-parametrised with weight norm; a HiFi-GAN's
+    discriminators, never exported, start afresh) at the step it
     records, with a fresh optimizer (whose learning-rate warm-up starts again there) and the
     RNGs seeded from ``(seed, step)``. This is how a
     run continues on a new machine, where the full checkpoint could not travel; it is not
@@ -177,9 +185,9 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     ckpt_file = checkpoint_path(out, kind)
-    if kind == "waveglow" and not model_config:
+    if kind in ("waveglow", "hifigan") and not model_config:
         # The architecture of the weights to be loaded: it may have been grown
-        # (``tts.train.grow``) past the default one.
+        # (``tts.train.grow``) past the default one, or set with --model-config.
         src = ckpt_file if resume and ckpt_file.is_file() else init_from
         stored = _stored_config(Path(src)) if src is not None and Path(src).is_file() else None
         if stored is not None:
@@ -194,8 +202,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
     if capture:
         opt = t2_static.make_optimizer(model, task.settings, dev, capturable=True)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=task.settings["lr"],
-                               weight_decay=task.settings["weight_decay"])
+        opt = task.make_optimizer(model, dev)
     lr_tensor = opt.param_groups[0]["lr"]
     step = 0
     warmup_from = 0   # the step the learning-rate warm-up counts from: where the optimizer began
@@ -204,7 +211,7 @@ def train(kind: str, corpus_dir: str | os.PathLike[str], out_dir: str | os.PathL
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         task.load_payload(model, ckpt)
         task.after_load(model)
-        opt_state = ckpt.get("optimizer", ckpt.get("optim"))
+        opt_state = task.optimizer_state(ckpt)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
             if capture:
@@ -294,7 +301,10 @@ def train_step(task: Task, model: torch.nn.Module, opt: torch.optim.Optimizer, s
     """One training step at ``step`` (its learning rate from the warm-up schedule, counted from
     ``warmup_from``, the step the optimizer began at): through the
     graphed/static ``stepper`` where there is one, else eagerly (clipping as the task says).
-    Returns the logged values as tensors (reading them synchronises a GPU)."""
+    Returns the logged values as tensors (reading them synchronises a GPU). A task with its own
+    step (``Task.own_step``: HiFi-GAN's two optimizers) takes it whole."""
+    if task.own_step:
+        return task.step(model, opt, corpus, pool, rng, dev, step, warmup_from)
     lr = lr_at(step - warmup_from, task.settings["lr"], int(task.settings["warmup"]))
     if stepper is not None:
         return stepper.step(task.sample_batch(corpus, pool, rng), lr, task.guide_weight(step))
