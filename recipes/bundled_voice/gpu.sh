@@ -9,8 +9,9 @@
 #                   CORPUS_OFFSET: after skipping that many) with TEACHER: festival (the default:
 #                   unpacks Festival from .debs with dpkg -x) or hibari (from .recipe_data/hibari:
 #                   the model, its signal processing and the G2P of train.txt made by fetch_deps.sh)
-#   train MINUTES   train FastSpeech, Tacotron2 and WaveGlow side by side from scratch (or resuming
-#                   their checkpoints in $W/ckpt)
+#   train MINUTES   train MODELS (default "fastspeech tacotron2 waveglow"; any of those and hifigan) side
+#                   by side from scratch (or resuming their checkpoints in $W/ckpt); UNTIL a deadline too;
+#                   SETTINGS_<model> (e.g. SETTINGS_hifigan='{"amp": true}') that trainer's settings
 #   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB)
 #   all MINUTES     corpus, then train, then pack (one call)
 #   cont MODEL MIN  continue one model (fastspeech, tacotron2, waveglow, hifigan): resume $W/ckpt if
@@ -97,9 +98,11 @@ budget() {
 train() {
   local m=$1
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
-  for model in fastspeech tacotron2 waveglow; do
+  for model in ${MODELS:-fastspeech tacotron2 waveglow}; do
+    local sv="SETTINGS_$model"   # SETTINGS_fastspeech, SETTINGS_hifigan, ...: that trainer's --settings
     python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
-      $(budget "$m") --threads ${THREADS:-4} --log-every ${LOG_EVERY:-50} > $W/train_$model.out 2>&1 &
+      $(budget "$m") --threads ${THREADS:-4} --log-every ${LOG_EVERY:-50} ${UNTIL:+--until $UNTIL} \
+      ${!sv:+--settings "${!sv}"} > $W/train_$model.out 2>&1 &
   done
   wait
   for f in $W/train_*.out; do echo "$f"; tail -n 2 "$f"; done
