@@ -3,7 +3,8 @@
 #   bash recipes/bundled_voice/fetch_deps.sh [festival] [wheels] [hibari]    (no argument: all three)
 # Collects what the GPU machine lacks into ignored folders that `run` carries:
 #   .debs/   festival: Festival + the SLT HTS voice + its shared libraries (Debian bookworm .deb files)
-#   .whl/    wheels: Python wheels the GPU image lacks (for Python 3.12 there), 2.0 MB
+#   .whl/    wheels: Python wheels the GPU image lacks (for Python 3.12 there), 2.0 MB; WHL=DIR puts
+#            them in DIR instead (e.g. .whl_t, apart from the server's wheels in .whl: gpu.sh WHL=.whl_t)
 #   .recipe_data/  the LJSpeech transcripts, gzipped (../shared does not travel; gzip keeps the
 #                  travelling tree under 64 MiB: 0.5 MB instead of 1.4), and
 #   .recipe_data/hibari/  hibari: what `gpu.sh corpus` needs for TEACHER=hibari (the GPU image has
@@ -35,10 +36,10 @@ for what in $WHAT; do
       (cd .debs && apt-get download $PKGS) ;;
     wheels)
       # Wheels (pure Python, or manylinux for CPython 3.12) of the package's dependencies missing there.
-      mkdir -p .whl
+      mkdir -p "${WHL:-.whl}"
       $PY -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        -d .whl inflect jaraco.functools more-itertools typeguard unidecode soundfile cffi pycparser ;;
+        -d "${WHL:-.whl}" inflect jaraco.functools more-itertools typeguard unidecode soundfile cffi pycparser ;;
     hibari)
       # needs hibari-tts 0.2.1 installed here (the train extra); the G2P runs on this machine (15 s)
       $PY -m tts.train hibari-pack --texts ../shared/data/ljspeech/train.txt --out .recipe_data/hibari \
@@ -46,4 +47,4 @@ for what in $WHAT; do
     *) echo "fetch_deps.sh: unknown part '$what' (festival, wheels, hibari)" >&2; exit 2 ;;
   esac
 done
-du -sh .debs .whl .recipe_data 2>/dev/null || true
+du -sh .debs "${WHL:-.whl}" .recipe_data 2>/dev/null || true
