@@ -261,6 +261,9 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
                    ("waveglow", "WaveGlow-256", "waveglow", "avg_ms", "ms")]
     else:
         figures = [("e2e_fastspeech", "FastSpeech + WaveGlow + denoiser, end to end", "end to end", "avg_ms", "ms")]
+    attention = doc.get("stop_rule") == "attention"      # the voices' stop rule: its own records
+    if attention:                                       # (WaveGlow does not depend on it)
+        figures = [f for f in figures if f[0] != "waveglow"]
     out = []
     for b, n in shapes:
         for figure, name, comp, key, unit in figures:
@@ -275,6 +278,8 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
                 inp = f"{n} characters, {steps} decoder steps" if steps else f"{n} characters"
             else:
                 inp = f"{n} characters ({frames:.0f} mel frames)"
+            if attention:
+                inp += ", attention stop rule"
             note = ""
             if comp == "end to end":
                 note = f"RTF {eng['rtf_aggregate']:.0f}"

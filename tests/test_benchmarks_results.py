@@ -194,6 +194,22 @@ def test_a_run_with_the_torchscript_baseline_records_both_and_heads_with_torchsc
     assert "vs TorchScript (same run)" in table.splitlines()[2]
 
 
+def test_a_run_on_the_attention_stop_rule_is_a_figure_of_its_own(tmp_path):
+    d = _folder(tmp_path, "h100-2026-01-05")
+    (d / "t2_b1.json").write_text(json.dumps(_bench_doc("tts-bench --batch 1 --output t2_b1.json", 600.0, 20.0)))
+    doc = _bench_doc("tts-bench --batch 1 --stop-rule attention --output t2_b1_attention.json", 610.0, 21.0)
+    doc["stop_rule"] = "attention"
+    (d / "t2_b1_attention.json").write_text(json.dumps(doc))
+    recs = collect.collect_folder(d, tmp_path)
+    inputs = sorted((r["figure"], r["input"], r["value"]) for r in recs)
+    assert inputs == [("decoder_step", "128 characters, 580 decoder steps", collect.sig(20.0 / 580 * 1000)),
+                      ("decoder_step", "128 characters, 580 decoder steps, attention stop rule",
+                       collect.sig(21.0 / 580 * 1000)),
+                      ("e2e_tacotron2", "128 characters, 580 decoder steps", 20.0),
+                      ("e2e_tacotron2", "128 characters, 580 decoder steps, attention stop rule", 21.0),
+                      ("waveglow", "580 mel frames", 20.0)], inputs   # no WaveGlow figure from the rule's run
+
+
 def test_collect_render_rewrites_only_the_table(tmp_path, monkeypatch):
     """``collect.py --render``: the README table from results.json, the rest of the page as it was."""
     readme = tmp_path / "README.md"
