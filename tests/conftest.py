@@ -37,6 +37,20 @@ def load_npz(rel: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def fixture_synths(max_batch: int = 4, max_piece_chars: int = 16) -> dict:
+    """Synthesizers of the fixture checkpoints: ``t2`` (Tacotron2 + WaveGlow) and ``fs`` (FastSpeech +
+    WaveGlow), texts split into pieces of at most ``max_piece_chars``."""
+    from tts.synthesizer import Synthesizer
+    from tts.voice import Voice
+
+    wg = FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt"
+    t2 = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
+                                waveglow=wg, name="t2")
+    fs = Voice.from_checkpoints(fastspeech=FIXTURES / "fastspeech/checkpoint_005000.pt", waveglow=wg, name="fs")
+    return {"t2": Synthesizer(t2, max_batch=max_batch, max_piece_chars=max_piece_chars),
+            "fs": Synthesizer(fs, max_batch=max_batch, max_piece_chars=max_piece_chars)}
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     # The references were computed with one thread; two threads differ by ~3e-6.

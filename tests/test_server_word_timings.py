@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import fixture_synths
 from tts.client import TTSClient
 from tts.options import SynthesisOptions
 from tts.server.app import ServerConfig, TTSServer
@@ -23,7 +23,6 @@ from tts.server.testing import FakeSynthesizer, ServerThread
 pytestmark = pytest.mark.timeout(600)
 
 HOST = "127.0.0.1"
-FIXTURES = Path(__file__).parent / "fixtures" / "reference"
 DET = dict(prenet_dropout=0.0, sigma=0.0, max_decoder_steps=80)
 TEXT = "Hello there. How are you? Fine, thanks."     # three pieces at max_piece_chars=16
 WORDS = ["Hello", "there", "How", "are", "you", "Fine", "thanks"]
@@ -31,15 +30,7 @@ WORDS = ["Hello", "there", "How", "are", "you", "Fine", "thanks"]
 
 @pytest.fixture(scope="module")
 def synths():
-    from tts.synthesizer import Synthesizer
-    from tts.voice import Voice
-
-    wg = FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt"
-    t2 = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
-                                waveglow=wg, name="t2")
-    fs = Voice.from_checkpoints(fastspeech=FIXTURES / "fastspeech/checkpoint_005000.pt", waveglow=wg, name="fs")
-    return {"t2": Synthesizer(t2, max_batch=4, max_piece_chars=16),
-            "fs": Synthesizer(fs, max_batch=4, max_piece_chars=16)}
+    return fixture_synths()
 
 
 def _serve(synths, scheduler_options=None) -> ServerThread:

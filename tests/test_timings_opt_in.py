@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import FIXTURES, fixture_synths
 from tts.options import SynthesisOptions
 
 pytestmark = pytest.mark.timeout(600)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "reference"
 HOST = "127.0.0.1"
 DET = dict(prenet_dropout=0.0, sigma=0.0, max_decoder_steps=60)
 TEXT = "Hello there. How are you?"
@@ -30,15 +29,7 @@ TEXT = "Hello there. How are you?"
 
 @pytest.fixture(scope="module")
 def synths():
-    from tts.synthesizer import Synthesizer
-    from tts.voice import Voice
-
-    wg = FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt"
-    t2 = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
-                                waveglow=wg, name="t2")
-    fs = Voice.from_checkpoints(fastspeech=FIXTURES / "fastspeech/checkpoint_005000.pt", waveglow=wg, name="fs")
-    return {"t2": Synthesizer(t2, max_batch=4, max_piece_chars=16),
-            "fs": Synthesizer(fs, max_batch=4, max_piece_chars=16)}
+    return fixture_synths()
 
 
 class Counted:

@@ -103,6 +103,18 @@ def _widths(div: int, groups: int):
     return lambda c: c // div
 
 
+def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """A discriminator's layers: leaky ReLU after each conv, then ``conv_post``; every output kept
+    for feature matching."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return x, fmap
+
+
 class DiscriminatorP(nn.Module):
     """One period discriminator (DLE ``DiscriminatorP``, kernel 5, stride 3), its ``(k, 1)``
     convolutions as 1-D convolutions over the columns (see the module docstring)."""
@@ -128,12 +140,7 @@ class DiscriminatorP(nn.Module):
             t = x.shape[-1]
         # [B, C, T/p, p] -> [B, p, C, T/p] -> [B*p, C, T/p]: column j of the 2-D view is row b*p+j
         x = x.view(b, c, t // p, p).permute(0, 3, 1, 2).reshape(b * p, c, t // p)
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
+        x, fmap = _conv_stack(self.convs, self.conv_post, x)
         return x.reshape(b, -1), fmap
 
 
@@ -167,12 +174,7 @@ class DiscriminatorS(nn.Module):
         self.conv_post = NormConv1d(c(1024), 1, 3, 1, 1, norm=norm)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
+        x, fmap = _conv_stack(self.convs, self.conv_post, x)
         return torch.flatten(x, 1, -1), fmap
 
 
