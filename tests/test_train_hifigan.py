@@ -196,23 +196,46 @@ def test_export_loads_through_load_hifigan_and_a_voice_speaks(tones, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(gen.infer(mel), full.infer(mel), atol=2e-3, rtol=0)
         assert gen.infer(mel).shape == (1, 40 * 256)
-    # the voices: FastSpeech + this HiFi-GAN, with the hibari notice; Tacotron2 + it
+    # a hibari corpus's voices: FastSpeech + this HiFi-GAN in one folder (the default), Tacotron2 + it,
+    # each with the hibari notice
     from tests.test_train import SETTINGS as OTHER, TINY
     for kind in ("fastspeech", "tacotron2"):
         train(kind, tones, ck, max_steps=1, settings=OTHER[kind], model_config=TINY[kind])
-    res = export_voices(ck, tmp_path / "voices", name="tiny")
-    assert res["voices"] == ["tiny", "tiny-tacotron2", "tiny-hifigan", "tiny-tacotron2-hifigan"]
-    assert res["steps"]["hifigan"] == 2
-    v = Voice.from_dir(tmp_path / "voices" / "tiny-hifigan")
+    res = export_voices(ck, tmp_path / "voices", name="tiny", teacher="hibari")
+    assert res["voices"] == ["tiny", "tiny-tacotron2"] and res["steps"]["hifigan"] == 2
+    assert sorted(res["sizes_mib"]) == ["tiny-tacotron2/tacotron2.pt", "tiny/fastspeech.pt", "tiny/hifigan.pt"]
+    v = Voice.from_dir(tmp_path / "voices" / "tiny")
     assert v.vocoder_kind == "hifigan" and v.acoustic_kind == "fastspeech"
     assert v.defaults.denoiser_strength == 0
-    assert "hibari" in (tmp_path / "voices" / "tiny-hifigan" / "NOTICE").read_text()
-    assert "hibari" in json.loads((tmp_path / "voices" / "tiny-hifigan" / "voice.json").read_text())["about"]
+    for folder in ("tiny", "tiny-tacotron2"):
+        assert "hibari" in (tmp_path / "voices" / folder / "NOTICE").read_text()
+        assert "hibari" in json.loads((tmp_path / "voices" / folder / "voice.json").read_text())["about"]
     audio, rate = voice_speaker(v)("Go cat.")
     assert rate == 22050 and audio.size > 0 and np.isfinite(audio).all()
-    t2 = Voice.from_dir(tmp_path / "voices" / "tiny-tacotron2-hifigan")
-    assert t2.vocoder_kind == "hifigan" and t2.sources["hifigan"].endswith("tiny-hifigan/hifigan.pt")
-    assert sorted(p.name for p in (tmp_path / "voices" / "tiny-tacotron2-hifigan").iterdir()) == ["voice.json"]
+    t2 = Voice.from_dir(tmp_path / "voices" / "tiny-tacotron2")
+    assert t2.vocoder_kind == "hifigan" and t2.sources["hifigan"].endswith("tiny/hifigan.pt")
+    assert t2.defaults.prenet_dropout == 0.5
+    assert sorted(p.name for p in (tmp_path / "voices" / "tiny-tacotron2").iterdir()) == \
+        ["NOTICE", "tacotron2.pt", "voice.json"]
+    # a Festival corpus's: the HiFi-GAN in a folder of its own, vocoding both, no hibari notice
+    res = export_voices(ck, tmp_path / "fest", name="tiny")
+    assert res["voices"] == ["tiny", "tiny-tacotron2", "tiny-hifigan", "tiny-tacotron2-hifigan"]
+    assert not any((tmp_path / "fest").glob("*/NOTICE"))
+    t2 = Voice.from_dir(tmp_path / "fest" / "tiny-tacotron2-hifigan")
+    assert t2.sources["hifigan"].endswith("tiny-hifigan/hifigan.pt")
+    assert sorted(p.name for p in (tmp_path / "fest" / "tiny-tacotron2-hifigan").iterdir()) == ["voice.json"]
+
+
+def test_hibari_voices_without_a_hifigan_speak_through_griffin_lim(tmp_path):
+    from tts.train.export import write_manifests
+    from tts.voice import Voice
+    (tmp_path / "v" / "x").mkdir(parents=True)
+    (tmp_path / "v" / "x" / "fastspeech.pt").write_bytes(b"")
+    assert write_manifests(tmp_path / "v", "x", "hibari") == [tmp_path / "v" / "x"]
+    spec = json.loads((tmp_path / "v" / "x" / "voice.json").read_text())
+    assert spec["vocoder"]["kind"] == "griffinlim" and "hibari" in spec["about"]
+    with pytest.raises(ValueError, match="teacher"):
+        write_manifests(tmp_path / "v", "x", "piper")
 
 
 def TASK_CFG() -> dict:

@@ -17,7 +17,8 @@
 #   cont MODEL MIN  continue one model (fastspeech, tacotron2, waveglow, hifigan): resume $W/ckpt if
 #                   this (warm) machine has it, else start from INIT (default: its shipped file in
 #                   tts/voices; hifigan: tts/voices/slt-hifigan/hifigan.pt, from scratch while there is
-#                   none) at the step it records
+#                   none) at the step it records; with TEACHER=hibari the files of tts/voices/heart
+#                   and heart-tacotron2 (VOICE_NAME: another name)
 #   pack-only M...  export just these models' fp16 files + loss logs into $OUT
 #   chunk SECONDS   corpus if missing, WaveGlow + Tacotron2 side by side until SECONDS into the
 #                   call, then pack-only both
@@ -45,6 +46,9 @@ if ! python3 -c "import inflect, unidecode, soundfile" 2>/dev/null && [ ! -d /tm
 fi
 export PYTHONPATH=/tmp/site:$ROOT
 PREFIX=/tmp/festival
+# the voices' name and layout follow the teacher (tts.train.export.write_manifests)
+if [ "${TEACHER:-festival}" = hibari ]; then NAME=${VOICE_NAME:-heart}; HIFIGAN_INIT=tts/voices/$NAME/hifigan.pt
+else NAME=${VOICE_NAME:-slt}; HIFIGAN_INIT=tts/voices/$NAME-hifigan/hifigan.pt; fi
 RD=${RECIPE_DATA:-.recipe_data}
 case $RD in /*) ;; *) RD=$ROOT/$RD ;; esac
 
@@ -117,10 +121,10 @@ train() {
 cont() {
   local model=$1 m=$2 init
   case $model in
-    fastspeech) init=${INIT:-tts/voices/slt/fastspeech.pt} ;;
-    waveglow)   init=${INIT:-tts/voices/slt-waveglow/waveglow.pt} ;;
-    tacotron2)  init=${INIT:-tts/voices/slt-tacotron2/tacotron2.pt} ;;
-    hifigan)    init=${INIT:-tts/voices/slt-hifigan/hifigan.pt} ;;
+    fastspeech) init=${INIT:-tts/voices/$NAME/fastspeech.pt} ;;
+    waveglow)   init=${INIT:-tts/voices/$NAME-waveglow/waveglow.pt} ;;
+    tacotron2)  init=${INIT:-tts/voices/$NAME-tacotron2/tacotron2.pt} ;;
+    hifigan)    init=${INIT:-$HIFIGAN_INIT} ;;
     *) echo "gpu.sh cont: unknown model '$model' (fastspeech, tacotron2, waveglow, hifigan)" >&2; return 2 ;;
   esac
   local settings=${SETTINGS:-} graph=${GRAPH:-}
@@ -166,7 +170,8 @@ pack_only() {
 }
 
 pack() {
-  rm -rf $W/voices && python3 -m tts.train export --ckpt-dir $W/ckpt --out $W/voices --name slt
+  rm -rf $W/voices && python3 -m tts.train export --ckpt-dir $W/ckpt --out $W/voices --name $NAME \
+    --teacher ${TEACHER:-festival}
   mkdir -p $W/plots && python3 -m tts.train plot --ckpt-dir $W/ckpt --out $W/plots || true
   mkdir -p $W/logs && cp $W/ckpt/*_log.csv $W/train_*.out $W/corpus/summary.json $W/logs/ 2>/dev/null || true
   tar -C $W -cf $W/voices.tar voices

@@ -125,7 +125,7 @@ def _manifests(args: argparse.Namespace) -> int:
     from tts.train.export import write_manifests
     from tts.voice import Voice
 
-    for folder in write_manifests(args.out, args.name):
+    for folder in write_manifests(args.out, args.name, args.teacher):
         Voice.from_dir(folder)
         print(folder)
     return 0
@@ -138,7 +138,7 @@ def _export(args: argparse.Namespace) -> int:
         from tts.train.export import export_acoustic
         res = export_acoustic(args.only, args.ckpt_dir, args.out)
     else:
-        res = export_voices(args.ckpt_dir, args.out, name=args.name, max_mib=args.max_mib)
+        res = export_voices(args.ckpt_dir, args.out, name=args.name, max_mib=args.max_mib, teacher=args.teacher)
     print(json.dumps(res, indent=1))
     return 0
 
@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--ckpt-dir", required=True)
     e.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
     e.add_argument("--name", default="slt")
+    e.add_argument("--teacher", choices=["festival", "hibari"], default="festival",
+                   help="the corpus's teacher: it decides the voices' layout and attribution (default festival)")
     e.add_argument("--max-mib", type=float, default=30.0)
     e.add_argument("--only", choices=["fastspeech", "tacotron2", "waveglow", "hifigan"], default=None,
                    help="write just this model's fp16 file into OUT (a run that trained only it)")
@@ -305,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     mf = sub.add_parser("manifests", help="(re)write voice.json of the bundled voices whose files exist")
     mf.add_argument("--out", required=True, help="voices folder, e.g. tts/voices")
     mf.add_argument("--name", default="slt")
+    mf.add_argument("--teacher", choices=["festival", "hibari"], default="festival",
+                    help="the corpus's teacher: it decides the voices' layout and attribution (default festival)")
     mf.set_defaults(fn=_manifests)
 
     p = sub.add_parser("plot", help="loss curves as PNG")

@@ -1,8 +1,7 @@
 """Export trained checkpoints as the bundled voices (fp16) and plot the loss curves.
 
-Voices share files: the WaveGlow (``<name>-waveglow/waveglow.pt``) and the HiFi-GAN
-(``<name>-hifigan/hifigan.pt``) each vocode the FastSpeech and the Tacotron2 voices
-(``write_manifests``). Weights are stored as float16 in the layouts the loaders read;
+Voices share files: a vocoder vocodes both the FastSpeech and the Tacotron2 voice
+of its teacher (``write_manifests`` gives each teacher's layout). Weights are stored as float16 in the layouts the loaders read;
 WaveGlow's and HiFi-GAN's weight norm is folded.
 """
 
@@ -95,26 +94,55 @@ HIBARI_NOTICE = (
     "Apache License, Version 2.0; hibari's acoustic model was distilled from Kokoro-82M "
     "(https://huggingface.co/hexgrad/Kokoro-82M) by hexgrad, Apache License 2.0, voice af_heart. "
     "The transcripts are LJSpeech's (public domain). No hibari or Kokoro code or weights are included.")
-#: The HiFi-GAN vocoder's provenance: it is trained on a hibari corpus (recipes/bundled_voice/README.md).
-HIFIGAN_ABOUT = "the HiFi-GAN vocoder trained on a hibari corpus: " + HIBARI_NOTICE
 #: Synthesis defaults of the HiFi-GAN voices: no denoiser (DLE's inference default); sigma unused.
 HIFIGAN_VOICE_DEFAULTS = {"sigma": 0.0, "denoiser_strength": 0.0}
 
 
-def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[Path]:
-    """Write ``voice.json`` for every bundled voice whose files exist under ``out_dir``:
+#: The teachers a corpus can come from (``python3 -m tts.train corpus --teacher``).
+TEACHERS = ("festival", "hibari")
+#: What the ``about`` of a hibari-trained voice says of its models.
+HIBARI_ABOUT = ("trained on hibari (a student of Kokoro-82M's af_heart) speaking LJSpeech transcripts; "
+                "see recipes/bundled_voice/README.md")
+
+
+def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt", teacher: str = "festival"
+                    ) -> list[Path]:
+    """Write ``voice.json`` for every bundled voice whose files exist under ``out_dir``.
+
+    Models trained on a Festival corpus (``teacher="festival"``):
 
     - ``<name>/``: FastSpeech (``fastspeech.pt``) + Griffin-Lim, the default voice;
     - ``<name>-tacotron2/``: Tacotron2 (``tacotron2.pt``) + Griffin-Lim;
     - ``<name>-waveglow/``: the same FastSpeech + the trained WaveGlow (``waveglow.pt``);
     - ``<name>-tacotron2-waveglow/``: that Tacotron2 + that WaveGlow (no files of its own);
-    - ``<name>-hifigan/``: the FastSpeech + the trained HiFi-GAN (``hifigan.pt``, and a ``NOTICE``
-      with the hibari attribution its corpus asks for);
+    - ``<name>-hifigan/``: the FastSpeech + a trained HiFi-GAN (``hifigan.pt``);
     - ``<name>-tacotron2-hifigan/``: the Tacotron2 + that HiFi-GAN (no files of its own).
+
+    Models trained on a hibari corpus (``teacher="hibari"``), each folder with a ``NOTICE`` carrying
+    the attribution hibari's licence asks for:
+
+    - ``<name>/``: FastSpeech (``fastspeech.pt``) + HiFi-GAN (``hifigan.pt``), the default voice
+      (Griffin-Lim while there is no ``hifigan.pt``);
+    - ``<name>-tacotron2/``: Tacotron2 (``tacotron2.pt``) + that HiFi-GAN (or Griffin-Lim).
 
     Returns the voice folders written.
     """
+    if teacher not in TEACHERS:
+        raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
     out = Path(out_dir)
+    specs = _hibari_specs(out, name) if teacher == "hibari" else _festival_specs(out, name)
+    written = []
+    for folder, spec in specs:
+        folder.mkdir(exist_ok=True)
+        if teacher == "hibari":
+            (folder / "NOTICE").write_text(HIBARI_NOTICE + "\n", encoding="utf-8")
+        manifest = {"name": folder.name, "sample_rate": 22050, "frontend": "fastspeech", **spec}
+        (folder / "voice.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        written.append(folder)
+    return written
+
+
+def _festival_specs(out: Path, name: str) -> list[tuple[Path, dict[str, Any]]]:
     fs, t2, wg = out / name / "fastspeech.pt", out / f"{name}-tacotron2" / "tacotron2.pt", \
         out / f"{name}-waveglow" / "waveglow.pt"
     hg = out / f"{name}-hifigan" / "hifigan.pt"
@@ -127,42 +155,40 @@ def write_manifests(out_dir: str | os.PathLike[str], name: str = "slt") -> list[
         specs.append((t2.parent, {"acoustic": {"kind": "tacotron2", "checkpoint": "tacotron2.pt"},
                                   "vocoder": GRIFFINLIM, "defaults": dict(GL_DEFAULTS, prenet_dropout=0.5),
                                   "about": "Tacotron2 + Griffin-Lim, " + ABOUT}))
-    if fs.is_file() and wg.is_file():
-        specs.append((wg.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": f"../{name}/fastspeech.pt"},
-                                  "vocoder": {"kind": "waveglow", "checkpoint": "waveglow.pt"},
-                                  "defaults": FASTSPEECH_DEFAULTS,
-                                  "about": "FastSpeech + WaveGlow, " + ABOUT}))
-    if t2.is_file() and wg.is_file():
-        (out / f"{name}-tacotron2-waveglow").mkdir(exist_ok=True)
-        specs.append((out / f"{name}-tacotron2-waveglow",
-                      {"acoustic": {"kind": "tacotron2", "checkpoint": f"../{name}-tacotron2/tacotron2.pt"},
-                       "vocoder": {"kind": "waveglow", "checkpoint": f"../{name}-waveglow/waveglow.pt"},
-                       "defaults": TACOTRON2_WG_DEFAULTS,
-                       "about": "Tacotron2 + WaveGlow, " + ABOUT}))
-    if fs.is_file() and hg.is_file():
-        (hg.parent / "NOTICE").write_text(HIBARI_NOTICE + "\n", encoding="utf-8")
-        specs.append((hg.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": f"../{name}/fastspeech.pt"},
-                                  "vocoder": {"kind": "hifigan", "checkpoint": "hifigan.pt"},
-                                  "defaults": HIFIGAN_VOICE_DEFAULTS,
-                                  "about": "FastSpeech + HiFi-GAN; the FastSpeech " + ABOUT + "; "
-                                           + HIFIGAN_ABOUT}))
-    if t2.is_file() and hg.is_file():
-        (out / f"{name}-tacotron2-hifigan").mkdir(exist_ok=True)
-        specs.append((out / f"{name}-tacotron2-hifigan",
-                      {"acoustic": {"kind": "tacotron2", "checkpoint": f"../{name}-tacotron2/tacotron2.pt"},
-                       "vocoder": {"kind": "hifigan", "checkpoint": f"../{name}-hifigan/hifigan.pt"},
-                       "defaults": dict(HIFIGAN_VOICE_DEFAULTS, prenet_dropout=0.5),
-                       "about": "Tacotron2 + HiFi-GAN; the Tacotron2 " + ABOUT + "; " + HIFIGAN_ABOUT}))
-    written = []
-    for folder, spec in specs:
-        manifest = {"name": folder.name, "sample_rate": 22050, "frontend": "fastspeech", **spec}
-        (folder / "voice.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        written.append(folder)
-    return written
+    for voc, path, fs_defaults, t2_defaults in (
+            ("waveglow", wg, FASTSPEECH_DEFAULTS, TACOTRON2_WG_DEFAULTS),
+            ("hifigan", hg, HIFIGAN_VOICE_DEFAULTS, dict(HIFIGAN_VOICE_DEFAULTS, prenet_dropout=0.5))):
+        label = {"waveglow": "WaveGlow", "hifigan": "HiFi-GAN"}[voc]
+        if fs.is_file() and path.is_file():
+            specs.append((path.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": f"../{name}/fastspeech.pt"},
+                                        "vocoder": {"kind": voc, "checkpoint": f"{voc}.pt"},
+                                        "defaults": fs_defaults, "about": f"FastSpeech + {label}, " + ABOUT}))
+        if t2.is_file() and path.is_file():
+            specs.append((out / f"{name}-tacotron2-{voc}",
+                          {"acoustic": {"kind": "tacotron2", "checkpoint": f"../{name}-tacotron2/tacotron2.pt"},
+                           "vocoder": {"kind": voc, "checkpoint": f"../{path.parent.name}/{voc}.pt"},
+                           "defaults": t2_defaults, "about": f"Tacotron2 + {label}, " + ABOUT}))
+    return specs
+
+
+def _hibari_specs(out: Path, name: str) -> list[tuple[Path, dict[str, Any]]]:
+    fs, hg, t2 = out / name / "fastspeech.pt", out / name / "hifigan.pt", out / f"{name}-tacotron2" / "tacotron2.pt"
+    voc, defaults, label = (({"kind": "hifigan", "checkpoint": f"../{name}/hifigan.pt"}, HIFIGAN_VOICE_DEFAULTS,
+                             "HiFi-GAN") if hg.is_file() else (GRIFFINLIM, GL_DEFAULTS, "Griffin-Lim"))
+    specs = []
+    if fs.is_file():
+        specs.append((fs.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": "fastspeech.pt"},
+                                  "vocoder": dict(voc, checkpoint="hifigan.pt") if hg.is_file() else voc,
+                                  "defaults": defaults, "about": f"FastSpeech + {label}, " + HIBARI_ABOUT}))
+    if t2.is_file():
+        specs.append((t2.parent, {"acoustic": {"kind": "tacotron2", "checkpoint": "tacotron2.pt"},
+                                  "vocoder": voc, "defaults": dict(defaults, prenet_dropout=0.5),
+                                  "about": f"Tacotron2 + {label}, " + HIBARI_ABOUT}))
+    return specs
 
 
 def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                  name: str = "slt", max_mib: float = 30.0) -> dict[str, Any]:
+                  name: str = "slt", max_mib: float = 30.0, teacher: str = "festival") -> dict[str, Any]:
     """Write the fp16 files of every checkpoint in ``ckpt_dir`` and the voices of ``write_manifests``.
 
     Raises ``ValueError`` when the files together exceed ``max_mib``; loads every written voice
@@ -180,7 +206,7 @@ def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     steps: dict[str, int] = {}
     for kind, path, folder in (("fastspeech", fs_path, name), ("tacotron2", t2_path, f"{name}-tacotron2"),
                                ("waveglow", wg_path, f"{name}-waveglow"),
-                               ("hifigan", hg_path, f"{name}-hifigan")):
+                               ("hifigan", hg_path, name if teacher == "hibari" else f"{name}-hifigan")):
         if path.is_file():
             r = export_acoustic(kind, ck, out / folder)
             steps[kind] = r["step"]
@@ -188,7 +214,7 @@ def export_voices(ckpt_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     total = sum(sizes.values())
     if total > max_mib * MIB:
         raise ValueError(f"exported weights take {total / MIB:.1f} MiB, more than {max_mib} MiB")
-    voices = write_manifests(out, name)
+    voices = write_manifests(out, name, teacher)
     for v in voices:
         Voice.from_dir(v)  # must load
     return {"voices": [v.name for v in voices], "sizes_mib": {k: round(s / MIB, 2) for k, s in sizes.items()},
