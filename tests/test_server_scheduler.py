@@ -358,11 +358,11 @@ def test_stream_frames_are_delivered_as_they_complete_a_chunk(synth, monkeypatch
     soon as its frames are decoded; the audio is the unary audio."""
     import tts.server.scheduler as scheduler
 
-    pushes: list[tuple[int, int]] = []            # (frames pushed so far, chunks that push made)
+    pushes: list[tuple[int, int]] = []            # (frames pushed so far, chunks that push planned)
 
     class Counting(scheduler.MelStreamer):
-        def push(self, frames):
-            out = super().push(frames)
+        def plan_push(self, frames):
+            out = super().plan_push(frames)
             pushes.append((self.n_frames, len(out)))
             return out
 

@@ -25,6 +25,12 @@ The first chunk is ``first_chunk_frames`` long (small, for a short time to
 first audio); later ones are ``chunk_frames``. The concatenated chunks have
 exactly the unary audio's length. With sigma > 0 the noise of each window is
 drawn separately, so streamed and unary audio are different draws.
+
+A chunk is planned (``Window``: which frames go through the postnet and
+the vocoder), vocoded, then committed (its audio cut out, the stream
+advanced). ``push``/``finish`` do the three at once, one window per
+vocoder call; the Tacotron2 scheduler's vocoder stage plans the windows of
+many streams and vocodes those of equal shape together (``tts.server.vocoding``).
 """
 
 from __future__ import annotations
@@ -59,13 +65,42 @@ class StreamConfig:
             raise ValueError("chunk_frames and first_chunk_frames must be >= 1, overlap_frames >= 0")
 
 
+@dataclass(frozen=True)
+class Window:
+    """One planned audio chunk of a ``MelStreamer``: the mel to vocode and the part of its audio to keep.
+
+    Frame ranges are in decoder frames: the chunk is ``[start, end)``, the vocoder's window
+    ``[lo, hi)``, the postnet's input ``[plo, phi)`` (= ``[lo, hi)`` without a postnet).
+    """
+
+    start: int
+    end: int
+    lo: int
+    hi: int
+    plo: int
+    phi: int
+    #: ``[n_mel, phi - plo]``: the postnet's input (Tacotron2), else the vocoder's window (final mels).
+    mel: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(postnet input frames, vocoder window frames): windows of equal shape stack into one batch."""
+        return self.phi - self.plo, self.hi - self.lo
+
+
 class MelStreamer:
     """Turns a growing mel ``[n_mel, T]`` into audio chunks.
 
+    ``push``/``finish`` vocode each chunk as it becomes final, one window per call. The same
+    work in two steps, for a caller that vocodes the windows of many streams together:
+    ``plan_push``/``plan_finish`` return the ``Window``s that became final (planned in order,
+    nothing vocoded), ``vocode_windows`` vocodes windows of one ``Window.shape`` in one postnet
+    and one vocoder call, and ``commit`` turns each window's audio into its chunk, in plan order.
+
     Args:
-        vocode: ``mel [1, n_mel, T] -> audio [1, 256*T]`` (WaveGlow ``infer`` with the call's sigma),
+        vocode: ``mel [B, n_mel, T] -> audio [B, 256*T]`` (WaveGlow ``infer`` with the call's sigma),
             then the denoiser if any; tensors on the model's device.
-        postnet: ``mel [1, n_mel, T] -> mel + postnet(mel)`` for Tacotron2, None when frames are final mels.
+        postnet: ``mel [B, n_mel, T] -> mel + postnet(mel)`` for Tacotron2, None when frames are final mels.
         config: chunk sizes.
     """
 
@@ -78,6 +113,8 @@ class MelStreamer:
         self._frames: list[torch.Tensor] = []   # decoder frames, each [n_mel, k]
         self._mel: torch.Tensor | None = None   # [n_mel, T] joined lazily
         self._n = 0                             # frames pushed
+        self._planned = 0                       # frames whose chunk is planned
+        self._planned_chunks = 0
         self._done = 0                          # frames whose audio has been emitted
         self._finished = False
         self.chunks_out = 0
@@ -96,17 +133,11 @@ class MelStreamer:
         return self._mel
 
     def _next_size(self) -> int:
-        return self.config.first_chunk_frames if self.chunks_out == 0 else self.config.chunk_frames
+        return self.config.first_chunk_frames if self._planned_chunks == 0 else self.config.chunk_frames
 
     def push(self, frames: torch.Tensor) -> list[np.ndarray]:
         """Adds decoder frames ``[n_mel, k]``; returns the audio chunks that became final (maybe none)."""
-        self._frames.append(frames)
-        self._n += frames.shape[-1]
-        out = []
-        right = self.config.overlap_frames + (POSTNET_CONTEXT if self.postnet is not None else 0)
-        while self.n_frames >= self._done + self._next_size() + right:
-            out.append(self._emit(self._done + self._next_size(), total=None))
-        return out
+        return self._run(self.plan_push(frames))
 
     def finish(self, audio_frames: int | None = None) -> list[np.ndarray]:
         """Ends the utterance; returns the remaining chunks.
@@ -114,6 +145,20 @@ class MelStreamer:
         ``audio_frames``: frames of audio the utterance has (Tacotron2 drops
         the last, gate frame's audio); default: every frame.
         """
+        return self._run(self.plan_finish(audio_frames))
+
+    def plan_push(self, frames: torch.Tensor) -> list[Window]:
+        """Adds decoder frames ``[n_mel, k]``; returns the windows of the chunks that became final."""
+        self._frames.append(frames)
+        self._n += frames.shape[-1]
+        out = []
+        right = self.config.overlap_frames + (POSTNET_CONTEXT if self.postnet is not None else 0)
+        while self.n_frames >= self._planned + self._next_size() + right:
+            out.append(self._plan(self._planned + self._next_size()))
+        return out
+
+    def plan_finish(self, audio_frames: int | None = None) -> list[Window]:
+        """Ends the utterance (``audio_frames`` as in ``finish``); returns the remaining chunks' windows."""
         if self._finished:
             return []
         self._finished = True
@@ -121,33 +166,48 @@ class MelStreamer:
             return []
         total = self.n_frames if audio_frames is None else min(audio_frames, self.n_frames)
         out = []
-        while self._done < total:
-            out.append(self._emit(min(self._done + self._next_size(), total), total=total))
+        while self._planned < total:
+            out.append(self._plan(min(self._planned + self._next_size(), total)))
         return out
 
-    def _emit(self, end: int, total: int | None) -> np.ndarray:
+    def _plan(self, end: int) -> Window:
         mel = self._all()
         t_all = mel.shape[-1]
-        start = self._done
+        start = self._planned
         ov = self.config.overlap_frames
         lo, hi = max(0, start - ov), min(t_all, end + ov)
+        plo, phi = (max(0, lo - POSTNET_CONTEXT), min(t_all, hi + POSTNET_CONTEXT)) if self.postnet is not None else (lo, hi)
+        self._planned = end
+        self._planned_chunks += 1
+        return Window(start, end, lo, hi, plo, phi, mel[:, plo:phi])
+
+    def vocode_windows(self, windows: list[Window]) -> torch.Tensor:
+        """Audio ``[B, 256 * (hi - lo)]`` of windows of one ``Window.shape`` (of this or of streams
+        with the same postnet and vocode): one postnet call over their stacked mels, one vocode call."""
+        mel = torch.stack([w.mel for w in windows])
         if self.postnet is not None:
-            plo, phi = max(0, lo - POSTNET_CONTEXT), min(t_all, hi + POSTNET_CONTEXT)
-            post = self.postnet(mel[:, plo:phi].unsqueeze(0))[0]
-            window = post[:, lo - plo:hi - plo]
-        else:
-            window = mel[:, lo:hi]
-        audio = self.vocode(window.unsqueeze(0)).reshape(-1)
-        chunk = audio[(start - lo) * HOP:(end - lo) * HOP]
-        self._done = end
+            post = self.postnet(mel)
+            mel = torch.stack([post[i, :, w.lo - w.plo:w.hi - w.plo] for i, w in enumerate(windows)])
+        return self.vocode(mel).reshape(len(windows), -1)
+
+    def commit(self, window: Window, audio: torch.Tensor) -> np.ndarray:
+        """The chunk of ``window`` (the next planned one) from its window's audio ``[256 * (hi - lo)]``."""
+        if window.start != self._done:
+            raise ValueError(f"windows are committed in plan order: expected a chunk from frame {self._done}, "
+                             f"got {window.start}")
+        chunk = audio[(window.start - window.lo) * HOP:(window.end - window.lo) * HOP]
+        self._done = window.end
         self.chunks_out += 1
         return chunk.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def _run(self, windows: list[Window]) -> list[np.ndarray]:
+        return [self.commit(w, self.vocode_windows([w])[0]) for w in windows]
 
 
 def make_vocode(vocoder: torch.nn.Module, denoiser: torch.nn.Module | None, *, sigma: float,
                 denoiser_strength: float, generator: torch.Generator | None = None,
                 dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``mel [1, n_mel, T] -> audio [1, 256*T] float32``: WaveGlow, then the denoiser unless strength is 0."""
+    """``mel [B, n_mel, T] -> audio [B, 256*T] float32``: WaveGlow, then the denoiser unless strength is 0."""
 
     def vocode(mel: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -155,7 +215,7 @@ def make_vocode(vocoder: torch.nn.Module, denoiser: torch.nn.Module | None, *, s
             audio = vocoder.infer(m, sigma=sigma, generator=generator).float()
             if denoiser is not None and denoiser_strength:
                 n = audio.shape[-1]
-                audio = denoiser(audio, strength=denoiser_strength).reshape(1, -1)[:, :n]
+                audio = denoiser(audio, strength=denoiser_strength).reshape(audio.shape[0], -1)[:, :n]
             return audio
 
     return vocode

@@ -18,7 +18,8 @@ API, or the slot decoder with K steps per CUDA-graph replay) and loops:
    (``tts.server.vocoding``), a streaming row's frames go to its call
    as they complete its stream's next audio chunk (so every delivery makes
    audio, and the first leaves as soon as it can) and are vocoded in
-   overlapping chunks (``tts.streaming.MelStreamer``) on the same stage.
+   overlapping chunks (``tts.streaming.MelStreamer``) on the same stage,
+   where windows of equal shape from concurrent streams share one call.
 
 So a short call that arrives while a long one decodes joins at the next
 step and leaves as soon as it is done, and a long text cannot take every
@@ -264,12 +265,10 @@ class TacotronScheduler:
                     st = streamers.setdefault(current, MelStreamer(vocode, self._postnet, cfg))
                     words = []
                     if k == "frames":
-                        chunks = await self.vocoder_stage.run_stream(call, lambda st=st, pl=pl: st.push(pl))
+                        chunks = await self.vocoder_stage.run_stream(call, st, pl)
                     else:                       # the row's last frames (if any) and its end: one vocoder job
                         rest, frames, spoken = pl
-                        chunks = await self.vocoder_stage.run_stream(
-                            call, lambda st=st, rest=rest, n=frames: (st.push(rest) if rest is not None else [])
-                            + st.finish(n))
+                        chunks = await self.vocoder_stage.run_stream(call, st, rest, finish=True, audio_frames=frames)
                         if timer is not None:
                             words = await asyncio.to_thread(piece_words, timer, call, current, frames, spoken)
                         del streamers[current], buffered[current]

@@ -9,19 +9,29 @@ Two kinds of work reach it:
   more than ``max_frames`` frames (a stop gate that never fired) is
   vocoded in overlapping chunks of ``max_frames``, one chunk per job, as
   streaming does (``tts.streaming.MelStreamer``).
-- streaming jobs (``run_stream``): a ``MelStreamer`` push or finish of one
-  call, awaited by that call's coroutine.
+- streaming jobs (``run_stream``): a ``MelStreamer`` push (and, at the end
+  of a piece, finish) of one call, awaited by that call's coroutine. The
+  stage plans the job's windows (``MelStreamer.plan_push``/``plan_finish``);
+  when every window has its audio, it commits them in order and hands the
+  coroutine its chunks. A job with no window (no chunk became final) is
+  answered at once, without a vocoder call or a turn.
 
 Work is cut small and taken in turns, so no call holds the thread for
-long: streaming jobs and unary jobs alternate while both wait, and the
+long: streaming and unary vocoder calls alternate while both wait, and the
 next unary job is for the call that has had the fewest vocoder jobs so far
 (then the piece that became ready first). Pieces of unseeded calls with
 equal frame count, sigma and denoiser strength share one batched call of at
 most ``max_batch`` pieces (a power of two, so few graph shapes); unequal
 lengths are never padded together, because padding changes WaveGlow's
-output near the end. A seeded call's pieces go alone, in order, through the
-call's own generator. Before each call the stage drops the work of calls
-that were cancelled, failed or whose deadline passed.
+output near the end. Streaming windows follow the same rule: the oldest
+streaming job's next window picks the shape (postnet input and vocoder
+window frames), sigma and denoiser strength, and every queued window of an
+unseeded stream that matches it, up to ``max_batch`` (a power of two), goes
+into one postnet call and one WaveGlow+denoiser call; so the first chunks
+of streams that start together go out together. A seeded call's pieces and
+windows go alone, in order, through the call's own generator. Before each
+call the stage drops the work of calls that were cancelled, failed or
+whose deadline passed.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,7 +51,7 @@ import torch
 from tts.server.errors import DeadlineExpiredError, ShuttingDownError
 from tts.server.types import ScheduledOutcome
 from tts.server.work import Call, piece_words, settle
-from tts.streaming import HOP, MelStreamer, StreamConfig, make_vocode
+from tts.streaming import HOP, MelStreamer, StreamConfig, Window, make_vocode
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +62,10 @@ class VocoderJob:
 
     #: ``"unary"`` or ``"stream"``.
     kind: str
-    #: (call ``seq``, piece) of each piece in a unary batch; (call ``seq``, -1) for a streaming job.
+    #: (call ``seq``, piece) of each piece in a unary batch; (call ``seq``, -1) of each stream whose
+    #: windows a streaming vocoder call holds.
     pieces: tuple[tuple[int, int], ...]
-    #: Streaming jobs still queued when this one was picked.
+    #: Streaming jobs queued besides those this one serves, when it was picked.
     streams_waiting: int
 
 
@@ -78,9 +89,28 @@ class _Queued:
 
 @dataclass(eq=False)
 class _StreamJob:
+    """A streaming call's push (and, at its piece's end, finish), waiting for the vocoder."""
+
     call: Call
-    fn: Callable[[], object]
+    streamer: MelStreamer
+    #: Decoder frames ``[n_mel, k]`` to push, or None.
+    frames: torch.Tensor | None
+    #: Then ``finish(audio_frames)``.
+    finish: bool
+    audio_frames: int | None
     future: asyncio.Future
+    #: Its windows, planned on the stage's thread, and each window's audio once vocoded.
+    windows: list[Window] | None = None
+    audio: list = field(default_factory=list)
+
+    def pending(self) -> list[int]:
+        """Indices of the windows not vocoded yet."""
+        return [i for i, a in enumerate(self.audio) if a is None]
+
+    def key(self, i: int) -> tuple:
+        """What window ``i`` may share a vocoder call by: its shape and the call's options."""
+        o = self.call.opts
+        return self.windows[i].shape, o.sigma, o.denoiser_strength, self.streamer.postnet is not None
 
 
 class VocoderStage:
@@ -104,8 +134,12 @@ class VocoderStage:
         self.max_batch = int(max_batch)
         self.max_frames = int(max_frames)
         self.clock = clock
-        if hasattr(self.vocoder, "max_graphs"):   # unary batch shapes and streaming windows share its LRU
-            self.vocoder.max_graphs = max(int(self.vocoder.max_graphs), 12)
+        # Unary batch shapes and streaming windows (two steady shapes per power-of-two batch) share
+        # the vocoder's and the denoiser's graph LRUs.
+        shapes = 12 + 2 * self.max_batch.bit_length()
+        for m in (self.vocoder, self.denoiser):
+            if hasattr(m, "max_graphs"):
+                m.max_graphs = max(int(m.max_graphs), shapes)
         self._cond = threading.Condition()
         self._pieces: list[_Queued] = []
         self._streams: deque[_StreamJob] = deque()
@@ -115,6 +149,8 @@ class VocoderStage:
         self._thread: threading.Thread | None = None
         #: Pieces per unary vocoder call, the latest 1024 (tests and metrics read it).
         self.batch_sizes: deque[int] = deque(maxlen=1024)
+        #: Windows per streaming vocoder call, the latest 1024.
+        self.stream_batch_sizes: deque[int] = deque(maxlen=1024)
         #: Called on the stage's thread with each ``VocoderJob`` before it runs (tracing, tests).
         self.on_job: Callable[[VocoderJob], None] | None = None
 
@@ -147,14 +183,17 @@ class VocoderStage:
             self._pieces.extend(_Queued(next(self._ready), call, piece) for call, piece in pieces)
             self._cond.notify()
 
-    def run_stream(self, call: Call, fn: Callable[[], object]) -> asyncio.Future:
-        """Queues ``fn()`` for streaming ``call``; the future (of the running loop) gets its result."""
+    def run_stream(self, call: Call, streamer: MelStreamer, frames: torch.Tensor | None = None, *,
+                   finish: bool = False, audio_frames: int | None = None) -> asyncio.Future:
+        """Queues ``streamer.push(frames)`` (unless None), then with ``finish`` ``streamer.finish(audio_frames)``,
+        for streaming ``call``; the future (of the running loop) gets the audio chunks, a list of float32
+        arrays. One job per streamer at a time: the next one is queued after this future is done."""
         fut = asyncio.get_running_loop().create_future()
         with self._cond:
             if self._closing or self._thread is None:
                 fut.set_exception(ShuttingDownError("server is shutting down"))
                 return fut
-            self._streams.append(_StreamJob(call, fn, fut))
+            self._streams.append(_StreamJob(call, streamer, frames, finish, audio_frames, fut))
             self._cond.notify()
         return fut
 
@@ -171,8 +210,8 @@ class VocoderStage:
                 continue
             if self.on_job is not None:
                 self.on_job(job[0])
-            if isinstance(job[1], _StreamJob):
-                self._run_stream(job[1])
+            if job[0].kind == "stream":
+                self._run_streams(job[1])
             elif isinstance(job[1], _Queued):
                 self._run_long(job[1])
             else:
@@ -186,16 +225,15 @@ class VocoderStage:
         return e.call.generator is None or e.piece == len(e.call.audio)    # seeded: pieces in order
 
     def _pick(self) -> tuple[VocoderJob, object] | None:
-        """Under the lock: the next job (a ``_StreamJob``, a long piece's ``_Queued`` or a unary batch),
-        after dropping the work of dead calls."""
+        """Under the lock: the next job (streaming windows, a long piece's ``_Queued`` or a unary batch),
+        after dropping the work of dead calls and answering streaming jobs that need no vocoder call."""
         now = self.clock()
         self._pieces = [e for e in self._pieces if e.call.alive(now)]
+        self._plan_streams(now)
         ready = [e for e in self._pieces if self._eligible(e)]
         if self._streams and (self._stream_turn or not ready):
             self._stream_turn = False
-            job = self._streams.popleft()
-            job.call.voc_jobs += 1
-            return VocoderJob("stream", ((job.call.seq, -1),), len(self._streams)), job
+            return self._pick_windows()
         self._stream_turn = True
         if not ready:
             return None
@@ -222,20 +260,84 @@ class VocoderStage:
     def _group(e: _Queued) -> tuple:
         return e.frames, e.call.opts.sigma, e.call.opts.denoiser_strength
 
-    def _run_stream(self, job: _StreamJob) -> None:
-        call = job.call
-        if job.future.done():
-            return
-        if not call.alive(self.clock()):
-            expired = call.deadline is not None and self.clock() >= call.deadline
-            exc = DeadlineExpiredError("deadline passed during synthesis") if expired else asyncio.CancelledError()
-            call.later(settle, job.future, None, exc)
-            return
+    def _plan_streams(self, now: float) -> None:
+        """Under the lock: drops the streaming jobs of dead calls (their coroutines get the reason), plans
+        new jobs' windows and answers the jobs left with none to vocode."""
+        keep: deque[_StreamJob] = deque()
+        for job in self._streams:
+            call = job.call
+            if job.future.done():                 # its coroutine is gone
+                continue
+            if not call.alive(now):
+                expired = call.deadline is not None and now >= call.deadline
+                exc = DeadlineExpiredError("deadline passed during synthesis") if expired else asyncio.CancelledError()
+                call.later(settle, job.future, None, exc)
+                continue
+            if job.windows is None:
+                try:
+                    st = job.streamer
+                    job.windows = ((st.plan_push(job.frames) if job.frames is not None else [])
+                                   + (st.plan_finish(job.audio_frames) if job.finish else []))
+                except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                    logger.exception("streaming plan failed")
+                    call.later(settle, job.future, None, exc)
+                    continue
+                job.audio = [None] * len(job.windows)
+                if not job.windows:
+                    call.later(settle, job.future, [], None)
+                    continue
+            keep.append(job)
+        self._streams = keep
+
+    def _pick_windows(self) -> tuple[VocoderJob, list[tuple[_StreamJob, int]]]:
+        """Under the lock: the oldest streaming job's next window and, unless its call is seeded, the
+        queued windows of unseeded streams that can share its vocoder call (see module doc)."""
+        head = self._streams[0]
+        first = head.pending()[0]
+        if head.call.generator is not None:
+            batch = [(head, first)]
+        else:
+            key = head.key(first)
+            same = [(job, i) for job in self._streams if job.call.generator is None
+                    for i in job.pending() if job.key(i) == key]
+            batch = same[:1 << (min(self.max_batch, len(same)).bit_length() - 1)]
+        jobs = list(dict.fromkeys(job for job, _ in batch))
+        for job in jobs:
+            job.call.voc_jobs += 1
+        pieces = tuple((job.call.seq, -1) for job in jobs)
+        return VocoderJob("stream", pieces, len(self._streams) - len(jobs)), batch
+
+    def _run_streams(self, batch: list[tuple[_StreamJob, int]]) -> None:
+        """One postnet call and one vocoder call over streaming windows of one shape; then each job whose
+        windows all have their audio gets its chunks."""
+        jobs = list(dict.fromkeys(job for job, _ in batch))
         try:
-            result, exc = job.fn(), None
-        except Exception as e:  # noqa: BLE001 - handed to the awaiting coroutine
-            result, exc = None, e
-        call.later(settle, job.future, result, exc)
+            with torch.inference_mode():
+                audio = batch[0][0].streamer.vocode_windows([job.windows[i] for job, i in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutines, never left hanging
+            logger.exception("streaming vocoding failed")
+            for job in jobs:
+                job.call.later(settle, job.future, None, exc)
+            self._drop(jobs)
+            return
+        self.stream_batch_sizes.append(len(batch))
+        for j, (job, i) in enumerate(batch):
+            job.audio[i] = audio[j]
+        done = [job for job in jobs if not job.pending()]
+        for job in done:
+            try:
+                chunks = [job.streamer.commit(w, a) for w, a in zip(job.windows, job.audio)]
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                logger.exception("streaming vocoding failed")
+                job.call.later(settle, job.future, None, exc)
+            else:
+                job.call.later(settle, job.future, chunks, None)
+        self._drop(done)
+
+    def _drop(self, jobs: list[_StreamJob]) -> None:
+        gone = set(map(id, jobs))
+        with self._cond:
+            self._streams = deque(j for j in self._streams if id(j) not in gone)
 
     def _run_unary(self, batch: list[tuple[Call, int]]) -> None:
         try:
