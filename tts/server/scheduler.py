@@ -18,8 +18,11 @@ API, or the slot decoder with K steps per CUDA-graph replay) and loops:
    (``tts.server.vocoding``), a streaming row's frames go to its call
    as they complete its stream's next audio chunk (so every delivery makes
    audio, and the first leaves as soon as it can) and are vocoded in
-   overlapping chunks (``tts.streaming.MelStreamer``) on the same stage,
-   where windows of equal shape from concurrent streams share one call.
+   overlapping chunks (``tts.streaming.MelStreamer``) on the same stage.
+   A step's streaming events reach their event loop in one callback, so
+   the vocoder jobs they make are queued in one turn of the loop and the
+   stage vocodes their equal-shape windows (the first chunks of streams
+   that started together) in one call.
 
 So a short call that arrives while a long one decodes joins at the next
 step and leaves as soon as it is done, and a long text cannot take every
@@ -55,7 +58,7 @@ from tts.server.errors import QueueFullError, ShuttingDownError
 from tts.server.rows import RowStart, SlotRowDecoder, make_row_decoder
 from tts.server.types import ScheduledOutcome, StreamPiece
 from tts.server.vocoding import VocoderStage
-from tts.server.work import Call, Row, piece_words
+from tts.server.work import Call, Row, piece_words, post_all
 from tts.streaming import POSTNET_CONTEXT, MelStreamer, StreamConfig, make_vocode
 
 __all__ = ["ScheduledOutcome", "TacotronScheduler", "WARM_INPUT_LENGTHS"]
@@ -395,6 +398,7 @@ class TacotronScheduler:
         self.steps_done += 1
         self.step_sizes.append(b)
         finished = []
+        posts: list[tuple[Call, tuple]] = []       # streaming events of this step, handed over together
         for r in self._rows:
             rf = out[r]
             most = r.most
@@ -410,14 +414,16 @@ class TacotronScheduler:
             if gate_fired or r.steps >= most:
                 finished.append((r, r.steps - 1 if gate_fired else r.steps, gate_fired))
             elif r.call.streaming and r.steps >= r.next_delivery(self.deliver_every):
-                self._deliver(r)
+                posts.append((r.call, ("frames", r.piece, self._undelivered(r))))
         if self.on_step is not None:
             self.on_step(index, list(self._rows))
         if finished:
             self._leave([r for r, _, _ in finished])
-            ready = [r for r, frames, fired in finished if self._finish_row(r, frames, fired)]
+            ready = [r for r, frames, fired in finished if self._finish_row(r, frames, fired, posts)]
             if ready:
                 self.vocoder_stage.add_pieces([(r.call, r.piece) for r in ready])
+        if posts:
+            post_all(posts)
 
     # -------------------------------------------------------- row results
     def _undelivered(self, r: Row) -> torch.Tensor:
@@ -427,11 +433,9 @@ class TacotronScheduler:
         r.sent = r.steps
         return mel
 
-    def _deliver(self, r: Row) -> None:
-        r.call.post(("frames", r.piece, self._undelivered(r)))
-
-    def _finish_row(self, r: Row, audio_frames: int, gate_fired: bool) -> bool:
-        """Ends a decoded row; True when it is a unary piece for the vocoder stage."""
+    def _finish_row(self, r: Row, audio_frames: int, gate_fired: bool, posts: list[tuple[Call, tuple]]) -> bool:
+        """Ends a decoded row; True when it is a unary piece for the vocoder stage (a streaming row's
+        end event goes to ``posts``)."""
         call = r.call
         if not gate_fired:
             call.hit_max += 1
@@ -442,7 +446,8 @@ class TacotronScheduler:
             call.acoustic_done = time.perf_counter()
         if call.streaming:
             rest = self._undelivered(r) if r.sent < r.steps else None
-            call.post(("end", r.piece, (rest, audio_frames, r.spoken(audio_frames) if call.word_timings else None)))
+            posts.append((call, ("end", r.piece, (rest, audio_frames,
+                                                   r.spoken(audio_frames) if call.word_timings else None))))
             return False
         call.mels[r.piece] = (torch.cat(r.frames, dim=1), audio_frames)   # [n_mel, steps] decoder output
         if call.word_timings:

@@ -187,15 +187,23 @@ class VocoderStage:
                    finish: bool = False, audio_frames: int | None = None) -> asyncio.Future:
         """Queues ``streamer.push(frames)`` (unless None), then with ``finish`` ``streamer.finish(audio_frames)``,
         for streaming ``call``; the future (of the running loop) gets the audio chunks, a list of float32
-        arrays. One job per streamer at a time: the next one is queued after this future is done."""
-        fut = asyncio.get_running_loop().create_future()
+        arrays. One job per streamer at a time: the next one is queued after this future is done.
+
+        The stage hears of the job at the loop's next turn, so the jobs that one decoder step's
+        deliveries make (their coroutines run in the same turn) are seen, and batched, together."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         with self._cond:
             if self._closing or self._thread is None:
                 fut.set_exception(ShuttingDownError("server is shutting down"))
                 return fut
             self._streams.append(_StreamJob(call, streamer, frames, finish, audio_frames, fut))
-            self._cond.notify()
+        loop.call_soon(self._wake)
         return fut
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
 
     # ---------------------------------------------------------------- thread
     def _run(self) -> None:

@@ -175,6 +175,25 @@ class Row:
         return torch.cat(self.align, dim=0)[:audio_frames], voiced_frames(mel)
 
 
+def post_all(events: list[tuple[Call, tuple]]) -> None:
+    """Streaming: hands each (call, event) to its call's coroutine, in order, the events of one event loop
+    in one callback: the coroutines they wake run in the same turn of their loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Call, tuple]]] = {}
+    for call, event in events:
+        by_loop.setdefault(call.loop, []).append((call, event))
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, group)
+        except RuntimeError:   # the loop is closed: nobody waits for these calls any more
+            for call, _ in group:
+                call.cancelled = True
+
+
+def _put_all(group: list[tuple[Call, tuple]]) -> None:
+    for call, event in group:
+        call.events.put_nowait(event)
+
+
 def settle(fut: asyncio.Future | None, result: object, exc: BaseException | None) -> None:
     """Sets ``fut``'s result or exception (``CancelledError`` cancels it); no-op once it is done."""
     if fut is None or fut.done():
