@@ -382,3 +382,238 @@ def test_stream_frames_are_delivered_as_they_complete_a_chunk(synth, monkeypatch
     k = sched.decoder.steps_per_call
     first = 4 + 8 + 10                                     # first chunk + overlap + the postnet's context
     assert pushes[0][0] == -(-first // k) * k               # the first step (replay) that completes it
+
+
+# ----------------------------------------------------------------------------- streams batched in the vocoder stage
+
+CHUNKS = dict(chunk_frames=16, first_chunk_frames=4, overlap_frames=8)
+
+
+def record_stream_jobs(stage, monkeypatch) -> dict[int, list]:
+    """Call seq -> the streaming jobs the stage was given, in order: (streamer id, frames, finish, audio_frames)."""
+    asked: dict[int, list] = {}
+    real = stage.run_stream
+
+    def run_stream(call, streamer, frames=None, *, finish=False, audio_frames=None):
+        asked.setdefault(call.seq, []).append((id(streamer), frames, finish, audio_frames))
+        return real(call, streamer, frames, finish=finish, audio_frames=audio_frames)
+
+    monkeypatch.setattr(stage, "run_stream", run_stream)
+    return asked
+
+
+def replay(sched: TacotronScheduler, jobs: list, opts: SynthesisOptions, seed: int | None = None) -> np.ndarray:
+    """The audio of a stream's recorded jobs through lone ``MelStreamer``s (``push``/``finish``: each window
+    alone, as without the stage's batching)."""
+    import torch
+
+    from tts.streaming import MelStreamer, StreamConfig, make_vocode
+
+    o = opts.merged_over(sched.synth.voice.defaults)
+    stage = sched.vocoder_stage
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    vocode = make_vocode(stage.vocoder, stage.denoiser, sigma=o.sigma, denoiser_strength=o.denoiser_strength,
+                         generator=gen, dtype=stage.dtype)
+    streamers: dict = {}
+    out: list = []
+    for sid, frames, finish, n in jobs:
+        st = streamers.setdefault(sid, MelStreamer(vocode, sched._postnet, StreamConfig(**CHUNKS)))
+        out += (st.push(frames) if frames is not None else []) + (st.finish(n) if finish else [])
+    return np.concatenate(out)
+
+
+async def streamed(sched: TacotronScheduler, text: str, opts: SynthesisOptions) -> np.ndarray:
+    return np.concatenate([p.audio async for p in sched.stream(text, opts, **CHUNKS)])
+
+
+def stream_jobs(jobs) -> list:
+    return [j for j in jobs if j.kind == "stream"]
+
+
+def test_concurrent_streams_share_vocoder_calls_and_give_the_lone_audio(synth, monkeypatch):
+    """Four streams of one text started together: their first chunks go out in one vocoder call, and so
+    does every later window (the four stay in step: a decoder step's deliveries and a vocoder call's
+    answers reach the event loop together), so they take as many calls as one stream alone; each
+    stream's audio is that of its frames through a lone ``MelStreamer`` and that of the stream alone."""
+    n = 4
+    sched = TacotronScheduler(synth, max_rows=8, decoder="eager")
+    stage = sched.vocoder_stage
+    jobs: list = []
+    stage.on_job = jobs.append
+    asked = record_stream_jobs(stage, monkeypatch)
+    opts = SynthesisOptions(**DET, max_decoder_steps=120)
+
+    async def main():
+        lone = await streamed(sched, LONG, opts)
+        with hold_decode_thread(sched):                 # the four join (and deliver) together
+            tasks = [asyncio.ensure_future(streamed(sched, LONG, opts)) for _ in range(n)]
+            await asyncio.sleep(0)
+        return lone, await asyncio.gather(*tasks)
+
+    with running(sched):
+        lone, together = asyncio.run(main())
+    alone_calls = sum(j.pieces == ((0, -1),) for j in stream_jobs(jobs))
+    sizes = list(stage.stream_batch_sizes)
+    windows = sum(sizes[:alone_calls])
+    assert sizes[:alone_calls] == [1] * alone_calls and windows >= 5
+    batched = stream_jobs(jobs)[alone_calls:]
+    assert sorted(s for s, _ in batched[0].pieces) == [1, 2, 3, 4] and sizes[alone_calls] == n
+    assert sum(sizes[alone_calls:]) == n * windows                       # every window once
+    assert len(batched) == alone_calls                                    # each call holds all four
+    assert np.array_equal(lone, replay(sched, asked[0], opts))           # alone: exactly the lone streamer
+    for seq, audio in enumerate(together, start=1):
+        assert len(audio) == len(lone)
+        # Stated tolerance: fp32 rounding of batched convolutions (~3e-8 here); rows decoded together.
+        assert np.abs(audio - replay(sched, asked[seq], opts)).max() < 1e-6
+        assert np.abs(audio - lone).max() < 1e-5
+
+
+def test_a_seeded_stream_is_never_batched_and_equals_its_lone_run(synth, monkeypatch):
+    """A seeded stream between two unseeded ones of the same options and text: its windows go alone,
+    through its generator, and its audio is the lone run's with that seed; the other two share calls."""
+    sched = TacotronScheduler(synth, max_rows=8, decoder="eager")
+    stage = sched.vocoder_stage
+    jobs: list = []
+    stage.on_job = jobs.append
+    asked = record_stream_jobs(stage, monkeypatch)
+    plain = SynthesisOptions(prenet_dropout=0.0, sigma=0.6, max_decoder_steps=120)
+    seeded = SynthesisOptions(prenet_dropout=0.0, sigma=0.6, seed=7, max_decoder_steps=120)
+
+    async def main():
+        lone = await streamed(sched, LONG, seeded)
+        with hold_decode_thread(sched):
+            tasks = [asyncio.ensure_future(streamed(sched, LONG, o)) for o in (plain, seeded, plain)]
+            await asyncio.sleep(0)
+        return lone, await asyncio.gather(*tasks)
+
+    with running(sched):
+        lone, (_, audio, _) = asyncio.run(main())
+    together = [j for j in stream_jobs(jobs) if (0, -1) not in j.pieces]
+    assert all(j.pieces == ((2, -1),) for j in together if (2, -1) in j.pieces)
+    assert any(set(j.pieces) == {(1, -1), (3, -1)} for j in together)
+    assert np.array_equal(audio, replay(sched, asked[2], seeded, seed=7))
+    assert np.array_equal(lone, replay(sched, asked[0], seeded, seed=7))
+    assert len(audio) == len(lone) and np.abs(audio - lone).max() < 1e-5
+
+
+def test_a_stream_cancelled_in_a_batch_does_not_break_the_others(synth, monkeypatch):
+    """Four streams' first chunks share a vocoder call; one stream is cancelled while the call runs:
+    the other three get their audio, and no later call holds the cancelled stream's work."""
+    sched = TacotronScheduler(synth, max_rows=8, decoder="eager")
+    stage = sched.vocoder_stage
+    asked = record_stream_jobs(stage, monkeypatch)
+    jobs: list = []
+    entered, release = threading.Event(), threading.Event()
+
+    def on_job(job):
+        jobs.append(job)
+        if job.kind == "stream" and not entered.is_set():
+            entered.set()
+            release.wait()                          # the batch is picked; its stream 1 is cancelled now
+
+    stage.on_job = on_job
+    opts = SynthesisOptions(**DET, max_decoder_steps=120)
+
+    async def main():
+        with hold_decode_thread(sched):
+            tasks = [asyncio.ensure_future(streamed(sched, LONG, opts)) for _ in range(4)]
+            await asyncio.sleep(0)
+        try:
+            await until(entered.is_set)
+            tasks[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tasks[1]
+        finally:
+            release.set()
+        return await asyncio.gather(*(tasks[i] for i in (0, 2, 3)))
+
+    with running(sched):
+        outs = asyncio.run(main())
+    first, *later = stream_jobs(jobs)
+    assert len(first.pieces) == 4
+    assert later and all((1, -1) not in j.pieces for j in later)
+    for seq, audio in zip((0, 2, 3), outs):
+        assert np.abs(audio - replay(sched, asked[seq], opts)).max() < 1e-6
+    assert stage.pending == 0
+
+
+def test_a_failing_batched_call_fails_its_streams_and_the_stage_serves_on(synth, monkeypatch):
+    from tts.streaming import MelStreamer
+
+    sched = TacotronScheduler(synth, max_rows=8, decoder="eager")
+    real, failed = MelStreamer.vocode_windows, []
+
+    def once(self, windows):
+        if not failed:
+            failed.append(len(windows))
+            raise RuntimeError("vocoder broke")
+        return real(self, windows)
+
+    monkeypatch.setattr(MelStreamer, "vocode_windows", once)
+    opts = SynthesisOptions(**DET, max_decoder_steps=40)
+
+    async def main():
+        with hold_decode_thread(sched):
+            tasks = [asyncio.ensure_future(streamed(sched, LONG, opts)) for _ in range(2)]
+            await asyncio.sleep(0)
+        res = await asyncio.gather(*tasks, return_exceptions=True)
+        return res, await streamed(sched, LONG, opts)
+
+    with running(sched):
+        res, after = asyncio.run(main())
+    assert failed == [2] and all(isinstance(r, RuntimeError) for r in res)
+    assert len(after) > 0 and sched.vocoder_stage.pending == 0
+
+
+def test_a_streaming_job_without_a_chunk_costs_no_vocoder_call(synth):
+    """Frames that complete no chunk, and an end with no audio left, are answered without a vocoder job."""
+    import torch
+
+    from tts.server.vocoding import VocoderStage
+    from tts.server.work import Call
+    from tts.streaming import MelStreamer, StreamConfig, make_vocode
+
+    stage = VocoderStage(synth)
+    jobs: list = []
+    stage.on_job = jobs.append
+    opts = SynthesisOptions(**DET).merged_over(synth.voice.defaults)
+    mel = torch.randn(synth.voice.vocoder.n_mel_channels, 30, generator=torch.Generator().manual_seed(0))
+
+    async def main():
+        call = Call(seq=0, text="x", opts=opts, pieces=[[1]], cleaned=["x"], loop=asyncio.get_running_loop(),
+                    deadline=None, streaming=True)
+        vocode = make_vocode(stage.vocoder, stage.denoiser, sigma=0.0, denoiser_strength=opts.denoiser_strength)
+        st = MelStreamer(vocode, stage.acoustic.postnet_forward, StreamConfig(**CHUNKS))
+        few = await stage.run_stream(call, st, mel[:, :21])                 # 4 + 8 + 10 frames make the first
+        first = await stage.run_stream(call, st, mel[:, 21:])
+        end = await stage.run_stream(call, st, None, finish=True, audio_frames=4)    # nothing left
+        return few, first, end
+
+    stage.start()
+    try:
+        few, first, end = asyncio.run(main())
+    finally:
+        stage.close()
+    assert few == [] and end == [] and [len(c) for c in first] == [4 * 256]
+    assert [(j.kind, j.pieces) for j in jobs] == [("stream", ((0, -1),))]
+
+
+def test_a_streaming_job_queued_as_the_stage_closes_gets_shutting_down(synth):
+    from tts.server.errors import ShuttingDownError
+    from tts.server.vocoding import VocoderStage
+    from tts.server.work import Call
+    from tts.streaming import MelStreamer
+
+    stage = VocoderStage(synth)
+    opts = SynthesisOptions(**DET).merged_over(synth.voice.defaults)
+
+    async def main():
+        call = Call(seq=0, text="x", opts=opts, pieces=[[1]], cleaned=["x"], loop=asyncio.get_running_loop(),
+                    deadline=None, streaming=True)
+        fut = stage.run_stream(call, MelStreamer(lambda m: m), None, finish=True)
+        stage.close()                           # before the loop's next turn hands the job over
+        with pytest.raises(ShuttingDownError):
+            await fut
+
+    stage.start()
+    asyncio.run(main())

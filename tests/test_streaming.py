@@ -116,3 +116,42 @@ def test_fastspeech_streaming_equals_synthesizer():
         s, mel, opts, config=StreamConfig(chunk_frames=16, first_chunk_frames=4, overlap_frames=8), audio_frames=n)])
     assert len(got) == len(want)
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_windows_of_many_streams_vocoded_together_equal_push(voice, decoder_mel):
+    """Planned windows of four streams (mels of different lengths), vocoded shape by shape in one postnet
+    and one vocoder call each (the server's CPU modules), then committed, give each stream's
+    ``push``/``finish`` chunks; a window committed out of plan order is refused."""
+    from tts.streaming import synthesizer_modules
+    from tts.synthesizer import Synthesizer
+
+    acoustic, vocoder, denoiser, dtype = synthesizer_modules(Synthesizer(voice))
+    vocode = make_vocode(vocoder, denoiser, sigma=0.0, denoiser_strength=0.01, dtype=dtype)
+    cfg = StreamConfig(chunk_frames=16, first_chunk_frames=4, overlap_frames=8)
+
+    def streamer():
+        return MelStreamer(vocode, acoustic.postnet_forward, cfg)
+
+    mels = [decoder_mel[:, :n] for n in (decoder_mel.shape[-1], 40, 40, 37)]
+    want = []
+    for mel in mels:
+        st = streamer()
+        want.append(st.push(mel[:, :30]) + st.push(mel[:, 30:]) + st.finish())
+    sts = [streamer() for _ in mels]
+    plans = [st.plan_push(mel[:, :30]) + st.plan_push(mel[:, 30:]) + st.plan_finish() for st, mel in zip(sts, mels)]
+    audio: dict[tuple[int, int], torch.Tensor] = {}
+    shapes = {w.shape for p in plans for w in p}
+    for shape in shapes:
+        batch = [(s, i) for s, p in enumerate(plans) for i, w in enumerate(p) if w.shape == shape]
+        out = sts[0].vocode_windows([plans[s][i] for s, i in batch])
+        audio.update(zip(batch, out))
+    assert max(sum(w.shape == sh for p in plans for w in p) for sh in shapes) >= 4
+    for s, (st, plan) in enumerate(zip(sts, plans)):
+        got = [st.commit(w, audio[s, i]) for i, w in enumerate(plan)]
+        assert [len(c) for c in got] == [len(c) for c in want[s]]
+        # Stated tolerance: fp32 rounding of batched convolutions (postnet, STFT), ~3e-8 here.
+        assert np.abs(np.concatenate(got) - np.concatenate(want[s])).max() < 1e-6
+    st = streamer()
+    w1, w2 = st.plan_push(decoder_mel[:, :40])[:2]
+    with pytest.raises(ValueError, match="plan order"):
+        st.commit(w2, st.vocode_windows([w2])[0])

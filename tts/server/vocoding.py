@@ -50,7 +50,7 @@ import torch
 
 from tts.server.errors import DeadlineExpiredError, ShuttingDownError
 from tts.server.types import ScheduledOutcome
-from tts.server.work import Call, piece_words, settle
+from tts.server.work import Call, later_all, piece_words, settle
 from tts.streaming import HOP, MelStreamer, StreamConfig, Window, make_vocode
 
 logger = logging.getLogger(__name__)
@@ -143,9 +143,11 @@ class VocoderStage:
         self._cond = threading.Condition()
         self._pieces: list[_Queued] = []
         self._streams: deque[_StreamJob] = deque()
+        self._arriving: list[_StreamJob] = []     # queued by run_stream, not yet seen by the thread
         self._ready = itertools.count()
         self._stream_turn = True
         self._closing = False
+        self._serving = False                     # the thread runs (or will run) queued work
         self._thread: threading.Thread | None = None
         #: Pieces per unary vocoder call, the latest 1024 (tests and metrics read it).
         self.batch_sizes: deque[int] = deque(maxlen=1024)
@@ -158,12 +160,13 @@ class VocoderStage:
     def pending(self) -> int:
         """Unary pieces and streaming jobs queued."""
         with self._cond:
-            return len(self._pieces) + len(self._streams)
+            return len(self._pieces) + len(self._streams) + len(self._arriving)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self._thread is None:
             self._closing = False
+            self._serving = True
             self._thread = threading.Thread(target=self._run, name="t2-vocoder", daemon=True)
             self._thread.start()
 
@@ -189,21 +192,29 @@ class VocoderStage:
         for streaming ``call``; the future (of the running loop) gets the audio chunks, a list of float32
         arrays. One job per streamer at a time: the next one is queued after this future is done.
 
-        The stage hears of the job at the loop's next turn, so the jobs that one decoder step's
-        deliveries make (their coroutines run in the same turn) are seen, and batched, together."""
+        The job joins the stage's queue at the loop's next turn, with every job queued in this turn:
+        the jobs that one decoder step's deliveries (or one vocoder call's answers) make, whose
+        coroutines run in the same turn, are seen, and batched, together."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._cond:
             if self._closing or self._thread is None:
                 fut.set_exception(ShuttingDownError("server is shutting down"))
                 return fut
-            self._streams.append(_StreamJob(call, streamer, frames, finish, audio_frames, fut))
-        loop.call_soon(self._wake)
+            self._arriving.append(_StreamJob(call, streamer, frames, finish, audio_frames, fut))
+        loop.call_soon(self._arrive)
         return fut
 
-    def _wake(self) -> None:
+    def _arrive(self) -> None:
         with self._cond:
-            self._cond.notify()
+            jobs, self._arriving = self._arriving, []
+            if self._serving:
+                if jobs:
+                    self._streams.extend(jobs)
+                    self._cond.notify()
+                return
+        for job in jobs:                          # the thread ended while they arrived
+            job.call.later(settle, job.future, None, ShuttingDownError("server is shutting down"))
 
     # ---------------------------------------------------------------- thread
     def _run(self) -> None:
@@ -212,6 +223,7 @@ class VocoderStage:
                 while not self._closing and not self._has_work():
                     self._cond.wait()
                 if not self._has_work():
+                    self._serving = False
                     return
                 job = self._pick()
             if job is None:
@@ -324,22 +336,23 @@ class VocoderStage:
                 audio = batch[0][0].streamer.vocode_windows([job.windows[i] for job, i in batch])
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutines, never left hanging
             logger.exception("streaming vocoding failed")
-            for job in jobs:
-                job.call.later(settle, job.future, None, exc)
+            later_all([(job.call, settle, (job.future, None, exc)) for job in jobs])
             self._drop(jobs)
             return
         self.stream_batch_sizes.append(len(batch))
         for j, (job, i) in enumerate(batch):
             job.audio[i] = audio[j]
         done = [job for job in jobs if not job.pending()]
+        answers = []
         for job in done:
             try:
                 chunks = [job.streamer.commit(w, a) for w, a in zip(job.windows, job.audio)]
             except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                 logger.exception("streaming vocoding failed")
-                job.call.later(settle, job.future, None, exc)
+                answers.append((job.call, settle, (job.future, None, exc)))
             else:
-                job.call.later(settle, job.future, chunks, None)
+                answers.append((job.call, settle, (job.future, chunks, None)))
+        later_all(answers)          # in one turn of each loop: their next jobs are queued together
         self._drop(done)
 
     def _drop(self, jobs: list[_StreamJob]) -> None:

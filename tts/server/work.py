@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -175,23 +176,28 @@ class Row:
         return torch.cat(self.align, dim=0)[:audio_frames], voiced_frames(mel)
 
 
-def post_all(events: list[tuple[Call, tuple]]) -> None:
-    """Streaming: hands each (call, event) to its call's coroutine, in order, the events of one event loop
-    in one callback: the coroutines they wake run in the same turn of their loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Call, tuple]]] = {}
-    for call, event in events:
-        by_loop.setdefault(call.loop, []).append((call, event))
+def later_all(items: list[tuple[Call, Callable[..., object], tuple]]) -> None:
+    """``call.later(fn, *args)`` for each (call, fn, args), in order, those of one event loop in one
+    callback: the coroutines they wake run in the same turn of their loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Call, Callable[..., object], tuple]]] = {}
+    for item in items:
+        by_loop.setdefault(item[0].loop, []).append(item)
     for loop, group in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_put_all, group)
+            loop.call_soon_threadsafe(_run_all, group)
         except RuntimeError:   # the loop is closed: nobody waits for these calls any more
-            for call, _ in group:
+            for call, _, _ in group:
                 call.cancelled = True
 
 
-def _put_all(group: list[tuple[Call, tuple]]) -> None:
-    for call, event in group:
-        call.events.put_nowait(event)
+def _run_all(group: list[tuple[Call, Callable[..., object], tuple]]) -> None:
+    for _, fn, args in group:
+        fn(*args)
+
+
+def post_all(events: list[tuple[Call, tuple]]) -> None:
+    """Streaming: ``Call.post`` of each (call, event), the events of one event loop in one callback."""
+    later_all([(call, call.events.put_nowait, (event,)) for call, event in events])
 
 
 def settle(fut: asyncio.Future | None, result: object, exc: BaseException | None) -> None:
