@@ -176,7 +176,8 @@ class MelStreamer:
         start = self._planned
         ov = self.config.overlap_frames
         lo, hi = max(0, start - ov), min(t_all, end + ov)
-        plo, phi = (max(0, lo - POSTNET_CONTEXT), min(t_all, hi + POSTNET_CONTEXT)) if self.postnet is not None else (lo, hi)
+        ctx = POSTNET_CONTEXT if self.postnet is not None else 0
+        plo, phi = max(0, lo - ctx), min(t_all, hi + ctx)
         self._planned = end
         self._planned_chunks += 1
         return Window(start, end, lo, hi, plo, phi, mel[:, plo:phi])

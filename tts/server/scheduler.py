@@ -91,7 +91,7 @@ class TacotronScheduler:
             least this many steps after their last delivery.
         decoder: ``"slots"``, ``"eager"`` or ``"auto"`` (``tts.server.rows.make_row_decoder``).
         steps_per_replay: decoder steps per slot-decoder replay (K).
-        vocoder_batch: most pieces in one batched unary vocoder call.
+        vocoder_batch: most unary pieces, or streaming windows, in one batched vocoder call.
         vocoder_frames: unary pieces longer than this are vocoded in chunks of it, one per vocoder job.
         clock: the clock deadlines are compared with (``time.monotonic``).
     """

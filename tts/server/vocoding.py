@@ -118,7 +118,7 @@ class VocoderStage:
 
     Args:
         synth: the ``tts.synthesizer.Synthesizer`` whose modules run here.
-        max_batch: most pieces in one batched unary call.
+        max_batch: most unary pieces, or streaming windows, in one batched call.
         max_frames: longer pieces are vocoded in chunks of this many frames, one per job.
         clock: the clock deadlines are read on (``time.monotonic``).
     """
