@@ -617,3 +617,27 @@ def test_a_streaming_job_queued_as_the_stage_closes_gets_shutting_down(synth):
 
     stage.start()
     asyncio.run(main())
+
+
+def test_warm_streaming_runs_every_steady_window_shape_at_every_batch(synth, monkeypatch):
+    """A vocoder with graphs gets a stream's steady windows (the first, the second, then whole chunks
+    with context on both sides) at batches 1, 2, ... ``max_batch`` before serving, so no stream waits
+    for a capture; eager modules get nothing."""
+    import torch
+
+    from tts.server.vocoding import VocoderStage
+    from tts.streaming import StreamConfig
+
+    stage = VocoderStage(synth, max_batch=2)
+    cfg = StreamConfig(chunk_frames=32, overlap_frames=8, first_chunk_frames=8)
+    kw = dict(sigma=0.0, denoiser_strength=0.0, n_mel=synth.voice.vocoder.n_mel_channels)
+    post = stage.acoustic.postnet_forward
+    assert stage.warm_streaming(cfg, post, **kw) == []
+    seen = []                   # a vocoder with graphs (it records the shapes it is given)
+    monkeypatch.setattr(stage.vocoder, "use_graphs", True, raising=False)
+    monkeypatch.setattr(stage.vocoder, "infer", lambda mel, **k: (seen.append(tuple(mel.shape)),
+                                                                  torch.zeros(mel.shape[0], 256 * mel.shape[-1]))[1])
+    done = stage.warm_streaming(cfg, post, **kw)
+    # postnet input / vocoder window: [0, 8) + 8 right + 10 context; [8, 40) from 0; [40, 72) from 32
+    assert done == [(s, b) for s in ((26, 16), (58, 48), (68, 48)) for b in (1, 2)]
+    assert seen == [(b, kw["n_mel"], t) for t in (16, 48, 48) for b in (1, 2)]

@@ -205,9 +205,12 @@ class ServingEngine:
                 s.synthesize_batch([text], SynthesisOptions(seed=0))
                 logger.info("warmed up voice %s on %s in %.2fs", name, getattr(s, "device", "?"),
                             time.perf_counter() - t0)
+        from tts.streaming import StreamConfig
         for scheds in self.schedulers.values():
             for sched in scheds:
-                sched.warmup()              # the slot decoder's graphs (no-op without them)
+                sched.warmup(stream=StreamConfig(chunk_frames=self.stream_chunk_frames,   # graphs, if any
+                                                 overlap_frames=self.stream_overlap_frames,
+                                                 first_chunk_frames=self.stream_first_chunk_frames))
 
     # --------------------------------------------------------------- checks
     def check_text(self, voice: str, text: str, options: SynthesisOptions | None = None, *, lexicon=None):

@@ -169,13 +169,25 @@ class TacotronScheduler:
             self._thread = None
         self.vocoder_stage.close()
 
-    def warmup(self, input_lengths: tuple[int, ...] = WARM_INPUT_LENGTHS) -> None:
+    def warmup(self, input_lengths: tuple[int, ...] = WARM_INPUT_LENGTHS,
+               stream: StreamConfig | None = None) -> None:
         """Captures the slot decoder's graphs (every rows bucket up to ``max_rows``, the input-length
-        buckets of ``input_lengths``, the voice's default prenet dropout) on the decode thread, so no
-        call waits for a capture. Blocking; a no-op without slots or graphs, or while rows decode."""
+        buckets of ``input_lengths``, the voice's default prenet dropout) on the decode thread, and,
+        with ``stream`` (the server's chunking), the vocoder's graphs of that stream's steady windows
+        at the voice's default sigma and denoiser (``VocoderStage.warm_streaming``), so no call
+        waits for a capture. Blocking; a no-op without graphs, or while rows decode."""
+        defaults = SynthesisOptions().merged_over(self.synth.voice.defaults)
+        if stream is not None:
+            t0 = time.perf_counter()
+            done = self.vocoder_stage.warm_streaming(
+                stream, self._postnet, sigma=defaults.sigma, denoiser_strength=defaults.denoiser_strength,
+                n_mel=int(self.acoustic.config.n_mel_channels))
+            if done:
+                logger.info("vocoder: %d streaming window graphs (shapes %s) captured in %.2fs", len(done),
+                            sorted({shape for shape, _ in done}), time.perf_counter() - t0)
         if not self.use_slots or not self.decoder.engine.use_graphs:
             return
-        p = float(SynthesisOptions().merged_over(self.synth.voice.defaults).prenet_dropout)
+        p = float(defaults.prenet_dropout)
 
         def work() -> None:
             t0 = time.perf_counter()

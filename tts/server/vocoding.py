@@ -51,7 +51,7 @@ import torch
 from tts.server.errors import DeadlineExpiredError, ShuttingDownError
 from tts.server.types import ScheduledOutcome
 from tts.server.work import Call, later_all, piece_words, settle
-from tts.streaming import HOP, MelStreamer, StreamConfig, Window, make_vocode
+from tts.streaming import HOP, POSTNET_CONTEXT, MelStreamer, StreamConfig, Window, make_vocode
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,33 @@ class VocoderStage:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def warm_streaming(self, config: StreamConfig, postnet: Callable[[torch.Tensor], torch.Tensor] | None, *,
+                       sigma: float, denoiser_strength: float, n_mel: int) -> list[tuple[tuple[int, int], int]]:
+        """Runs a stream's steady window shapes (its first window, then the windows of whole chunks)
+        at every power-of-two batch up to ``max_batch`` through the postnet, the vocoder and the
+        denoiser, so that a vocoder with CUDA graphs captures them before the first call waits for
+        a capture. Blocking; call it before serving (the stage's thread must be idle). A no-op
+        (returns []) for a vocoder without graphs; else the (window shape, batch) pairs run."""
+        if not getattr(self.vocoder, "use_graphs", False):
+            return []
+        vocode = make_vocode(self.vocoder, self.denoiser, sigma=sigma, denoiser_strength=denoiser_strength,
+                             dtype=self.dtype)
+        probe = MelStreamer(vocode, postnet, config)
+        ctx = config.overlap_frames + (POSTNET_CONTEXT if postnet is not None else 0)
+        frames = config.first_chunk_frames + 3 * config.chunk_frames + 2 * ctx
+        shapes: dict[tuple[int, int], Window] = {}
+        for w in probe.plan_push(torch.zeros(n_mel, frames, device=self.device)):
+            shapes.setdefault(w.shape, w)
+        done = []
+        with torch.inference_mode():
+            for shape, w in shapes.items():
+                b = 1
+                while b <= self.max_batch:
+                    probe.vocode_windows([w] * b)
+                    done.append((shape, b))
+                    b *= 2
+        return done
 
     # ------------------------------------------------------------------ work in
     def add_pieces(self, pieces: list[tuple[Call, int]]) -> None:
