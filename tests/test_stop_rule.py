@@ -136,11 +136,20 @@ def test_items_end_alone_as_in_a_batch_and_the_engine_ends_them_on_the_same_step
     assert float((e.mel - batch.mel).abs().max()) < 1e-4
 
 
+def attention_never_ends(monkeypatch) -> None:
+    """``end_mass`` out of reach, in every module that holds the rule (the eager decoder's, the
+    engines' kernels' and the slot decoder's)."""
+    from tts.engines import slot_decoder, tacotron2_step
+    rule = dataclasses.replace(ATTENTION_STOP, end_mass=1e9)
+    for mod in (t2mod, tacotron2_step, slot_decoder):
+        monkeypatch.setattr(mod, "ATTENTION_STOP", rule)
+
+
 def test_step_budget_ends_items_whose_attention_never_ends(monkeypatch):
     """With an attention that never counts (end_mass out of reach), items end at their budget
     (ceil(10 n) + 120), alone or batched, eager or engine; the batch is as long as its longest budget."""
     t2 = _tiny()
-    monkeypatch.setattr(t2mod, "ATTENTION_STOP", dataclasses.replace(ATTENTION_STOP, end_mass=1e9))
+    attention_never_ends(monkeypatch)
     rows = [_ids(3, 1), _ids(9, 2)]
     memory, lengths = _memory(t2, rows)
     kw = dict(prenet_dropout=0.0, max_decoder_steps=600, gate_threshold=NEVER, stop_rule="attention")
@@ -290,7 +299,7 @@ def test_gpu_graph_engine_ends_items_on_the_eager_steps(backend, monkeypatch):
     assert got.mel_lengths.cpu().tolist() == want.mel_lengths.tolist()
     assert got.mel.shape == want.mel.shape
     assert float((got.mel.cpu() - want.mel).abs().max()) < 1e-3
-    monkeypatch.setattr(t2mod, "ATTENTION_STOP", dataclasses.replace(ATTENTION_STOP, end_mass=1e9))
+    attention_never_ends(monkeypatch)
     eng = Tacotron2Engine(t2, device=dev, precision="fp32", backend=backend)     # graphs captured anew
     got = eng.decode(memory[:2, :100].to(dev), lengths[:2].to(dev), **kw)
     assert got.mel_lengths.cpu().tolist() == [420, 600] and got.mel.shape[-1] == 600
