@@ -121,11 +121,15 @@ def test_cont_hifigan_resumes_on_a_warm_machine_and_packs_its_file(tmp_path, ton
 
 def test_train_runs_the_models_named_side_by_side_with_their_own_settings(tmp_path, tone_corpus):
     """``MODELS="fastspeech hifigan" gpu.sh train`` (the hibari recipe's first call): exactly those
-    trainers, each with its ``SETTINGS_<model>``, for the steps asked."""
+    trainers, each with its ``SETTINGS_<model>``, for the steps asked, the FastSpeech from its
+    ``INIT_fastspeech`` (the shipped one, at the step it records)."""
     work = tmp_path / "work"
     shutil.copytree(tone_corpus, work / "corpus")
     _gpu_sh(["train", "5"], WORK_DIR=str(work), STEPS="1", MODELS="fastspeech hifigan",
-            SETTINGS_hifigan='{"segment_length": 4096, "disc_width_div": 8}')
+            SETTINGS_hifigan='{"segment_length": 4096, "disc_width_div": 8}',
+            INIT_fastspeech=str(ROOT / "tts/voices/slt/fastspeech.pt"))
     assert sorted(p.name for p in (work / "ckpt").glob("*_last.pt")) == ["fastspeech_last.pt", "hifigan_last.pt"]
     ck = torch.load(work / "ckpt" / "hifigan_last.pt", map_location="cpu", weights_only=True)
     assert ck["train"]["step"] == 1 and json.loads(ck["train"]["settings"])["segment_length"] == 4096
+    fs = torch.load(work / "ckpt" / "fastspeech_last.pt", map_location="cpu", weights_only=True)
+    assert fs["train"]["step"] == 29_221

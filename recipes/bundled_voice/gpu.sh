@@ -11,7 +11,8 @@
 #                   the model, its signal processing and the G2P of train.txt made by fetch_deps.sh)
 #   train MINUTES   train MODELS (default "fastspeech tacotron2 waveglow"; any of those and hifigan) side
 #                   by side from scratch (or resuming their checkpoints in $W/ckpt); UNTIL a deadline too;
-#                   SETTINGS_<model> (e.g. SETTINGS_hifigan='{"amp": true}') that trainer's settings
+#                   SETTINGS_<model> (e.g. SETTINGS_hifigan='{"amp": true}') that trainer's settings;
+#                   INIT_<model> an exported file it starts from when $W/ckpt has no checkpoint of it
 #   pack            export fp16 voices + loss plots into $OUT (files <= 15 MiB)
 #   all MINUTES     corpus, then train, then pack (one call)
 #   cont MODEL MIN  continue one model (fastspeech, tacotron2, waveglow, hifigan): resume $W/ckpt if
@@ -103,10 +104,10 @@ train() {
   local m=$1
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
   for model in ${MODELS:-fastspeech tacotron2 waveglow}; do
-    local sv="SETTINGS_$model"   # SETTINGS_fastspeech, SETTINGS_hifigan, ...: that trainer's --settings
+    local sv="SETTINGS_$model" iv="INIT_$model"   # that trainer's --settings, and its --init-from
     python3 -m tts.train train $model --corpus $W/corpus --out $W/ckpt --resume --device ${DEVICE:-cuda} \
       $(budget "$m") --threads ${THREADS:-4} --log-every ${LOG_EVERY:-50} ${UNTIL:+--until $UNTIL} \
-      ${!sv:+--settings "${!sv}"} > $W/train_$model.out 2>&1 &
+      ${!sv:+--settings "${!sv}"} ${!iv:+--init-from "${!iv}"} > $W/train_$model.out 2>&1 &
   done
   wait
   for f in $W/train_*.out; do echo "$f"; tail -n 2 "$f"; done
