@@ -1,8 +1,8 @@
 """Export trained checkpoints as the bundled voices (fp16) and plot the loss curves.
 
-Voices share files: a vocoder vocodes both the FastSpeech and the Tacotron2 voice
-of its teacher (``write_manifests`` gives each teacher's layout). Weights are stored as float16 in the layouts the loaders read;
-WaveGlow's and HiFi-GAN's weight norm is folded.
+Voices share files: a vocoder vocodes both the FastSpeech and the Tacotron2 voice of its
+teacher (``write_manifests`` gives each teacher's layout). Weights are stored as float16 in the
+layouts the loaders read; WaveGlow's and HiFi-GAN's weight norm is folded.
 """
 
 from __future__ import annotations
