@@ -5,6 +5,7 @@ discriminators 8x narrower keep every test to a few seconds on CPU."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 
 from tts.train.corpus import Corpus, write_tone_corpus
 from tts.train.trainer import read_log, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GEN = dict(upsample_initial_channel=32, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]])
 SETTINGS = dict(batch_size=2, segment_length=4096, disc_width_div=8, lr=1e-3)
@@ -314,6 +317,18 @@ def test_the_train_export_and_plot_commands(tones, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["step"] == 2
     assert main(["export", "--only", "hifigan", "--ckpt-dir", str(ck), "--out", str(tmp_path / "x")]) == 0
     assert (tmp_path / "x" / "hifigan.pt").is_file()
+    # the hibari layout from the command line: this HiFi-GAN beside a FastSpeech in one folder
+    voices = tmp_path / "voices"
+    capsys.readouterr()
+    assert main(["export", "--ckpt-dir", str(ck), "--out", str(voices), "--name", "h", "--teacher", "hibari"]) == 0
+    assert json.loads(capsys.readouterr().out)["sizes_mib"].keys() == {"h/hifigan.pt"}
+    shutil.copy(ROOT / "tts/voices/slt/fastspeech.pt", voices / "h" / "fastspeech.pt")
+    assert main(["manifests", "--out", str(voices), "--name", "h", "--teacher", "hibari"]) == 0
+    spec = json.loads((voices / "h" / "voice.json").read_text())
+    assert spec["vocoder"] == {"kind": "hifigan", "checkpoint": "hifigan.pt"} and (voices / "h" / "NOTICE").is_file()
+    with pytest.raises(SystemExit):
+        main(["manifests", "--out", str(voices), "--teacher", "piper"])
+    assert "invalid choice: 'piper'" in capsys.readouterr().err
     pytest.importorskip("matplotlib")
     assert main(["plot", "--ckpt-dir", str(ck), "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "hifigan_loss.png").is_file()

@@ -295,13 +295,18 @@ class VocoderStage:
             key = self._group(first)
             same = [e for e in order if e.call.generator is None and e.frames <= self.max_frames
                     and self._group(e) == key]
-            batch = same[:1 << (min(self.max_batch, len(same)).bit_length() - 1)]
+            batch = same[:self._batch_of(len(same))]
         for e in batch:
             self._pieces.remove(e)
         for call in dict.fromkeys(e.call for e in batch):
             call.voc_jobs += 1
         pieces = tuple((e.call.seq, e.piece) for e in batch)
         return VocoderJob("unary", pieces, len(self._streams)), [(e.call, e.piece) for e in batch]
+
+    def _batch_of(self, n: int) -> int:
+        """How many of ``n`` waiting items one batched call takes: the largest power of two at most
+        ``n`` and ``max_batch`` (so few graph shapes)."""
+        return 1 << (min(self.max_batch, n).bit_length() - 1)
 
     @staticmethod
     def _group(e: _Queued) -> tuple:
@@ -347,7 +352,7 @@ class VocoderStage:
             key = head.key(first)
             same = [(job, i) for job in self._streams if job.call.generator is None
                     for i in job.pending() if job.key(i) == key]
-            batch = same[:1 << (min(self.max_batch, len(same)).bit_length() - 1)]
+            batch = same[:self._batch_of(len(same))]
         jobs = list(dict.fromkeys(job for job, _ in batch))
         for job in jobs:
             job.call.voc_jobs += 1
@@ -383,9 +388,9 @@ class VocoderStage:
         self._drop(done)
 
     def _drop(self, jobs: list[_StreamJob]) -> None:
-        gone = set(map(id, jobs))
+        gone = set(jobs)
         with self._cond:
-            self._streams = deque(j for j in self._streams if id(j) not in gone)
+            self._streams = deque(j for j in self._streams if j not in gone)
 
     def _run_unary(self, batch: list[tuple[Call, int]]) -> None:
         try:

@@ -173,16 +173,20 @@ def _festival_specs(out: Path, name: str) -> list[tuple[Path, dict[str, Any]]]:
 
 def _hibari_specs(out: Path, name: str) -> list[tuple[Path, dict[str, Any]]]:
     fs, hg, t2 = out / name / "fastspeech.pt", out / name / "hifigan.pt", out / f"{name}-tacotron2" / "tacotron2.pt"
-    voc, defaults, label = (({"kind": "hifigan", "checkpoint": f"../{name}/hifigan.pt"}, HIFIGAN_VOICE_DEFAULTS,
-                             "HiFi-GAN") if hg.is_file() else (GRIFFINLIM, GL_DEFAULTS, "Griffin-Lim"))
+    if hg.is_file():
+        label, defaults = "HiFi-GAN", HIFIGAN_VOICE_DEFAULTS
+        fs_voc = {"kind": "hifigan", "checkpoint": "hifigan.pt"}
+        t2_voc = {"kind": "hifigan", "checkpoint": f"../{name}/hifigan.pt"}
+    else:
+        label, defaults, fs_voc, t2_voc = "Griffin-Lim", GL_DEFAULTS, GRIFFINLIM, GRIFFINLIM
     specs = []
     if fs.is_file():
         specs.append((fs.parent, {"acoustic": {"kind": "fastspeech", "checkpoint": "fastspeech.pt"},
-                                  "vocoder": dict(voc, checkpoint="hifigan.pt") if hg.is_file() else voc,
-                                  "defaults": defaults, "about": f"FastSpeech + {label}, " + HIBARI_ABOUT}))
+                                  "vocoder": fs_voc, "defaults": defaults,
+                                  "about": f"FastSpeech + {label}, " + HIBARI_ABOUT}))
     if t2.is_file():
         specs.append((t2.parent, {"acoustic": {"kind": "tacotron2", "checkpoint": "tacotron2.pt"},
-                                  "vocoder": voc, "defaults": dict(defaults, prenet_dropout=0.5),
+                                  "vocoder": t2_voc, "defaults": dict(defaults, prenet_dropout=0.5),
                                   "about": f"Tacotron2 + {label}, " + HIBARI_ABOUT}))
     return specs
 
