@@ -1,7 +1,7 @@
 """CPU speed of every bundled voice, idle and under a competing load, at several thread settings.
 
     python3 benchmarks/cpu_voices.py                        # all voices, threads 1,2,2:spin, load 0 and 2
-    python3 benchmarks/cpu_voices.py --voices slt --threads 1,2 --load 0 --sentences 2
+    python3 benchmarks/cpu_voices.py --voices heart --threads 1,2 --load 0 --sentences 2
 
 Each (load, threads, voice) runs in a fresh process, as ``tts-synth --threads N`` would:
 ``N`` is applied by ``tts.cli.common.apply_threads`` before torch is imported (threads that
@@ -32,7 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PHRASES = ROOT / "phrases" / "phrase_8_128.txt"
-VOICES = ("slt", "slt-waveglow", "slt-tacotron2", "slt-tacotron2-waveglow")
+#: The bundled voices (tts.voice.bundled_voices, read here without importing torch: each child
+#: sets its threads before it imports torch)
+VOICES = tuple(sorted(p.name for p in (ROOT / "tts" / "voices").iterdir() if (p / "voice.json").is_file()))
 WARMUP_TEXT = "Hello there."
 
 

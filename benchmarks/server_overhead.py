@@ -2,7 +2,7 @@
 
     python benchmarks/server_overhead.py --voice fixture-t2                  # CPU, Tacotron2 + WaveGlow fixtures
     python benchmarks/server_overhead.py --voice fixture-fs --http --stream  # FastSpeech fixture, every door
-    python benchmarks/server_overhead.py --voice slt-tacotron2-waveglow --device cuda --precision fp16 \
+    python benchmarks/server_overhead.py --voice DIR --device cuda --precision fp16 \
         --stream --concurrency 1,16,64
     python benchmarks/server_overhead.py --voice fixture-t2 --profile /tmp/server.svg   # py-spy the server
 

@@ -93,13 +93,13 @@ def test_older_flag_names_still_work_as_hidden_aliases(command, old, new, value,
 
 def test_synth_reads_phrases_from_standard_input(tmp_path):
     out = tmp_path / "audio"
-    r = subprocess.run([sys.executable, "-m", "tts.cli.synth", "-", "--voice", "slt", "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "tts.cli.synth", "-", "--voice", "heart", "--out", str(out),
                         "--quiet", "--threads", "1"], input="Hello there.\n\nA second line.\n",
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.glob("*.wav")) == ["1.wav", "3.wav"]
     assert all(sf.info(str(out / f)).duration > 0.3 for f in ("1.wav", "3.wav"))
-    bad = subprocess.run([sys.executable, "-m", "tts.cli.synth", "-", "--voice", "slt", "--out", str(tmp_path / "x")],
+    bad = subprocess.run([sys.executable, "-m", "tts.cli.synth", "-", "--voice", "heart", "--out", str(tmp_path / "x")],
                          input=b"fine\n\xff\xfe\n", capture_output=True, timeout=300)
     err = bad.stderr.decode()
     assert bad.returncode == 1 and "<stdin>: line 2 is not valid UTF-8" in err and "Traceback" not in err

@@ -326,7 +326,7 @@ def test_a_long_fastspeech_piece_is_split_without_a_cut_warning(caplog):
     from tts.options import SynthesisOptions
     from tts.synthesizer import Synthesizer
     from tts.voice import load_voice
-    synth = Synthesizer(load_voice("slt"))
+    synth = Synthesizer(load_voice("heart"))
     text = ("the committee will meet on thursday afternoon to review the budget and discuss all of the new "
             "proposals that were sent in by the members over the long and very cold winter months and then "
             "vote on the final schedules for the coming year")
@@ -344,7 +344,7 @@ def test_sigterm_while_the_models_load_stops_cleanly(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "tts.cli.server", "--voice", "slt", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "tts.cli.server", "--voice", "heart", "--host", "127.0.0.1",
                              "--port", "0", "--metrics-port", "-1", "--no-warmup"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

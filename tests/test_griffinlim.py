@@ -111,8 +111,8 @@ def test_pass_through_denoiser_keeps_audio():
 
 def test_bundled_default_voice_is_fastspeech_on_griffinlim():
     from tts.voice import bundled_voices, load_voice
-    assert bundled_voices() == ["slt", "slt-tacotron2", "slt-tacotron2-waveglow", "slt-waveglow"]  # the first is the default
-    v = load_voice("slt")
+    assert bundled_voices() == ["heart", "slt-tacotron2"]  # the first is the default
+    v = load_voice("heart")
     assert (v.acoustic_kind, v.vocoder_kind, v.n_mel, v.sample_rate) == ("fastspeech", "griffinlim", 80, 22050)
     assert v.describe()["vocoder"] == "griffinlim" and isinstance(v.denoiser, PassThroughDenoiser)
     assert v.defaults.denoiser_strength == 0 and v.defaults.sigma == 0
@@ -124,8 +124,8 @@ def test_manifest_with_bad_griffinlim_settings_names_the_file(tmp_path):
     from tts.voice import BUNDLED_DIR, Voice
     d = tmp_path / "v"
     d.mkdir()
-    shutil.copy(BUNDLED_DIR / "slt" / "fastspeech.pt", d / "fastspeech.pt")
-    spec = json.loads((BUNDLED_DIR / "slt" / "voice.json").read_text())
+    shutil.copy(BUNDLED_DIR / "heart" / "fastspeech.pt", d / "fastspeech.pt")
+    spec = json.loads((BUNDLED_DIR / "heart" / "voice.json").read_text())
     spec["vocoder"] = {"kind": "griffinlim", "n_iter": -1}
     (d / "voice.json").write_text(json.dumps(spec))
     with pytest.raises(VoiceError, match=r"voice.json: bad vocoder settings.*n_iter"):
@@ -138,7 +138,7 @@ def test_manifest_with_bad_griffinlim_settings_names_the_file(tmp_path):
 
 def test_exactly_one_vocoder(tmp_path):
     from tts.voice import BUNDLED_DIR, Voice
-    fs = BUNDLED_DIR / "slt" / "fastspeech.pt"
+    fs = BUNDLED_DIR / "heart" / "fastspeech.pt"
     with pytest.raises(VoiceError, match="exactly one vocoder"):
         Voice.from_checkpoints(fastspeech=fs)
     with pytest.raises(VoiceError, match="exactly one vocoder"):
@@ -148,7 +148,7 @@ def test_exactly_one_vocoder(tmp_path):
 def test_synthesizer_on_a_griffinlim_voice_is_deterministic_and_cut_to_length():
     from tts.synthesizer import Synthesizer
     from tts.voice import load_voice
-    s = Synthesizer(load_voice("slt"))
+    s = Synthesizer(load_voice("heart"))
     a = s.synthesize("Go to the station.")
     b = s.synthesize("Go to the station.")
     assert a.sample_rate == 22050 and np.array_equal(a.audio, b.audio)

@@ -31,7 +31,7 @@ TOL = 1e-5
 
 VOICES = {
     # the bundled default voice: FastSpeech + Griffin-Lim
-    "slt": ["--voice", "slt"],
+    "heart": ["--voice", "heart"],
     # NVIDIA-layout checkpoints (small random-weight reference models)
     "t2": ["--tacotron2", str(FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt"),
            "--waveglow", str(FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt")],

@@ -97,7 +97,7 @@ def test_synthesizer_sets_the_float32_math_and_checks_the_device(monkeypatch):
     from tts import synthesizer as S
     from tts.errors import InvalidInputError
     from tts.voice import load_voice
-    voice = load_voice("slt")
+    voice = load_voice("heart")
     calls = []
     monkeypatch.setattr(P, "set_float32_math", lambda prec, dev: calls.append((prec, str(dev))))
     S.Synthesizer(voice, device="cpu", precision="fp32")

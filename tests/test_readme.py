@@ -104,7 +104,7 @@ def test_quick_start_block_runs_as_written(code, workdir):
             with wave.open(str(path)) as w:
                 assert w.getnframes() > 0
     if "--list-voices" in code:
-        assert "slt\t" in r.stdout and "(default)" in r.stdout
+        assert "heart\t" in r.stdout and "(default)" in r.stdout
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ def synth():
     from tts.synthesizer import Synthesizer
     from tts.voice import load_voice
 
-    return Synthesizer(load_voice("slt"), max_batch=2, max_piece_chars=16)
+    return Synthesizer(load_voice("heart"), max_batch=2, max_piece_chars=16)
 
 
 class Recorder:
@@ -49,7 +49,7 @@ class Recorder:
 
 def _engine(synth, rec):
     synth.synthesize_batch = rec
-    return ServingEngine({"slt": [synth]}, batcher=BatcherConfig(max_batch_size=2, max_queue_delay_s=0.0))
+    return ServingEngine({"heart": [synth]}, batcher=BatcherConfig(max_batch_size=2, max_queue_delay_s=0.0))
 
 
 def test_a_short_call_waits_for_at_most_one_batch_and_the_long_audio_is_unchanged(synth):
@@ -60,9 +60,9 @@ def test_a_short_call_waits_for_at_most_one_batch_and_the_long_audio_is_unchange
     async def main():
         await engine.start()
         try:
-            long_task = asyncio.create_task(engine.synthesize("slt", synth.plan(LONG), SynthesisOptions()))
+            long_task = asyncio.create_task(engine.synthesize("heart", synth.plan(LONG), SynthesisOptions()))
             await asyncio.to_thread(rec.first.wait, 60)          # the long call's first part runs
-            short_task = asyncio.create_task(engine.synthesize("slt", synth.plan(SHORT), SynthesisOptions()))
+            short_task = asyncio.create_task(engine.synthesize("heart", synth.plan(SHORT), SynthesisOptions()))
             await asyncio.sleep(0)
             rec.gate.set()
             return await long_task, await short_task
@@ -91,12 +91,12 @@ def test_a_cancelled_long_call_stops_before_its_next_part(synth):
         await engine.start()
         loop = asyncio.get_running_loop()
         try:
-            task = asyncio.create_task(engine.synthesize("slt", synth.plan(LONG), SynthesisOptions()))
+            task = asyncio.create_task(engine.synthesize("heart", synth.plan(LONG), SynthesisOptions()))
             rec.after_batch = lambda n: n == 2 and loop.call_soon_threadsafe(task.cancel)
             with pytest.raises(asyncio.CancelledError):
                 await task
             ran = len(rec.batches)
-            await engine.synthesize("slt", synth.plan(SHORT), SynthesisOptions())     # queue drained
+            await engine.synthesize("heart", synth.plan(SHORT), SynthesisOptions())     # queue drained
             return ran
         finally:
             del synth.synthesize_batch

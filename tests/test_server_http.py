@@ -689,7 +689,7 @@ def test_readme_curl_examples_run_as_written(tmp_path):
     pcm = (tmp_path / "hello.pcm").read_bytes()
     assert len(pcm) > 0.3 * 2 * 22050 and len(pcm) % 2 == 0
     voices, _ = json.JSONDecoder().raw_decode(r.stdout[r.stdout.index('{"voices"'):])
-    assert voices["default_voice"] == "slt" and voices["openai_aliases"]["alloy"] == "slt"
+    assert voices["default_voice"] == "heart" and voices["openai_aliases"]["alloy"] == "heart"
     timed = json.loads((tmp_path / "hello.json").read_text())
     assert [w["word"] for w in timed["words"]] == ["It", "costs", "$5"]
     assert timed["normalized_text"].startswith("it costs five dollars")

@@ -269,7 +269,7 @@ def test_metrics_bind_loopback_when_tls_or_tokens_are_on(tmp_path, monkeypatch):
         st.stop()
 
 
-SERVER_ARGS = ("--voice", "slt", "--host", HOST, "--port", "0", "--metrics-port", "-1", "--no-warmup",
+SERVER_ARGS = ("--voice", "heart", "--host", HOST, "--port", "0", "--metrics-port", "-1", "--no-warmup",
                "--grace-seconds", "1", "--threads", "1")
 
 

@@ -1,4 +1,4 @@
-"""The shipped Tacotron2 (voices ``slt-tacotron2`` and ``slt-tacotron2-waveglow``), which is also the
+"""The shipped Tacotron2 (voice ``slt-tacotron2``), which is also the
 file that further training continues from (``gpu.sh cont tacotron2`` falls back to it).
 
 These tests hold it to what the voices and the recipe rely on: it is tracked, ``--init-from`` takes

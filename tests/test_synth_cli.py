@@ -280,7 +280,7 @@ def test_no_voice_uses_the_bundled_one(tmp_path, capsys):
     code, _, err = run_cli([str(phrases), "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert "slt" in json.dumps(report) and (tmp_path / "o" / "1.wav").is_file()
+    assert "heart" in json.dumps(report) and (tmp_path / "o" / "1.wav").is_file()
 
 
 def test_no_voice_and_none_bundled_says_how_to_give_one(tmp_path, capsys, monkeypatch):

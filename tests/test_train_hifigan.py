@@ -322,7 +322,7 @@ def test_the_train_export_and_plot_commands(tones, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "--ckpt-dir", str(ck), "--out", str(voices), "--name", "h", "--teacher", "hibari"]) == 0
     assert json.loads(capsys.readouterr().out)["sizes_mib"].keys() == {"h/hifigan.pt"}
-    shutil.copy(ROOT / "tts/voices/slt/fastspeech.pt", voices / "h" / "fastspeech.pt")
+    shutil.copy(ROOT / "tts/voices/heart/fastspeech.pt", voices / "h" / "fastspeech.pt")
     assert main(["manifests", "--out", str(voices), "--name", "h", "--teacher", "hibari"]) == 0
     spec = json.loads((voices / "h" / "voice.json").read_text())
     assert spec["vocoder"] == {"kind": "hifigan", "checkpoint": "hifigan.pt"} and (voices / "h" / "NOTICE").is_file()

@@ -16,8 +16,8 @@ vocodes with WaveGlow (synthesizer, streaming, server) takes it unchanged;
 ``sigma`` and ``z`` are accepted and ignored. The arithmetic is float32
 whatever the module's dtype; the output has the mel's dtype.
 
-It is the vocoder of the bundled default voice (``slt``), which scores better
-with it than with the small bundled WaveGlow (``recipes/bundled_voice/RESULTS.md``).
+It is the vocoder of the bundled voices (``heart``, the default, and ``slt-tacotron2``): their
+own HiFi-GAN and WaveGlow did not yet beat it on the quality gate (``recipes/bundled_voice/RESULTS.md``).
 """
 
 from __future__ import annotations

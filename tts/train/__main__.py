@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gr = sub.add_parser("grow-waveglow", help="more WN layers / a shorter upsampler, from an "
                                               "exported WaveGlow (tts/train/grow.py)")
-    gr.add_argument("src", help="exported WaveGlow (.pt), e.g. tts/voices/slt-waveglow/waveglow.pt")
+    gr.add_argument("src", help="an exported WaveGlow (.pt), e.g. one `export --only waveglow` wrote")
     gr.add_argument("dst", help="where to write the grown one (an --init-from file)")
     gr.add_argument("--n-layers", type=int, default=None, help="WN layers per flow (>= the current)")
     gr.add_argument("--upsample-kernel", type=int, default=None,
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="id|text file whose mels (from --voice's acoustic model) fit the shorter "
                          "upsampler; without it the oldest taps are cut")
     gr.add_argument("--n", type=int, default=160, help="lines of --mel-texts to use")
-    gr.add_argument("--voice", default="slt", help="voice whose acoustic model makes the mels")
+    gr.add_argument("--voice", default="heart", help="voice whose acoustic model makes the mels")
     gr.set_defaults(fn=_grow)
 
     mf = sub.add_parser("manifests", help="(re)write voice.json of the bundled voices whose files exist")
