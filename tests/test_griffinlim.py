@@ -79,14 +79,37 @@ def test_bad_mel_names_the_field(bad):
 
 
 @pytest.mark.parametrize("spec,match", [({"n_iter": 0}, "n_iter"), ({"power": 9}, "power"),
-                                        ({"n_iters": 5}, "unknown settings")])
+                                        ({"momentum": 1.0}, "momentum"), ({"momentum": -0.1}, "momentum"),
+                                        ({"momentum": "0.9"}, "momentum"), ({"n_iters": 5}, "unknown settings")])
 def test_bad_settings(spec, match):
     with pytest.raises(InvalidInputError, match=match):
         GriffinLim.from_config(spec)
 
 
+def test_momentum_zero_is_the_plain_algorithm_and_momentum_fits_faster():
+    """``momentum`` 0 is Griffin and Lim's iteration, unchanged; 0.99 ("fast Griffin-Lim",
+    Perraudin et al. 2013) fits the magnitudes of 32 iterations better than 32 plain ones, and
+    about as well as 60 plain ones."""
+    mm = MelSpectrogram().eval()
+    mel = mm(_speechlike(11025))
+    t = mel.shape[-1]
+    gl = GriffinLim(n_iter=3)
+    mag = torch.matmul(gl.pinv, torch.exp(mel)).clamp_min(1e-8)
+    mag = torch.cat([mag, mag[..., -1:]], dim=-1)
+    phase = torch.rand(mag.shape, generator=torch.Generator().manual_seed(0))
+    spec = torch.polar(mag, 2 * torch.pi * phase)
+    for _ in range(3):
+        spec = mag * torch.exp(1j * torch.angle(gl._stft(gl._istft(spec, 256 * t))))
+    assert torch.equal(gl.infer(mel), gl._istft(spec, 256 * t))
+
+    def err(**kw):
+        return (mm(GriffinLim(**kw).infer(mel).clamp(-1, 1))[..., :t] - mel).abs().mean().item()
+    fast32, plain32, plain60 = err(n_iter=32, momentum=0.99), err(n_iter=32), err(n_iter=60)
+    assert fast32 < plain32 and fast32 < plain60 * 1.1, (fast32, plain32, plain60)
+
+
 def test_config_round_trips():
-    gl = GriffinLim(n_iter=7, power=1.5)
+    gl = GriffinLim(n_iter=7, power=1.5, momentum=0.9)
     again = GriffinLim.from_config(gl.config())
     assert again.config() == gl.config()
 
