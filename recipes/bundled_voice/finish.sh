@@ -34,10 +34,10 @@ else
 fi
 for pair in $PAIRS; do
   m=${pair#*/}
-  mkdir -p "$DIR/${pair%/*}"
-  if [ -f $T/$m.pt ]; then cp $T/$m.pt "$DIR/$pair.pt"; src="came back"
-  elif [ -f tts/voices/$pair.pt ]; then cp tts/voices/$pair.pt "$DIR/$pair.pt"; src="shipped"
-  else rmdir "$DIR/${pair%/*}" 2>/dev/null || true; continue; fi
+  if [ -f $T/$m.pt ]; then from=$T/$m.pt; src="came back"
+  elif [ -f tts/voices/$pair.pt ]; then from=tts/voices/$pair.pt; src="shipped"
+  else continue; fi                           # neither came back nor shipped: no such voice
+  mkdir -p "$DIR/${pair%/*}" && cp "$from" "$DIR/$pair.pt"
   python3 - "$DIR/$pair.pt" "$src" <<'PY'
 import sys, torch
 ck = torch.load(sys.argv[1], map_location="cpu", weights_only=True)

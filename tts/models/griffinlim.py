@@ -122,14 +122,12 @@ class GriffinLim(nn.Module):
             generator = torch.Generator(device=mag.device).manual_seed(0)
         phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=torch.float32)
         spec = torch.polar(mag, 2 * torch.pi * phase)
+        pull = self.momentum / (1 + self.momentum)   # "fast Griffin-Lim" (module docstring); 0: plain
         prev = None
         for _ in range(self.n_iter):
             audio = self._istft(spec, length)
             rebuilt = self._stft(audio)
-            if self.momentum and prev is not None:   # "fast Griffin-Lim" (module docstring)
-                target = rebuilt - (self.momentum / (1 + self.momentum)) * prev
-            else:
-                target = rebuilt
+            target = rebuilt - pull * prev if pull and prev is not None else rebuilt
             prev = rebuilt
             spec = mag * torch.exp(1j * torch.angle(target))
         return self._istft(spec, length).to(mel.dtype)
