@@ -9,7 +9,9 @@ installed)::
 Saves a voice of random weights at NVIDIA's sizes (NGC Tacotron2 with a stop gate that never
 fires, WaveGlow-256), starts ``tts-server`` on loopback with it (default engines, ``--precision
 fp16 --max-batch-size 64``), then runs ``tts-bench --server`` with ``--option
-max_decoder_steps=STEPS`` on every call (580 steps: 6.73 s of audio): unary at ``--unary``
+max_decoder_steps=STEPS --option stop_rule=gate`` on every call (the gate never fires, so every call
+decodes STEPS steps; 580: 6.73 s of audio. The default ``attention`` rule would end a random
+model's rows early): unary at ``--unary``
 concurrency levels, streaming (time to first audio) at ``--streaming`` levels. Writes
 ``DIR/server_unary.json`` and ``DIR/server_streaming.json`` (the rows of ``tts-bench --server
 --json`` with the environment and both command lines; ``benchmarks/collect.py`` reads them) and
@@ -118,7 +120,7 @@ def main() -> int:
                 continue
             raw = work / f"server_{mode}.json"
             bench = [sys.executable, "-m", "tts.cli.bench", "--server", f"127.0.0.1:{port}",
-                     "--option", f"max_decoder_steps={args.steps}", "--requests", "100000", "--timeout", "120",
+                     "--option", f"max_decoder_steps={args.steps}", "--option", "stop_rule=gate", "--requests", "100000", "--timeout", "120",
                      *(["--stream"] if mode == "streaming" else []), "--concurrency", levels,
                      "--duration", f"{args.duration:g}", "--warmup", "8", "--output", str(raw)]
             rc = subprocess.run(bench, cwd=work).returncode
