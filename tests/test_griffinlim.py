@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tts.errors import InvalidInputError, VoiceError
-from tts.models.griffinlim import GriffinLim, PassThroughDenoiser
+from tts.models.griffinlim import PGHI_GAMMA_HANN, GriffinLim, PassThroughDenoiser, pghi_phase
 from tts.models.stft import MelSpectrogram
 
 #: A WaveGlow checkpoint in NVIDIA's layout (the parity fixture).
@@ -79,6 +79,7 @@ def test_bad_mel_names_the_field(bad):
 
 
 @pytest.mark.parametrize("spec,match", [({"n_iter": 0}, "n_iter"), ({"power": 9}, "power"),
+                                        ({"init": "zeros"}, "init"), ({"init": "pghi", "n_iter": -1}, "n_iter"),
                                         ({"momentum": 1.0}, "momentum"), ({"momentum": -0.1}, "momentum"),
                                         ({"momentum": "0.9"}, "momentum"), ({"n_iters": 5}, "unknown settings")])
 def test_bad_settings(spec, match):
@@ -109,9 +110,68 @@ def test_momentum_zero_is_the_plain_algorithm_and_momentum_fits_faster():
 
 
 def test_config_round_trips():
-    gl = GriffinLim(n_iter=7, power=1.5, momentum=0.9)
-    again = GriffinLim.from_config(gl.config())
-    assert again.config() == gl.config()
+    for gl in (GriffinLim(n_iter=7, power=1.5, momentum=0.9), GriffinLim(n_iter=0, init="pghi")):
+        again = GriffinLim.from_config(gl.config())
+        assert again.config() == gl.config()
+
+
+def _pghi_by_frames(mag: np.ndarray, hop: int, n_fft: int, gamma: float, tol: float = 1e-4) -> np.ndarray:
+    """pghi_phase's rule written as the obvious loop over frames (float64)."""
+    n_bins, n = mag.shape
+    logm = np.log(np.maximum(mag, 1e-10))
+    omega = 2 * np.pi * np.arange(n_bins)[:, None] / n_fft + (n_fft / gamma) * np.gradient(logm, axis=0)
+    dphase_dbin = -(gamma / n_fft) * np.gradient(logm, axis=1) / hop - np.pi
+    across = np.concatenate([np.zeros((1, n)), np.cumsum(0.5 * (dphase_dbin[1:] + dphase_dbin[:-1]), 0)])
+    phase, prev = np.zeros_like(logm), None
+    for t in range(n):
+        col = mag[:, t]
+        peaks = [m for m in range(1, n_bins - 1)
+                 if col[m] >= col[m - 1] and col[m] > col[m + 1] and col[m] > tol * max(col.max(), 1e-10)]
+        peaks = peaks or [int(np.argmax(col))]
+        at_peak = {p: 0.0 if prev is None else prev[p] + hop * 0.5 * (omega[p, t - 1] + omega[p, t]) for p in peaks}
+        for m in range(n_bins):
+            left = max((p for p in peaks if p <= m), default=None)
+            right = min((p for p in peaks if p >= m), default=None)
+            own = right if left is None or (right is not None and right - m < m - left) else left
+            phase[m, t] = at_peak[own] + across[m, t] - across[own, t]
+        prev = phase[:, t]
+    return phase
+
+
+def test_pghi_phase_is_the_frame_by_frame_rule_and_fits_a_real_spectrogram():
+    """The pointer-jumping PGHI equals the frame loop it replaces, and on the magnitudes of a real
+    STFT it is nearly consistent on its own (the spectrogram of its audio within -15 dB of the
+    magnitudes), where a random phase is not (about -4 dB); Griffin-Lim from it fits better still."""
+    gl = GriffinLim(n_iter=1)
+    audio = _speechlike(8000)
+    mag = gl._stft(audio).abs()[0]
+    phase = pghi_phase(mag, 256, 1024, PGHI_GAMMA_HANN * 1024 ** 2)
+    assert phase.shape == mag.shape and phase.dtype == torch.float32
+    ref = _pghi_by_frames(mag.double().numpy(), 256, 1024, PGHI_GAMMA_HANN * 1024 ** 2)
+    assert np.abs(np.angle(np.exp(1j * (phase.double().numpy() - ref)))).max() < 1e-3
+
+    def convergence_db(ph):
+        rebuilt = gl._stft(gl._istft(torch.polar(mag, ph)[None], audio.shape[-1])).abs()[0]
+        return 20 * np.log10(((rebuilt - mag).norm() / mag.norm()).item())
+    rnd = 2 * torch.pi * torch.rand(mag.shape, generator=torch.Generator().manual_seed(0))
+    assert convergence_db(phase) < -15 and convergence_db(rnd) > -6, (convergence_db(phase), convergence_db(rnd))
+
+
+def test_pghi_init_is_deterministic_and_needs_fewer_iterations():
+    """``init="pghi"`` ignores the generator (no random draw) and, from a mel, fits its magnitudes
+    with 8 iterations better than a random start does with 32 (and with 4 better than with 8)."""
+    mm = MelSpectrogram().eval()
+    mel = mm(_speechlike(11025))
+    t = mel.shape[-1]
+    gl = GriffinLim(n_iter=4, init="pghi", momentum=0.99)
+    a = gl.infer(mel)
+    assert torch.equal(a, gl.infer(mel, generator=torch.Generator().manual_seed(5)))
+    assert GriffinLim(n_iter=0, init="pghi").infer(mel).shape == (1, 256 * t)
+
+    def err(x):
+        return (mm(x.clamp(-1, 1))[..., :t] - mel).abs().mean().item()
+    assert err(GriffinLim(n_iter=8, init="pghi", momentum=0.99).infer(mel)) < err(GriffinLim(n_iter=32, momentum=0.99).infer(mel))
+    assert err(a) < err(GriffinLim(n_iter=8, momentum=0.99).infer(mel))
 
 
 def test_make_engine_keeps_griffinlim_as_it_is_on_every_device():
@@ -179,3 +239,20 @@ def test_synthesizer_on_a_griffinlim_voice_is_deterministic_and_cut_to_length():
     both = s.synthesize_batch(["Go to the station.", "A much longer sentence follows this one here."])
     # FastSpeech in a padded batch may move a duration by a frame (DLE's behaviour); GL follows it
     assert abs(both[0].audio.size - a.audio.size) <= 2 * 256 and both[1].audio.size > both[0].audio.size
+
+
+@pytest.mark.gpu
+def test_pghi_griffinlim_on_cuda_fits_as_on_cpu():
+    """On CUDA the PGHI start and the iterations fit the mel as well as on the CPU (the FFTs round
+    differently, so the audio is close, not equal)."""
+    mm = MelSpectrogram().eval()
+    mel = mm(_speechlike(22050))
+    t = mel.shape[-1]
+    gl = GriffinLim(n_iter=2, init="pghi", momentum=0.99, power=1.3)
+    cpu = gl.infer(mel)
+    gpu = gl.to("cuda").infer(mel.cuda()).cpu()
+
+    def err(x):
+        return (mm(x.clamp(-1, 1))[..., :t] - mel).abs().mean().item()
+    assert gpu.shape == cpu.shape and abs(err(gpu) - err(cpu)) < 0.01, (err(gpu), err(cpu))
+    assert (gpu - cpu).norm() / cpu.norm() < 0.05

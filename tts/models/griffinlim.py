@@ -6,9 +6,13 @@ The mel is NVIDIA's (``tts.models.stft.MelSpectrogram``: natural log of an
 pseudo-inverse (``|S| = max(pinv(F) exp(mel), eps) ** power``, rescaled to keep
 each frame's energy; ``power`` > 1 sharpens the harmonics that the
 pseudo-inverse smears) and ``n_iter``
-Griffin-Lim iterations find a phase for it, starting from random phases drawn
-with the caller's generator (a fixed seed when none is given, so the same
-mel always gives the same audio). ``momentum`` m > 0 is "fast Griffin-Lim"
+Griffin-Lim iterations find a phase for it. They start from random phases drawn
+with the caller's generator (``init="random"``; a fixed seed when none is given,
+so the same mel always gives the same audio), or from the phase that the
+magnitudes' own gradients imply (``init="pghi"``, phase-gradient heuristic
+integration: ``pghi_phase``), which is nearly consistent already: a few
+iterations (or none) then fit better than many from random phases, and keep
+the harmonics' phases coherent from frame to frame. ``momentum`` m > 0 is "fast Griffin-Lim"
 (Perraudin, Balazs and Sondergaard 2013; torchaudio's ``momentum``): each
 iteration takes the phase of ``rebuilt - m / (1 + m) * previous rebuilt``,
 which fits the magnitudes in about half the iterations; 0 is the plain
@@ -34,7 +38,68 @@ from torch import Tensor, nn
 from tts.errors import InvalidInputError
 from tts.models.stft import mel_filterbank
 
-__all__ = ["GriffinLim", "PassThroughDenoiser"]
+__all__ = ["GriffinLim", "PassThroughDenoiser", "pghi_phase"]
+
+INITS = ("random", "pghi")
+PGHI_GAMMA_HANN = 0.25645   # a Hann window of length L is treated as a Gaussian of time-frequency ratio this * L**2
+
+
+def pghi_phase(mag: Tensor, hop: int, n_fft: int, gamma: float, tol: float = 1e-4) -> Tensor:
+    """A phase for the magnitudes ``mag [n_fft // 2 + 1, N]`` by phase-gradient heuristic integration.
+
+    The phase's gradient follows from the log-magnitude's (Prusa, Balazs and Sondergaard 2017,
+    exact for a Gaussian window of time-frequency ratio ``gamma`` in samples squared): along time
+    a bin turns at its instantaneous frequency ``2 pi m / n_fft + (n_fft / gamma) d log|S| / dm``
+    radians per sample, and across bins the phase steps by ``-(gamma / n_fft) d log|S| / dt - pi``
+    (``torch.stft``'s centred frames). In each frame the peaks (local maxima above ``tol`` times
+    the frame's largest magnitude; the largest bin where there are none) take the phase of their
+    bin in the frame before, advanced along time; every other bin is reached across bins from its
+    nearest peak. The peaks of the first frame start at 0.
+
+    Each peak hangs off one peak of the frame before, so the peaks form a forest along time; the
+    sums along its paths are taken by pointer jumping (log2 N vectorized rounds) instead of a loop
+    over frames. The arithmetic is float64; the result float32 on ``mag``'s device.
+    """
+    mag = mag.double()
+    n_bins, n = mag.shape
+    dev = mag.device
+    logm = torch.log(mag.clamp_min(1e-10))
+    dlog_dbin = torch.gradient(logm, dim=0)[0]
+    dlog_dt = torch.gradient(logm, dim=1)[0] / hop if n > 1 else torch.zeros_like(logm)
+    bins = torch.arange(n_bins, dtype=mag.dtype, device=dev).unsqueeze(1)
+    omega = 2 * torch.pi * bins / n_fft + (n_fft / gamma) * dlog_dbin         # radians per sample
+    dphase_dbin = -(gamma / n_fft) * dlog_dt - torch.pi
+    # across_bins[m, t]: the phase at bin m relative to bin 0 of frame t, by the trapezoid rule
+    across = torch.cat([torch.zeros(1, n, dtype=mag.dtype, device=dev),
+                        torch.cumsum(0.5 * (dphase_dbin[1:] + dphase_dbin[:-1]), 0)])
+    peak = torch.zeros_like(mag, dtype=torch.bool)
+    peak[1:-1] = ((mag[1:-1] >= mag[:-2]) & (mag[1:-1] > mag[2:])
+                  & (mag[1:-1] > tol * mag.amax(0, keepdim=True).clamp_min(1e-10)))
+    frames = torch.arange(n, device=dev)
+    peak[mag.argmax(0), frames] |= ~peak.any(0)
+    idx = torch.arange(n_bins, device=dev).unsqueeze(1).expand(n_bins, n)
+    far = 4 * n_bins
+    below = torch.where(peak, idx, torch.full_like(idx, -far)).cummax(0).values     # nearest peak at or below
+    above = torch.where(peak, idx, torch.full_like(idx, far)).flip(0).cummin(0).values.flip(0)
+    owner = torch.where((above - idx) < (idx - below), above, below)
+    owner = torch.where(owner < 0, above, torch.where(owner >= n_bins, below, owner))
+    # node (bin m, frame t) is t * n_bins + m; a peak's parent is its bin's owner in the frame before
+    node = (frames * n_bins).unsqueeze(0) + idx
+    parent = node.clone()
+    offset = torch.zeros_like(mag)
+    if n > 1:
+        before = owner[:, :-1]
+        step = (across[:, :-1] - across.gather(0, before)
+                + hop * 0.5 * (omega[:, :-1] + omega[:, 1:])).remainder(2 * torch.pi)
+        parent[:, 1:] = torch.where(peak[:, 1:], before + (frames[:-1] * n_bins).unsqueeze(0), node[:, 1:])
+        offset[:, 1:] = torch.where(peak[:, 1:], step, torch.zeros_like(step))
+    parent, offset = parent.t().reshape(-1), offset.t().reshape(-1)
+    for _ in range(max(1, (n - 1).bit_length())):
+        offset = offset + offset[parent]
+        parent = parent[parent]
+    owner_node = (frames * n_bins).unsqueeze(0) + owner
+    peak_phase = offset[owner_node.t().reshape(-1)].view(n, n_bins).t()
+    return (peak_phase + across - across.gather(0, owner)).float()
 
 
 class GriffinLim(nn.Module):
@@ -43,18 +108,24 @@ class GriffinLim(nn.Module):
     def __init__(self, *, n_mel_channels: int = 80, sampling_rate: int = 22050, filter_length: int = 1024,
                  hop_length: int = 256, win_length: int = 1024, mel_fmin: float = 0.0,
                  mel_fmax: float = 8000.0, n_iter: int = 60, power: float = 1.0,
-                 momentum: float = 0.0) -> None:
+                 momentum: float = 0.0, init: str = "random") -> None:
         super().__init__()
         for name, value in (("n_mel_channels", n_mel_channels), ("sampling_rate", sampling_rate),
                             ("filter_length", filter_length), ("hop_length", hop_length),
-                            ("win_length", win_length), ("n_iter", n_iter)):
+                            ("win_length", win_length)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InvalidInputError(f"griffinlim {name} must be a positive integer, got {value!r}",
                                         field=name)
+        least = 0 if init == "pghi" else 1        # a PGHI phase stands alone; a random one never does
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < least:
+            raise InvalidInputError(f"griffinlim n_iter must be an integer >= {least} with init {init!r}, "
+                                    f"got {n_iter!r}", field="n_iter")
         if not 0 < power <= 4:
             raise InvalidInputError(f"griffinlim power must be in (0, 4], got {power!r}", field="power")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
             raise InvalidInputError(f"griffinlim momentum must be in [0, 1), got {momentum!r}", field="momentum")
+        if init not in INITS:
+            raise InvalidInputError(f"griffinlim init must be one of {list(INITS)}, got {init!r}", field="init")
         if win_length > filter_length:
             raise InvalidInputError("griffinlim win_length must not exceed filter_length", field="win_length")
         self.n_mel_channels = n_mel_channels
@@ -65,6 +136,7 @@ class GriffinLim(nn.Module):
         self.n_iter = n_iter
         self.power = float(power)
         self.momentum = float(momentum)
+        self.init = init
         self.mel_fmin, self.mel_fmax = float(mel_fmin), float(mel_fmax)
         basis = torch.tensor(mel_filterbank(sampling_rate, filter_length, n_mel_channels, mel_fmin, mel_fmax),
                              dtype=torch.float64)
@@ -74,13 +146,13 @@ class GriffinLim(nn.Module):
     def config(self) -> dict[str, Any]:
         """The manifest's ``vocoder`` entry (``kind`` included) that rebuilds this module."""
         return {"kind": "griffinlim", "n_iter": self.n_iter, "power": self.power, "momentum": self.momentum,
-                "n_mel_channels": self.n_mel_channels, "sampling_rate": self.sampling_rate,
+                "init": self.init, "n_mel_channels": self.n_mel_channels, "sampling_rate": self.sampling_rate,
                 "filter_length": self.filter_length, "hop_length": self.hop_length,
                 "win_length": self.win_length, "mel_fmin": self.mel_fmin, "mel_fmax": self.mel_fmax}
 
     @classmethod
     def from_config(cls, spec: dict[str, Any]) -> "GriffinLim":
-        known = {"n_iter", "power", "momentum", "n_mel_channels", "sampling_rate", "filter_length", "hop_length",
+        known = {"n_iter", "power", "momentum", "init", "n_mel_channels", "sampling_rate", "filter_length", "hop_length",
                  "win_length", "mel_fmin", "mel_fmax"}
         extra = sorted(set(spec) - known - {"kind"})
         if extra:
@@ -118,10 +190,15 @@ class GriffinLim(nn.Module):
         # STFT frames of `length` samples with center=True: length // hop + 1 (one more than T).
         n_frames = length // self.hop_length + 1
         mag = torch.cat([mag, mag[..., -1:].expand(b, mag.size(1), n_frames - t)], dim=-1)
-        if generator is None:               # deterministic by default: the same mel, the same audio
-            generator = torch.Generator(device=mag.device).manual_seed(0)
-        phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=torch.float32)
-        spec = torch.polar(mag, 2 * torch.pi * phase)
+        if self.init == "pghi":
+            phase = pghi_phase(mag[0], self.hop_length, self.filter_length,
+                               PGHI_GAMMA_HANN * self.win_length ** 2).unsqueeze(0)
+        else:
+            if generator is None:           # deterministic by default: the same mel, the same audio
+                generator = torch.Generator(device=mag.device).manual_seed(0)
+            phase = 2 * torch.pi * torch.rand(mag.shape, generator=generator, device=mag.device,
+                                              dtype=torch.float32)
+        spec = torch.polar(mag, phase)
         pull = self.momentum / (1 + self.momentum)   # "fast Griffin-Lim" (module docstring); 0: plain
         prev = None
         for _ in range(self.n_iter):
