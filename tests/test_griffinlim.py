@@ -72,6 +72,16 @@ def test_batch_and_dtype_follow_the_mel():
     assert gl.infer(mel[:, :, :0]).shape == (2, 0)
 
 
+@pytest.mark.parametrize("init", ["random", "pghi"])
+def test_a_mel_of_one_or_two_frames_is_vocoded(init):
+    """Shorter than the STFT's reflect padding allows: vocoded with silence after it, cut back."""
+    gl = GriffinLim(n_iter=2, init=init)
+    mel = MelSpectrogram()(_speechlike(4000))
+    for t in (1, 2):
+        out = gl.infer(mel[..., :t])
+        assert out.shape == (1, 256 * t) and torch.isfinite(out).all() and out.abs().max() > 0
+
+
 @pytest.mark.parametrize("bad", [torch.zeros(80, 10), torch.zeros(1, 79, 10)])
 def test_bad_mel_names_the_field(bad):
     with pytest.raises(InvalidInputError, match="mel must be"):

@@ -182,14 +182,19 @@ class GriffinLim(nn.Module):
             # Row by row: the iterations amplify float rounding, and batched FFTs round differently
             # from single ones, so only this keeps a row's audio independent of its batch.
             return torch.cat([self.infer(mel[i:i + 1], generator=generator) for i in range(b)])
-        length = self.hop_length * t
         mag = torch.matmul(self.pinv.float(), torch.exp(mel.float())).clamp_min(1e-8)
         if self.power != 1.0:   # sharpen, keeping each frame's energy (so the loudness stays)
             sharp = mag ** self.power
             mag = sharp * (mag.norm(dim=1, keepdim=True) / sharp.norm(dim=1, keepdim=True))
+        # The STFT's reflect padding needs more than filter_length / 2 samples: a mel of a frame or
+        # two is vocoded with silent frames after it, then cut back.
+        shortest = self.filter_length // (2 * self.hop_length) + 1
+        if t < shortest:
+            mag = torch.cat([mag, mag.new_full((b, mag.size(1), shortest - t), 1e-8)], dim=-1)
+        length = self.hop_length * max(t, shortest)
         # STFT frames of `length` samples with center=True: length // hop + 1 (one more than T).
         n_frames = length // self.hop_length + 1
-        mag = torch.cat([mag, mag[..., -1:].expand(b, mag.size(1), n_frames - t)], dim=-1)
+        mag = torch.cat([mag, mag[..., -1:].expand(b, mag.size(1), n_frames - mag.size(-1))], dim=-1)
         if self.init == "pghi":
             phase = pghi_phase(mag[0], self.hop_length, self.filter_length,
                                PGHI_GAMMA_HANN * self.win_length ** 2).unsqueeze(0)
@@ -207,7 +212,7 @@ class GriffinLim(nn.Module):
             target = rebuilt - pull * prev if pull and prev is not None else rebuilt
             prev = rebuilt
             spec = mag * torch.exp(1j * torch.angle(target))
-        return self._istft(spec, length).to(mel.dtype)
+        return self._istft(spec, length)[..., :self.hop_length * t].to(mel.dtype)
 
 
 class PassThroughDenoiser(nn.Module):
