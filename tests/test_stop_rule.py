@@ -501,3 +501,25 @@ def test_gpu_triton_step_fuses_the_rule_bit_for_bit():
         pytest.skip("needs CUDA")
     r = subprocess.run([sys.executable, "-c", _FUSED_STEP, "cuda"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:] + r.stdout[-2000:]
+
+
+def test_measurement_script_shards_and_merges(tmp_path):
+    """``recipes/bundled_voice/stop_rule.py --shard K/N`` takes every N-th text from the K-th, and
+    ``--summarize`` merges the shards into the counts one run would have made."""
+    script = Path(__file__).resolve().parents[1] / "recipes" / "bundled_voice" / "stop_rule.py"
+    outs = []
+    for k in (0, 1):
+        out = tmp_path / f"shard_{k}.json"
+        subprocess.run([sys.executable, str(script), "--sets", "short", "--short-seeds", "0", "--shard", f"{k}/6",
+                        "--out", str(out)], check=True, capture_output=True, timeout=300)
+        outs.append(out)
+    import json
+    lines = [[r["line"] for r in json.loads(o.read_text())["records"]] for o in outs]
+    assert lines == [[0, 6, 12], [1, 7, 13]]
+    merged = tmp_path / "merged.json"
+    subprocess.run([sys.executable, str(script), "--summarize", *map(str, outs), "--out", str(merged)],
+                   check=True, capture_output=True, timeout=120)
+    summary = json.loads(merged.read_text())["summary"]["short"]
+    assert summary["draws"] == 6 and summary["runons_attention"] == 0
+    bad = subprocess.run([sys.executable, str(script), "--shard", "3/2"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--shard must be K/N" in bad.stderr

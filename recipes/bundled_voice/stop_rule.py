@@ -34,6 +34,7 @@ attention rule, where the attention sits on the last symbol from the start).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import sys
@@ -57,12 +58,20 @@ SHORT = ["Hi.", "Yes.", "No", "Okay.", "Thank you.", "Hello world.", "Wait!", "W
 MAX_STEPS = 2000
 
 
+def _read(name: str) -> list[str]:
+    """``DATA/name``, or its gzip beside it (``.recipe_data/train.txt.gz`` on the device machine)."""
+    path = DATA / name
+    if not path.is_file() and path.with_suffix(path.suffix + ".gz").is_file():
+        return gzip.decompress(path.with_suffix(path.suffix + ".gz").read_bytes()).decode().splitlines()
+    return path.read_text().splitlines()
+
+
 def _texts(sets: list[str], train_lines: int) -> list[tuple[str, int, str]]:
     out = []
     if "val" in sets:
-        out += [("val", i, ln.split("|", 1)[1]) for i, ln in enumerate((DATA / "val.txt").read_text().splitlines())]
+        out += [("val", i, ln.split("|", 1)[1]) for i, ln in enumerate(_read("val.txt"))]
     if "train" in sets:
-        lines = (DATA / "train.txt").read_text().splitlines()[:train_lines]
+        lines = _read("train.txt")[:train_lines]
         out += [("train", i, ln.split("|", 1)[1]) for i, ln in enumerate(lines)]
     if "phrases" in sets:
         lines = (ROOT / "phrases" / "phrase_8_128.txt").read_text().splitlines()
@@ -105,12 +114,14 @@ def attention_stop(gate_logits: torch.Tensor, alignments: torch.Tensor, n: int, 
     return len(gate_logits)
 
 
-def measure(sets: list[str], seeds: list[int], train_lines: int, verify: int, short_seeds: list[int]) -> dict:
+def measure(sets: list[str], seeds: list[int], train_lines: int, verify: int, short_seeds: list[int],
+            shard: tuple[int, int] = (0, 1)) -> dict:
     voice = load_voice("slt-tacotron2")
     synth = Synthesizer(voice, device="cpu")
     model = voice.acoustic
     records, skipped = [], 0
-    for kind, line, text in _texts(sets, train_lines):
+    texts = _texts(sets, train_lines)
+    for kind, line, text in texts[shard[0]::shard[1]]:
         plan = synth.plan(text)
         if len(plan.pieces) != 1:
             skipped += 1
@@ -183,8 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short-seeds", default="0,1,2,3")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="build/stop_rule/stop_rule.json")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="only every N-th text from the K-th (one process per core; merge with --summarize)")
+    p.add_argument("--data", type=Path, default=None, help="folder of val.txt and train.txt (or train.txt.gz); "
+                   "default ../shared/data/ljspeech")
     p.add_argument("--summarize", nargs="+", metavar="JSON", help="merge and summarize earlier outputs instead")
     a = p.parse_args(argv)
+    global DATA
+    DATA = a.data or DATA
+    try:
+        k, n = (int(x) for x in a.shard.split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        p.error(f"--shard must be K/N with 0 <= K < N, got {a.shard!r}")
     if a.summarize:
         records = [r for f in a.summarize for r in json.loads(Path(f).read_text())["records"]]
         for r in records:
@@ -198,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     result = measure(a.sets.split(","), [int(s) for s in a.seeds.split(",")], a.train_lines, a.verify,
-                     [int(s) for s in a.short_seeds.split(",")])
+                     [int(s) for s in a.short_seeds.split(",")], shard=(k, n))
+    result["shard"] = a.shard
     result["constants"] = dict(end_mass=ATTENTION_STOP.end_mass, end_frames=ATTENTION_STOP.end_frames,
                                min_steps=ATTENTION_STOP.min_steps, steps_per_symbol=ATTENTION_STOP.steps_per_symbol,
                                margin=ATTENTION_STOP.margin, max_decoder_steps=MAX_STEPS)
