@@ -261,6 +261,10 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
                    ("waveglow", "WaveGlow-256", "waveglow", "avg_ms", "ms")]
     else:
         figures = [("e2e_fastspeech", "FastSpeech + WaveGlow + denoiser, end to end", "end to end", "avg_ms", "ms")]
+    voice = option(run.command, "--voice")
+    if voice and doc.get("random_weights") is False:    # a real voice, its own vocoder: the p50 is the figure
+        figures = [("e2e_voice", f"voice {voice} ({doc['acoustic']} + its vocoder), end to end, p50",
+                    "end to end", "p50_ms", "ms")]
     attention = doc.get("stop_rule") == "attention"      # the voices' stop rule: its own records
     if attention:                                       # (WaveGlow does not depend on it)
         figures = [f for f in figures if f[0] != "waveglow"]

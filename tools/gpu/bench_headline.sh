@@ -14,9 +14,12 @@
 #   fs_b1       FastSpeech + WaveGlow + denoiser, fp16, batch 1, --verify (eager baseline only:
 #               DLE's FastSpeech has no TorchScript path)
 #   t2_b1_fp32  Tacotron2 + WaveGlow + denoiser in IEEE fp32 (TF32 off), batch 1, --verify
+#   heart_b1    the default voice (FastSpeech + its Griffin-Lim), fp16, batch 1: its own eager loop as
+#               the baseline (no NVIDIA pipeline runs this voice)
 #   t2_b1_attention, t2_b8_attention  (not in the default STEPS) t2_b1 / t2_b8 with the engines and
 #               the eager baseline on the voices' stop rule (--stop-rule attention), its per-step work
 #               included
+#   walk        (not in the default STEPS) batch 1,2,4,8,16 x 64,128,256 characters, eager baseline
 # then a summary, and the records collect.py makes of DIR (a dry run: nothing in benchmarks/ is
 # written). Copy DIR to benchmarks/raw/MACHINE-YYYY-MM-DD/ and run
 # python3 benchmarks/collect.py benchmarks/raw/MACHINE-YYYY-MM-DD to add them.
@@ -32,7 +35,7 @@ export TTS_ENGINE_CACHE=${TTS_ENGINE_CACHE:-/tmp/tts-engine-cache}
   python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'triton', triton.__version__)"
 } > "$D/env.txt" 2>&1; cat "$D/env.txt"
 B="python3 -W ignore::DeprecationWarning /tmp/pp/tts/cli/bench.py --device cuda"   # by path: the checkout's tts/ would shadow /tmp/pp
-STEPS=${STEPS:-t2_b1,t2_b8,fs_b1,t2_b1_fp32}
+STEPS=${STEPS:-t2_b1,t2_b8,fs_b1,t2_b1_fp32,heart_b1}
 T0=$SECONDS
 run() {   # run NAME TIMEOUT ARGS...
   local name=$1 limit=$2; shift 2
@@ -48,6 +51,8 @@ run fs_b1 120 --precision fp16 --acoustic fastspeech --batch 1 --warmup 3 --repe
 run t2_b1_fp32 200 --precision fp32 --batch 1 --warmup 2 --repeats 5 --verify
 run t2_b1_attention 200 --precision fp16 --batch 1 --warmup 2 --repeats 10 --baseline eager --stop-rule attention
 run t2_b8_attention 200 --precision fp16 --batch 8 --warmup 2 --repeats 5 --baseline eager --stop-rule attention
+run heart_b1 120 --voice heart --precision fp16 --batch 1 --warmup 3 --repeats 30
+run walk 300 --precision fp16 --walk --warmup 1 --repeats 3 --baseline eager
 echo "== all steps: $((SECONDS - T0)) s"
 python3 - "$D" <<'EOF'
 import json, shutil, sys, tempfile
