@@ -82,11 +82,11 @@ def export_acoustic(kind: str, ckpt_dir: str | os.PathLike[str], out_dir: str | 
     return {"file": str(Path(out_dir) / f"{kind}.pt"), "mib": round(size / MIB, 2), "step": step}
 
 
-#: The Griffin-Lim settings of the bundled voices (see ``tts.models.griffinlim``): fast Griffin-Lim,
-#: 32 iterations (as good on the gate as 60 plain ones, in about half the time), the magnitudes
-#: sharpened by power 1.3 (far more natural by predicted MOS, a little less intelligible:
+#: The Griffin-Lim settings of the bundled voices (see ``tts.models.griffinlim``): the magnitudes
+#: sharpened by power 1.3, a phase-gradient (PGHI) start and 2 iterations of fast Griffin-Lim (more
+#: iterations fit the magnitudes better but sound less natural; the sweep and the gates are in
 #: recipes/bundled_voice/RESULTS.md).
-GRIFFINLIM = {"kind": "griffinlim", "n_iter": 32, "power": 1.3, "momentum": 0.99}
+GRIFFINLIM = {"kind": "griffinlim", "n_iter": 2, "power": 1.3, "momentum": 0.99, "init": "pghi"}
 GL_DEFAULTS = {"sigma": 0.0, "denoiser_strength": 0.0}
 ABOUT = ("trained on Festival cmu_us_slt_arctic_hts speaking LJSpeech transcripts; "
          "see recipes/bundled_voice/README.md")
