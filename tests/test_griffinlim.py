@@ -251,6 +251,24 @@ def test_synthesizer_on_a_griffinlim_voice_is_deterministic_and_cut_to_length():
     assert abs(both[0].audio.size - a.audio.size) <= 2 * 256 and both[1].audio.size > both[0].audio.size
 
 
+def test_pghi_window_continues_from_a_given_first_frame():
+    """``pghi_phase(start=)``: a window that starts from the phase one pass over the whole
+    spectrogram found for its first frame gets that pass's phase for every frame (its last one
+    included: the same magnitudes); ``infer_window`` returns it with the audio."""
+    gl = GriffinLim(n_iter=1, init="pghi")
+    mag = gl._stft(_speechlike(8000)).abs()[0]
+    gamma = PGHI_GAMMA_HANN * 1024 ** 2
+    whole = pghi_phase(mag, 256, 1024, gamma)
+    part = pghi_phase(mag[:, 10:], 256, 1024, gamma, start=whole[:, 10])
+    assert np.abs(np.angle(np.exp(1j * (part - whole[:, 10:]).double().numpy()))).max() < 1e-4
+    assert not torch.allclose(pghi_phase(mag[:, 10:], 256, 1024, gamma), part)
+    mel = MelSpectrogram()(_speechlike(8000))
+    audio, phase = gl.infer_window(mel)
+    assert torch.equal(audio, gl.infer(mel)) and phase.shape == (513, mel.shape[-1] + 1)
+    with pytest.raises(ValueError, match="init='pghi'"):
+        GriffinLim(n_iter=1).infer_window(mel)
+
+
 @pytest.mark.gpu
 def test_pghi_griffinlim_on_cuda_fits_as_on_cpu():
     """On CUDA the PGHI start and the iterations fit the mel as well as on the CPU (the FFTs round

@@ -641,3 +641,65 @@ def test_warm_streaming_runs_every_steady_window_shape_at_every_batch(synth, mon
     # postnet input / vocoder window: [0, 8) + 8 right + 10 context; [8, 40) from 0; [40, 72) from 32
     assert done == [(s, b) for s in ((26, 16), (58, 48), (68, 48)) for b in (1, 2)]
     assert seen == [(b, kw["n_mel"], t) for t in (16, 48, 48) for b in (1, 2)]
+
+
+def test_griffinlim_streams_share_vocoder_calls_and_keep_each_streams_phase(monkeypatch):
+    """The bundled Tacotron2 voice (Griffin-Lim with a PGHI start, whose windows continue their
+    stream's phase): three streams started together share vocoder calls, taking each stream's
+    windows in plan order, and each gets the audio of its frames through a lone ``MelStreamer``."""
+    from tts.synthesizer import Synthesizer
+    from tts.voice import load_voice
+
+    synth = Synthesizer(load_voice("slt-tacotron2"))
+    sched = TacotronScheduler(synth, max_rows=8, decoder="eager")
+    asked = record_stream_jobs(sched.vocoder_stage, monkeypatch)
+    opts = SynthesisOptions(prenet_dropout=0.0)
+    texts = [LONG, "Short and sweet, this one.", "The third stream speaks a middle length sentence."]
+
+    async def main():
+        with hold_decode_thread(sched):
+            tasks = [asyncio.ensure_future(streamed(sched, t, opts)) for t in texts]
+            await asyncio.sleep(0)
+        return await asyncio.gather(*tasks)
+
+    with running(sched):
+        got = asyncio.run(main())
+    assert max(sched.vocoder_stage.stream_batch_sizes) > 1          # windows of different streams shared calls
+    for seq, audio in enumerate(got):
+        want = replay(sched, asked[seq], opts)
+        assert len(audio) == len(want)
+        snr = 10 * np.log10((want ** 2).sum() / ((audio - want) ** 2).sum())
+        assert snr > 60, (texts[seq], snr)
+
+
+@pytest.mark.parametrize("voice", ["slt-tacotron2", "fixture"])
+def test_a_griffinlim_streams_windows_join_vocoder_calls_only_in_plan_order(voice, synth):
+    """Stream A's next window has the steady shape; stream B's next one the shape before it, then one
+    of A's shape. With the bundled voice (Griffin-Lim continuing each stream's phase) B's later
+    window must wait for its earlier one; with the WaveGlow fixture it shares A's call at once."""
+    import torch
+
+    from tts.server.vocoding import _StreamJob
+    from tts.streaming import MelStreamer, StreamConfig, make_vocode
+    from tts.synthesizer import Synthesizer
+    from tts.voice import load_voice
+
+    s = synth if voice == "fixture" else Synthesizer(load_voice(voice))
+    stage = TacotronScheduler(s, max_rows=8, decoder="eager").vocoder_stage
+    o = SynthesisOptions(**DET).merged_over(s.voice.defaults)
+    vocode = make_vocode(stage.vocoder, stage.denoiser, sigma=o.sigma, denoiser_strength=o.denoiser_strength,
+                         dtype=stage.dtype)
+    assert (getattr(vocode, "window", None) is not None) == (voice != "fixture")
+
+    def job(seq, done):
+        st = MelStreamer(vocode, None, StreamConfig(**CHUNKS))
+        j = _StreamJob(SimpleNamespace(seq=seq, generator=None, opts=o, voc_jobs=0), st, None, False, None, None)
+        j.windows = st.plan_push(torch.zeros(80, 44))             # chunks [0, 4), [4, 20), [20, 36)
+        j.audio = [torch.zeros(1)] * done + [None] * (len(j.windows) - done)
+        return j
+
+    a, b = job(0, done=2), job(1, done=1)
+    assert [w.shape for w in a.windows] == [(12, 12), (28, 28), (32, 32)]
+    stage._streams.extend([a, b])
+    _, batch = stage._pick_windows()
+    assert batch == ([(a, 2)] if voice != "fixture" else [(a, 2), (b, 2)])

@@ -20,6 +20,15 @@ How a chunk is made (``MelStreamer``):
    the difference is small but not zero: ``tests/test_streaming.py`` measures it.
 3. The denoiser (STFT, 1024-sample window) runs on the window's audio too,
    before trimming, so it also sees both sides.
+4. Griffin-Lim with a PGHI start (the bundled voices) finds each window's
+   phase by integrating along time from the window's first frame, so windows
+   vocoded apart would each start from their own phase and the chunks would
+   not join. Each window therefore starts from the phase that the stream's
+   previous window found for its first frame (``GriffinLim.infer_window``;
+   the overlap makes that frame one of the previous window's inner frames),
+   and the PGHI phases of every frame are those of one pass over the whole
+   utterance. Only the iterations' reach from the window's edges differs
+   (a few frames; inside the overlap), so the chunks join as the unary audio does.
 
 The first chunk is ``first_chunk_frames`` long (small, for a short time to
 first audio); later ones are ``chunk_frames``. The concatenated chunks have
@@ -37,7 +46,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,6 +91,8 @@ class Window:
     phi: int
     #: ``[n_mel, phi - plo]``: the postnet's input (Tacotron2), else the vocoder's window (final mels).
     mel: torch.Tensor
+    #: The ``MelStreamer`` that planned it (its phase state, for Griffin-Lim).
+    stream: Any = field(default=None, compare=False, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -118,6 +130,8 @@ class MelStreamer:
         self._done = 0                          # frames whose audio has been emitted
         self._finished = False
         self.chunks_out = 0
+        #: (first frame, PGHI phase [n_bins, k]) of the last window vocoded by ``vocode.window``
+        self._phase: tuple[int, torch.Tensor] | None = None
 
     @property
     def n_frames(self) -> int:
@@ -180,7 +194,15 @@ class MelStreamer:
         plo, phi = max(0, lo - ctx), min(t_all, hi + ctx)
         self._planned = end
         self._planned_chunks += 1
-        return Window(start, end, lo, hi, plo, phi, mel[:, plo:phi])
+        return Window(start, end, lo, hi, plo, phi, mel[:, plo:phi], stream=self)
+
+    def _phase_at(self, frame: int) -> torch.Tensor | None:
+        """The PGHI phase the last window found for ``frame``, if it was one of its inner frames
+        (the last frame and the one after it use one-sided differences)."""
+        if self._phase is None:
+            return None
+        lo, phase = self._phase
+        return phase[:, frame - lo] if 0 <= frame - lo < phase.shape[1] - 2 else None
 
     def vocode_windows(self, windows: list[Window]) -> torch.Tensor:
         """Audio ``[B, 256 * (hi - lo)]`` of windows of one ``Window.shape`` (of this or of streams
@@ -189,7 +211,16 @@ class MelStreamer:
         if self.postnet is not None:
             post = self.postnet(mel)
             mel = torch.stack([post[i, :, w.lo - w.plo:w.hi - w.plo] for i, w in enumerate(windows)])
-        return self.vocode(mel).reshape(len(windows), -1)
+        by_window = getattr(self.vocode, "window", None)
+        if by_window is None:
+            return self.vocode(mel).reshape(len(windows), -1)
+        out = []
+        for i, w in enumerate(windows):        # in plan order: a stream's window follows its previous one
+            st = w.stream if w.stream is not None else self
+            audio, phase = by_window(mel[i:i + 1], st._phase_at(w.lo) if w.lo else None)
+            st._phase = (w.lo, phase)
+            out.append(audio.reshape(-1))
+        return torch.stack(out)
 
     def commit(self, window: Window, audio: torch.Tensor) -> np.ndarray:
         """The chunk of ``window`` (the next planned one) from its window's audio ``[256 * (hi - lo)]``."""
@@ -208,17 +239,30 @@ class MelStreamer:
 def make_vocode(vocoder: torch.nn.Module, denoiser: torch.nn.Module | None, *, sigma: float,
                 denoiser_strength: float, generator: torch.Generator | None = None,
                 dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``mel [B, n_mel, T] -> audio [B, 256*T] float32``: WaveGlow, then the denoiser unless strength is 0."""
+    """``mel [B, n_mel, T] -> audio [B, 256*T] float32``: WaveGlow, then the denoiser unless strength is 0.
+
+    For Griffin-Lim with a PGHI start the function also has ``window(mel [1, n_mel, T], start_phase)
+    -> (audio [1, 256*T], phase)`` (``GriffinLim.infer_window``, then the denoiser), which
+    ``MelStreamer`` uses to continue each stream's phase from window to window."""
+
+    def denoise(audio: torch.Tensor) -> torch.Tensor:
+        if denoiser is not None and denoiser_strength:
+            n = audio.shape[-1]
+            audio = denoiser(audio, strength=denoiser_strength).reshape(audio.shape[0], -1)[:, :n]
+        return audio
 
     def vocode(mel: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             m = mel.to(dtype) if dtype is not None else mel
-            audio = vocoder.infer(m, sigma=sigma, generator=generator).float()
-            if denoiser is not None and denoiser_strength:
-                n = audio.shape[-1]
-                audio = denoiser(audio, strength=denoiser_strength).reshape(audio.shape[0], -1)[:, :n]
-            return audio
+            return denoise(vocoder.infer(m, sigma=sigma, generator=generator).float())
 
+    if getattr(vocoder, "init", None) == "pghi" and hasattr(vocoder, "infer_window"):
+        def window(mel: torch.Tensor, start_phase: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.inference_mode():
+                audio, phase = vocoder.infer_window(mel.float(), start_phase)
+                return denoise(audio.float()), phase
+
+        vocode.window = window          # type: ignore[attr-defined]
     return vocode
 
 

@@ -44,7 +44,8 @@ INITS = ("random", "pghi")
 PGHI_GAMMA_HANN = 0.25645   # a Hann window of length L is treated as a Gaussian of time-frequency ratio this * L**2
 
 
-def pghi_phase(mag: Tensor, hop: int, n_fft: int, gamma: float, tol: float = 1e-4) -> Tensor:
+def pghi_phase(mag: Tensor, hop: int, n_fft: int, gamma: float, tol: float = 1e-4,
+               start: Tensor | None = None) -> Tensor:
     """A phase for the magnitudes ``mag [n_fft // 2 + 1, N]`` by phase-gradient heuristic integration.
 
     The phase's gradient follows from the log-magnitude's (Prusa, Balazs and Sondergaard 2017,
@@ -54,7 +55,10 @@ def pghi_phase(mag: Tensor, hop: int, n_fft: int, gamma: float, tol: float = 1e-
     (``torch.stft``'s centred frames). In each frame the peaks (local maxima above ``tol`` times
     the frame's largest magnitude; the largest bin where there are none) take the phase of their
     bin in the frame before, advanced along time; every other bin is reached across bins from its
-    nearest peak. The peaks of the first frame start at 0.
+    nearest peak. The peaks of the first frame start at 0; with ``start [n_bins]`` the first frame
+    takes that phase in every bin instead (a window that continues where an earlier one left off:
+    given the phase that the earlier window found for this frame, every later frame gets the phase
+    that one pass over both would give, up to the frames at the window's right edge).
 
     Each peak hangs off one peak of the frame before, so the peaks form a forest along time; the
     sums along its paths are taken by pointer jumping (log2 N vectorized rounds) instead of a loop
@@ -69,7 +73,7 @@ def pghi_phase(mag: Tensor, hop: int, n_fft: int, gamma: float, tol: float = 1e-
     bins = torch.arange(n_bins, dtype=mag.dtype, device=dev).unsqueeze(1)
     omega = 2 * torch.pi * bins / n_fft + (n_fft / gamma) * dlog_dbin         # radians per sample
     dphase_dbin = -(gamma / n_fft) * dlog_dt - torch.pi
-    # across_bins[m, t]: the phase at bin m relative to bin 0 of frame t, by the trapezoid rule
+    # across[m, t]: the phase at bin m relative to bin 0 of frame t, by the trapezoid rule
     across = torch.cat([torch.zeros(1, n, dtype=mag.dtype, device=dev),
                         torch.cumsum(0.5 * (dphase_dbin[1:] + dphase_dbin[:-1]), 0)])
     peak = torch.zeros_like(mag, dtype=torch.bool)
@@ -83,6 +87,10 @@ def pghi_phase(mag: Tensor, hop: int, n_fft: int, gamma: float, tol: float = 1e-
     above = torch.where(peak, idx, torch.full_like(idx, far)).flip(0).cummin(0).values.flip(0)
     owner = torch.where((above - idx) < (idx - below), above, below)
     owner = torch.where(owner < 0, above, torch.where(owner >= n_bins, below, owner))
+    if start is not None:             # the first frame is given: every bin its own root
+        owner[:, 0] = idx[:, 0]
+        peak[:, 0] = True
+        across[:, 0] = 0
     # node (bin m, frame t) is t * n_bins + m; a peak's parent is its bin's owner in the frame before
     node = (frames * n_bins).unsqueeze(0) + idx
     parent = node.clone()
@@ -97,6 +105,8 @@ def pghi_phase(mag: Tensor, hop: int, n_fft: int, gamma: float, tol: float = 1e-
     for _ in range(max(1, (n - 1).bit_length())):
         offset = offset + offset[parent]
         parent = parent[parent]
+    if start is not None:             # each path's root is a first-frame bin: add its given phase
+        offset = offset + start.to(offset).repeat(n)[parent]
     owner_node = (frames * n_bins).unsqueeze(0) + owner
     peak_phase = offset[owner_node.t().reshape(-1)].view(n, n_bins).t()
     return (peak_phase + across - across.gather(0, owner)).float()
@@ -178,10 +188,30 @@ class GriffinLim(nn.Module):
         b, _, t = mel.shape
         if t == 0:
             return mel.new_zeros(b, 0)
-        if b > 1:
-            # Row by row: the iterations amplify float rounding, and batched FFTs round differently
-            # from single ones, so only this keeps a row's audio independent of its batch.
-            return torch.cat([self.infer(mel[i:i + 1], generator=generator) for i in range(b)])
+        # Row by row: the iterations amplify float rounding, and batched FFTs round differently
+        # from single ones, so only this keeps a row's audio independent of its batch.
+        return torch.cat([self._row(mel[i:i + 1], generator)[0] for i in range(b)]).to(mel.dtype)
+
+    @torch.no_grad()
+    def infer_window(self, mel: Tensor, start_phase: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Streaming with ``init="pghi"``: ``mel [1, n_mel, T]`` (T >= 1) -> (audio ``[1, hop * T]``
+        in the mel's dtype, the PGHI phase ``[n_fft // 2 + 1, >= T + 1]`` before the iterations; column k
+        is frame k).
+        ``start_phase [n_fft // 2 + 1]``: the PGHI phase of this window's first frame as an
+        earlier, overlapping window found it (that window's returned phase at this frame), so the
+        windows' phases continue one another as in one pass (``pghi_phase``)."""
+        if self.init != "pghi":
+            raise ValueError("infer_window needs init='pghi'")
+        if mel.dim() != 3 or mel.size(0) != 1 or mel.size(1) != self.n_mel_channels or mel.size(2) == 0:
+            raise InvalidInputError(f"mel must be [1, {self.n_mel_channels}, T>0], got shape {tuple(mel.shape)}",
+                                    field="mel")
+        audio, phase = self._row(mel, None, start_phase)
+        return audio.to(mel.dtype), phase
+
+    def _row(self, mel: Tensor, generator: torch.Generator | None,
+             start_phase: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """One row ``[1, n_mel, T]`` -> (float32 audio ``[1, hop * T]``, the PGHI phase or None)."""
+        b, _, t = mel.shape
         mag = torch.matmul(self.pinv.float(), torch.exp(mel.float())).clamp_min(1e-8)
         if self.power != 1.0:   # sharpen, keeping each frame's energy (so the loudness stays)
             sharp = mag ** self.power
@@ -195,9 +225,11 @@ class GriffinLim(nn.Module):
         # STFT frames of `length` samples with center=True: length // hop + 1 (one more than T).
         n_frames = length // self.hop_length + 1
         mag = torch.cat([mag, mag[..., -1:].expand(b, mag.size(1), n_frames - mag.size(-1))], dim=-1)
+        pghi = None
         if self.init == "pghi":
-            phase = pghi_phase(mag[0], self.hop_length, self.filter_length,
-                               PGHI_GAMMA_HANN * self.win_length ** 2).unsqueeze(0)
+            pghi = pghi_phase(mag[0], self.hop_length, self.filter_length, PGHI_GAMMA_HANN * self.win_length ** 2,
+                              start=start_phase)
+            phase = pghi.unsqueeze(0)
         else:
             if generator is None:           # deterministic by default: the same mel, the same audio
                 generator = torch.Generator(device=mag.device).manual_seed(0)
@@ -212,7 +244,7 @@ class GriffinLim(nn.Module):
             target = rebuilt - pull * prev if pull and prev is not None else rebuilt
             prev = rebuilt
             spec = mag * torch.exp(1j * torch.angle(target))
-        return self._istft(spec, length)[..., :self.hop_length * t].to(mel.dtype)
+        return self._istft(spec, length)[..., :self.hop_length * t], pghi
 
 
 class PassThroughDenoiser(nn.Module):

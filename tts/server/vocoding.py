@@ -28,7 +28,8 @@ streaming job's next window picks the shape (postnet input and vocoder
 window frames), sigma and denoiser strength, and every queued window of an
 unseeded stream that matches it, up to ``max_batch`` (a power of two), goes
 into one postnet call and one WaveGlow+denoiser call; so the first chunks
-of streams that start together go out together. A seeded call's pieces and
+of streams that start together go out together. (With a Griffin-Lim voice
+only each stream's next window can join: its windows go in plan order.) A seeded call's pieces and
 windows go alone, in order, through the call's own generator. Before each
 call the stage drops the work of calls that were cancelled, failed or
 whose deadline passed.
@@ -350,8 +351,11 @@ class VocoderStage:
             batch = [(head, first)]
         else:
             key = head.key(first)
+            # A Griffin-Lim stream continues each window's phase from its previous window
+            # (tts.streaming): its windows go in plan order, so only each job's next one may join.
+            in_order = getattr(head.streamer.vocode, "window", None) is not None
             same = [(job, i) for job in self._streams if job.call.generator is None
-                    for i in job.pending() if job.key(i) == key]
+                    for i in (job.pending()[:1] if in_order else job.pending()) if job.key(i) == key]
             batch = same[:self._batch_of(len(same))]
         jobs = list(dict.fromkeys(job for job, _ in batch))
         for job in jobs:
