@@ -28,6 +28,10 @@ TEXTS = ["Hello there.", "A much longer sentence, which takes the decoder many m
          "Short one.", "The quick brown fox jumps over the lazy dog; twice."]
 DET = {"sigma": 0.0, "prenet_dropout": 0.0}
 TOL = 1e-5
+#: Streaming Griffin-Lim (``heart``): each window's phase continues its stream's (tts.streaming), so
+#: the windows give the unary audio up to float rounding of FFTs of other lengths, which the two
+#: iterations amplify: measured 2-4e-5 at any overlap (6e-6 with no iterations).
+TOL_STREAMED_GRIFFINLIM = 1e-4
 
 VOICES = {
     # the bundled default voice: FastSpeech + Griffin-Lim
@@ -103,4 +107,5 @@ def test_same_audio_through_cli_batches_unary_and_streaming(tmp_path, voice):
                             ("streaming gRPC", streamed[i])):
             assert other.shape == ref.shape, (voice, i, name, other.shape, ref.shape)
             err = float(np.abs(other - ref).max())
-            assert err <= TOL, f"{voice}: text {i}: {name} differs from --batch 1 by {err:.2e}"
+            tol = TOL_STREAMED_GRIFFINLIM if (voice, name) == ("heart", "streaming gRPC") else TOL
+            assert err <= tol, f"{voice}: text {i}: {name} differs from --batch 1 by {err:.2e}"

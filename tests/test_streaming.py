@@ -200,3 +200,28 @@ def test_bundled_griffinlim_voice_streams_its_unary_audio_on_cuda():
     got = np.concatenate(list(stream_vocode_mel(s, torch.as_tensor(r.mel, device="cuda"), opts)))
     assert len(got) == len(r.audio)
     assert 10 * np.log10((r.audio ** 2).sum() / ((got - r.audio) ** 2).sum()) > 60
+
+
+def test_server_streams_griffinlim_window_by_window_only_with_a_pghi_start(tmp_path):
+    """The serving engine streams a Griffin-Lim voice chunk by chunk when its windows can continue
+    their phase (``init: "pghi"``, the bundled voices); from random phases it makes the whole audio
+    first, as a window alone would not join its neighbours."""
+    import json
+    import shutil
+
+    from tts.server.batcher import BatcherConfig
+    from tts.server.engine import ServingEngine
+    from tts.synthesizer import Synthesizer
+    from tts.voice import BUNDLED_DIR, load_voice
+
+    src = BUNDLED_DIR / "heart"
+    spec = json.loads((src / "voice.json").read_text())
+    assert spec["vocoder"]["init"] == "pghi"
+    spec["vocoder"].update(init="random", n_iter=4)
+    d = tmp_path / "heart-random"
+    d.mkdir()
+    shutil.copy(src / "fastspeech.pt", d / "fastspeech.pt")
+    (d / "voice.json").write_text(json.dumps(spec))
+    eng = ServingEngine({"heart": [Synthesizer(load_voice("heart"))], "rnd": [Synthesizer(load_voice(str(d)))]},
+                        batcher=BatcherConfig(max_batch_size=1, max_queue_delay_s=0.0))
+    assert eng._vocodes_in_chunks("heart") and not eng._vocodes_in_chunks("rnd")

@@ -305,8 +305,10 @@ class ServingEngine:
     async def stream(self, voice: str, text, options: SynthesisOptions,
                      deadline: float | None = None, *, word_timings: bool = False) -> AsyncIterator[StreamPiece]:
         """Yields audio pieces as they are vocoded; their concatenation is the utterance (``text``: a
-        ``str`` or its ``TextPlan``). A vocoder that cannot work in chunks (Griffin-Lim finds each
-        phase from the whole spectrogram) makes the whole audio first, then sends it in chunks.
+        ``str`` or its ``TextPlan``). A vocoder that cannot work in chunks (Griffin-Lim from random
+        phases finds each phase from the whole spectrogram) makes the whole audio first, then sends
+        it in chunks; Griffin-Lim with a PGHI start continues its phase from chunk to chunk
+        (``tts.streaming``), so it streams as WaveGlow does.
         ``word_timings``: pieces carry the words they complete (else none are computed)."""
         sched = self._scheduler_for(voice, options) if self._vocodes_in_chunks(voice) else None
         if sched is not None:
@@ -320,7 +322,10 @@ class ServingEngine:
             yield piece
 
     def _vocodes_in_chunks(self, voice: str) -> bool:
-        return getattr(getattr(self.synthesizers[voice][0], "voice", None), "vocoder_kind", "") != "griffinlim"
+        synth = self.synthesizers[voice][0]
+        if getattr(getattr(synth, "voice", None), "vocoder_kind", "") != "griffinlim":
+            return True
+        return getattr(getattr(synth, "vocoder_module", None), "init", None) == "pghi"
 
     def _stream_parts(self, voice: str, text, options: SynthesisOptions) -> list:
         """A stream's parts for ``_stream_whole_mel``: its first piece alone (its first audio waits for
