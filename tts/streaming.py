@@ -27,8 +27,9 @@ How a chunk is made (``MelStreamer``):
    previous window found for its first frame (``GriffinLim.infer_window``;
    the overlap makes that frame one of the previous window's inner frames),
    and the PGHI phases of every frame are those of one pass over the whole
-   utterance. Only the iterations' reach from the window's edges differs
-   (a few frames; inside the overlap), so the chunks join as the unary audio does.
+   utterance. The iterations' reach from a window's edges stays inside the
+   overlap; what differs from the unary audio is float rounding (FFTs of other
+   lengths) that the iterations amplify, 2-4e-5 at most for ``heart``.
 
 The first chunk is ``first_chunk_frames`` long (small, for a short time to
 first audio); later ones are ``chunk_frames``. The concatenated chunks have
