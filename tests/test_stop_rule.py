@@ -523,3 +523,20 @@ def test_measurement_script_shards_and_merges(tmp_path):
     assert summary["draws"] == 6 and summary["runons_attention"] == 0
     bad = subprocess.run([sys.executable, str(script), "--shard", "3/2"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--shard must be K/N" in bad.stderr
+
+
+def test_measurement_script_reads_gzipped_transcripts_from_data(tmp_path):
+    """``--data DIR``: the train lines come from ``DIR/train.txt`` or, as on the GPU machine,
+    ``DIR/train.txt.gz``."""
+    import gzip
+    import json
+
+    script = Path(__file__).resolve().parents[1] / "recipes" / "bundled_voice" / "stop_rule.py"
+    (tmp_path / "train.txt.gz").write_bytes(gzip.compress(b"LJ001-0001|Hello there.\nLJ001-0002|Go home.\n"))
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, str(script), "--sets", "train", "--train-lines", "1", "--seeds", "0",
+                    "--verify", "0", "--data", str(tmp_path), "--out", str(out)], check=True, capture_output=True,
+                   timeout=300)
+    records = json.loads(out.read_text())["records"]
+    assert [(r["set"], r["line"], r["seed"]) for r in records] == [("train", 0, 0)]
+    assert records[0]["symbols"] >= len("Hello there")    # the first line's text, not the second's

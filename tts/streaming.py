@@ -237,6 +237,12 @@ class MelStreamer:
         return [self.commit(w, self.vocode_windows([w])[0]) for w in windows]
 
 
+def continues_phase(vocoder: object) -> bool:
+    """Whether ``vocoder`` carries a stream's phase from window to window (Griffin-Lim with a PGHI
+    start, ``GriffinLim.infer_window``): then its windows join as the unary audio does."""
+    return getattr(vocoder, "init", None) == "pghi" and hasattr(vocoder, "infer_window")
+
+
 def make_vocode(vocoder: torch.nn.Module, denoiser: torch.nn.Module | None, *, sigma: float,
                 denoiser_strength: float, generator: torch.Generator | None = None,
                 dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -257,7 +263,7 @@ def make_vocode(vocoder: torch.nn.Module, denoiser: torch.nn.Module | None, *, s
             m = mel.to(dtype) if dtype is not None else mel
             return denoise(vocoder.infer(m, sigma=sigma, generator=generator).float())
 
-    if getattr(vocoder, "init", None) == "pghi" and hasattr(vocoder, "infer_window"):
+    if continues_phase(vocoder):
         def window(mel: torch.Tensor, start_phase: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.inference_mode():
                 audio, phase = vocoder.infer_window(mel.float(), start_phase)

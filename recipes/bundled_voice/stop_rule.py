@@ -58,20 +58,20 @@ SHORT = ["Hi.", "Yes.", "No", "Okay.", "Thank you.", "Hello world.", "Wait!", "W
 MAX_STEPS = 2000
 
 
-def _read(name: str) -> list[str]:
-    """``DATA/name``, or its gzip beside it (``.recipe_data/train.txt.gz`` on the device machine)."""
-    path = DATA / name
+def _read(data: Path, name: str) -> list[str]:
+    """``data/name``, or its gzip beside it (``.recipe_data/train.txt.gz`` on the device machine)."""
+    path = data / name
     if not path.is_file() and path.with_suffix(path.suffix + ".gz").is_file():
         return gzip.decompress(path.with_suffix(path.suffix + ".gz").read_bytes()).decode().splitlines()
     return path.read_text().splitlines()
 
 
-def _texts(sets: list[str], train_lines: int) -> list[tuple[str, int, str]]:
+def _texts(sets: list[str], train_lines: int, data: Path = DATA) -> list[tuple[str, int, str]]:
     out = []
     if "val" in sets:
-        out += [("val", i, ln.split("|", 1)[1]) for i, ln in enumerate(_read("val.txt"))]
+        out += [("val", i, ln.split("|", 1)[1]) for i, ln in enumerate(_read(data, "val.txt"))]
     if "train" in sets:
-        lines = _read("train.txt")[:train_lines]
+        lines = _read(data, "train.txt")[:train_lines]
         out += [("train", i, ln.split("|", 1)[1]) for i, ln in enumerate(lines)]
     if "phrases" in sets:
         lines = (ROOT / "phrases" / "phrase_8_128.txt").read_text().splitlines()
@@ -115,13 +115,12 @@ def attention_stop(gate_logits: torch.Tensor, alignments: torch.Tensor, n: int, 
 
 
 def measure(sets: list[str], seeds: list[int], train_lines: int, verify: int, short_seeds: list[int],
-            shard: tuple[int, int] = (0, 1)) -> dict:
+            shard: tuple[int, int] = (0, 1), data: Path = DATA) -> dict:
     voice = load_voice("slt-tacotron2")
     synth = Synthesizer(voice, device="cpu")
     model = voice.acoustic
     records, skipped = [], 0
-    texts = _texts(sets, train_lines)
-    for kind, line, text in texts[shard[0]::shard[1]]:
+    for kind, line, text in _texts(sets, train_lines, data)[shard[0]::shard[1]]:
         plan = synth.plan(text)
         if len(plan.pieces) != 1:
             skipped += 1
@@ -200,13 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                    "default ../shared/data/ljspeech")
     p.add_argument("--summarize", nargs="+", metavar="JSON", help="merge and summarize earlier outputs instead")
     a = p.parse_args(argv)
-    global DATA
-    DATA = a.data or DATA
-    try:
-        k, n = (int(x) for x in a.shard.split("/"))
-        assert 0 <= k < n
-    except (ValueError, AssertionError):
+    k, _, n = a.shard.partition("/")
+    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
         p.error(f"--shard must be K/N with 0 <= K < N, got {a.shard!r}")
+    k, n = int(k), int(n)
     if a.summarize:
         records = [r for f in a.summarize for r in json.loads(Path(f).read_text())["records"]]
         for r in records:
@@ -220,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     result = measure(a.sets.split(","), [int(s) for s in a.seeds.split(",")], a.train_lines, a.verify,
-                     [int(s) for s in a.short_seeds.split(",")], shard=(k, n))
+                     [int(s) for s in a.short_seeds.split(",")], shard=(k, n), data=a.data or DATA)
     result["shard"] = a.shard
     result["constants"] = dict(end_mass=ATTENTION_STOP.end_mass, end_frames=ATTENTION_STOP.end_frames,
                                min_steps=ATTENTION_STOP.min_steps, steps_per_symbol=ATTENTION_STOP.steps_per_symbol,

@@ -322,10 +322,11 @@ class ServingEngine:
             yield piece
 
     def _vocodes_in_chunks(self, voice: str) -> bool:
+        from tts.streaming import continues_phase
+
         synth = self.synthesizers[voice][0]
-        if getattr(getattr(synth, "voice", None), "vocoder_kind", "") != "griffinlim":
-            return True
-        return getattr(getattr(synth, "vocoder_module", None), "init", None) == "pghi"
+        return (getattr(getattr(synth, "voice", None), "vocoder_kind", "") != "griffinlim"
+                or continues_phase(getattr(synth, "vocoder_module", None)))
 
     def _stream_parts(self, voice: str, text, options: SynthesisOptions) -> list:
         """A stream's parts for ``_stream_whole_mel``: its first piece alone (its first audio waits for
