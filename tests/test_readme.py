@@ -58,7 +58,7 @@ def test_every_block_is_marked_and_the_set_up_matches_ci():
     commands = [line.split("#")[0].strip() for line in setup.splitlines() if line.strip()]
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith(("#", "set ", "cd "))]
-    assert commands == ci == ["bash install.sh", "python3 -m pytest -q"]
+    assert commands == ci == ["bash install.sh", "python3 -m pytest -q -n 2 --dist loadfile"]
 
 
 @pytest.fixture

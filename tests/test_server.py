@@ -247,7 +247,7 @@ def test_full_queue_is_resource_exhausted_and_recovers():
                     except grpc.RpcError as exc:
                         codes.append(exc.code())
             assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1
-            assert codes.count(grpc.StatusCode.OK) >= 3     # one running + two queued
+            assert codes.count(grpc.StatusCode.OK) >= 2     # the two queued; a third if one ran first
             assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
             assert c.synthesize("after").audio
     finally:

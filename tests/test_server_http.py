@@ -437,7 +437,9 @@ def test_full_queue_is_429_and_recovers():
                                                       speech_body(input=f"text {i}", response_format="pcm")),
                                     range(8)))
         statuses = [s for s, _, _ in results]
-        assert statuses.count(429) >= 1 and statuses.count(200) >= 3 and set(statuses) <= {200, 429}
+        # the two queued requests are always served; a third only if the worker took one before the
+        # rest arrived; eight in 0.3 s cannot all fit
+        assert statuses.count(429) >= 1 and statuses.count(200) >= 2 and set(statuses) <= {200, 429}
         for s, h, b in results:
             if s == 429:
                 assert_error(s, h, b, 429, code="queue_full")

@@ -102,7 +102,7 @@ def _mapped(exc: BaseException, rid: str) -> HTTPError:
     if isinstance(exc, InvalidInputError):
         return _client_error(exc)
     if isinstance(exc, QueueFullError):
-        return HTTPError(429, f"server overloaded: {exc}; retry later", type="server_overloaded", code="queue_full",
+        return HTTPError(429, f"server overloaded: {exc}", type="server_overloaded", code="queue_full",
                          headers={"Retry-After": "1"})
     if isinstance(exc, ShuttingDownError):
         return HTTPError(503, str(exc), type="server_unavailable", code="draining", headers={"Retry-After": "1"})
