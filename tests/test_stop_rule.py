@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from tts.options import REFERENCE_DEFAULTS, SynthesisOptions
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "reference"
 PHRASES = ROOT / "phrases" / "phrase_8_128.txt"
+STOP_RULE_SCRIPT = ROOT / "recipes" / "bundled_voice" / "stop_rule.py"
 DET = dict(prenet_dropout=0.0, sigma=0.0)
 #: A gate threshold no random-weight gate reaches: the attention rule (or the budget) ends items.
 NEVER = 0.9999999
@@ -506,14 +509,13 @@ def test_gpu_triton_step_fuses_the_rule_bit_for_bit():
 def test_measurement_script_shards_and_merges(tmp_path):
     """``recipes/bundled_voice/stop_rule.py --shard K/N`` takes every N-th text from the K-th, and
     ``--summarize`` merges the shards into the counts one run would have made."""
-    script = Path(__file__).resolve().parents[1] / "recipes" / "bundled_voice" / "stop_rule.py"
+    script = STOP_RULE_SCRIPT
     outs = []
     for k in (0, 1):
         out = tmp_path / f"shard_{k}.json"
         subprocess.run([sys.executable, str(script), "--sets", "short", "--short-seeds", "0", "--shard", f"{k}/6",
                         "--out", str(out)], check=True, capture_output=True, timeout=300)
         outs.append(out)
-    import json
     lines = [[r["line"] for r in json.loads(o.read_text())["records"]] for o in outs]
     assert lines == [[0, 6, 12], [1, 7, 13]]
     merged = tmp_path / "merged.json"
@@ -528,10 +530,7 @@ def test_measurement_script_shards_and_merges(tmp_path):
 def test_measurement_script_reads_gzipped_transcripts_from_data(tmp_path):
     """``--data DIR``: the train lines come from ``DIR/train.txt`` or, as on the GPU machine,
     ``DIR/train.txt.gz``."""
-    import gzip
-    import json
-
-    script = Path(__file__).resolve().parents[1] / "recipes" / "bundled_voice" / "stop_rule.py"
+    script = STOP_RULE_SCRIPT
     (tmp_path / "train.txt.gz").write_bytes(gzip.compress(b"LJ001-0001|Hello there.\nLJ001-0002|Go home.\n"))
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, str(script), "--sets", "train", "--train-lines", "1", "--seeds", "0",
