@@ -533,9 +533,15 @@ def test_measurement_script_reads_gzipped_transcripts_from_data(tmp_path):
     script = STOP_RULE_SCRIPT
     (tmp_path / "train.txt.gz").write_bytes(gzip.compress(b"LJ001-0001|Hello there.\nLJ001-0002|Go home.\n"))
     out = tmp_path / "out.json"
+    voice = ROOT / "tts" / "voices" / "slt-tacotron2"     # --voice: a folder as well as a name
     subprocess.run([sys.executable, str(script), "--sets", "train", "--train-lines", "1", "--seeds", "0",
-                    "--verify", "0", "--data", str(tmp_path), "--out", str(out)], check=True, capture_output=True,
-                   timeout=300)
+                    "--verify", "0", "--data", str(tmp_path), "--voice", str(voice), "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    assert json.loads(out.read_text())["voice"] == str(voice)
     records = json.loads(out.read_text())["records"]
     assert [(r["set"], r["line"], r["seed"]) for r in records] == [("train", 0, 0)]
     assert records[0]["symbols"] >= len("Hello there")    # the first line's text, not the second's
+    bad = subprocess.run([sys.executable, str(script), "--voice", "no-such-voice"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--voice: unknown voice 'no-such-voice'" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -1,4 +1,5 @@
-"""Measures the Tacotron2 stop rules on the bundled ``slt-tacotron2``: run-ons, frames against text length.
+"""Measures the Tacotron2 stop rules on a Tacotron2 voice (``--voice``; default the bundled
+``slt-tacotron2``): run-ons, frames against text length.
 
 Every (text, seed) is decoded on the CPU as ``tts-synth --voice slt-tacotron2 --seed N`` decodes a
 one-piece line (one generator per text, seeded with N, drawing the prenet dropout masks), with
@@ -45,7 +46,7 @@ import torch
 
 from tts.models.tacotron2 import ATTENTION_STOP
 from tts.synthesizer import Synthesizer
-from tts.voice import load_voice
+from tts.voice import VoiceError, load_voice
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "ljspeech"
@@ -56,6 +57,8 @@ RUNON_STEPS_PER_SYMBOL = 9.0
 SHORT = ["Hi.", "Yes.", "No", "Okay.", "Thank you.", "Hello world.", "Wait!", "Why?", "Go", "A", "Stop.",
          "It is done.", "Really?", "No.", "Good morning, everyone."]
 MAX_STEPS = 2000
+#: The voice measured unless ``--voice`` names another (a bundled name or a voice folder).
+VOICE = "slt-tacotron2"
 
 
 def _read(data: Path, name: str) -> list[str]:
@@ -115,8 +118,8 @@ def attention_stop(gate_logits: torch.Tensor, alignments: torch.Tensor, n: int, 
 
 
 def measure(sets: list[str], seeds: list[int], train_lines: int, verify: int, short_seeds: list[int],
-            shard: tuple[int, int] = (0, 1), data: Path = DATA) -> dict:
-    voice = load_voice("slt-tacotron2")
+            shard: tuple[int, int] = (0, 1), data: Path = DATA, voice_name: str = VOICE) -> dict:
+    voice = load_voice(voice_name)
     synth = Synthesizer(voice, device="cpu")
     model = voice.acoustic
     records, skipped = [], 0
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="only every N-th text from the K-th (one process per core; merge with --summarize)")
     p.add_argument("--data", type=Path, default=None, help="folder of val.txt and train.txt (or train.txt.gz); "
                    "default ../shared/data/ljspeech")
+    p.add_argument("--voice", default=VOICE, help="a Tacotron2 voice: bundled name or folder")
     p.add_argument("--summarize", nargs="+", metavar="JSON", help="merge and summarize earlier outputs instead")
     a = p.parse_args(argv)
     k, _, n = a.shard.partition("/")
@@ -215,9 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    result = measure(a.sets.split(","), [int(s) for s in a.seeds.split(",")], a.train_lines, a.verify,
-                     [int(s) for s in a.short_seeds.split(",")], shard=(k, n), data=a.data or DATA)
+    try:
+        result = measure(a.sets.split(","), [int(s) for s in a.seeds.split(",")], a.train_lines, a.verify,
+                         [int(s) for s in a.short_seeds.split(",")], shard=(k, n), data=a.data or DATA,
+                         voice_name=a.voice)
+    except VoiceError as e:              # measure() loads the voice before it decodes anything
+        p.error(f"--voice: {e}")
     result["shard"] = a.shard
+    result["voice"] = a.voice
     result["constants"] = dict(end_mass=ATTENTION_STOP.end_mass, end_frames=ATTENTION_STOP.end_frames,
                                min_steps=ATTENTION_STOP.min_steps, steps_per_symbol=ATTENTION_STOP.steps_per_symbol,
                                margin=ATTENTION_STOP.margin, max_decoder_steps=MAX_STEPS)
