@@ -8,7 +8,9 @@ alone follows the same steps whatever the rule until it stops, so the step at wh
 ``stop_rule="attention"`` (``tts.models.tacotron2.StopRule``) ends it follows from that run's gate
 logits and alignments (``attention_stop``). The first ``--verify`` lines of every seed of the
 ``val`` set are also decoded with ``stop_rule="attention"`` for real, and their frames compared bit
-for bit with the gate run's (``identical``) and their step counts with the replayed rule's.
+for bit with the gate run's (``identical``: the whole output where both runs end on the same step,
+else the decoder frames both made, before the postnet) and their step counts with the replayed
+rule's.
 
 From the gate run it also records the step on which the last symbol's cumulative attention first
 reached ``end_mass`` and the gate's distance from it (the numbers the rule's constants come from).
@@ -149,8 +151,12 @@ def measure(sets: list[str], seeds: list[int], train_lines: int, verify: int, sh
                 got = int(att.mel_lengths[0])
                 keep_g, keep_a = min(ng + 1, MAX_STEPS), min(got + 1, limit_a)
                 rec["attention_steps_decoded"] = got
-                rec["identical"] = bool(got == na and (not fired or torch.equal(
-                    gate.mel_postnet[..., :keep_g], att.mel_postnet[..., :keep_a])))
+                if keep_a == keep_g:     # the same piece: the same audio
+                    same = torch.equal(gate.mel_postnet[..., :keep_g], att.mel_postnet[..., :keep_a])
+                else:                    # cut earlier: the decoder frames both made (the postnet's
+                    k = min(keep_a, keep_g)   # convolutions see where each piece ends)
+                    same = torch.equal(gate.mel[..., :k], att.mel[..., :k])
+                rec["identical"] = bool(got == na and (not fired or same))
             records.append(rec)
             print(f"{kind} {line} seed {seed}: {n} symbols, gate {ng}{'' if fired else ' (run-on)'}, "
                   f"attention {na}", file=sys.stderr, flush=True)
