@@ -237,6 +237,15 @@ def test_hibari_voices_without_a_hifigan_speak_through_griffin_lim(tmp_path):
     assert write_manifests(tmp_path / "v", "x", "hibari") == [tmp_path / "v" / "x"]
     spec = json.loads((tmp_path / "v" / "x" / "voice.json").read_text())
     assert spec["vocoder"]["kind"] == "griffinlim" and "hibari" in spec["about"]
+    (tmp_path / "v" / "x-tacotron2").mkdir()
+    (tmp_path / "v" / "x-tacotron2" / "tacotron2.pt").write_bytes(b"")
+    assert write_manifests(tmp_path / "v", "x", "hibari")[1] == tmp_path / "v" / "x-tacotron2"
+    t2 = json.loads((tmp_path / "v" / "x-tacotron2" / "voice.json").read_text())
+    # the Tacotron2's smoother mels are sharpened more than the FastSpeech's
+    assert (spec["vocoder"]["power"], t2["vocoder"]["power"]) == (1.3, 1.5)
+    assert {k: v for k, v in t2["vocoder"].items() if k != "power"} == \
+        {k: v for k, v in spec["vocoder"].items() if k != "power"}
+    assert t2["defaults"]["prenet_dropout"] == 0.5
     with pytest.raises(ValueError, match="teacher"):
         write_manifests(tmp_path / "v", "x", "piper")
 
