@@ -1,7 +1,7 @@
 """Measures the Tacotron2 stop rules on a Tacotron2 voice (``--voice``; default the bundled
 ``slt-tacotron2``): run-ons, frames against text length.
 
-Every (text, seed) is decoded on the CPU as ``tts-synth --voice slt-tacotron2 --seed N`` decodes a
+Every (text, seed) is decoded on the CPU as ``tts-synth --voice VOICE --seed N`` decodes a
 one-piece line (one generator per text, seeded with N, drawing the prenet dropout masks), with
 ``stop_rule="gate"`` (NVIDIA's reference: the stop gate, or ``max_decoder_steps``). One text decoded
 alone follows the same steps whatever the rule until it stops, so the step at which
@@ -27,6 +27,7 @@ summarizes them again, without decoding.
 Usage (from the repository root)::
 
     python recipes/bundled_voice/stop_rule.py --out build/stop_rule/stop_rule.json
+    python recipes/bundled_voice/stop_rule.py --voice DIR/heart-tacotron2 --out build/stop_rule/heart.json
 
 Sets: ``val`` (the 100 held-out lines of ``../shared/data/ljspeech/val.txt``), ``train`` (the first
 ``--train-lines`` of ``train.txt``), ``phrases`` (``phrases/phrase_8_128.txt``, seeds 0-9 whatever
@@ -151,11 +152,10 @@ def measure(sets: list[str], seeds: list[int], train_lines: int, verify: int, sh
                 got = int(att.mel_lengths[0])
                 keep_g, keep_a = min(ng + 1, MAX_STEPS), min(got + 1, limit_a)
                 rec["attention_steps_decoded"] = got
-                if keep_a == keep_g:     # the same piece: the same audio
-                    same = torch.equal(gate.mel_postnet[..., :keep_g], att.mel_postnet[..., :keep_a])
-                else:                    # cut earlier: the decoder frames both made (the postnet's
-                    k = min(keep_a, keep_g)   # convolutions see where each piece ends)
-                    same = torch.equal(gate.mel[..., :k], att.mel[..., :k])
+                # the same end: the same output; cut earlier: the decoder frames both made (the
+                # postnet's convolutions see where each piece ends)
+                out, k = ("mel_postnet", keep_g) if keep_a == keep_g else ("mel", min(keep_a, keep_g))
+                same = torch.equal(getattr(gate, out)[..., :k], getattr(att, out)[..., :k])
                 rec["identical"] = bool(got == na and (not fired or same))
             records.append(rec)
             print(f"{kind} {line} seed {seed}: {n} symbols, gate {ng}{'' if fired else ' (run-on)'}, "
