@@ -545,3 +545,7 @@ def test_measurement_script_reads_gzipped_transcripts_from_data(tmp_path):
                          timeout=120)
     assert bad.returncode == 2 and "--voice: unknown voice 'no-such-voice'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    fs = subprocess.run([sys.executable, str(script), "--voice", "heart"], capture_output=True, text=True,
+                        timeout=120)
+    assert fs.returncode == 2 and "--voice: 'heart' is a fastspeech voice" in fs.stderr
+    assert "Traceback" not in fs.stderr

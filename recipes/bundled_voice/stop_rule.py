@@ -123,6 +123,8 @@ def attention_stop(gate_logits: torch.Tensor, alignments: torch.Tensor, n: int, 
 def measure(sets: list[str], seeds: list[int], train_lines: int, verify: int, short_seeds: list[int],
             shard: tuple[int, int] = (0, 1), data: Path = DATA, voice_name: str = VOICE) -> dict:
     voice = load_voice(voice_name)
+    if voice.acoustic_kind != "tacotron2":
+        raise VoiceError(f"{voice_name!r} is a {voice.acoustic_kind} voice; the stop rule is Tacotron2's")
     synth = Synthesizer(voice, device="cpu")
     model = voice.acoustic
     records, skipped = [], 0
