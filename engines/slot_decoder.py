@@ -20,7 +20,7 @@ from tts.engines._graphs import capture
 from tts.engines.tacotron2_step import DecoderBuffers
 from tts.models.tacotron2 import ATTENTION_STOP, check_stop_rule
 
-__all__ = ["SlotDecoder", "SlotOutput", "slot_buckets", "SLOT_MIN_INPUT"]
+__all__ = ["SlotDecoder", "SlotLaunch", "SlotOutput", "slot_buckets", "SLOT_MIN_INPUT"]
 
 #: Smallest input-length bucket of a SlotDecoder (its buckets are powers of two from here).
 SLOT_MIN_INPUT = 32
@@ -47,6 +47,21 @@ class SlotOutput:
     align: Tensor | None = None
 
 
+@dataclass(eq=False)
+class SlotLaunch:
+    """One ``SlotDecoder.launch``: the replay queued, where its outputs land on the host, and the
+    host-side slot settings it ran with (``collect`` reads them)."""
+
+    decoder: SlotDecoder
+    active: list[bool]                 #: per slot: active at the launch (its outputs are a row's)
+    steps: list[int]                   #: per slot: steps made before this replay
+    threshold: list[float]
+    stop_rule: list[str]
+    want_align: bool
+    event: torch.cuda.Event | None = None      #: recorded after the copies (CUDA)
+    host: tuple | None = None                  #: (frames, gate, align, ends) on the host; None once collected
+
+
 # per-slot decoder state (rows on dim 0; ah/dh: ping-pong pairs, rows on dim 1)
 _SLOT_ROW_STATE = ("frame", "ac", "dc", "ctx", "end_count")
 _SLOT_PAIR_STATE = ("ah", "dh")
@@ -63,7 +78,10 @@ class SlotDecoder:
     or without graphs, the same steps eagerly) and copies the K frames and gate
     logits of every slot to the host once. Free slots compute garbage that is
     never read. ``leave`` frees a slot. ``resized`` moves the live slots into a
-    decoder of another (rows, input length) bucket.
+    decoder of another (rows, input length) bucket. ``run`` is ``launch`` (queue the
+    replay and its copies to the host) then ``collect`` (wait, read): a caller that
+    queues the next launch before collecting the last keeps the GPU decoding while
+    it reads (``tts.server.rows.SlotRowDecoder`` does, on CUDA).
 
     Each slot's attention is masked to its own input length and every kernel
     works row by row, so a row gets the frames it would get decoding alone,
@@ -104,12 +122,15 @@ class SlotDecoder:
         self.align = [False] * self.rows                 # per slot: its attention is read back
         self._par = 0
         self._graphs: dict[tuple[float, int], torch.cuda.CUDAGraph] = {}
-        self._host: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        # two sets of pinned host buffers (CUDA): a launch copies into one while the other is read
+        self._host: list[tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
+        self._next_host = 0
         if dev.type == "cuda":
-            self._host = (torch.zeros(tuple(b.mel.shape), pin_memory=True),
-                          torch.zeros(tuple(b.gate.shape), pin_memory=True),
-                          torch.zeros(tuple(b.align.shape), pin_memory=True),
-                          torch.zeros(tuple(b.end_rec.shape), dtype=torch.int32, pin_memory=True))
+            self._host = [(torch.zeros(tuple(b.mel.shape), pin_memory=True),
+                           torch.zeros(tuple(b.gate.shape), pin_memory=True),
+                           torch.zeros(tuple(b.align.shape), pin_memory=True),
+                           torch.zeros(tuple(b.end_rec.shape), dtype=torch.int32, pin_memory=True))
+                          for _ in range(2)]
 
     # ------------------------------------------------------------------ slots
     @on_device
@@ -214,12 +235,27 @@ class SlotDecoder:
     def run(self, prenet_dropout: float = 0.0) -> SlotOutput:
         """Advances every slot K steps (one graph replay on CUDA); returns the K frames and gates of
         every slot on the host and each active slot's first stop step (and the attention weights when
-        an active slot joined with ``align``). Active slots' ``steps`` += K."""
+        an active slot joined with ``align``). Active slots' ``steps`` += K. ``collect(launch(p))``."""
+        return self.collect(self.launch(prenet_dropout))
+
+    @on_device
+    @torch.inference_mode()
+    def launch(self, prenet_dropout: float = 0.0) -> SlotLaunch:
+        """Queues one replay of K steps for every slot and the copies of its outputs to the host, and
+        returns without waiting (on CUDA; on the CPU the steps run here). ``collect`` waits for it.
+
+        The slots taking part are the active ones now: a slot that joins after this takes part from
+        the next launch, and a row that leaves after it still has this replay's frames in its
+        ``SlotOutput`` (for the caller to drop). Active slots' ``steps`` += K now. At most two launches
+        may be uncollected at once (two host buffers on CUDA): launch, launch, collect the first,
+        launch, collect the second, ... keeps the GPU busy while the host reads the last replay."""
         eng, b = self.engine, self.buf
         p = float(prenet_dropout)
         k = self.steps_per_replay
-        want_align = any(a and w for a, w in zip(self.active, self.align))
-        align = None
+        active = list(self.active)
+        want_align = any(a and w for a, w in zip(active, self.align))
+        rec = SlotLaunch(decoder=self, active=active, steps=list(self.steps), threshold=list(self.threshold),
+                         stop_rule=list(self.stop_rule), want_align=want_align)
         with torch.autocast(eng.device.type, enabled=False):
             if eng.use_graphs:
                 graph = self._graphs.get((p, self._par)) or self._capture(p, self._par)
@@ -227,40 +263,63 @@ class SlotDecoder:
             else:
                 self._steps(p)
             if self._host is not None:
-                hm, hg, ha, he = self._host
+                host = self._host[self._next_host]
+                self._next_host ^= 1
+                hm, hg, ha, he = host
                 hm.copy_(b.mel, non_blocking=True)
                 hg.copy_(b.gate, non_blocking=True)
                 if want_align:
                     ha.copy_(b.align, non_blocking=True)
                 he.copy_(b.end_rec, non_blocking=True)
-                torch.cuda.current_stream(eng.device).synchronize()
-                frames, gate, ends = hm.clone(), hg.clone(), he       # ends: read below, before the next run
-                if want_align:
-                    align = ha.clone()
+                rec.event = torch.cuda.Event()
+                rec.event.record(torch.cuda.current_stream(eng.device))
+                rec.host = host
             else:
-                frames, gate, ends = b.mel.to("cpu", copy=True), b.gate.to("cpu", copy=True), b.end_rec.to("cpu")
-                if want_align:
-                    align = b.align.to("cpu", torch.float32, copy=True)
+                rec.host = (b.mel.to("cpu", copy=True), b.gate.to("cpu", copy=True),
+                            b.align.to("cpu", torch.float32, copy=True) if want_align else None,
+                            b.end_rec.to("cpu", copy=True))
         self._par = (self._par + k) % 2
-        stop = self._stops(gate, ends)
-        for s, a in enumerate(self.active):
+        for s, a in enumerate(active):
             if a:
                 self.steps[s] += k
+        return rec
+
+    def collect(self, rec: SlotLaunch) -> SlotOutput:
+        """Waits for ``rec`` (a ``launch`` of this decoder) and returns its ``SlotOutput``: stop steps
+        from the slots' thresholds, rules and step counts as they were at its launch."""
+        if rec.decoder is not self:
+            raise ValueError("collect: a launch of another SlotDecoder")
+        if rec.host is None:
+            raise ValueError("collect: this launch was collected already")
+        hm, hg, ha, he = rec.host
+        rec.host = None
+        align = None
+        if rec.event is not None:
+            rec.event.synchronize()
+            frames, gate, ends = hm.clone(), hg.clone(), he.clone()
+            if rec.want_align:
+                align = ha.clone()
+        else:
+            frames, gate, ends = hm, hg, he
+            if rec.want_align:
+                align = ha
+        stop = self._stops(gate, ends, rec)
         return SlotOutput(frames=frames, gate=gate, stop=stop, align=align)
 
-    def _stops(self, gate: Tensor, ends: Tensor) -> list[int | None]:
-        """Each active slot's first step of this replay whose gate fired (its threshold) or, under the
-        ``attention`` rule, whose attention ended (``tts.models.tacotron2.attention_ended``); None if
-        none. On the host, once per replay, in numpy: a few microseconds for every slot together."""
+    def _stops(self, gate: Tensor, ends: Tensor, rec: SlotLaunch) -> list[int | None]:
+        """Each slot active at ``rec``'s launch: its first step of that replay whose gate fired (its
+        threshold) or, under the ``attention`` rule, whose attention ended
+        (``tts.models.tacotron2.attention_ended``); None if none. On the host, once per replay, in
+        numpy: a few microseconds for every slot together."""
         k = self.steps_per_replay
-        fired = torch.sigmoid(gate).numpy() > np.asarray(self.threshold, dtype=np.float32)[:, None]   # [rows, K]
-        if "attention" in self.stop_rule:
-            made = np.asarray(self.steps, dtype=np.int64)[:, None] + np.arange(1, k + 1)               # [rows, K]
+        fired = torch.sigmoid(gate).numpy() > np.asarray(rec.threshold, dtype=np.float32)[:, None]   # [rows, K]
+        if "attention" in rec.stop_rule:
+            made = np.asarray(rec.steps, dtype=np.int64)[:, None] + np.arange(1, k + 1)               # [rows, K]
             ended = (ends.numpy() >= ATTENTION_STOP.end_frames) & (made >= ATTENTION_STOP.min_steps)
-            ended &= np.asarray([r == "attention" for r in self.stop_rule])[:, None]
+            ended &= np.asarray([r == "attention" for r in rec.stop_rule])[:, None]
             fired |= ended
         hit, first = fired.any(1).tolist(), fired.argmax(1).tolist()
-        return [f if a and h else None for a, h, f in zip(self.active, hit, first)]
+        return [f if a and h else None for a, h, f in zip(rec.active, hit, first)]
 
     # ------------------------------------------------------------------ buckets
     @on_device

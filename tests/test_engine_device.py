@@ -79,7 +79,7 @@ def test_every_public_engine_entry_point_is_wrapped():
     from tts.engines.waveglow import DenoiserEngine, WaveGlowEngine
 
     names = {Tacotron2Engine: ("encode", "postnet_forward", "decode", "infer", "__call__", "slots"),
-             SlotDecoder: ("join", "leave", "capture", "run", "resized", "reset"),
+             SlotDecoder: ("join", "leave", "capture", "run", "launch", "resized", "reset"),
              WaveGlowEngine: ("infer", "__call__"), DenoiserEngine: ("__call__", "forward"),
              FastSpeechEngine: ("infer", "__call__")}
     for cls, methods in names.items():

@@ -321,7 +321,7 @@ def test_slots_deadline_and_failing_replay_free_their_rows(synths, monkeypatch):
     from tts.server.scheduler import TacotronScheduler
 
     sched = TacotronScheduler(synths["t2"], max_rows=4, decoder="slots", steps_per_replay=2)
-    real_run = SlotDecoder.run
+    real_launch = SlotDecoder.launch
     calls = {"n": 0, "fail_at": None, "sleep": 0.02}
 
     def flaky(self, *a, **k):
@@ -329,9 +329,9 @@ def test_slots_deadline_and_failing_replay_free_their_rows(synths, monkeypatch):
         time.sleep(calls["sleep"])                       # a slow device: the deadline passes mid-decode
         if calls["n"] == calls["fail_at"]:
             raise RuntimeError("simulated device fault")
-        return real_run(self, *a, **k)
+        return real_launch(self, *a, **k)
 
-    monkeypatch.setattr(SlotDecoder, "run", flaky)
+    monkeypatch.setattr(SlotDecoder, "launch", flaky)
     sched.start()
 
     async def main():

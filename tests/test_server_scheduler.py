@@ -33,7 +33,10 @@ LONG = "A much longer sentence that should take the decoder many more steps to f
 #: (stop rule ``gate``: the random model's attention would end them).
 HOG_TEXT = " ".join([LONG] * 20)
 HOG = SynthesisOptions(gate_threshold=0.999, max_decoder_steps=100_000, stop_rule="gate", **DET)
-DECODERS = [{"decoder": "eager"}, {"decoder": "slots", "steps_per_replay": 4}]
+#: The slot decoder pipelined (next replay queued before the last is read), as on CUDA, and not.
+DECODERS = [{"decoder": "eager"}, {"decoder": "slots", "steps_per_replay": 4, "pipeline": False},
+            {"decoder": "slots", "steps_per_replay": 4, "pipeline": True}]
+DECODER_IDS = ["eager", "slots", "slots-pipelined"]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +143,7 @@ def test_admission_round_robin_share_reserve_and_eviction():
 
 # ----------------------------------------------------------------------------- fairness
 
-@pytest.mark.parametrize("kw", DECODERS, ids=["eager", "slots"])
+@pytest.mark.parametrize("kw", DECODERS, ids=DECODER_IDS)
 def test_short_call_joins_at_once_and_finishes_under_a_row_hog(synth, kw):
     """A ten-piece call whose gate never fires (max_decoder_steps 100 000) holds at most
     max_rows - share rows; a short call sent while it decodes joins within one step, finishes
@@ -213,7 +216,7 @@ def test_a_long_piece_is_vocoded_in_chunks_that_interleave_with_other_calls(synt
 
 # ----------------------------------------------------------------------------- deadlines
 
-@pytest.mark.parametrize("kw", DECODERS, ids=["eager", "slots"])
+@pytest.mark.parametrize("kw", DECODERS, ids=DECODER_IDS)
 def test_deadline_stops_decoding_at_the_next_step(synth, kw):
     """The clock counts decoder steps: a call whose deadline is step 10 takes steps 0..9 only."""
     box = {}
@@ -351,7 +354,7 @@ def test_streams_progress_while_unary_calls_run(synth):
         assert not (j1.kind == j2.kind == "unary" and j2.streams_waiting > 0)
 
 
-@pytest.mark.parametrize("kw", DECODERS)
+@pytest.mark.parametrize("kw", DECODERS, ids=DECODER_IDS)
 def test_stream_frames_are_delivered_as_they_complete_a_chunk(synth, monkeypatch, kw):
     """A streaming row's frames reach the vocoder when they complete the stream's next audio chunk:
     every delivery makes audio (no vocoder job and thread hop for frames that cannot), the first as

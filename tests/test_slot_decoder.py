@@ -148,6 +148,57 @@ def test_resize_moves_live_rows_between_buckets_unchanged():
         sd4.resized(2, 5, keep=[0])                  # A has 20 inputs
 
 
+def test_pipelined_row_decoder_gives_every_row_its_frames_alone_through_joins_and_resizes():
+    """``SlotRowDecoder`` with ``pipeline``: each ``step`` queues the next replay before reading the
+    last, so a row's frames arrive one call later and a row that joins between calls first appears
+    in the call after next. Through joins that grow the bucket (rows and input length), leaves that
+    shrink it, and a slot taken by a new row while the replay ahead still decodes its old row, every
+    row's frames and stop steps equal its text decoded alone, and no frame is read twice or lost."""
+    from tts.server.rows import RowStart, SlotRowDecoder
+
+    t2 = _model()
+    eng = _engine(t2)
+    texts = {"a": _ids(20, 11), "b": _ids(50, 12), "c": _ids(9, 13), "d": _ids(30, 14), "e": _ids(15, 15)}
+    got: dict[str, list[torch.Tensor]] = {k: [] for k in texts}
+    rd = SlotRowDecoder(eng, t2, "cpu", 2, pipeline=True)
+    calls: list[set[str]] = []
+
+    def join(*names):
+        rd.join([RowStart(n, texts[n][0].tolist(), 1.0) for n in names])   # threshold 1.0: the gate never ends a row
+
+    def step():
+        out = rd.step(0.0)
+        calls.append(set(out))
+        for k, rf in out.items():
+            assert rf.stop is None and rf.frames.shape == (t2.config.n_mel_channels, 2)
+            got[k].append(rf.frames)
+
+    join("a")
+    for _ in range(3):
+        step()
+    join("b")                                   # (1, 32) -> (2, 64)
+    step()
+    step()
+    join("c", "d")                              # -> (4, 64)
+    for _ in range(3):
+        step()
+    rd.leave(["a"])
+    join("e")                                   # e takes a's slot while the replay ahead still decodes a
+    step()
+    step()
+    rd.leave(["b", "c"])                        # -> (2, 32)
+    for _ in range(2):
+        step()
+    assert calls[3] == {"a"} and calls[4] == {"a", "b"}      # b's first frames: the second call after its join
+    assert calls[8] == {"a", "b", "c", "d"} and calls[9] == {"b", "c", "d", "e"}
+    for name, ids in texts.items():
+        frames = torch.cat(got[name], dim=1).t()
+        want_f, _ = _alone(t2, ids, frames.shape[0])
+        assert frames.shape[0] >= 4, name
+        assert float((frames - want_f).abs().max()) < TOL, name
+    assert [frames.shape[0] for frames in (torch.cat(got[n], dim=1).t() for n in "abcde")] == [18, 14, 10, 12, 6]
+
+
 def test_stop_reports_the_first_fired_step_per_slot_threshold():
     t2 = _model()
     eng = _engine(t2)

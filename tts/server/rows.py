@@ -217,15 +217,20 @@ class SlotRowDecoder:
         steps_per_replay: K.
     """
 
-    def __init__(self, engine, acoustic, device, steps_per_replay: int) -> None:
+    def __init__(self, engine, acoustic, device, steps_per_replay: int, pipeline: bool | None = None) -> None:
         self.engine = engine
         self.acoustic = acoustic
         self.device = device
         self.steps_per_call = int(steps_per_replay)
+        #: Whether ``step`` queues the next replay before reading the last (see ``step``); default:
+        #: with CUDA graphs (on the CPU a replay runs while it is queued, so there is nothing to overlap).
+        self.pipeline = bool(engine.use_graphs) if pipeline is None else bool(pipeline)
         self.sd = None                                   # the SlotDecoder in use (kept while idle)
         self._slot: dict[Hashable, int] = {}
         self._length: dict[Hashable, int] = {}
         self._align: dict[Hashable, bool] = {}
+        # the launch queued ahead (pipeline) and the row keys of its slots
+        self._ahead: tuple | None = None
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -265,20 +270,42 @@ class SlotRowDecoder:
             self._length[r.key] = len(r.ids)
             self._align[r.key] = bool(r.align)
 
+    def _launch(self, prenet_dropout: float) -> tuple:
+        return self.sd.launch(prenet_dropout), dict(self._slot), dict(self._length), dict(self._align)
+
     def step(self, prenet_dropout: float) -> dict[Hashable, RowFrames]:
-        out = self.sd.run(prenet_dropout)
+        """K steps of every row. Pipelined: the replay after this one is queued before this one is
+        read, so the GPU decodes while the host reads frames, ends rows and admits new ones. The
+        result is then the replay launched at the last call (the rows that were in it; a row that
+        joined since comes with the next call), and a row that ends in it has decoded K more steps
+        on the device that nobody reads."""
+        if not self.pipeline:
+            rec = self._launch(prenet_dropout)
+        else:
+            rec = self._ahead if self._ahead is not None else self._launch(prenet_dropout)
+            self._ahead = self._launch(prenet_dropout)
+        launch, slots, lengths, aligns = rec
+        out = launch.decoder.collect(launch)
         frames = out.frames.transpose(1, 2).contiguous()     # [rows, n_mel, K]: one copy for every row
-        return {k: RowFrames(frames[s], out.stop[s], out.align[s, :, :self._length[k]] if self._align[k] else None)
-                for k, s in self._slot.items()}
+        return {k: RowFrames(frames[s], out.stop[s], out.align[s, :, :lengths[k]] if aligns[k] else None)
+                for k, s in slots.items()}
+
+    def _drop_ahead(self) -> None:
+        """Forgets the launch queued ahead (its rows are gone). Not waited for: a later launch's
+        copies into the same host buffers come after its own in stream order."""
+        self._ahead = None
 
     def leave(self, keys: Sequence[Hashable]) -> None:
         for k in keys:
             if k in self._slot:
                 self.sd.leave(self._slot.pop(k))
                 del self._length[k], self._align[k]
+        if not self._slot:
+            self._drop_ahead()
         self._fit(len(self._slot), max(self._length.values(), default=1))
 
     def reset(self) -> None:
+        self._drop_ahead()
         if self.sd is not None:
             self.sd.reset()
         self._slot.clear()
@@ -303,12 +330,13 @@ class SlotRowDecoder:
         return n
 
 
-def make_row_decoder(acoustic, device, decoder: str = "auto", steps_per_replay: int = 16) -> RowDecoder:
+def make_row_decoder(acoustic, device, decoder: str = "auto", steps_per_replay: int = 16,
+                     pipeline: bool | None = None) -> RowDecoder:
     """The row decoder for a synthesizer's acoustic module.
 
     ``"slots"``: the slot decoder (on an eager module: the engine's PyTorch twin in float32 on its
     device); ``"eager"``: the step API; ``"auto"``: slots where ``acoustic`` is the fast engine on
-    CUDA, else eager.
+    CUDA, else eager. ``pipeline``: the slot decoder's (``SlotRowDecoder.pipeline``; None: with CUDA graphs).
     """
     from tts.engines.tacotron2 import Tacotron2Engine
 
@@ -324,4 +352,4 @@ def make_row_decoder(acoustic, device, decoder: str = "auto", steps_per_replay: 
         dev = torch.device(device)
         engine = Tacotron2Engine(acoustic, device=dev, precision="fp32",
                                  backend="auto" if dev.type == "cuda" else "torch")
-    return SlotRowDecoder(engine, acoustic, device, steps_per_replay)
+    return SlotRowDecoder(engine, acoustic, device, steps_per_replay, pipeline)

@@ -91,6 +91,8 @@ class TacotronScheduler:
             least this many steps after their last delivery.
         decoder: ``"slots"``, ``"eager"`` or ``"auto"`` (``tts.server.rows.make_row_decoder``).
         steps_per_replay: decoder steps per slot-decoder replay (K).
+        pipeline: whether the slot decoder queues its next replay before reading the last
+            (``tts.server.rows.SlotRowDecoder.step``; None: with CUDA graphs).
         vocoder_batch: most unary pieces, or streaming windows, in one batched vocoder call.
         vocoder_frames: unary pieces longer than this are vocoded in chunks of it, one per vocoder job.
         clock: the clock deadlines are compared with (``time.monotonic``).
@@ -98,7 +100,7 @@ class TacotronScheduler:
 
     def __init__(self, synth, *, max_rows: int | None = None, max_queue: int = 256, rows_per_call: int | None = None,
                  deliver_every: int = 4, metrics=None, decoder: str = "auto", steps_per_replay: int = 16,
-                 vocoder_batch: int = 16, vocoder_frames: int = 2048,
+                 pipeline: bool | None = None, vocoder_batch: int = 16, vocoder_frames: int = 2048,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.synth = synth
         self.acoustic = synth.acoustic_module
@@ -112,7 +114,7 @@ class TacotronScheduler:
         self.deliver_every = int(deliver_every)
         self.metrics = metrics
         self.clock = clock
-        self.decoder = make_row_decoder(self.acoustic, self.device, decoder, steps_per_replay)
+        self.decoder = make_row_decoder(self.acoustic, self.device, decoder, steps_per_replay, pipeline)
         self.steps_per_replay = int(steps_per_replay)
         self.vocoder_stage = VocoderStage(synth, max_batch=vocoder_batch, max_frames=vocoder_frames, clock=clock)
         self._inbox: queue.Queue = queue.Queue()
@@ -412,7 +414,9 @@ class TacotronScheduler:
         finished = []
         posts: list[tuple[Call, tuple]] = []       # streaming events of this step, handed over together
         for r in self._rows:
-            rf = out[r]
+            rf = out.get(r)
+            if rf is None:        # joined after the replay read now was queued (pipelined slot decoder)
+                continue
             most = r.most
             limit = most - r.steps                                      # steps this row may still make
             gate_fired = rf.stop is not None and rf.stop < limit        # its gate (or attention) ended it
