@@ -706,3 +706,38 @@ def test_a_griffinlim_streams_windows_join_vocoder_calls_only_in_plan_order(voic
     stage._streams.extend([a, b])
     _, batch = stage._pick_windows()
     assert batch == ([(a, 2)] if voice != "fixture" else [(a, 2), (b, 2)])
+
+
+def test_a_streams_first_chunk_goes_before_the_chunks_other_streams_queued(synth):
+    """Stream A (older) has steady windows queued; stream B, just started, has its first window: the
+    next vocoder call is B's first chunk, not A's backlog (time to first audio under load). With no
+    first window queued the oldest job goes first, as before."""
+    import torch
+
+    from tts.server.vocoding import _StreamJob
+    from tts.streaming import MelStreamer, StreamConfig, make_vocode
+
+    stage = TacotronScheduler(synth, max_rows=8, decoder="eager").vocoder_stage
+    o = SynthesisOptions(**DET).merged_over(synth.voice.defaults)
+    vocode = make_vocode(stage.vocoder, stage.denoiser, sigma=o.sigma, denoiser_strength=o.denoiser_strength,
+                         dtype=stage.dtype)
+
+    def job(seq, frames, committed):
+        st = MelStreamer(vocode, None, StreamConfig(**CHUNKS))
+        windows = st.plan_push(torch.zeros(80, frames))
+        for w in windows[:committed]:                            # chunks already sent
+            st.commit(w, torch.zeros((w.hi - w.lo) * 256))
+        j = _StreamJob(SimpleNamespace(seq=seq, generator=None, opts=o, voc_jobs=0), st, None, False, None, None)
+        j.windows = windows[committed:]
+        j.audio = [None] * len(j.windows)
+        return j
+
+    a, b = job(0, 76, committed=1), job(1, 12, committed=0)    # A: chunks 2-4 queued; B: its first chunk
+    assert a.streamer.chunks_out == 1 and b.streamer.chunks_out == 0
+    assert [w.shape for w in b.windows] == [(12, 12)] and all(w.shape == (32, 32) for w in a.windows[1:])
+    stage._streams.extend([a, b])
+    _, batch = stage._pick_windows()
+    assert batch == [(b, 0)]
+    stage._streams.remove(b)
+    _, batch = stage._pick_windows()
+    assert batch[0] == (a, 0)

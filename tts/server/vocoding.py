@@ -24,11 +24,14 @@ equal frame count, sigma and denoiser strength share one batched call of at
 most ``max_batch`` pieces (a power of two, so few graph shapes); unequal
 lengths are never padded together, because padding changes WaveGlow's
 output near the end. Streaming windows follow the same rule: the oldest
-streaming job's next window picks the shape (postnet input and vocoder
-window frames), sigma and denoiser strength, and every queued window of an
-unseeded stream that matches it, up to ``max_batch`` (a power of two), goes
-into one postnet call and one WaveGlow+denoiser call; so the first chunks
-of streams that start together go out together. (With a Griffin-Lim voice
+streaming job that starts a piece's audio (a stream's first chunk, so a
+new stream's first audio does not wait behind the chunks other streams
+have queued), else the oldest streaming job, picks with its next window
+the shape (postnet input and vocoder window frames), sigma and denoiser
+strength, and every queued window of an unseeded stream that matches it,
+up to ``max_batch`` (a power of two), goes into one postnet call and one
+WaveGlow+denoiser call; so the first chunks of streams that start
+together go out together. (With a Griffin-Lim voice
 only each stream's next window can join: its windows go in plan order.) A seeded call's pieces and
 windows go alone, in order, through the call's own generator. Before each
 call the stage drops the work of calls that were cancelled, failed or
@@ -343,9 +346,10 @@ class VocoderStage:
         self._streams = keep
 
     def _pick_windows(self) -> tuple[VocoderJob, list[tuple[_StreamJob, int]]]:
-        """Under the lock: the oldest streaming job's next window and, unless its call is seeded, the
-        queued windows of unseeded streams that can share its vocoder call (see module doc)."""
-        head = self._streams[0]
+        """Under the lock: the next window of the oldest streaming job that starts a piece's audio
+        (else of the oldest job) and, unless its call is seeded, the queued windows of unseeded streams
+        that can share its vocoder call (see module doc)."""
+        head = next((job for job in self._streams if job.streamer.chunks_out == 0), self._streams[0])
         first = head.pending()[0]
         if head.call.generator is not None:
             batch = [(head, first)]
