@@ -25,7 +25,8 @@ random NGC-size voice of ``tools/gpu/bench_server.py`` with ``{"max_decoder_step
 
 ``--profile FILE`` records the server process with ``py-spy`` (``pip install py-spy``; every
 thread, idle ones left out) while the single-client unary calls run: a flame graph (``.svg``)
-or, with ``.txt``, py-spy's collapsed stacks (``--format raw``).
+or, with ``.txt``, py-spy's collapsed stacks (``--format raw``); ``--profile-load FILE`` the same
+while the ``--concurrency`` levels run.
 
 ``--threads N`` sets torch's threads in both the in-process run and the server (``--threads``
 of tts-server). Nothing is measured on wall-clock budgets; the numbers are for a reader.
@@ -275,6 +276,24 @@ def concurrent_unary(port: int, voice: str, text: str, clients: int, seconds: fl
 
 # --------------------------------------------------------------------------- main
 
+def spy(server: Server, path: str | None) -> subprocess.Popen | None:
+    """py-spy recording the server process into ``path`` (collapsed stacks for ``.txt``) until ``unspy``."""
+    if not path:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    fmt = ["--format", "raw"] if path.endswith(".txt") else []
+    prof = subprocess.Popen([exe, "record", "--pid", str(server.proc.pid), "--output", path, "--rate", "200", *fmt],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    time.sleep(1.0)
+    return prof
+
+
+def unspy(prof: subprocess.Popen | None) -> None:
+    if prof is not None:
+        prof.send_signal(2)
+        prof.wait(60)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -298,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", default="", metavar="1,16,64", help="also C closed-loop unary clients")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per concurrency level")
     p.add_argument("--profile", metavar="FILE", help="py-spy the server during the single-client unary calls")
+    p.add_argument("--profile-load", metavar="FILE", help="py-spy the server during the --concurrency levels")
     p.add_argument("--server-arg", action="append", default=[], help="an extra tts-server flag (repeatable)")
     p.add_argument("--json", metavar="FILE", help="write the results here")
     args = p.parse_args(argv)
@@ -332,17 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     grpc_calls = GrpcCalls(server.port, name, args.text, args.word_timings)
     http_calls = HttpCalls(server.http_port, name, args.text) if args.http else None
     try:
-        prof = None
-        if args.profile:
-            spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            fmt = ["--format", "raw"] if args.profile.endswith(".txt") else []
-            prof = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--output", args.profile,
-                                     "--rate", "200", *fmt], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            time.sleep(1.0)
+        prof = spy(server, args.profile)
         results["grpc_unary"] = g = paired("grpc_unary", grpc_calls.unary, base, args.requests, args.warmup)
-        if prof is not None:
-            prof.send_signal(2)
-            prof.wait(60)
+        unspy(prof)
         ip = g["in_process"]
         print(f"in process              p50 {ip['p50_ms']:8.2f} ms  ({base.audio_seconds:.2f} s of audio)")
         print(f"gRPC unary, 1 client    p50 {g['total']['p50_ms']:8.2f} ms  gap {g['gap_p50_ms']:+.2f} ms "
@@ -359,11 +371,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{h['total']['p50_ms']:.2f} ms  gap {h['gap_p50_ms']:+.2f} ms", flush=True)
         levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
         results["concurrency"] = []
+        prof = spy(server, args.profile_load) if levels else None
         for c in levels:
             r = concurrent_unary(server.port, name, args.text, c, args.seconds, warmup_s=min(5.0, args.seconds / 4))
             results["concurrency"].append(r)
             print(f"{c:3d} unary clients   {r['x_real_time']:8.1f}x real time, {r['calls_per_s']:.1f} calls/s, "
                   f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors", flush=True)
+        unspy(prof)
     finally:
         grpc_calls.close()
         if http_calls is not None:
