@@ -301,9 +301,11 @@ def test_gpu_slots_graph_per_bucket_and_capture_keeps_live_rows():
 
 
 @pytest.mark.gpu
-def test_gpu_scheduler_runs_the_slot_decoder_on_the_fast_engine():
-    """The scheduler on the fp16 CUDA engine: slots by default, graphs warmed, concurrent rows share
-    replays; each result has the synthesizer's length and >= 30 dB SNR against it (fp16 limit)."""
+@pytest.mark.parametrize("pipeline", [None, False], ids=["pipelined", "plain"])
+def test_gpu_scheduler_runs_the_slot_decoder_on_the_fast_engine(pipeline):
+    """The scheduler on the fp16 CUDA engine: slots by default, replays pipelined by default, graphs
+    warmed, concurrent rows share replays; each result has the synthesizer's length and >= 30 dB SNR
+    against it (fp16 limit), with the replays pipelined and without."""
     import asyncio
 
     import numpy as np
@@ -317,8 +319,8 @@ def test_gpu_scheduler_runs_the_slot_decoder_on_the_fast_engine():
     voice = Voice.from_checkpoints(tacotron2=FIXTURES / "tacotron2/checkpoint_Tacotron2_current_1gpu.pt",
                                    waveglow=FIXTURES / "waveglow/checkpoint_WaveGlow_ngc_style_ddp.pt", name="t2")
     synth = Synthesizer(voice, device="cuda", precision="fp16", max_batch=8)
-    sched = TacotronScheduler(synth)
-    assert sched.use_slots
+    sched = TacotronScheduler(synth, pipeline=pipeline)
+    assert sched.use_slots and sched.decoder.pipeline == (pipeline is None)
     texts = ["Hello there.", "A much longer sentence that should take the decoder many more steps.",
              "Testing, one two three.", "Hello there."]
     det = SynthesisOptions(prenet_dropout=0.0, sigma=0.0)
