@@ -30,6 +30,7 @@ import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(ts) * 1e3
 
     args.out.mkdir(parents=True, exist_ok=True)
-    vd = args.out / "voice"
-    vd.mkdir(exist_ok=True)
-    t2p, wgp = make_voice(vd, args.size)
+    tmp = tempfile.TemporaryDirectory(prefix="bench_slot_decoder_")   # the voice's checkpoints: not in --out
+    t2p, wgp = make_voice(Path(tmp.name), args.size)
     synth = Synthesizer(Voice.from_checkpoints(tacotron2=t2p, waveglow=wgp, name="bench"), device=args.device,
                         precision=args.precision, max_batch=max(64, args.burst))
     from tts.engines.tacotron2 import Tacotron2Engine
