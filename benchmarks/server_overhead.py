@@ -149,7 +149,8 @@ class Server:
                "--port", "0", "--metrics-port", "0", "--http-port", "0", "--log-level", "ERROR", *extra]
         if threads:
             cmd += ["--threads", str(threads)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     cwd=tempfile.gettempdir())   # not the checkout: its tts/ would shadow the one on the path
         self.port = self.http_port = None
         self.lines: list[str] = []
         assert self.proc.stdout is not None
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.voice.startswith("fixture-"):
         voice = str(fixture_voice(args.voice, Path(tmp.name), defaults))
     else:
-        voice = args.voice
+        voice = str(Path(args.voice).resolve()) if Path(args.voice).exists() else args.voice   # the server runs elsewhere
     from tts.voice import load_voice
     name = load_voice(voice).name
     results: dict = {"voice": args.voice, "device": args.device, "precision": args.precision, "text": args.text,

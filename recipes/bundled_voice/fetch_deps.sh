@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Run HERE (CPU machine with apt and pip), once, from the repository root:
-#   bash recipes/bundled_voice/fetch_deps.sh [festival] [wheels] [hibari]    (no argument: all three)
+#   bash recipes/bundled_voice/fetch_deps.sh [festival] [wheels] [hibari] [server]
+#   (no argument: the first three)
 # Collects what the GPU machine lacks into ignored folders that `run` carries:
 #   .debs/   festival: Festival + the SLT HTS voice + its shared libraries (Debian bookworm .deb files)
 #   .whl/    wheels: Python wheels the GPU image lacks (for Python 3.12 there), 2.0 MB; WHL=DIR puts
 #            them in DIR instead (e.g. .whl_t, apart from the server's wheels in .whl: gpu.sh WHL=.whl_t)
+#   .whl/    server: the wheels `tts-server` needs there beyond those (gRPC health and reflection, the
+#            HTTP API's fastapi and uvicorn, py-spy for benchmarks/server_overhead.py --profile-load),
+#            for tools/gpu/bench_server.py and benchmarks/server_overhead.py, 12 MB
 #   .recipe_data/  the LJSpeech transcripts, gzipped (../shared does not travel; gzip keeps the
 #                  travelling tree under 64 MiB: 0.5 MB instead of 1.4), and
 #   .recipe_data/hibari/  hibari: what `gpu.sh corpus` needs for TEACHER=hibari (the GPU image has
@@ -40,11 +44,19 @@ for what in $WHAT; do
       $PY -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d "${WHL:-.whl}" inflect jaraco.functools more-itertools typeguard unidecode soundfile cffi pycparser ;;
+    server)
+      # grpcio and protobuf too: the image's may be older than the versions the generated code checks
+      $PY -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "${WHL:-.whl}" \
+        grpcio grpcio-health-checking grpcio-reflection protobuf prometheus-client fastapi starlette \
+        uvicorn pydantic pydantic-core annotated-types annotated-doc typing-inspection typing-extensions \
+        anyio idna click h11 py-spy ;;
     hibari)
       # needs hibari-tts 0.2.1 installed here (the train extra); the G2P runs on this machine (15 s)
       $PY -m tts.train hibari-pack --texts ../shared/data/ljspeech/train.txt --out .recipe_data/hibari \
         | $PY -c "import json, sys; d = json.load(sys.stdin); print('hibari-pack:', d['texts'], 'texts,', d['alignment_errors'], 'alignment errors,', d['bytes'], 'bytes')" ;;
-    *) echo "fetch_deps.sh: unknown part '$what' (festival, wheels, hibari)" >&2; exit 2 ;;
+    *) echo "fetch_deps.sh: unknown part '$what' (festival, wheels, hibari, server)" >&2; exit 2 ;;
   esac
 done
 du -sh .debs "${WHL:-.whl}" .recipe_data 2>/dev/null || true

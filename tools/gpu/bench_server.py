@@ -1,7 +1,9 @@
 """Server load figures of benchmarks/README.md: ``tts-server`` driven by ``tts-bench --server``.
 
 On the GPU machine, from the repo root (``source tools/gpu/env.sh`` first unless the package is
-installed)::
+installed; the server's wheels the image lacks are made here by ``bash
+recipes/bundled_voice/fetch_deps.sh server`` into ``.whl``, carried, and installed there with ``pip
+install --no-index --no-deps --target /tmp/site .whl/*.whl``, ``/tmp/site`` on ``PYTHONPATH``)::
 
     python3 tools/gpu/bench_server.py [--out DIR]              # one GPU
     python3 tools/gpu/bench_server.py --devices 0,1 [--out DIR] # one worker per GPU
