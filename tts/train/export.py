@@ -22,16 +22,10 @@ logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 
-#: Synthesis defaults of the WaveGlow voices' manifests. Tuned on sentences that no model trained
-#: on (train.txt lines 12000-12039; no corpus used a line past 10499, and val.txt stays for the
-#: gate), FastSpeech + the 108 367-step WaveGlow, no denoiser, WER by sigma: 0.6: 34.8 %,
-#: 0.7: 32.0 %, 0.8: 32.7 %, 0.9: 30.1 %, 1.0: 29.0 % (the training sigma). At 157 492 steps:
-#: 0.9: 29.0 %, 1.0: 29.3 %, 1.1: 30.0 %; denoiser 0.005: 29.3 %, 0.01: 45.2 %. At 58 373 steps
-#: (12 other sentences) 0.6 had been best and the denoiser only hurt behind the FastSpeech.
+#: Synthesis defaults of the WaveGlow voices' manifests: sigma 1.0 (the training sigma) and no
+#: denoiser, tuned on train.txt lines that no corpus used (recipes/bundled_voice/RESULTS.md,
+#: "What did not help"). Tacotron2 + WaveGlow: the same, with the prenet dropout of inference.
 FASTSPEECH_DEFAULTS = {"sigma": 1.0, "denoiser_strength": 0.0}
-#: Tacotron2 + WaveGlow on the same 40 lines, sigma / denoiser strength. At 13 100 + 108 367
-#: steps: 0.6 / 0.01: 51.6 %; 1.0 / 0.01: 46.3 %; 1.0 / 0: 46.7 %. At 18 682 + 157 492:
-#: 1.0 / 0: 42.8 %; 1.0 / 0.01: 45.2 %; 0.9 / 0.01: 44.6 %; 1.0 / 0.02: 45.9 %.
 TACOTRON2_WG_DEFAULTS = {"sigma": 1.0, "denoiser_strength": 0.0, "prenet_dropout": 0.5}
 
 
