@@ -51,6 +51,25 @@ def fixture_synths(max_batch: int = 4, max_piece_chars: int = 16) -> dict:
             "fs": Synthesizer(fs, max_batch=max_batch, max_piece_chars=max_piece_chars)}
 
 
+def serve_synths(synths: dict, max_batch_size: int, scheduler_options: dict | None = None):
+    """A loopback ``tts-server`` (a started ``ServerThread``; the caller stops it) of ``synths``, default
+    voice ``t2``, streaming in 16-frame chunks (the first 4) with 8 frames of overlap."""
+    from tts.server.app import ServerConfig, TTSServer
+    from tts.server.batcher import BatcherConfig
+    from tts.server.testing import ServerThread
+
+    srv = TTSServer({k: [v] for k, v in synths.items()},
+                    ServerConfig(host="127.0.0.1", port=0, metrics_port=0, warmup=False,
+                                 batcher=BatcherConfig(max_batch_size=max_batch_size, max_queue_delay_s=0.002),
+                                 stream_chunk_frames=16, stream_first_chunk_frames=4, stream_overlap_frames=8),
+                    default_voice="t2")
+    if scheduler_options is not None:
+        srv.engine.scheduler_options = scheduler_options
+    st = ServerThread(srv)
+    st.start()
+    return st
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     # The references were computed with one thread; two threads differ by ~3e-6.

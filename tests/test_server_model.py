@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import serve_synths
 from tts.client import TTSClient
 from tts.options import SynthesisOptions
-from tts.server.app import ServerConfig, TTSServer
 from tts.server.audio import Encoding, decode
-from tts.server.batcher import BatcherConfig
-from tts.server.testing import ServerThread
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -53,16 +51,7 @@ def synths(voices):
 
 def _serve(synths: dict, scheduler_options: dict | None = None):
     """A loopback server of ``synths`` (default voice t2), started; the caller stops it."""
-    srv = TTSServer({k: [v] for k, v in synths.items()},
-                    ServerConfig(host=HOST, port=0, metrics_port=0, warmup=False,
-                                 batcher=BatcherConfig(max_batch_size=16, max_queue_delay_s=0.002),
-                                 stream_chunk_frames=16, stream_first_chunk_frames=4, stream_overlap_frames=8),
-                    default_voice="t2")
-    if scheduler_options is not None:
-        srv.engine.scheduler_options = scheduler_options
-    st = ServerThread(srv)
-    st.start()
-    return st
+    return serve_synths(synths, 16, scheduler_options)
 
 
 @pytest.fixture(scope="module")

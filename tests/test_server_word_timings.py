@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import fixture_synths
+from conftest import fixture_synths, serve_synths
 from tts.client import TTSClient
 from tts.options import SynthesisOptions
 from tts.server.app import ServerConfig, TTSServer
@@ -34,16 +34,7 @@ def synths():
 
 
 def _serve(synths, scheduler_options=None) -> ServerThread:
-    srv = TTSServer({k: [v] for k, v in synths.items()},
-                    ServerConfig(host=HOST, port=0, metrics_port=0, warmup=False,
-                                 batcher=BatcherConfig(max_batch_size=2, max_queue_delay_s=0.002),
-                                 stream_chunk_frames=16, stream_first_chunk_frames=4, stream_overlap_frames=8),
-                    default_voice="t2")
-    if scheduler_options is not None:
-        srv.engine.scheduler_options = scheduler_options
-    st = ServerThread(srv)
-    st.start()
-    return st
+    return serve_synths(synths, 2, scheduler_options)
 
 
 @pytest.fixture(scope="module")
