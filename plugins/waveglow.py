@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["gated_rows", "gated_rows_ref", "gated_rows_sigmoid_", "wn_in_gate", "wn_in_gate_ref", "wn_res_end",
-           "wn_res_end_ref", "wn_frame_pad", "WN_TILES"]
+           "wn_res_end_ref", "wn_frame_pad", "WN_TILES", "WN_IN_FLAT"]
 
 
 def gated_rows_ref(in_act: Tensor) -> Tensor:
@@ -84,6 +84,9 @@ def gated_rows(in_act: Tensor, out: Tensor | None = None, block_rows: int = 16) 
 
 #: Tiles ``(BM, BN, BK, num_warps, num_stages)`` of the two kernels (chosen for fp16 on an H100).
 WN_TILES = {"in": (128, 64, 64, 8, 3), "rs": (128, 128, 64, 8, 3)}
+#: ``wn_in_gate``'s kernel: the reduction as one loop over taps and conditioning (``True``), or a
+#: loop per tap (``False``); ``tools/gpu/bench_wn_tiles.py`` times both.
+WN_IN_FLAT = False
 
 
 def wn_frame_pad(half: int, max_dil: int, phases: int) -> int:
@@ -95,8 +98,8 @@ def wn_frame_pad(half: int, max_dil: int, phases: int) -> int:
 def _wn_kernels():
     from tts.plugins import interpreter_compat
     interpreter_compat()
-    from tts.plugins._wn_triton import wn_in_gate_kernel, wn_res_end_kernel
-    return wn_in_gate_kernel, wn_res_end_kernel
+    from tts.plugins._wn_triton import wn_in_gate_flat_kernel, wn_in_gate_kernel, wn_res_end_kernel
+    return wn_in_gate_kernel, wn_res_end_kernel, wn_in_gate_flat_kernel
 
 
 def _prec(dtype: torch.dtype) -> str:
@@ -104,8 +107,9 @@ def _prec(dtype: torch.dtype) -> str:
 
 
 def wn_in_gate(x: Tensor, w: Tensor, mel: Tensor, wc: Tensor, cb: Tensor, out: Tensor, *, t: int, fp: int, phases: int,
-               dil: int, half: int, tiles: tuple | None = None) -> Tensor:
-    """Kernel of ``wn_in_gate_ref`` (shapes there); all contiguous, one dtype."""
+               dil: int, half: int, tiles: tuple | None = None, flat: bool | None = None) -> Tensor:
+    """Kernel of ``wn_in_gate_ref`` (shapes there); all contiguous, one dtype. ``flat``: which
+    kernel (``WN_IN_FLAT`` when None)."""
     bm, bn, bk, warps, stages = tiles or WN_TILES["in"]
     c = x.shape[-1]
     kt = w.shape[0] // c
@@ -119,14 +123,15 @@ def wn_in_gate(x: Tensor, w: Tensor, mel: Tensor, wc: Tensor, cb: Tensor, out: T
     n_ft = -(-t // bm)
     q0 = -(-(half * dil) // phases)
     grid = (bp * n_ft * (c // bn),)
-    _wn_kernels()[0][grid](x, w, mel, wc, cb, out, t, t + 2 * fp, fp, phases, dil, q0, n_ft, kc,
+    kernel = _wn_kernels()[2 if (WN_IN_FLAT if flat is None else flat) else 0]
+    kernel[grid](x, w, mel, wc, cb, out, t, t + 2 * fp, fp, phases, dil, q0, n_ft, kc,
                            C=c, KT=kt, HALF=half, BM=bm, BN=bn, BK=bk, PREC=_prec(x.dtype),
                            num_warps=warps, num_stages=stages)
     return out
 
 
 def wn_in_gate_ref(x: Tensor, w: Tensor, mel: Tensor, wc: Tensor, cb: Tensor, out: Tensor, *, t: int, fp: int, phases: int,
-                   dil: int, half: int, tiles: tuple | None = None) -> Tensor:
+                   dil: int, half: int, tiles: tuple | None = None, flat: bool | None = None) -> Tensor:
     """PyTorch twin: ``x [B*P*TP, C]``, ``w [KT*C, 2C]``, ``mel [B*T, KC]``, ``wc [P, KC, 2C]``,
     ``cb [2C]`` -> ``out [B*P*T, C]`` (float32 arithmetic)."""
     c = x.shape[-1]

@@ -1,13 +1,17 @@
-"""WaveGlow's Triton kernels against their PyTorch twins (GPU; CPU under TRITON_INTERPRET=1)."""
+"""WaveGlow's Triton kernels against their PyTorch twins (GPU; the whole-layer kernels also on the CPU
+under Triton's interpreter, ``TRITON_INTERPRET=1``)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
-pytestmark = pytest.mark.gpu
-
-
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("rows,c,width", [(37, 8, 16), (1000, 64, 512), (18560, 256, 4096)])
 def test_gated_rows(dtype, rows, c, width):
@@ -47,21 +51,25 @@ def _tol(dtype, ref):
     return (4e-3 * max(1.0, float(ref.float().abs().max()))) if dtype == torch.float16 else 1e-5
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("flat", [False, True], ids=["per-tap", "flat"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("b,phases,t,c,dil", [(1, 4, 37, 32, 1), (2, 4, 37, 32, 32), (1, 32, 580, 256, 128),
                                               (3, 32, 61, 256, 4)])
-def test_wn_in_gate_matches_twin(dtype, b, phases, t, c, dil):
-    """Dilated taps across phase blocks (shifts beyond one frame), partial row tiles, real sizes."""
+def test_wn_in_gate_matches_twin(dtype, b, phases, t, c, dil, flat):
+    """Dilated taps across phase blocks (shifts beyond one frame), partial row tiles, real sizes;
+    both kernels (a loop per tap, and one loop over the whole reduction)."""
     from tts.plugins.waveglow import wn_in_gate, wn_in_gate_ref
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     (x, w, mel, wc, cb), half, fp = _wn_case(dtype, dev, b, phases, t, c, 3, dil, 64)
     out = torch.full((b * phases * t, c), float("nan"), device=dev, dtype=dtype)
     ref = torch.empty_like(out)
-    wn_in_gate(x, w, mel, wc, cb, out, t=t, fp=fp, phases=phases, dil=dil, half=half)
+    wn_in_gate(x, w, mel, wc, cb, out, t=t, fp=fp, phases=phases, dil=dil, half=half, flat=flat)
     wn_in_gate_ref(x, w, mel, wc, cb, ref, t=t, fp=fp, phases=phases, dil=dil, half=half)
     assert float((out.float() - ref.float()).abs().max()) < _tol(dtype, ref)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("first,res", [(True, True), (False, True), (False, False)])
 @pytest.mark.parametrize("b,phases,t,c", [(2, 4, 37, 32), (1, 32, 580, 256)])
@@ -88,3 +96,38 @@ def test_wn_res_end_matches_twin_and_keeps_padding(dtype, first, res, b, phases,
     assert bool((xv[:, :, :fp] == 0).all()) and bool((xv[:, :, fp + t:] == 0).all())   # padding stays zero
     if not res:
         assert torch.equal(x1, x)
+
+
+# ----------------------------------------------------------------------------- CPU (Triton's interpreter)
+
+def test_wn_in_gate_kernels_on_the_interpreter_agree_with_the_twin_and_each_other():
+    """Both ``wn_in_gate`` kernels under ``TRITON_INTERPRET=1`` (a subprocess: the variable is read
+    at import): taps shifted across phase blocks, partial row tiles, small tiles, both dtypes. The
+    flat loop sums the same products in the same order, so its output equals the per-tap kernel's."""
+    pytest.importorskip("triton")
+    code = textwrap.dedent("""
+        import sys
+        import torch
+        sys.path.insert(0, "tests")
+        from test_plugins_waveglow import _tol, _wn_case
+        from tts.plugins.waveglow import wn_in_gate, wn_in_gate_ref
+        for dtype in (torch.float32, torch.float16):
+            for b, phases, t, c, dil, tiles in [(2, 4, 37, 32, 32, None), (1, 8, 45, 64, 16, (64, 64, 16, 4, 2))]:
+                (x, w, mel, wc, cb), half, fp = _wn_case(dtype, "cpu", b, phases, t, c, 3, dil, 64)
+                ref = torch.empty(b * phases * t, c, dtype=dtype)
+                wn_in_gate_ref(x, w, mel, wc, cb, ref, t=t, fp=fp, phases=phases, dil=dil, half=half)
+                outs = []
+                for flat in (False, True):
+                    out = torch.full_like(ref, float("nan"))
+                    wn_in_gate(x, w, mel, wc, cb, out, t=t, fp=fp, phases=phases, dil=dil, half=half, tiles=tiles,
+                               flat=flat)
+                    err = float((out.float() - ref.float()).abs().max())
+                    assert err < _tol(dtype, ref), (dtype, b, phases, t, c, dil, flat, err)
+                    outs.append(out)
+                assert torch.equal(outs[0], outs[1]), (dtype, b, phases, t, c, dil)
+        print("ok")
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]

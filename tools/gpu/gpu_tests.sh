@@ -15,6 +15,6 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 FILES=${*:-tests/test_stop_rule.py tests/test_word_timings.py tests/test_hifigan.py tests/test_engines_gpu.py
   tests/test_slot_decoder.py tests/test_decoder_pdl.py tests/test_fastspeech.py tests/test_encoder_engine.py
   tests/test_denoiser.py tests/test_waveglow.py tests/test_engine_device.py tests/test_waveglow_cpu_engine.py
-  tests/test_plugins_waveglow.py tests/test_plugins_decoder.py}
+  tests/test_plugins_waveglow.py tests/test_plugins_decoder.py tests/test_bench_wn_tiles.py}
 timeout ${TEST_S:-540} python3 -m pytest -q -m gpu $FILES -p no:cacheprovider -rfE -W ignore::DeprecationWarning \
   --durations=8 --junitxml=${OUT:-.}/gpu.xml 2>&1 | tail -45
