@@ -8,6 +8,8 @@
   or float32; the arithmetic is float32; the output has the input's dtype.
 - ``wn_in_gate`` and ``wn_res_end`` (the ``fused`` layout): a whole coupling-network layer in
   two kernels over phase-major rows (below); twins ``wn_in_gate_ref``, ``wn_res_end_ref``.
+  ``wn_in_gate`` has two kernels of the same sums in the same order: a reduction loop per tap
+  and one flat loop over all taps and the conditioning (``WN_IN_FLAT`` picks).
 """
 
 from __future__ import annotations
