@@ -72,9 +72,10 @@ def wn_in_gate_flat_kernel(x_ptr, w_ptr, mel_ptr, wc_ptr, cb_ptr, out_ptr,
                            T, TP, FP, P, dil, q0, n_ftiles, KC,
                            C: tl.constexpr, KT: tl.constexpr, HALF: tl.constexpr,
                            BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    """``wn_in_gate_kernel`` with one loop over the whole reduction (``KT*C`` tap rows, then
-    ``KC`` conditioning rows), so that the loads are software-pipelined across taps instead of
-    restarting in each tap's short loop (``C / BK`` iterations). Same arguments and result."""
+    """``wn_in_gate_kernel`` with one loop over all taps' ``KT*C`` reduction rows (then the
+    conditioning's loop), so that the loads are software-pipelined across taps instead of
+    restarting in each tap's short loop (``C / BK`` iterations). Same arguments, same sums in the
+    same order."""
     pid = tl.program_id(0)
     NT: tl.constexpr = C // BN
     pid_n = pid % NT
@@ -87,25 +88,24 @@ def wn_in_gate_flat_kernel(x_ptr, w_ptr, mel_ptr, wc_ptr, cb_ptr, out_ptr,
     fmask = f < T
     rk = tl.arange(0, BK)
     cols = pid_n * BN + tl.arange(0, BN)
-    mrow = (b * T + f).to(tl.int64)
-    wc_base = wc_ptr + ph.to(tl.int64) * KC * (2 * C)
-    KX: tl.constexpr = KT * C
     acc_t = tl.zeros((BM, BN), dtype=tl.float32)
     acc_s = tl.zeros((BM, BN), dtype=tl.float32)
-    for k in range(0, KX + KC, BK):
-        j = k // C                             # the tap; KT and beyond: the conditioning
-        q = ph + (j - HALF) * dil + q0 * P
+    w_ptrs = w_ptr + rk[:, None] * (2 * C) + cols[None, :]
+    for k in range(0, KT * C, BK):
+        j = k // C                             # the tap
+        q = ph + (j - HALF) * dil + q0 * P     # >= 0: position shift, offset by q0 whole frames
         src = ((b * P + q % P) * TP + FP + q // P - q0 + f).to(tl.int64)
-        xa = x_ptr + src[:, None] * C + (k - j * C + rk)[None, :]
-        xw = w_ptr + (k + rk)[:, None] * (2 * C) + cols[None, :]
-        km = k - KX
-        ma = mel_ptr + mrow[:, None] * KC + (km + rk)[None, :]
-        mw = wc_base + (km + rk)[:, None] * (2 * C) + cols[None, :]
-        tap = k < KX
-        a = tl.load(tl.where(tap, xa, ma), mask=fmask[:, None], other=0.0)
-        w_ptrs = tl.where(tap, xw, mw)
-        wt = tl.load(w_ptrs)
-        ws = tl.load(w_ptrs + C)
+        a = tl.load(x_ptr + src[:, None] * C + (k - j * C + rk)[None, :], mask=fmask[:, None], other=0.0)
+        wt = tl.load(w_ptrs + k * (2 * C))
+        ws = tl.load(w_ptrs + k * (2 * C) + C)
+        acc_t = tl.dot(a, wt, acc_t, input_precision=PREC)
+        acc_s = tl.dot(a, ws, acc_s, input_precision=PREC)
+    m_ptrs = mel_ptr + (b * T + f).to(tl.int64)[:, None] * KC + rk[None, :]
+    c_ptrs = wc_ptr + ph.to(tl.int64) * KC * (2 * C) + rk[:, None] * (2 * C) + cols[None, :]
+    for kk in range(0, KC, BK):
+        a = tl.load(m_ptrs + kk, mask=fmask[:, None], other=0.0)
+        wt = tl.load(c_ptrs + kk * (2 * C))
+        ws = tl.load(c_ptrs + kk * (2 * C) + C)
         acc_t = tl.dot(a, wt, acc_t, input_precision=PREC)
         acc_s = tl.dot(a, ws, acc_s, input_precision=PREC)
     bt = tl.load(cb_ptr + cols).to(tl.float32)

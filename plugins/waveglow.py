@@ -9,7 +9,7 @@
 - ``wn_in_gate`` and ``wn_res_end`` (the ``fused`` layout): a whole coupling-network layer in
   two kernels over phase-major rows (below); twins ``wn_in_gate_ref``, ``wn_res_end_ref``.
   ``wn_in_gate`` has two kernels of the same sums in the same order: a reduction loop per tap
-  and one flat loop over all taps and the conditioning (``WN_IN_FLAT`` picks).
+  and one flat loop over all taps (``WN_IN_FLAT`` picks).
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def gated_rows(in_act: Tensor, out: Tensor | None = None, block_rows: int = 16) 
 
 #: Tiles ``(BM, BN, BK, num_warps, num_stages)`` of the two kernels (chosen for fp16 on an H100).
 WN_TILES = {"in": (128, 64, 64, 8, 3), "rs": (128, 128, 64, 8, 3)}
-#: ``wn_in_gate``'s kernel: the reduction as one loop over taps and conditioning (``True``), or a
-#: loop per tap (``False``); ``tools/gpu/bench_wn_tiles.py`` times both.
+#: ``wn_in_gate``'s kernel: one reduction loop over all taps (``True``), or a loop per tap
+#: (``False``), the conditioning's loop after either; ``tools/gpu/bench_wn_tiles.py`` times both.
 WN_IN_FLAT = False
 
 
