@@ -21,8 +21,9 @@ A tile that does not compile or run is recorded with its error. Writes ``DIR/wn_
 candidate, the best, and its speed-up over the shipped settings (the settings to put in
 ``plugins/waveglow.py``).
 
-``--device cpu --size tiny --frames 8 --repeats 1`` runs the same on a CPU under Triton's interpreter
-(``TRITON_INTERPRET=1`` is set for it): the plumbing, not the speed.
+``--device cpu --size tiny --batch 1 --frames 4 --repeats 1`` runs the same on a CPU under Triton's
+interpreter (``TRITON_INTERPRET=1`` is set for it): the plumbing, not the speed, and slowly (about a
+minute a candidate on two cores: give it one or two tiles with ``--in-tiles`` / ``--rs-tiles``).
 """
 
 from __future__ import annotations
