@@ -8,8 +8,8 @@
   or float32; the arithmetic is float32; the output has the input's dtype.
 - ``wn_in_gate`` and ``wn_res_end`` (the ``fused`` layout): a whole coupling-network layer in
   two kernels over phase-major rows (below); twins ``wn_in_gate_ref``, ``wn_res_end_ref``.
-  ``wn_in_gate`` has two kernels of the same sums in the same order: a reduction loop per tap
-  and one flat loop over all taps (``WN_IN_FLAT`` picks).
+  ``wn_in_gate``'s kernel has two forms of the same sums in the same order: a reduction loop
+  per tap, or one flat loop over all taps (``WN_IN_FLAT`` picks).
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def wn_frame_pad(half: int, max_dil: int, phases: int) -> int:
 def _wn_kernels():
     from tts.plugins import interpreter_compat
     interpreter_compat()
-    from tts.plugins._wn_triton import wn_in_gate_flat_kernel, wn_in_gate_kernel, wn_res_end_kernel
-    return wn_in_gate_kernel, wn_res_end_kernel, wn_in_gate_flat_kernel
+    from tts.plugins._wn_triton import wn_in_gate_kernel, wn_res_end_kernel
+    return wn_in_gate_kernel, wn_res_end_kernel
 
 
 def _prec(dtype: torch.dtype) -> str:
@@ -110,8 +110,8 @@ def _prec(dtype: torch.dtype) -> str:
 
 def wn_in_gate(x: Tensor, w: Tensor, mel: Tensor, wc: Tensor, cb: Tensor, out: Tensor, *, t: int, fp: int, phases: int,
                dil: int, half: int, tiles: tuple | None = None, flat: bool | None = None) -> Tensor:
-    """Kernel of ``wn_in_gate_ref`` (shapes there); all contiguous, one dtype. ``flat``: which
-    kernel (``WN_IN_FLAT`` when None)."""
+    """Kernel of ``wn_in_gate_ref`` (shapes there); all contiguous, one dtype. ``flat``: the
+    kernel's loop form (``WN_IN_FLAT`` when None)."""
     bm, bn, bk, warps, stages = tiles or WN_TILES["in"]
     c = x.shape[-1]
     kt = w.shape[0] // c
@@ -125,10 +125,9 @@ def wn_in_gate(x: Tensor, w: Tensor, mel: Tensor, wc: Tensor, cb: Tensor, out: T
     n_ft = -(-t // bm)
     q0 = -(-(half * dil) // phases)
     grid = (bp * n_ft * (c // bn),)
-    kernel = _wn_kernels()[2 if (WN_IN_FLAT if flat is None else flat) else 0]
-    kernel[grid](x, w, mel, wc, cb, out, t, t + 2 * fp, fp, phases, dil, q0, n_ft, kc,
+    _wn_kernels()[0][grid](x, w, mel, wc, cb, out, t, t + 2 * fp, fp, phases, dil, q0, n_ft, kc,
                            C=c, KT=kt, HALF=half, BM=bm, BN=bn, BK=bk, PREC=_prec(x.dtype),
-                           num_warps=warps, num_stages=stages)
+                           FLAT=bool(WN_IN_FLAT if flat is None else flat), num_warps=warps, num_stages=stages)
     return out
 
 

@@ -58,7 +58,7 @@ def _tol(dtype, ref):
                                               (3, 32, 61, 256, 4)])
 def test_wn_in_gate_matches_twin(dtype, b, phases, t, c, dil, flat):
     """Dilated taps across phase blocks (shifts beyond one frame), partial row tiles, real sizes;
-    both kernels (a loop per tap, and one loop over the whole reduction)."""
+    both loop forms of the kernel (a loop per tap, and one loop over all taps)."""
     from tts.plugins.waveglow import wn_in_gate, wn_in_gate_ref
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     (x, w, mel, wc, cb), half, fp = _wn_case(dtype, dev, b, phases, t, c, 3, dil, 64)
@@ -101,9 +101,9 @@ def test_wn_res_end_matches_twin_and_keeps_padding(dtype, first, res, b, phases,
 # ----------------------------------------------------------------------------- CPU (Triton's interpreter)
 
 def test_wn_in_gate_kernels_on_the_interpreter_agree_with_the_twin_and_each_other():
-    """Both ``wn_in_gate`` kernels under ``TRITON_INTERPRET=1`` (a subprocess: the variable is read
+    """Both loop forms of ``wn_in_gate``'s kernel under ``TRITON_INTERPRET=1`` (a subprocess: the variable is read
     at import): taps shifted across phase blocks, partial row tiles, small tiles, both dtypes. The
-    flat loop sums the same products in the same order, so its output equals the per-tap kernel's."""
+    flat loop sums the same products in the same order, so its output equals the per-tap loop's."""
     pytest.importorskip("triton")
     code = textwrap.dedent("""
         import sys
