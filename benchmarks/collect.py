@@ -54,9 +54,12 @@ TORCHSCRIPT = "TorchScript (DLE inference.py)"
 EAGER = "eager PyTorch"
 VERSION_KEYS = ("python", "torch", "cuda", "triton", "driver")
 #: Table order.
-FIGURES = ("e2e_tacotron2", "decoder_step", "decoder_step_alone", "waveglow", "e2e_fastspeech",
+FIGURES = ("e2e_tacotron2", "decoder_step", "decoder_step_alone", "waveglow", "e2e_tacotron2_hifigan", "hifigan",
+           "e2e_fastspeech",
            "server_unary_throughput", "server_unary_latency", "server_ttfa", "engine_cache_ready",
            "train_tacotron2", "train_waveglow")
+#: The vocoders' names in records (``tts-bench`` JSON's ``vocoder``).
+VOCODER_NAMES = {"waveglow": "WaveGlow", "hifigan": "HiFi-GAN", "griffinlim": "Griffin-Lim"}
 #: The shapes a ``tts-bench --walk`` contributes.
 WALK_BATCHES = (1, 8)
 WALK_LENGTH = 128
@@ -255,28 +258,36 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
     verify_baselines = [{k: sig(v[k]) if isinstance(v[k], float) else v[k]
                          for k in ("precision", "mel_max_abs_diff", "audio_max_abs_diff", "ok")}
                         for v in doc.get("verify_baselines", [])]
-    if doc["acoustic"] == "tacotron2":
+    vocoder = doc.get("vocoder", "waveglow")    # files older than the field ran WaveGlow
+    if doc["acoustic"] == "tacotron2" and vocoder == "hifigan":   # the decoder's figure is the WaveGlow run's
+        figures = [("e2e_tacotron2_hifigan", "Tacotron2 + HiFi-GAN + denoiser, end to end", "end to end", "avg_ms",
+                    "ms"),
+                   ("hifigan", "HiFi-GAN (DLE's default generator)", "hifigan", "avg_ms", "ms")]
+    elif doc["acoustic"] == "tacotron2":
         figures = [("e2e_tacotron2", "Tacotron2 + WaveGlow + denoiser, end to end", "end to end", "avg_ms", "ms"),
                    ("decoder_step", "Tacotron2 decoder step", "decoder", "us_per_step", "us"),
                    ("waveglow", "WaveGlow-256", "waveglow", "avg_ms", "ms")]
     else:
-        figures = [("e2e_fastspeech", "FastSpeech + WaveGlow + denoiser, end to end", "end to end", "avg_ms", "ms")]
+        figures = [(f"e2e_fastspeech{'_' + vocoder if vocoder != 'waveglow' else ''}",
+                    f"FastSpeech + {VOCODER_NAMES.get(vocoder, vocoder)} + denoiser, end to end", "end to end",
+                    "avg_ms", "ms")]
     voice = option(run.command, "--voice")
     if voice and doc.get("random_weights") is False:    # a real voice, its own vocoder: the p50 is the figure
         figures = [("e2e_voice", f"voice {voice} ({doc['acoustic']} + its vocoder), end to end, p50",
                     "end to end", "p50_ms", "ms")]
     attention = doc.get("stop_rule") == "attention"      # the voices' stop rule: its own records
-    if attention:                                       # (WaveGlow does not depend on it)
-        figures = [f for f in figures if f[0] != "waveglow"]
+    if attention:                                       # (the vocoder does not depend on it)
+        figures = [f for f in figures if f[0] not in ("waveglow", "hifigan")]
     out = []
     for b, n in shapes:
         for figure, name, comp, key, unit in figures:
             eng, eag = rows.get((comp, "engine", b, n)), rows.get((comp, "eager", b, n))
-            ts = rows.get((comp, "torchscript", b, n))
+            # the TorchScript pipeline runs HiFi-GAN eager (DLE scripts only Tacotron2 and WaveGlow)
+            ts = rows.get((comp, "torchscript", b, n)) if comp != "hifigan" else None
             if eng is None or eng.get(key) in (None, ""):
                 continue
             frames = eng.get("avg_mel_frames")
-            if figure == "waveglow":
+            if figure in ("waveglow", "hifigan"):
                 inp = f"{frames:.0f} mel frames"
             elif doc["acoustic"] == "tacotron2":
                 inp = f"{n} characters, {steps} decoder steps" if steps else f"{n} characters"
@@ -287,7 +298,7 @@ def from_tts_bench(run: Run, doc: dict) -> list[dict]:
             note = ""
             if comp == "end to end":
                 note = f"RTF {eng['rtf_aggregate']:.0f}"
-            elif comp == "waveglow" and b > 1:
+            elif comp in ("waveglow", "hifigan") and b > 1:
                 note = f"{eng['rtf_aggregate']:.0f}x real time"
             extra = {"p50": sig(eng["p50_ms"]), "p99": sig(eng["p99_ms"]), "std": sig(eng["std_ms"]),
                      "unit": "ms"}

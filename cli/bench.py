@@ -11,7 +11,10 @@ Every figure of an engine is given with the baselines measured in the same run:
     The same models and casts without TorchScript (``speedup``).
 
 ``--baseline`` picks them (default ``both``, on CPU too). Without checkpoints the models are
-random weights of NVIDIA's real sizes (``--size ngc``) or tiny ones (``--size tiny``, for CI).
+random weights of NVIDIA's real sizes (``--size ngc``) or tiny ones (``--size tiny``, for CI), with
+WaveGlow or (``--vocoder hifigan``) the HiFi-GAN generator of DLE's default configuration as the
+vocoder. Each stage is a component of the results, the vocoder's named by its kind (``waveglow``,
+``hifigan``, ``griffinlim``).
 ``--server HOST:PORT`` measures a running server instead (``tts.cli.bench_server``).
 """
 
@@ -35,8 +38,6 @@ logger = logging.getLogger(__name__)
 PROG = "tts-bench"
 WALK_BATCHES = (1, 2, 4, 8, 16)
 WALK_LENGTHS = (64, 128, 256)
-T2_STAGES = ("text", "encoder", "decoder", "postnet", "waveglow", "denoiser")
-FS_STAGES = ("text", "fastspeech", "waveglow", "denoiser")
 HOP = 256
 SIGMA = 0.6
 DENOISER_STRENGTH = 0.01
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verify", action="store_true",
                    help="max abs error of every engine against the fp32 eager reference (dropout 0, sigma 0)")
     g.add_argument("--plot", metavar="FILE.png", help="latency distribution per backend (needs matplotlib)")
+    g.add_argument("--vocoder", choices=["waveglow", "hifigan"], default=None,
+                   help="vocoder of the random-weight models (default: waveglow); with checkpoints, "
+                        "--waveglow or --hifigan picks it")
     g.add_argument("--size", choices=["ngc", "bundled", "tiny"], default="ngc",
                    help="size of the random-weight models: ngc (NVIDIA's published sizes, the default), "
                         "bundled (the bundled voice's sizes, tts.train.tasks.MODEL_CONFIGS) or tiny (CI)")
@@ -146,27 +150,36 @@ def bundled_configs():
             FastSpeechConfig(**c["fastspeech"]))
 
 
-def random_models(kind: str, size: str, seed: int):
-    """Random-weight models: NVIDIA's sizes (NGC Tacotron2, waveglow256, FastSpeech base), bundled or tiny."""
+def random_models(kind: str, size: str, seed: int, vocoder: str = "waveglow"):
+    """Random-weight models: NVIDIA's sizes (NGC Tacotron2, waveglow256 or DLE's default HiFi-GAN,
+    FastSpeech base), bundled or tiny. Returns (acoustic, vocoder, denoiser)."""
     import torch
 
     from tts.models.denoiser import Denoiser
     from tts.models.fastspeech import FastSpeech, FastSpeechConfig
+    from tts.models.hifigan import HiFiGAN, HiFiGANConfig, HiFiGANDenoiser
     from tts.models.tacotron2 import Tacotron2, Tacotron2Config
     from tts.models.waveglow import WaveGlow, WaveGlowConfig
     torch.manual_seed(seed)
     if size == "tiny":
         t2c, wgc, fsc = tiny_configs()
+        hgc = HiFiGANConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3, 5),
+                            resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)))
     elif size == "bundled":
         t2c, wgc, fsc = bundled_configs()
+        hgc = HiFiGANConfig()
     else:
         t2c, wgc, fsc = Tacotron2Config(), WaveGlowConfig(), FastSpeechConfig()
+        hgc = HiFiGANConfig()
     acoustic = (Tacotron2(t2c) if kind == "tacotron2" else FastSpeech(fsc)).eval()
     if kind == "fastspeech":
         with torch.no_grad():   # durations of a few frames per symbol, as a trained model predicts
             lin = acoustic.length_regulator.duration_predictor.linear_layer
             lin.weight.mul_(0.01)
             lin.bias.fill_(1.5)
+    if vocoder == "hifigan":
+        hg = HiFiGAN(hgc).remove_weight_norm().eval()
+        return acoustic, hg, HiFiGANDenoiser(hg).eval()
     wg = WaveGlow(wgc).eval()
     with torch.no_grad():       # DLE zeroes `end` (identity couplings): make them do something
         for wn in wg.WN:
@@ -178,12 +191,25 @@ def random_models(kind: str, size: str, seed: int):
 
 def load_models(args) -> Models:
     from tts.cli.common import voice_from_args
+    from tts.errors import InvalidInputError
     if args.tacotron2 or args.fastspeech or args.voice or args.waveglow or getattr(args, "hifigan", None):
+        if getattr(args, "vocoder", None):
+            raise InvalidInputError("--vocoder picks the random-weight models' vocoder; with checkpoints, "
+                                    "--waveglow or --hifigan does", field="vocoder")
         v = voice_from_args(args)
         return Models(v.acoustic_kind, v.acoustic, v.vocoder, v.denoiser, v.frontend, v.sample_rate, False)
     kind = args.acoustic or "tacotron2"
-    acoustic, wg, den = random_models(kind, args.size, args.seed)
-    return Models(kind, acoustic, wg, den, kind, 22050, True)
+    acoustic, voc, den = random_models(kind, args.size, args.seed, getattr(args, "vocoder", None) or "waveglow")
+    return Models(kind, acoustic, voc, den, kind, 22050, True)
+
+
+def vocoder_kind(vocoder) -> str:
+    """``"waveglow"``, ``"hifigan"`` or ``"griffinlim"``: the vocoder stage's component name."""
+    from tts.models.griffinlim import GriffinLim
+    from tts.models.hifigan import HiFiGAN
+    if isinstance(vocoder, HiFiGAN):
+        return "hifigan"
+    return "griffinlim" if isinstance(vocoder, GriffinLim) else "waveglow"
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -209,6 +235,7 @@ class Pipeline:
         self.kind = models.kind
         self.frontend = models.frontend
         self.scripted_vocoder = False
+        self.vocoder_stage = vocoder_kind(models.vocoder)
         self.stop_rule = getattr(args, "stop_rule", "gate")
         acoustic = copy.deepcopy(models.acoustic).to(device).eval()
         vocoder = copy.deepcopy(models.vocoder).to(device).eval()
@@ -244,8 +271,10 @@ class Pipeline:
             self.autocast = False
 
     def _script(self, models: Models) -> None:
-        """Tacotron2 and WaveGlow through ``torch.jit.script`` (DLE ``inference.py``); other
-        vocoders stay eager (DLE scripts no HiFi-GAN or Griffin-Lim)."""
+        """Tacotron2 and WaveGlow through ``torch.jit.script`` (DLE Tacotron2's ``inference.py``); other
+        vocoders stay eager: HiFi-GAN as DLE HiFiGAN's ``inference.py`` runs it by default (without
+        ``--torchscript``), Griffin-Lim has no TorchScript path. ``collect.py`` gives the HiFi-GAN
+        figure the eager baseline only."""
         from tts.errors import InvalidInputError
         from tts.models.scripted import script_tacotron2, script_waveglow
         from tts.models.waveglow import WaveGlow
@@ -314,7 +343,7 @@ class Pipeline:
                     t["fastspeech"] = self._lap(t0)
             t0 = time.perf_counter()
             audio = self.vocode(mel.to(self.dtype), sigma)
-            t["waveglow"] = self._lap(t0)
+            t[self.vocoder_stage] = self._lap(t0)
             t0 = time.perf_counter()
             den = self.denoiser(audio.float(), strength=strength)
             t["denoiser"] = self._lap(t0)
@@ -591,7 +620,8 @@ def _body(args) -> int:
     print(format_rows(shown))
     print(speedup_lines(rows))
     result: dict[str, Any] = {"environment": environment(device), "command": " ".join(sys.argv),
-                              "acoustic": models.kind, "random_weights": models.random, "size": args.size,
+                              "acoustic": models.kind, "vocoder": vocoder_kind(models.vocoder),
+                              "random_weights": models.random, "size": args.size,
                               "num_frames": num_frames, "precision": precision, "baselines": baselines,
                               "baseline_fp16": args.eager_fp16 if precision == "fp16" else None,
                               "float32_math": math_mode,

@@ -90,7 +90,50 @@ def test_bench_with_a_hifigan_vocoder(tmp_path):
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["verify"][0]["mel_ok"] and data["verify"][0]["audio_ok"]
-    assert {r["component"] for r in data["rows"]} >= {"decoder", "waveglow", "end to end"}
+    assert {r["component"] for r in data["rows"]} >= {"decoder", "hifigan", "end to end"}
+    assert data["vocoder"] == "hifigan" and "waveglow" not in {r["component"] for r in data["rows"]}
+
+
+def test_bench_random_hifigan_runs_and_collects_as_hifigan_figures(tmp_path):
+    """``--vocoder hifigan``: random weights of DLE's default HiFi-GAN generator (tiny here) as the
+    vocoder stage, named ``hifigan``; ``benchmarks/collect.py`` makes HiFi-GAN records of the run (the
+    vocoder's against eager only: the TorchScript pipeline runs HiFi-GAN eager), and no decoder or
+    WaveGlow record."""
+    import importlib.util
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    raw = tmp_path / "raw" / "cpu-2000-01-01"
+    raw.mkdir(parents=True)
+    rc = bench.main(["--size", "tiny", "--vocoder", "hifigan", "--device", "cpu", "--repeats", "2", "--warmup", "0",
+                     "--input-length", "24", "--num-frames", "8", "--verify", "--output", str(raw / "hg.json")])
+    assert rc == 0
+    data = json.loads((raw / "hg.json").read_text())
+    assert data["vocoder"] == "hifigan"
+    comps = {(r["component"], r["backend"]) for r in data["rows"]}
+    assert {("hifigan", b) for b in ("eager", "torchscript", "engine")} <= comps
+    assert not any(c == "waveglow" for c, _ in comps)
+    v = data["verify"][0]
+    assert v["mel_ok"] and v["audio_ok"] and v["vocoder_only_snr_db"] > 60
+    (raw / "env.txt").write_text("NVIDIA H100 80GB HBM3, 580.00, 81559 MiB\n"
+                                 "python 3.12.3 torch 2.11.0 cuda 13.0 cudnn 91300 triton 3.6.0\n")
+    spec = importlib.util.spec_from_file_location("bench_collect", root / "benchmarks" / "collect.py")
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    recs = {r["figure"]: r for r in collect.collect_folder(raw, tmp_path)}
+    assert set(recs) == {"e2e_tacotron2_hifigan", "hifigan"}
+    e2e, voc = recs["e2e_tacotron2_hifigan"], recs["hifigan"]
+    assert e2e["name"] == "Tacotron2 + HiFi-GAN + denoiser, end to end" and e2e["baseline"] == collect.TORCHSCRIPT
+    assert voc["baseline"] == collect.EAGER and voc["baseline_torchscript"] is None
+    assert voc["input"] == "8 mel frames" and voc["ratio_eager"] > 0
+
+
+def test_bench_vocoder_flag_is_for_random_weights_only(capsys):
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    assert bench.main(["--tacotron2", str(root / "tts/voices/slt-tacotron2/tacotron2.pt"),
+                       "--vocoder", "hifigan", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "--vocoder picks the random-weight models' vocoder" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("mode", ["half", "autocast"])

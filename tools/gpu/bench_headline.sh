@@ -14,6 +14,9 @@
 #   fs_b1       FastSpeech + WaveGlow + denoiser, fp16, batch 1, --verify (eager baseline only:
 #               DLE's FastSpeech has no TorchScript path)
 #   t2_b1_fp32  Tacotron2 + WaveGlow + denoiser in IEEE fp32 (TF32 off), batch 1, --verify
+#   hg_b1       Tacotron2 + HiFi-GAN (DLE's default generator, random weights) + denoiser, fp16,
+#               batch 1, --verify (HiFi-GAN's baseline eager, as DLE HiFiGAN's inference.py runs it)
+#   hg_b8       the same at batch 8 (the HiFi-GAN batch-8 figure)
 #   heart_b1    the default voice (FastSpeech + its Griffin-Lim), fp16, batch 1: its own eager loop as
 #               the baseline (no NVIDIA pipeline runs this voice)
 #   t2_b1_attention, t2_b8_attention  (not in the default STEPS) t2_b1 / t2_b8 with the engines and
@@ -35,7 +38,7 @@ export TTS_ENGINE_CACHE=${TTS_ENGINE_CACHE:-/tmp/tts-engine-cache}
   python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'triton', triton.__version__)"
 } > "$D/env.txt" 2>&1; cat "$D/env.txt"
 B="python3 -W ignore::DeprecationWarning /tmp/pp/tts/cli/bench.py --device cuda"   # by path: the checkout's tts/ would shadow /tmp/pp
-STEPS=${STEPS:-t2_b1,t2_b8,fs_b1,t2_b1_fp32,heart_b1}
+STEPS=${STEPS:-t2_b1,t2_b8,fs_b1,t2_b1_fp32,hg_b1,hg_b8,heart_b1}
 T0=$SECONDS
 run() {   # run NAME TIMEOUT ARGS...
   local name=$1 limit=$2; shift 2
@@ -43,7 +46,7 @@ run() {   # run NAME TIMEOUT ARGS...
   local t=$SECONDS
   timeout "$limit" $B "$@" --output "$D/$name.json" > "$D/$name.txt" 2>&1
   echo "== $name (exit $?, $((SECONDS - t)) s)"
-  grep -E "^end to end|^decoder|^waveglow|^fastspeech|^verify|rror" "$D/$name.txt" | cut -c1-200
+  grep -E "^end to end|^decoder|^waveglow|^hifigan|^fastspeech|^verify|rror" "$D/$name.txt" | cut -c1-200
 }
 run t2_b1 240 --precision fp16 --batch 1 --warmup 3 --repeats 10 --verify
 run t2_b8 200 --precision fp16 --batch 8 --warmup 2 --repeats 5
@@ -51,6 +54,8 @@ run fs_b1 120 --precision fp16 --acoustic fastspeech --batch 1 --warmup 3 --repe
 run t2_b1_fp32 200 --precision fp32 --batch 1 --warmup 2 --repeats 5 --verify
 run t2_b1_attention 200 --precision fp16 --batch 1 --warmup 2 --repeats 10 --baseline eager --stop-rule attention
 run t2_b8_attention 200 --precision fp16 --batch 8 --warmup 2 --repeats 5 --baseline eager --stop-rule attention
+run hg_b1 200 --precision fp16 --vocoder hifigan --batch 1 --warmup 3 --repeats 10 --verify
+run hg_b8 200 --precision fp16 --vocoder hifigan --batch 8 --warmup 2 --repeats 5
 run heart_b1 120 --voice heart --precision fp16 --batch 1 --warmup 3 --repeats 30
 run walk 300 --precision fp16 --walk --warmup 1 --repeats 3 --baseline eager
 echo "== all steps: $((SECONDS - T0)) s"
@@ -62,7 +67,7 @@ print("\nsummary (engine figures; ratios against the baselines measured in the s
 for f in sorted(d.glob("*.json")):
     doc = json.loads(f.read_text())
     rows = {(r["component"], r["backend"]): r for r in doc["rows"]}
-    for comp in ("end to end", "decoder", "waveglow", "fastspeech"):
+    for comp in ("end to end", "decoder", "waveglow", "hifigan", "fastspeech"):
         e = rows.get((comp, "engine"))
         if not e:
             continue
