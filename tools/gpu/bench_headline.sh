@@ -1,11 +1,14 @@
 #!/bin/bash
-# Every headline figure of benchmarks/README.md that tts-bench makes, in one invocation (about 5-8
+# Every headline figure of benchmarks/README.md that tts-bench makes, in one invocation (about 7-10
 # minutes on an H100): random weights of NVIDIA's sizes, 128 characters, 580 forced decoder steps,
 # engines against both baselines of the same run (TorchScript as DLE's inference.py runs it, and
 # eager). On the GPU machine, from the repository root:
 #
 #   bash tools/gpu/bench_headline.sh [DIR]        # DIR: $OUT if set, else bench-out
 #   STEPS=t2_b1,fs_b1 bash tools/gpu/bench_headline.sh   # a subset
+#
+# Where one command may run 10 minutes at most, split the default steps over two calls, e.g.
+# STEPS=t2_b1,t2_b8,fs_b1 then STEPS=t2_b1_fp32,hg_b1,hg_b8,heart_b1 (each writes its own env.txt).
 #
 # Writes DIR/env.txt and, per step, DIR/STEP.json (+ .csv beside it, the printed table in .txt):
 #   t2_b1       Tacotron2 + WaveGlow + denoiser, fp16, batch 1, --verify (engines against fp32
