@@ -163,14 +163,10 @@ def random_models(kind: str, size: str, seed: int, vocoder: str = "waveglow"):
     torch.manual_seed(seed)
     if size == "tiny":
         t2c, wgc, fsc = tiny_configs()
-        hgc = HiFiGANConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3, 5),
-                            resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)))
     elif size == "bundled":
         t2c, wgc, fsc = bundled_configs()
-        hgc = HiFiGANConfig()
     else:
         t2c, wgc, fsc = Tacotron2Config(), WaveGlowConfig(), FastSpeechConfig()
-        hgc = HiFiGANConfig()
     acoustic = (Tacotron2(t2c) if kind == "tacotron2" else FastSpeech(fsc)).eval()
     if kind == "fastspeech":
         with torch.no_grad():   # durations of a few frames per symbol, as a trained model predicts
@@ -178,6 +174,8 @@ def random_models(kind: str, size: str, seed: int, vocoder: str = "waveglow"):
             lin.weight.mul_(0.01)
             lin.bias.fill_(1.5)
     if vocoder == "hifigan":
+        hgc = (HiFiGANConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3, 5),
+                             resblock_dilation_sizes=((1, 3, 5), (1, 3, 5))) if size == "tiny" else HiFiGANConfig())
         hg = HiFiGAN(hgc).remove_weight_norm().eval()
         return acoustic, hg, HiFiGANDenoiser(hg).eval()
     wg = WaveGlow(wgc).eval()
@@ -193,23 +191,14 @@ def load_models(args) -> Models:
     from tts.cli.common import voice_from_args
     from tts.errors import InvalidInputError
     if args.tacotron2 or args.fastspeech or args.voice or args.waveglow or getattr(args, "hifigan", None):
-        if getattr(args, "vocoder", None):
+        if args.vocoder:
             raise InvalidInputError("--vocoder picks the random-weight models' vocoder; with checkpoints, "
                                     "--waveglow or --hifigan does", field="vocoder")
         v = voice_from_args(args)
         return Models(v.acoustic_kind, v.acoustic, v.vocoder, v.denoiser, v.frontend, v.sample_rate, False)
     kind = args.acoustic or "tacotron2"
-    acoustic, voc, den = random_models(kind, args.size, args.seed, getattr(args, "vocoder", None) or "waveglow")
+    acoustic, voc, den = random_models(kind, args.size, args.seed, args.vocoder or "waveglow")
     return Models(kind, acoustic, voc, den, kind, 22050, True)
-
-
-def vocoder_kind(vocoder) -> str:
-    """``"waveglow"``, ``"hifigan"`` or ``"griffinlim"``: the vocoder stage's component name."""
-    from tts.models.griffinlim import GriffinLim
-    from tts.models.hifigan import HiFiGAN
-    if isinstance(vocoder, HiFiGAN):
-        return "hifigan"
-    return "griffinlim" if isinstance(vocoder, GriffinLim) else "waveglow"
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -230,12 +219,14 @@ class Pipeline:
 
     def __init__(self, name: str, models: Models, device, precision: str, args) -> None:
         import torch
+
+        from tts.voice import vocoder_kind
         self.name, self.device, self.precision = name, device, precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.kind = models.kind
         self.frontend = models.frontend
         self.scripted_vocoder = False
-        self.vocoder_stage = vocoder_kind(models.vocoder)
+        self.vocoder_stage = vocoder_kind(models.vocoder)      # the vocoder's component name
         self.stop_rule = getattr(args, "stop_rule", "gate")
         acoustic = copy.deepcopy(models.acoustic).to(device).eval()
         vocoder = copy.deepcopy(models.vocoder).to(device).eval()
@@ -620,7 +611,7 @@ def _body(args) -> int:
     print(format_rows(shown))
     print(speedup_lines(rows))
     result: dict[str, Any] = {"environment": environment(device), "command": " ".join(sys.argv),
-                              "acoustic": models.kind, "vocoder": vocoder_kind(models.vocoder),
+                              "acoustic": models.kind, "vocoder": pipes["engine"].vocoder_stage,
                               "random_weights": models.random, "size": args.size,
                               "num_frames": num_frames, "precision": precision, "baselines": baselines,
                               "baseline_fp16": args.eager_fp16 if precision == "fp16" else None,

@@ -95,11 +95,7 @@ class Voice:
     @property
     def vocoder_kind(self) -> str:
         """``"waveglow"``, ``"hifigan"`` or ``"griffinlim"``."""
-        from tts.models.griffinlim import GriffinLim
-        from tts.models.hifigan import HiFiGAN
-        if isinstance(self.vocoder, HiFiGAN):
-            return "hifigan"
-        return "griffinlim" if isinstance(self.vocoder, GriffinLim) else "waveglow"
+        return vocoder_kind(self.vocoder)
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -244,6 +240,15 @@ class Voice:
                 raise VoiceError(f"{manifest}: frontend must be one of {list(FRONTENDS)}, got {frontend!r}")
             voice.frontend = frontend
         return voice
+
+
+def vocoder_kind(vocoder: torch.nn.Module) -> str:
+    """A vocoder module's kind: ``"waveglow"``, ``"hifigan"`` or ``"griffinlim"``."""
+    from tts.models.griffinlim import GriffinLim
+    from tts.models.hifigan import HiFiGAN
+    if isinstance(vocoder, HiFiGAN):
+        return "hifigan"
+    return "griffinlim" if isinstance(vocoder, GriffinLim) else "waveglow"
 
 
 def bundled_voices() -> list[str]:
